@@ -1,0 +1,343 @@
+//! Settings of the session life cycle: expiry, touching, locks and policies.
+//!
+//! Cookie settings live in the `sessionkit` facade, next to the HTTP code that
+//! uses them; this module holds what the session handle itself needs.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::record::Touch;
+
+/// How locks behave: TTL, renewal, and the bounded wait to acquire one.
+///
+/// The defaults follow Phalcon's Redis adapter (a 30 s lock, about 5 s of
+/// waiting in all) with two fixes: the lock is renewed while held, so a long
+/// request does not lose it silently, and the wait backs off with jitter
+/// instead of polling at a fixed pace.
+///
+/// Phalcon's settings map onto these: `lockExpiry` → [`LockConfig::ttl`];
+/// `lockRetries × lockWaitTime` → [`LockConfig::wait`] (the total);
+/// `lockWaitTime` → [`LockConfig::max_backoff`] (the pause between attempts
+/// grows up to it).
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionkit_core::LockConfig;
+///
+/// let lock = LockConfig::default();
+/// assert_eq!(lock.ttl, Duration::from_secs(30));
+/// assert_eq!(lock.wait, Duration::from_secs(5));
+/// assert!(lock.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockConfig {
+    /// How long a lock lives without renewal. Default 30 s: a holder that dies
+    /// blocks its session for at most this long.
+    pub ttl: Duration,
+    /// How often a held lock is renewed. Default `ttl / 3`, so two renewals
+    /// can fail before the lock lapses.
+    pub renew_every: Duration,
+    /// How long [`Session::lock`](crate::Session::lock) waits in all before a
+    /// [`LockTimeout`](crate::ErrorKind::LockTimeout). Default 5 s.
+    pub wait: Duration,
+    /// The first pause between attempts. Default 2 ms; it doubles each time.
+    pub initial_backoff: Duration,
+    /// The longest pause between attempts. Default 50 ms (Phalcon's
+    /// `lockWaitTime`).
+    pub max_backoff: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            ttl: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            wait: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+impl LockConfig {
+    /// Sets the TTL and renews at a third of it.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self.renew_every = ttl / 3;
+        self
+    }
+
+    /// Sets the total wait.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Checks the settings; errors name the setting at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ttl < Duration::from_millis(100) {
+            return Err(Error::invalid_config("lock.ttl", "must be at least 100 ms"));
+        }
+        if self.renew_every.is_zero() || self.renew_every >= self.ttl {
+            return Err(Error::invalid_config(
+                "lock.renew_every",
+                "must be greater than zero and shorter than lock.ttl",
+            ));
+        }
+        if self.initial_backoff.is_zero() || self.initial_backoff > self.max_backoff {
+            return Err(Error::invalid_config(
+                "lock.initial_backoff",
+                "must be greater than zero and at most lock.max_backoff",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// When a session is locked without being asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LockPolicy {
+    /// Only [`Session::lock`](crate::Session::lock) and
+    /// [`Session::put`](crate::Session::put) lock (the amphp model). Default.
+    #[default]
+    OnDemand,
+    /// The first access to the session locks it for the rest of the request,
+    /// as PHP's files handler and Phalcon's `lockingEnabled` do. Requests of
+    /// one session then run one after another; simple and safe, but slow for
+    /// pages that fire many requests at once.
+    WholeRequest,
+}
+
+/// Whether writes need a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WritePolicy {
+    /// Writes outside a lock are buffered and flushed at the end of the
+    /// request, key by key. Default.
+    #[default]
+    Buffered,
+    /// Writes outside a lock fail with
+    /// [`ModificationDenied`](crate::ErrorKind::ModificationDenied) (amphp's
+    /// strict behaviour).
+    LockedOnly,
+}
+
+/// What happens to changes made under a lock that the handler never
+/// committed or rolled back, when the response is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReleasePolicy {
+    /// Commit unless the response is a server error (5xx). Default.
+    #[default]
+    CommitUnlessServerError,
+    /// Always commit.
+    Commit,
+    /// Always roll back: only explicit commits persist.
+    Rollback,
+}
+
+/// The settings of the session life cycle.
+///
+/// Build it with [`SessionConfig::builder`], which validates every value.
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionkit_core::SessionConfig;
+///
+/// let config = SessionConfig::builder()
+///     .lifetime(Duration::from_secs(30 * 60))
+///     .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.lifetime(), Duration::from_secs(1800));
+///
+/// let err = SessionConfig::builder().lifetime(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.setting(), Some("lifetime"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub(crate) lifetime: Duration,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) touch: Touch,
+    pub(crate) lock: LockConfig,
+    pub(crate) lock_policy: LockPolicy,
+    pub(crate) write_policy: WritePolicy,
+    pub(crate) release_policy: ReleasePolicy,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            lifetime: Duration::from_secs(120 * 60),
+            absolute_lifetime: None,
+            touch: Touch::when_remaining_below(0.75).expect("valid share"),
+            lock: LockConfig::default(),
+            lock_policy: LockPolicy::default(),
+            write_policy: WritePolicy::default(),
+            release_policy: ReleasePolicy::default(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> SessionConfigBuilder {
+        SessionConfigBuilder {
+            config: SessionConfig::default(),
+            touch_share: 0.75,
+        }
+    }
+
+    /// The idle lifetime: a session not used for this long expires.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The absolute lifetime, measured from creation, if any.
+    pub fn absolute_lifetime(&self) -> Option<Duration> {
+        self.absolute_lifetime
+    }
+
+    /// When loads refresh the idle expiry.
+    pub fn touch(&self) -> Touch {
+        self.touch
+    }
+
+    /// The lock settings.
+    pub fn lock(&self) -> &LockConfig {
+        &self.lock
+    }
+
+    /// The lock policy.
+    pub fn lock_policy(&self) -> LockPolicy {
+        self.lock_policy
+    }
+
+    /// The write policy.
+    pub fn write_policy(&self) -> WritePolicy {
+        self.write_policy
+    }
+
+    /// The release policy.
+    pub fn release_policy(&self) -> ReleasePolicy {
+        self.release_policy
+    }
+}
+
+/// Builds a [`SessionConfig`]; see there.
+#[derive(Debug, Clone)]
+pub struct SessionConfigBuilder {
+    config: SessionConfig,
+    touch_share: f64,
+}
+
+impl SessionConfigBuilder {
+    /// The idle lifetime. Default 120 minutes, as in the seed frameworks.
+    ///
+    /// # Security
+    ///
+    /// Shorter is safer: OWASP suggests 2–5 minutes for high-value
+    /// applications and 15–30 minutes for low-risk ones
+    /// ([Session Expiration](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-expiration)).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.lifetime = lifetime;
+        self
+    }
+
+    /// The absolute lifetime from creation, after which a session expires
+    /// however active it is. Default none.
+    ///
+    /// # Security
+    ///
+    /// An absolute timeout bounds how long a stolen id stays useful
+    /// ([OWASP: Absolute Timeout](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#absolute-timeout)).
+    pub fn absolute_lifetime(mut self, absolute: Option<Duration>) -> Self {
+        self.config.absolute_lifetime = absolute;
+        self
+    }
+
+    /// A load refreshes the idle expiry when less than this share of the
+    /// lifetime remains. Default 0.75: at most one store write per quarter
+    /// lifetime for a session that is only read. `1.0` refreshes on every load.
+    pub fn touch_threshold(mut self, share: f64) -> Self {
+        self.touch_share = share;
+        self
+    }
+
+    /// The lock settings. Default [`LockConfig::default`].
+    pub fn lock(mut self, lock: LockConfig) -> Self {
+        self.config.lock = lock;
+        self
+    }
+
+    /// The lock policy. Default [`LockPolicy::OnDemand`].
+    pub fn lock_policy(mut self, policy: LockPolicy) -> Self {
+        self.config.lock_policy = policy;
+        self
+    }
+
+    /// The write policy. Default [`WritePolicy::Buffered`].
+    pub fn write_policy(mut self, policy: WritePolicy) -> Self {
+        self.config.write_policy = policy;
+        self
+    }
+
+    /// The release policy. Default [`ReleasePolicy::CommitUnlessServerError`].
+    pub fn release_policy(mut self, policy: ReleasePolicy) -> Self {
+        self.config.release_policy = policy;
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<SessionConfig, Error> {
+        let mut config = self.config;
+        if config.lifetime < Duration::from_secs(1) {
+            return Err(Error::invalid_config("lifetime", "must be at least one second"));
+        }
+        if let Some(abs) = config.absolute_lifetime {
+            if abs < Duration::from_secs(1) {
+                return Err(Error::invalid_config(
+                    "absolute_lifetime",
+                    "must be at least one second",
+                ));
+            }
+        }
+        config.touch = Touch::when_remaining_below(self.touch_share).ok_or_else(|| {
+            Error::invalid_config("touch_threshold", "must be a share in (0, 1]")
+        })?;
+        config.lock.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = SessionConfig::builder().build().unwrap();
+        assert_eq!(config, SessionConfig::default());
+        assert_eq!(config.lifetime(), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let cases = [
+            (SessionConfig::builder().touch_threshold(0.0), "touch_threshold"),
+            (
+                SessionConfig::builder().absolute_lifetime(Some(Duration::ZERO)),
+                "absolute_lifetime",
+            ),
+            (
+                SessionConfig::builder().lock(LockConfig::default().with_ttl(Duration::from_millis(1))),
+                "lock.ttl",
+            ),
+        ];
+        for (builder, setting) in cases {
+            assert_eq!(builder.build().unwrap_err().setting(), Some(setting));
+        }
+    }
+}

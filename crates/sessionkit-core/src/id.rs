@@ -1,0 +1,285 @@
+//! Session ids and lock tokens: random, validated, never logged in the clear.
+//!
+//! A [`SessionId`] is 256 bits from the operating system's CSPRNG, written as
+//! 43 characters of unpadded base64url. That is well above the 64 bits of
+//! entropy the [OWASP Session Management Cheat Sheet] asks for, so guessing a
+//! live id is not a practical attack.
+//!
+//! Ids that arrive from clients are checked for exact length and alphabet by
+//! [`SessionId::parse`] *before* anything else looks at them; a value that fails
+//! the check never reaches a store.
+//!
+//! [OWASP Session Management Cheat Sheet]: https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-entropy
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind};
+
+/// Length in bytes of the random part of a [`SessionId`].
+const ID_BYTES: usize = 32;
+
+/// Length in characters of an encoded [`SessionId`].
+pub const SESSION_ID_LEN: usize = 43;
+
+/// A session id: 256 random bits, shown as 43 characters of base64url.
+///
+/// `Debug` and [`SessionId::short_hash`] never reveal the id itself, so an id
+/// can be passed to `tracing` fields without leaking it into logs. Use
+/// [`SessionId::expose`] where the real value is needed, which
+/// is the cookie and the store.
+///
+/// # Examples
+///
+/// ```
+/// use sessionkit_core::SessionId;
+///
+/// let id = SessionId::generate();
+/// let text = id.expose();
+/// assert_eq!(text.len(), 43);
+/// assert_eq!(SessionId::parse(&text).unwrap(), id);
+///
+/// // Anything else is rejected before it can reach a store.
+/// assert!(SessionId::parse("not-an-id").is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; ID_BYTES]);
+
+impl SessionId {
+    /// Generates a fresh id from the operating system's CSPRNG.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the operating system cannot provide random bytes. There is no
+    /// safe fallback for a session id: serving predictable ids would be worse
+    /// than failing.
+    pub fn generate() -> Self {
+        SessionId(random_bytes())
+    }
+
+    /// Parses an id as sent by a client.
+    ///
+    /// Accepts exactly 43 characters of the base64url alphabet (`A-Z a-z 0-9 -
+    /// _`) that decode canonically to 32 bytes. Everything else is an
+    /// [`ErrorKind::InvalidId`] error; the message does not repeat the input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sessionkit_core::{ErrorKind, SessionId};
+    ///
+    /// let err = SessionId::parse("short").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidId);
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// Parses an id from raw bytes, as [`SessionId::parse`] does for text.
+    ///
+    /// Cookie headers are not always valid UTF-8; this lets callers validate
+    /// them without converting first.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != SESSION_ID_LEN {
+            return Err(Error::new(ErrorKind::InvalidId).with_detail(format!(
+                "expected {SESSION_ID_LEN} characters, got {}",
+                bytes.len()
+            )));
+        }
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return Err(Error::new(ErrorKind::InvalidId)
+                .with_detail("character outside the base64url alphabet"));
+        }
+        let mut out = [0u8; ID_BYTES];
+        // 43 characters carry 258 bits; the decoder rejects ids whose last two
+        // bits are not zero, so every id has exactly one spelling.
+        match URL_SAFE_NO_PAD.decode_slice(bytes, &mut out) {
+            Ok(ID_BYTES) => Ok(SessionId(out)),
+            _ => Err(Error::new(ErrorKind::InvalidId).with_detail("not a canonical encoding")),
+        }
+    }
+
+    /// The id as it goes into a cookie: 43 characters of base64url.
+    ///
+    /// This is the secret bearer token of the session. Don't log it; log
+    /// [`SessionId::short_hash`] instead.
+    pub fn expose(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The 32 random bytes of the id.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// SHA-256 of the encoded id, for stores that keep ids hashed at rest.
+    ///
+    /// A dump of such a store holds no usable session id. The hash is taken
+    /// over the 43-character text, so any implementation can recompute it.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_ne!(&id.hashed()[..], &id.as_bytes()[..]);
+    /// assert_eq!(id.hashed(), id.hashed());
+    /// ```
+    pub fn hashed(&self) -> [u8; 32] {
+        Sha256::digest(self.expose().as_bytes()).into()
+    }
+
+    /// A short, non-reversible tag for logs: the first 8 hex digits of
+    /// [`SessionId::hashed`].
+    ///
+    /// Enough to correlate log lines of one session, useless to an attacker
+    /// ([OWASP: logging session ids](https://cheatsheetseries.owasp.org/cheatsheets/Logging_Cheat_Sheet.html#data-to-exclude)).
+    ///
+    /// ```
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_eq!(id.short_hash().len(), 8);
+    /// assert!(!id.expose().contains(&id.short_hash()));
+    /// ```
+    pub fn short_hash(&self) -> String {
+        let h = self.hashed();
+        format!("{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.short_hash())
+    }
+}
+
+/// The token that owns a session lock.
+///
+/// 128 random bits. A store grants a lock together with a fresh token and
+/// applies fenced writes, renewals and releases only when the token presented
+/// still owns the lock, so a holder whose lock expired can never release or
+/// write over a lock that another request took since.
+///
+/// ```
+/// use sessionkit_core::LockToken;
+///
+/// let a = LockToken::generate();
+/// assert_ne!(a, LockToken::generate());
+/// assert_eq!(LockToken::from_bytes(*a.as_bytes()), a);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockToken([u8; 16]);
+
+impl LockToken {
+    /// A fresh random token from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        LockToken(random_bytes())
+    }
+
+    /// Rebuilds a token from the bytes a store kept.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        LockToken(bytes)
+    }
+
+    /// The 16 bytes of the token.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The token as 32 lowercase hex digits, for stores that keep text.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LockToken({:02x}{:02x}..)", self.0[0], self.0[1])
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the operating system CSPRNG failed");
+    buf
+}
+
+/// A random `u64` from the OS CSPRNG, for jitter.
+pub(crate) fn random_u64() -> u64 {
+    u64::from_le_bytes(random_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_round_trip_and_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::parse(&a.expose()).unwrap(), a);
+    }
+
+    #[test]
+    fn every_wrong_length_is_rejected() {
+        let good = SessionId::generate().expose();
+        for len in 0..100 {
+            if len == SESSION_ID_LEN {
+                continue;
+            }
+            let candidate: String = good.chars().cycle().take(len).collect();
+            let err = SessionId::parse(&candidate).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidId, "length {len}");
+        }
+    }
+
+    #[test]
+    fn characters_outside_the_alphabet_are_rejected() {
+        let good = SessionId::generate().expose();
+        for bad in ['+', '/', '=', ' ', ';', '\n', 'é', '\0', '.'] {
+            let mut s: String = good.chars().take(SESSION_ID_LEN - 1).collect();
+            s.insert(3, bad);
+            // Keep the byte length right for single-byte characters so the
+            // alphabet check, not the length check, is what rejects it.
+            let err = SessionId::parse(&s).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidId, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_rejected() {
+        let id = SessionId::generate().expose();
+        let mut bytes = id.into_bytes();
+        // The last character carries 2 spare bits; 'B' sets one of them when
+        // the real value ends in 'A', and vice versa flips data bits.
+        let last = bytes[SESSION_ID_LEN - 1];
+        let idx = URL_SAFE_ALPHABET.iter().position(|c| *c == last).unwrap();
+        bytes[SESSION_ID_LEN - 1] = URL_SAFE_ALPHABET[idx ^ 1];
+        assert!(SessionId::parse_bytes(&bytes).is_err());
+    }
+
+    const URL_SAFE_ALPHABET: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    #[test]
+    fn debug_does_not_reveal_the_id() {
+        let id = SessionId::generate();
+        let dbg = format!("{id:?}");
+        assert!(!dbg.contains(&id.expose()));
+        assert!(dbg.contains(&id.short_hash()));
+    }
+
+    #[test]
+    fn hashed_is_sha256_of_the_text() {
+        let id = SessionId::generate();
+        let expected: [u8; 32] = Sha256::digest(id.expose().as_bytes()).into();
+        assert_eq!(id.hashed(), expected);
+    }
+}

@@ -1,0 +1,40 @@
+//! Core of [sessionkit](https://docs.rs/sessionkit): server-side HTTP sessions
+//! with buffered writes that never lose each other, fenced locks, idle and
+//! absolute expiry, and one store round trip per request.
+//!
+//! This crate holds what every part of sessionkit shares and nothing that
+//! knows about HTTP frameworks or particular backends:
+//!
+//! - [`Session`], the per-request handle, and [`SessionFactory`], which makes
+//!   them;
+//! - [`SessionId`] and [`LockToken`];
+//! - the [store contract](store) ([`SessionStore`]), with the in-process
+//!   [`MemoryStore`](store::MemoryStore) and [`NoopStore`](store::NoopStore);
+//! - [records](record) and the [codec];
+//! - [`SessionConfig`] and the lock settings;
+//! - [`Error`];
+//! - with feature `testkit`, the [store conformance suite](testkit), so that
+//!   third-party stores can prove they keep the contract.
+//!
+//! Applications use the `sessionkit` crate, which adds the tower layer, the
+//! axum extractor and cookie handling on top of this one.
+#![doc = include_str!("../../../docs/lifecycle.md")]
+#![deny(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+mod config;
+mod error;
+mod id;
+pub mod record;
+mod session;
+pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
+pub use config::{LockConfig, LockPolicy, ReleasePolicy, SessionConfig, SessionConfigBuilder, WritePolicy};
+pub use error::{Error, ErrorKind, Result};
+pub use id::{LockToken, SESSION_ID_LEN, SessionId};
+pub use session::{CookieChange, Finished, Session, SessionFactory};
+pub use store::SessionStore;

@@ -1,0 +1,507 @@
+//! What stores keep: a session's entries and its expiry metadata, and the
+//! deltas that change them.
+//!
+//! Values are opaque bytes here (the [codec](crate::codec) turns them into
+//! Rust values); stores deal only in bytes and timestamps. All timestamps are
+//! milliseconds since the Unix epoch, taken from the store's clock, so that
+//! several app servers agree on expiry even when their clocks drift.
+
+use std::num::NonZeroU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, from the system clock.
+///
+/// ```
+/// let now = sessionkit_core::record::now_ms();
+/// assert!(now > 1_600_000_000_000);
+/// ```
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The expiry metadata of a stored session.
+///
+/// A session expires at `expires`: the last refresh plus its idle lifetime
+/// (`ttl`), but never later than its absolute `deadline`, which is fixed at
+/// creation. Stores refresh `expires` on every write and, when due, on loads
+/// (see [`Touch`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionkit_core::record::Meta;
+///
+/// let meta = Meta::new(1_000, Duration::from_secs(60), Some(Duration::from_secs(90)));
+/// assert_eq!(meta.expires(), 61_000);
+/// assert_eq!(meta.deadline(), Some(91_000));
+///
+/// let mut later = meta;
+/// later.refresh(50_000);
+/// assert_eq!(later.expires(), 91_000); // capped by the absolute deadline
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    created: u64,
+    ttl: u64,
+    deadline: Option<NonZeroU64>,
+    expires: u64,
+}
+
+impl Meta {
+    /// Metadata for a session created at `now` with idle lifetime `ttl` and an
+    /// optional absolute lifetime measured from `now`.
+    pub fn new(now: u64, ttl: Duration, absolute: Option<Duration>) -> Self {
+        let deadline = absolute
+            .map(|a| now.saturating_add(duration_ms(a)))
+            .and_then(NonZeroU64::new);
+        let mut meta = Meta {
+            created: now,
+            ttl: duration_ms(ttl),
+            deadline,
+            expires: 0,
+        };
+        meta.refresh(now);
+        meta
+    }
+
+    /// Rebuilds metadata from stored parts (for store implementations).
+    ///
+    /// `deadline` of `None` (or `Some(0)`) means no absolute expiry.
+    pub fn from_parts(created: u64, ttl_ms: u64, deadline: Option<u64>, expires: u64) -> Self {
+        Meta {
+            created,
+            ttl: ttl_ms,
+            deadline: deadline.and_then(NonZeroU64::new),
+            expires,
+        }
+    }
+
+    /// When the session was created.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    /// The idle lifetime in milliseconds.
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl
+    }
+
+    /// The idle lifetime.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl)
+    }
+
+    /// The absolute deadline, if the session has one.
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline.map(NonZeroU64::get)
+    }
+
+    /// When the session expires unless refreshed.
+    pub fn expires(&self) -> u64 {
+        self.expires
+    }
+
+    /// Whether the session has expired at `now`.
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires
+    }
+
+    /// Time left before expiry at `now` (zero once expired).
+    pub fn remaining(&self, now: u64) -> Duration {
+        Duration::from_millis(self.expires.saturating_sub(now))
+    }
+
+    /// Sets a new idle lifetime (the per-session override behind
+    /// "remember me"); takes effect at the next [`Meta::refresh`].
+    pub fn set_ttl(&mut self, ttl_ms: u64) {
+        self.ttl = ttl_ms;
+    }
+
+    /// Moves the idle expiry to `now + ttl`, capped by the absolute deadline.
+    pub fn refresh(&mut self, now: u64) {
+        let idle = now.saturating_add(self.ttl);
+        self.expires = match self.deadline {
+            Some(deadline) => idle.min(deadline.get()),
+            None => idle,
+        };
+    }
+
+    /// Refreshes the expiry if `touch` says it is due; returns whether the
+    /// expiry moved.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::record::{Meta, Touch};
+    ///
+    /// let mut meta = Meta::new(0, Duration::from_secs(100), None);
+    /// let touch = Touch::when_remaining_below(0.5).unwrap();
+    /// assert!(!meta.touch_if_due(40_000, touch)); // 60 s of 100 left
+    /// assert!(meta.touch_if_due(60_000, touch)); // 40 s of 100 left
+    /// assert_eq!(meta.expires(), 160_000);
+    /// ```
+    pub fn touch_if_due(&mut self, now: u64, touch: Touch) -> bool {
+        if !touch.is_due(self, now) {
+            return false;
+        }
+        let before = self.expires;
+        self.refresh(now);
+        self.expires != before
+    }
+}
+
+/// When a load should also refresh the idle expiry.
+///
+/// A load refreshes the expiry only when less than `share` of the idle
+/// lifetime remains, so most reads write nothing. The price is that the idle
+/// timeout a user sees varies between `(1 - share) × lifetime` and `lifetime`.
+///
+/// ```
+/// use sessionkit_core::record::Touch;
+///
+/// assert!(Touch::when_remaining_below(0.75).is_some());
+/// assert!(Touch::when_remaining_below(0.0).is_none());
+/// assert!(Touch::when_remaining_below(1.5).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    permille: u16,
+}
+
+impl Touch {
+    /// Refresh when less than `share` (in `(0, 1]`) of the idle lifetime
+    /// remains. `1.0` refreshes on every load.
+    pub fn when_remaining_below(share: f64) -> Option<Self> {
+        if share > 0.0 && share <= 1.0 {
+            Some(Touch {
+                permille: (share * 1000.0).round().max(1.0) as u16,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Refresh on every load.
+    pub fn always() -> Self {
+        Touch { permille: 1000 }
+    }
+
+    /// The share in thousandths, for stores that compute the rule themselves
+    /// (for example in a Lua script).
+    pub fn permille(&self) -> u16 {
+        self.permille
+    }
+
+    /// Whether a session with `meta` is due for a refresh at `now`.
+    pub fn is_due(&self, meta: &Meta, now: u64) -> bool {
+        if self.permille >= 1000 {
+            return true;
+        }
+        let remaining = meta.expires.saturating_sub(now) as u128;
+        remaining * 1000 < meta.ttl as u128 * self.permille as u128
+    }
+}
+
+/// The entries of a session: keys mapped to encoded values, kept sorted.
+///
+/// A sorted vector rather than a map, because sessions are small: one
+/// allocation for the table, lookups by binary search.
+///
+/// ```
+/// use sessionkit_core::record::Entries;
+///
+/// let mut entries = Entries::default();
+/// entries.insert("b", b"2".to_vec());
+/// entries.insert("a", b"1".to_vec());
+/// assert_eq!(entries.keys().collect::<Vec<_>>(), ["a", "b"]);
+/// assert_eq!(entries.get("a"), Some(&b"1"[..]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries(Vec<(Box<str>, Box<[u8]>)>);
+
+impl Entries {
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    /// The encoded value of `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.position(key).ok().map(|i| &*self.0[i].1)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: &str, value: impl Into<Box<[u8]>>) {
+        match self.position(key) {
+            Ok(i) => self.0[i].1 = value.into(),
+            Err(i) => self.0.insert(i, (key.into(), value.into())),
+        }
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove(&mut self, key: &str) -> bool {
+        match self.position(key) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Frees spare capacity (the memory store does this before keeping a
+    /// record).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
+    /// Applies a delta: first `clear` if set, then every change in order.
+    pub fn apply(&mut self, delta: &Delta) {
+        if delta.clear {
+            self.0.clear();
+        }
+        for (key, change) in &delta.changes {
+            match change {
+                Some(value) => self.insert(key, value.clone()),
+                None => {
+                    self.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl<K: AsRef<str>, V: Into<Box<[u8]>>> FromIterator<(K, V)> for Entries {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut entries = Entries::default();
+        for (k, v) in iter {
+            entries.insert(k.as_ref(), v);
+        }
+        entries
+    }
+}
+
+/// A stored session: its entries and expiry metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The session's entries.
+    pub entries: Entries,
+    /// When the session expires.
+    pub meta: Meta,
+}
+
+/// A set of changes to a session, as one atomic store operation applies them.
+///
+/// Only the keys a request changed are listed, so two requests that change
+/// different keys of one session both persist. `clear` removes every entry
+/// first, then the changes apply; `ttl` sets a new idle lifetime (the
+/// per-session override) before the expiry is refreshed.
+///
+/// ```
+/// use sessionkit_core::record::{Delta, Entries};
+///
+/// let mut delta = Delta::default();
+/// delta.set("n", b"1".to_vec());
+/// delta.remove("old");
+///
+/// let mut entries: Entries = [("old", b"x".to_vec())].into_iter().collect();
+/// entries.apply(&delta);
+/// assert_eq!(entries.keys().collect::<Vec<_>>(), ["n"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    clear: bool,
+    changes: Vec<(String, Option<Vec<u8>>)>,
+    ttl: Option<u64>,
+}
+
+impl Delta {
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.changes.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// Records `key = value`.
+    pub fn set(&mut self, key: &str, value: Vec<u8>) {
+        match self.position(key) {
+            Ok(i) => self.changes[i].1 = Some(value),
+            Err(i) => self.changes.insert(i, (key.to_owned(), Some(value))),
+        }
+    }
+
+    /// Records the removal of `key`.
+    pub fn remove(&mut self, key: &str) {
+        match self.position(key) {
+            Ok(i) => self.changes[i].1 = None,
+            Err(i) => self.changes.insert(i, (key.to_owned(), None)),
+        }
+    }
+
+    /// Records the removal of every entry (and forgets earlier changes).
+    pub fn clear(&mut self) {
+        self.clear = true;
+        self.changes.clear();
+    }
+
+    /// Records a new idle lifetime for the session.
+    pub fn set_ttl(&mut self, ttl: Duration) {
+        self.ttl = Some(duration_ms(ttl));
+    }
+
+    /// Adds every change of `later` on top of this delta.
+    pub fn merge(&mut self, later: &Delta) {
+        if later.clear {
+            self.clear();
+        }
+        for (key, change) in &later.changes {
+            match change {
+                Some(v) => self.set(key, v.clone()),
+                None => self.remove(key),
+            }
+        }
+        if later.ttl.is_some() {
+            self.ttl = later.ttl;
+        }
+    }
+
+    /// Whether every entry is removed before the changes apply.
+    pub fn clears(&self) -> bool {
+        self.clear
+    }
+
+    /// The changed keys in order: `Some(value)` to set, `None` to remove.
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.changes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// The change recorded for `key`: `Some(Some(v))` set, `Some(None)`
+    /// removed, `None` unchanged by this delta.
+    pub fn change(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.position(key)
+            .ok()
+            .map(|i| self.changes[i].1.as_deref())
+    }
+
+    /// The new idle lifetime in milliseconds, if the delta sets one.
+    pub fn ttl_ms(&self) -> Option<u64> {
+        self.ttl
+    }
+
+    /// Whether the delta changes nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.clear && self.changes.is_empty() && self.ttl.is_none()
+    }
+
+    /// Applies the delta to a record and refreshes its expiry at `now`.
+    pub fn apply_to(&self, record: &mut Record, now: u64) {
+        record.entries.apply(self);
+        if let Some(ttl) = self.ttl {
+            record.meta.set_ttl(ttl);
+        }
+        record.meta.refresh(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_is_due_only_below_the_share() {
+        let meta = Meta::new(0, Duration::from_secs(100), None);
+        let touch = Touch::when_remaining_below(0.25).unwrap();
+        assert!(!touch.is_due(&meta, 70_000));
+        assert!(touch.is_due(&meta, 80_000));
+        assert!(Touch::always().is_due(&meta, 0));
+    }
+
+    #[test]
+    fn refresh_never_passes_the_deadline() {
+        let mut meta = Meta::new(0, Duration::from_secs(10), Some(Duration::from_secs(15)));
+        meta.refresh(9_000);
+        assert_eq!(meta.expires(), 15_000);
+        assert!(meta.is_expired(15_000));
+        assert!(!meta.is_expired(14_999));
+    }
+
+    #[test]
+    fn touch_at_the_deadline_reports_no_move() {
+        let mut meta = Meta::new(0, Duration::from_secs(10), Some(Duration::from_secs(10)));
+        assert!(!meta.touch_if_due(9_000, Touch::always()));
+    }
+
+    #[test]
+    fn delta_clear_then_set() {
+        let mut entries: Entries = [("a", b"1".to_vec()), ("b", b"2".to_vec())]
+            .into_iter()
+            .collect();
+        let mut delta = Delta::default();
+        delta.set("a", b"x".to_vec());
+        delta.clear();
+        delta.set("c", b"3".to_vec());
+        entries.apply(&delta);
+        assert_eq!(entries.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn delta_merge_keeps_the_later_change() {
+        let mut a = Delta::default();
+        a.set("k", b"1".to_vec());
+        a.set("j", b"1".to_vec());
+        let mut b = Delta::default();
+        b.remove("k");
+        b.set_ttl(Duration::from_secs(5));
+        a.merge(&b);
+        assert_eq!(a.change("k"), Some(None));
+        assert_eq!(a.change("j"), Some(Some(&b"1"[..])));
+        assert_eq!(a.ttl_ms(), Some(5_000));
+    }
+
+    #[test]
+    fn apply_to_sets_ttl_and_refreshes() {
+        let mut record = Record {
+            entries: Entries::default(),
+            meta: Meta::new(0, Duration::from_secs(10), None),
+        };
+        let mut delta = Delta::default();
+        delta.set_ttl(Duration::from_secs(100));
+        delta.apply_to(&mut record, 5_000);
+        assert_eq!(record.meta.expires(), 105_000);
+        assert_eq!(record.meta.created(), 0);
+    }
+}

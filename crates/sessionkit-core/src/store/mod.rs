@@ -1,0 +1,405 @@
+//! The store contract: what a backend must do, atomically, in one round trip.
+//!
+//! A store keeps [`Record`]s under [`SessionId`]s, with expiry, and per-session
+//! locks owned by [`LockToken`]s. Every method is one operation a request
+//! needs, and must be done by the store **atomically and in one round trip**:
+//! what would otherwise take several calls is done on the store's side (a Lua
+//! script in Redis, compare-and-swap in memcached, a critical section in
+//! memory or on disk).
+//!
+//! # The contract
+//!
+//! - **Not found is not an error.** A missing, expired or undecodable session
+//!   loads as `Ok(None)`; `Err` is for system failures only (the store is down,
+//!   an I/O error). A store that finds a record it cannot decode logs it and
+//!   treats it as absent.
+//! - **Expired is gone.** A record whose [`Meta::expires`] is in the past
+//!   behaves exactly as a missing one for every operation.
+//! - **Destroying an absent id is fine**: `destroy` returns `Ok(())`.
+//! - **`create` never overwrites**: if the id exists it answers
+//!   [`Created::IdTaken`] and changes nothing.
+//! - **`apply` merges, never replaces**: it applies only the keys the
+//!   [`Delta`] lists, on top of what is stored *at that moment*, and refreshes
+//!   the expiry ([`Delta::apply_to`] does exactly this for in-process stores).
+//!   It never creates a record: applying to a missing or expired session
+//!   answers [`Applied::Gone`] and writes nothing, so a write racing a
+//!   `destroy` cannot bring the session back.
+//! - **Fenced writes**: when `apply` or `change_id` gets a [`Fence`], the store
+//!   checks, in the same atomic step, that the session's lock is held by that
+//!   token and has not expired; otherwise it answers `LockLost` and writes
+//!   nothing.
+//! - **Locks** are try-once: [`SessionStore::lock`] either takes the lock
+//!   (with a fresh token and a TTL) and returns the record in the same round
+//!   trip, or reports that another token holds it, or that the session does
+//!   not exist (in which case no lock is taken). An expired lock is free.
+//!   `renew_lock` and `unlock` act only when the token still owns the lock
+//!   (compare-and-set, compare-and-delete). `destroy` removes the lock too.
+//! - **Timestamps** are Unix milliseconds from the store's clock; a store that
+//!   is shared by several app servers should use one clock (Redis uses its
+//!   own `TIME`).
+//!
+//! The [conformance suite](crate::testkit) (feature `testkit`) is this
+//! contract in executable form; a store is done when it passes all of it.
+//!
+//! # Implementing a store
+//!
+//! Implement [`SessionStore`] with plain `async fn`s. The session handle uses
+//! stores through [`DynSessionStore`], an object-safe twin with boxed futures
+//! that every `SessionStore` implements automatically.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
+//! use sessionkit_core::record::{Delta, Record, Touch};
+//! use sessionkit_core::{LockToken, Result, SessionId};
+//!
+//! /// A store that forgets everything, like `NoopStore`.
+//! #[derive(Debug)]
+//! struct Forgetful;
+//!
+//! impl SessionStore for Forgetful {
+//!     fn name(&self) -> &'static str { "forgetful" }
+//!     async fn load(&self, _: &SessionId, _: Option<Touch>) -> Result<Option<Loaded>> { Ok(None) }
+//!     async fn create(&self, _: &SessionId, _: &Record) -> Result<Created> { Ok(Created::Created) }
+//!     async fn apply(&self, _: &SessionId, _: &Delta, _: Option<Fence<'_>>) -> Result<Applied> { Ok(Applied::Gone) }
+//!     async fn change_id(&self, _: &SessionId, _: &SessionId, _: Option<&LockToken>) -> Result<IdChanged> { Ok(IdChanged::Gone) }
+//!     async fn destroy(&self, _: &SessionId) -> Result<()> { Ok(()) }
+//!     async fn lock(&self, _: &SessionId, _: Duration) -> Result<Locked> { Ok(Locked::Absent) }
+//!     async fn renew_lock(&self, _: &SessionId, _: &LockToken, _: Duration) -> Result<bool> { Ok(false) }
+//!     async fn unlock(&self, _: &SessionId, _: &LockToken) -> Result<()> { Ok(()) }
+//! }
+//! ```
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::id::{LockToken, SessionId};
+use crate::record::{Delta, Meta, Record, Touch};
+
+mod memory;
+mod noop;
+
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+pub use noop::NoopStore;
+
+/// A record returned by [`SessionStore::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The stored session, with its expiry as it is after the load.
+    pub record: Record,
+    /// Whether the load moved the expiry (so the cookie must be re-sent).
+    pub touched: bool,
+}
+
+/// The answer of [`SessionStore::create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Created {
+    /// The record was stored under the id.
+    Created,
+    /// A live session already has this id; nothing changed.
+    IdTaken,
+}
+
+/// The lock check of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    /// The token that must own the session's lock.
+    pub token: &'a LockToken,
+    /// Whether to release the lock in the same atomic step (commit + unlock).
+    pub release: bool,
+}
+
+/// The answer of [`SessionStore::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Applied {
+    /// The delta was applied; the session's metadata after it.
+    Applied(Meta),
+    /// The session is missing or expired; nothing was written.
+    Gone,
+    /// The write was fenced and the token no longer owns the lock; nothing
+    /// was written.
+    LockLost,
+}
+
+/// The answer of [`SessionStore::change_id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum IdChanged {
+    /// The session now lives under the new id only; its metadata after the
+    /// move (the expiry is refreshed).
+    Changed(Meta),
+    /// The old id has no live session; nothing changed.
+    Gone,
+    /// A live session already has the new id; nothing changed.
+    IdTaken,
+    /// The move was fenced and the token no longer owns the lock.
+    LockLost,
+}
+
+/// The answer of [`SessionStore::lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Locked {
+    /// The lock is ours until its TTL passes (or it is renewed); the record as
+    /// read under the lock.
+    Acquired {
+        /// The token that owns the lock.
+        token: LockToken,
+        /// The session, read in the same atomic step.
+        record: Record,
+    },
+    /// Another token holds an unexpired lock; try again later.
+    Held,
+    /// The session is missing or expired; no lock was taken.
+    Absent,
+}
+
+/// A session store: the backend contract. See the [module docs](self) for the
+/// rules every method must keep.
+pub trait SessionStore: Debug + Send + Sync + 'static {
+    /// A short name for errors and logs, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &'static str;
+
+    /// Loads a session; when `touch` is given and due, refreshes its idle
+    /// expiry in the same step and reports it in [`Loaded::touched`].
+    fn load(
+        &self,
+        id: &SessionId,
+        touch: Option<Touch>,
+    ) -> impl Future<Output = Result<Option<Loaded>>> + Send;
+
+    /// Stores a new session unless the id is already live.
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &Record,
+    ) -> impl Future<Output = Result<Created>> + Send;
+
+    /// Applies a delta to a live session and refreshes its expiry; never
+    /// creates one. With a fence, only while the token owns the lock.
+    fn apply(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        fence: Option<Fence<'_>>,
+    ) -> impl Future<Output = Result<Applied>> + Send;
+
+    /// Moves a live session to a new id and deletes the old one, atomically,
+    /// refreshing its expiry. With a fence, only while the token owns the lock
+    /// of `old`, and the lock moves along with the session (same token, same
+    /// expiry).
+    fn change_id(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<&LockToken>,
+    ) -> impl Future<Output = Result<IdChanged>> + Send;
+
+    /// Deletes a session and its lock. Absent ids are fine.
+    fn destroy(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Tries once to take the session's lock for `ttl`, and loads the session
+    /// in the same step.
+    fn lock(&self, id: &SessionId, ttl: Duration) -> impl Future<Output = Result<Locked>> + Send;
+
+    /// Extends the lock to `ttl` from now if `token` still owns it; returns
+    /// whether it did.
+    fn renew_lock(
+        &self,
+        id: &SessionId,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Releases the lock if `token` still owns it (compare-and-delete).
+    fn unlock(&self, id: &SessionId, token: &LockToken) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Stores that can delete expired sessions on demand (memory, files).
+///
+/// Stores with native expiry (Redis, memcached) don't need it.
+pub trait ExpiredDeletion: SessionStore {
+    /// Deletes every expired session; returns how many were deleted.
+    fn delete_expired(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Stores that can count their live sessions.
+///
+/// There is deliberately no way to list ids: stores that keep ids hashed at
+/// rest cannot, and a list of live bearer tokens is a liability.
+pub trait Countable: SessionStore {
+    /// The number of live (unexpired) sessions, or an upper bound where
+    /// expired sessions are removed lazily.
+    fn count(&self) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// A boxed future, as [`DynSessionStore`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe twin of [`SessionStore`], for `dyn` use.
+///
+/// Implemented for every `SessionStore`; the session handle holds an
+/// `Arc<dyn DynSessionStore>` so that one handle type serves every backend.
+/// Each call boxes its future, which costs one small allocation per store
+/// call and nothing for requests that make none.
+pub trait DynSessionStore: Debug + Send + Sync + 'static {
+    /// See [`SessionStore::name`].
+    fn name(&self) -> &'static str;
+    /// See [`SessionStore::load`].
+    fn load<'a>(
+        &'a self,
+        id: &'a SessionId,
+        touch: Option<Touch>,
+    ) -> BoxFuture<'a, Result<Option<Loaded>>>;
+    /// See [`SessionStore::create`].
+    fn create<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<Created>>;
+    /// See [`SessionStore::apply`].
+    fn apply<'a>(
+        &'a self,
+        id: &'a SessionId,
+        delta: &'a Delta,
+        fence: Option<Fence<'a>>,
+    ) -> BoxFuture<'a, Result<Applied>>;
+    /// See [`SessionStore::change_id`].
+    fn change_id<'a>(
+        &'a self,
+        old: &'a SessionId,
+        new: &'a SessionId,
+        fence: Option<&'a LockToken>,
+    ) -> BoxFuture<'a, Result<IdChanged>>;
+    /// See [`SessionStore::destroy`].
+    fn destroy<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
+    /// See [`SessionStore::lock`].
+    fn lock<'a>(&'a self, id: &'a SessionId, ttl: Duration) -> BoxFuture<'a, Result<Locked>>;
+    /// See [`SessionStore::renew_lock`].
+    fn renew_lock<'a>(
+        &'a self,
+        id: &'a SessionId,
+        token: &'a LockToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>>;
+    /// See [`SessionStore::unlock`].
+    fn unlock<'a>(&'a self, id: &'a SessionId, token: &'a LockToken) -> BoxFuture<'a, Result<()>>;
+}
+
+impl<S: SessionStore> DynSessionStore for S {
+    fn name(&self) -> &'static str {
+        SessionStore::name(self)
+    }
+    fn load<'a>(
+        &'a self,
+        id: &'a SessionId,
+        touch: Option<Touch>,
+    ) -> BoxFuture<'a, Result<Option<Loaded>>> {
+        Box::pin(SessionStore::load(self, id, touch))
+    }
+    fn create<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<Created>> {
+        Box::pin(SessionStore::create(self, id, record))
+    }
+    fn apply<'a>(
+        &'a self,
+        id: &'a SessionId,
+        delta: &'a Delta,
+        fence: Option<Fence<'a>>,
+    ) -> BoxFuture<'a, Result<Applied>> {
+        Box::pin(SessionStore::apply(self, id, delta, fence))
+    }
+    fn change_id<'a>(
+        &'a self,
+        old: &'a SessionId,
+        new: &'a SessionId,
+        fence: Option<&'a LockToken>,
+    ) -> BoxFuture<'a, Result<IdChanged>> {
+        Box::pin(SessionStore::change_id(self, old, new, fence))
+    }
+    fn destroy<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::destroy(self, id))
+    }
+    fn lock<'a>(&'a self, id: &'a SessionId, ttl: Duration) -> BoxFuture<'a, Result<Locked>> {
+        Box::pin(SessionStore::lock(self, id, ttl))
+    }
+    fn renew_lock<'a>(
+        &'a self,
+        id: &'a SessionId,
+        token: &'a LockToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(SessionStore::renew_lock(self, id, token, ttl))
+    }
+    fn unlock<'a>(&'a self, id: &'a SessionId, token: &'a LockToken) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::unlock(self, id, token))
+    }
+}
+
+/// A type-erased store behind an `Arc`, itself a [`SessionStore`].
+///
+/// Lets code that is generic over `SessionStore` (wrappers, the conformance
+/// suite) take a store chosen at run time.
+///
+/// ```
+/// use sessionkit_core::store::{ArcStore, MemoryStore};
+///
+/// let store = ArcStore::new(MemoryStore::new());
+/// let again = store.clone(); // cheap: both share one memory store
+/// # let _ = again;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ArcStore(Arc<dyn DynSessionStore>);
+
+impl ArcStore {
+    /// Erases the type of `store`.
+    pub fn new(store: impl SessionStore) -> Self {
+        ArcStore(Arc::new(store))
+    }
+
+    /// Wraps an already shared store.
+    pub fn from_arc(store: Arc<dyn DynSessionStore>) -> Self {
+        ArcStore(store)
+    }
+
+    /// The shared store.
+    pub fn as_dyn(&self) -> &Arc<dyn DynSessionStore> {
+        &self.0
+    }
+}
+
+impl SessionStore for ArcStore {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
+        self.0.load(id, touch).await
+    }
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
+        self.0.create(id, record).await
+    }
+    async fn apply(&self, id: &SessionId, delta: &Delta, fence: Option<Fence<'_>>) -> Result<Applied> {
+        self.0.apply(id, delta, fence).await
+    }
+    async fn change_id(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<&LockToken>,
+    ) -> Result<IdChanged> {
+        self.0.change_id(old, new, fence).await
+    }
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.0.destroy(id).await
+    }
+    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
+        self.0.lock(id, ttl).await
+    }
+    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
+        self.0.renew_lock(id, token, ttl).await
+    }
+    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
+        self.0.unlock(id, token).await
+    }
+}
