@@ -221,6 +221,41 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The HTTP status a response should carry when this error ends a
+    /// request: 503 for store failures and lock timeouts (worth a retry), 409
+    /// for a session that was lost to a concurrent request (gone, lock lost),
+    /// 500 for everything else.
+    ///
+    /// ```
+    /// use sessionkit_core::{Error, ErrorKind};
+    ///
+    /// assert_eq!(Error::new(ErrorKind::StoreUnavailable).status_code(), 503);
+    /// assert_eq!(Error::new(ErrorKind::SessionGone).status_code(), 409);
+    /// assert_eq!(Error::new(ErrorKind::Codec).status_code(), 500);
+    /// ```
+    pub fn status_code(&self) -> u16 {
+        match self.inner.kind {
+            ErrorKind::StoreUnavailable | ErrorKind::LockTimeout => 503,
+            ErrorKind::SessionGone | ErrorKind::LockLost => 409,
+            _ => 500,
+        }
+    }
+
+    /// A message safe to show a client: it names what happened, never the
+    /// operation, store, id or cause (those go to the log).
+    pub fn public_message(&self) -> &'static str {
+        match self.inner.kind {
+            ErrorKind::StoreUnavailable => "session store unavailable, try again later",
+            ErrorKind::LockTimeout => "session busy, try again later",
+            ErrorKind::SessionGone => "the session ended during the request; nothing was saved",
+            ErrorKind::LockLost => "the session changed during the request; nothing was saved",
+            ErrorKind::MissingLayer => "internal error: session layer missing",
+            _ => "internal server error",
+        }
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");

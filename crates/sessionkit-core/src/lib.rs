@@ -22,6 +22,8 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+mod axum;
 pub mod codec;
 mod config;
 mod error;

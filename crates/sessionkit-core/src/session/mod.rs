@@ -579,14 +579,14 @@ impl Session {
                 .map_err(|e| e.with_operation("lock"))?;
             match outcome {
                 Locked::Acquired { token, record } => {
-                    let mut state = self.state();
-                    if state.id != Some(id) {
-                        drop(state);
+                    let same_id = self.state().id == Some(id);
+                    if !same_id {
                         let _ = self.store().unlock(&id, &token).await;
                         return Err(Error::new(ErrorKind::SessionGone)
                             .with_operation("lock")
                             .with_detail("the session changed id while the lock was awaited"));
                     }
+                    let mut state = self.state();
                     state.stored = Stored::Live {
                         entries: record.entries,
                         meta: record.meta,

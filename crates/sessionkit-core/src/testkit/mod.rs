@@ -1,1 +1,4 @@
 //! The store conformance suite.
+
+mod counting;
+pub use counting::{Calls, CountingStore};

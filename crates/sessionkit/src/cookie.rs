@@ -1,0 +1,483 @@
+//! The session cookie: its attributes, reading it from requests, writing it
+//! to responses.
+//!
+//! # Why not the `cookie` crate
+//!
+//! Reading needs one thing: the value of one cookie name, from raw header
+//! bytes that may not be UTF-8, without allocating, and with duplicates
+//! detected. Writing needs one line whose attributes never change after
+//! start-up. Both are a few lines here; the attributes are validated once
+//! when the layer is built and kept as a ready-made suffix, so a response
+//! costs one `format!`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::header::{CACHE_CONTROL, COOKIE, HeaderMap, SET_COOKIE};
+use sessionkit_core::{Error, ErrorKind, SessionId};
+
+/// The `SameSite` attribute.
+///
+/// # Security
+///
+/// `Lax` (the default) keeps the cookie off cross-site subrequests and
+/// cross-site `POST`s, which stops most CSRF; `Strict` also keeps it off
+/// top-level cross-site navigation. `None` needs `Secure`
+/// ([OWASP: SameSite](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#samesite-attribute)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent on same-site requests and top-level cross-site navigation.
+    #[default]
+    Lax,
+    /// Sent on same-site requests only.
+    Strict,
+    /// Sent everywhere; requires `Secure`.
+    None,
+}
+
+impl SameSite {
+    fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// The attributes of the session cookie.
+///
+/// Defaults: name `session`, `Path=/`, no `Domain`, `HttpOnly`, `Secure`,
+/// `SameSite=Lax`, and a `Max-Age` equal to the time the server keeps the
+/// session (so the browser never drops a live session, nor keeps a dead one
+/// for long).
+///
+/// ```
+/// use sessionkit::{CookieConfig, SameSite};
+///
+/// let cookie = CookieConfig::default()
+///     .name("__Host-sid")
+///     .same_site(SameSite::Strict);
+/// assert!(cookie.validate().is_ok());
+///
+/// // `__Host-` demands Secure, Path=/ and no Domain.
+/// let err = cookie.domain(Some("example.com".into())).validate().unwrap_err();
+/// assert_eq!(err.kind(), sessionkit::ErrorKind::InvalidCookieName);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) persistent: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: "session".into(),
+            path: "/".into(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            persistent: true,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The cookie name. Default `session` (amphp's default). Letters, digits,
+    /// `_` and `-`, not all digits. The `__Host-` and `__Secure-` prefixes are
+    /// honoured and their rules checked.
+    ///
+    /// # Security
+    ///
+    /// A generic name does not reveal the framework
+    /// ([OWASP: Session ID Name Fingerprinting](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-name-fingerprinting)).
+    /// `__Host-` pins the cookie to one host over HTTPS.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The `Path` attribute. Default `/`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The `Domain` attribute. Default none: the cookie goes back only to the
+    /// host that set it, which is the safest choice.
+    pub fn domain(mut self, domain: Option<String>) -> Self {
+        self.domain = domain;
+        self
+    }
+
+    /// The `Secure` attribute. Default on.
+    ///
+    /// # Security
+    ///
+    /// Without it the id travels in clear over plain HTTP. Turn it off only for
+    /// local development over `http://`.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The `HttpOnly` attribute. Default on.
+    ///
+    /// # Security
+    ///
+    /// Keeps the id away from JavaScript, and so from XSS
+    /// ([OWASP: HttpOnly](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#httponly-attribute)).
+    pub fn http_only(mut self, http_only: bool) -> Self {
+        self.http_only = http_only;
+        self
+    }
+
+    /// The `SameSite` attribute. Default [`SameSite::Lax`].
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Whether the cookie carries a `Max-Age` (default) or is a
+    /// browser-session cookie that the browser drops when it closes. The
+    /// server-side expiry applies either way.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// The cookie name.
+    pub fn cookie_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the name, its prefix rules and the attribute values.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_name(&self.name)?;
+        let invalid = |detail: String| Err(Error::new(ErrorKind::InvalidCookieName).with_detail(detail));
+        if self.name.starts_with("__Host-")
+            && (!self.secure || self.path != "/" || self.domain.is_some())
+        {
+            return invalid(format!(
+                "cookie `{}`: the __Host- prefix requires Secure, Path=/ and no Domain",
+                self.name
+            ));
+        }
+        if self.name.starts_with("__Secure-") && !self.secure {
+            return invalid(format!("cookie `{}`: the __Secure- prefix requires Secure", self.name));
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(Error::invalid_config(
+                "cookie.same_site",
+                "SameSite=None requires Secure (browsers drop the cookie otherwise)",
+            ));
+        }
+        if !self.path.starts_with('/') || !is_attribute_value(&self.path) {
+            return Err(Error::invalid_config(
+                "cookie.path",
+                "must start with `/` and hold no control characters or `;`",
+            ));
+        }
+        if let Some(domain) = &self.domain {
+            let ok = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(Error::invalid_config(
+                    "cookie.domain",
+                    "must be a host name (letters, digits, `-` and `.`)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a cookie name: letters, digits, `_` and `-`, not all digits
+/// (Phalcon's rule, which keeps names portable across PHP, browsers and
+/// proxies).
+///
+/// ```
+/// assert!(sessionkit::cookie::validate_name("session").is_ok());
+/// assert!(sessionkit::cookie::validate_name("__Host-sid").is_ok());
+/// assert!(sessionkit::cookie::validate_name("123").is_err());
+/// assert!(sessionkit::cookie::validate_name("a b").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let fail = |why: &str| {
+        Err(Error::new(ErrorKind::InvalidCookieName).with_detail(format!("cookie name {name:?}: {why}")))
+    };
+    if name.is_empty() {
+        return fail("must not be empty");
+    }
+    if name.len() > 128 {
+        return fail("must be at most 128 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return fail("may hold only letters, digits, `_` and `-`");
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return fail("must not consist of digits only");
+    }
+    Ok(())
+}
+
+fn is_attribute_value(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b';')
+}
+
+/// What the request's `Cookie` headers say about the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Incoming {
+    /// The id, if exactly one well-formed session cookie was sent.
+    pub(crate) id: Option<SessionId>,
+    /// Whether any cookie of the session's name was sent, valid or not.
+    pub(crate) present: bool,
+}
+
+/// Reads the session cookie from every `Cookie` header.
+///
+/// Works on raw bytes: a header that is not UTF-8 is scanned all the same.
+/// Several cookies of the session's name are ambiguous (one may have been
+/// planted by a sibling domain) and count as none. Nothing here allocates or
+/// panics, whatever the input.
+pub(crate) fn read(headers: &HeaderMap, name: &str) -> Incoming {
+    let name = name.as_bytes();
+    let mut found: Option<&[u8]> = None;
+    let mut count = 0usize;
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let pair = trim(pair);
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) == name {
+                count += 1;
+                found = Some(trim(&pair[eq + 1..]));
+            }
+        }
+    }
+    let id = match (count, found) {
+        (1, Some(value)) => {
+            // RFC 6265 §4.1.1 allows the value in double quotes.
+            let value = match value {
+                [b'"', inner @ .., b'"'] => inner,
+                v => v,
+            };
+            SessionId::parse_bytes(value).ok()
+        }
+        _ => None,
+    };
+    Incoming {
+        id,
+        present: count > 0,
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Writes `Set-Cookie` headers from a validated [`CookieConfig`].
+#[derive(Debug, Clone)]
+pub(crate) struct CookieWriter {
+    name: String,
+    /// `; Path=/; HttpOnly; Secure; SameSite=Lax`, built once.
+    suffix: String,
+    persistent: bool,
+}
+
+impl CookieWriter {
+    pub(crate) fn new(config: &CookieConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let mut suffix = format!("; Path={}", config.path);
+        if let Some(domain) = &config.domain {
+            let _ = write!(suffix, "; Domain={domain}");
+        }
+        if config.http_only {
+            suffix.push_str("; HttpOnly");
+        }
+        if config.secure {
+            suffix.push_str("; Secure");
+        }
+        let _ = write!(suffix, "; SameSite={}", config.same_site.as_str());
+        Ok(CookieWriter {
+            name: config.name.clone(),
+            suffix,
+            persistent: config.persistent,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the cookie to `id`, valid for `max_age` (rounded up to whole
+    /// seconds, so the cookie never expires before the server's session).
+    pub(crate) fn set(&self, headers: &mut HeaderMap, id: &SessionId, max_age: Duration) {
+        let value = if self.persistent {
+            let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
+            format!("{}={}; Max-Age={secs}{}", self.name, id.expose(), self.suffix)
+        } else {
+            format!("{}={}{}", self.name, id.expose(), self.suffix)
+        };
+        self.append(headers, value);
+    }
+
+    /// Expires the cookie in the browser.
+    pub(crate) fn remove(&self, headers: &mut HeaderMap) {
+        let value = format!(
+            "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{}",
+            self.name, self.suffix
+        );
+        self.append(headers, value);
+    }
+
+    fn append(&self, headers: &mut HeaderMap, value: String) {
+        // Every part was validated to be visible ASCII, so this cannot fail.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.append(SET_COOKIE, value);
+            forbid_shared_caching(headers);
+        }
+    }
+}
+
+/// Makes a response that sets the session cookie uncacheable by shared
+/// caches, so that a proxy never hands one user's cookie to another
+/// ([OWASP: Web Content Caching](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#web-content-caching)).
+///
+/// Adds `private` to `Cache-Control` and drops `public` and `s-maxage`, whose
+/// only purpose is shared caching; other directives the handler set stay.
+fn forbid_shared_caching(headers: &mut HeaderMap) {
+    let existing = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let mut kept: Vec<String> = existing
+        .into_iter()
+        .filter(|d| {
+            let lower = d.to_ascii_lowercase();
+            lower != "public" && !lower.starts_with("s-maxage")
+        })
+        .collect();
+    if !kept
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"))
+    {
+        kept.insert(0, "private".into());
+    }
+    if let Ok(value) = HeaderValue::try_from(kept.join(", ")) {
+        headers.insert(CACHE_CONTROL, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_one_session_cookie_among_others() {
+        let id = SessionId::generate();
+        let line = format!("a=1; session={}; b=2", id.expose());
+        let got = read(&headers(&[line.as_bytes()]), "session");
+        assert_eq!(got, Incoming { id: Some(id), present: true });
+    }
+
+    #[test]
+    fn quoted_values_are_accepted() {
+        let id = SessionId::generate();
+        let line = format!("session=\"{}\"", id.expose());
+        assert_eq!(read(&headers(&[line.as_bytes()]), "session").id, Some(id));
+    }
+
+    #[test]
+    fn duplicates_across_headers_count_as_none() {
+        let a = format!("session={}", SessionId::generate().expose());
+        let b = format!("session={}", SessionId::generate().expose());
+        let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session");
+        assert_eq!(got, Incoming { id: None, present: true });
+    }
+
+    #[test]
+    fn malformed_values_are_present_but_not_ids() {
+        for bad in [&b"session="[..], b"session=abc", b"session=\xff\xfe", b"session==;;"] {
+            let got = read(&headers(&[bad]), "session");
+            assert_eq!(got, Incoming { id: None, present: true }, "{bad:?}");
+        }
+        assert!(!read(&headers(&[b"sessionx=1; xsession=2"]), "session").present);
+    }
+
+    #[test]
+    fn set_cookie_has_the_default_attributes() {
+        let writer = CookieWriter::new(&CookieConfig::default()).unwrap();
+        let mut h = HeaderMap::new();
+        let id = SessionId::generate();
+        writer.set(&mut h, &id, Duration::from_millis(1500));
+        let v = h.get(SET_COOKIE).unwrap().to_str().unwrap();
+        assert_eq!(
+            v,
+            format!("session={}; Max-Age=2; Path=/; HttpOnly; Secure; SameSite=Lax", id.expose())
+        );
+        assert_eq!(h.get(CACHE_CONTROL).unwrap(), "private");
+    }
+
+    #[test]
+    fn shared_caching_directives_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, s-maxage=600"));
+        forbid_shared_caching(&mut h);
+        assert_eq!(h.get(CACHE_CONTROL).unwrap(), "private, max-age=60");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", "12345", "a;b", "a=b", "sp ace", "é"] {
+            let err = validate_name(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidCookieName, "{bad:?}");
+        }
+        for good in ["session", "__Host-s", "__Secure-s", "a1", "1a", "_"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn prefix_rules_are_enforced() {
+        let host = CookieConfig::default().name("__Host-s");
+        assert!(host.clone().validate().is_ok());
+        assert!(host.clone().secure(false).validate().is_err());
+        assert!(host.clone().path("/app").validate().is_err());
+        assert!(CookieConfig::default().name("__Secure-s").secure(false).validate().is_err());
+        assert!(CookieConfig::default().same_site(SameSite::None).secure(false).validate().is_err());
+    }
+}

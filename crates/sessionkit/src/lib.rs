@@ -1,0 +1,65 @@
+//! Server-side HTTP sessions for tower and axum.
+//!
+//! sessionkit keeps per-client state on the server, tied to the browser by a
+//! cookie that carries a random id. What sets it apart:
+//!
+//! - **Buffered writes that never lose each other.** A request records which
+//!   keys it changed; the flush applies only those, atomically. Two requests
+//!   that change different keys both persist.
+//! - **Fenced locks** for read-modify-write: a lock has a token and a TTL, is
+//!   renewed while held, and a commit is applied only if the lock is still
+//!   held — otherwise it fails with "lock lost" and writes nothing.
+//! - **Idle and absolute expiry**, both kept server-side; the idle expiry is
+//!   refreshed only when due, inside the read's round trip.
+//! - **One store round trip** per operation a request needs; none for a
+//!   request that does not touch its session.
+//! - **Strict ids**: 256 random bits, validated before any store access, and
+//!   never adopted when the store does not know them.
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use sessionkit::{Session, SessionLayer};
+//! use sessionkit::store::MemoryStore;
+//!
+//! // A locked read-modify-write: exact under any concurrency.
+//! async fn count(session: Session) -> Result<String, sessionkit::Error> {
+//!     session.lock().await?;
+//!     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+//!     session.insert("n", &n)?;
+//!     session.commit().await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/count", post(count))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! ```
+//!
+//! # Crates
+//!
+//! This facade re-exports [`sessionkit_core`], which holds the session
+//! handle, the store contract, the memory store and the conformance suite.
+//!
+//! # Features
+//!
+//! - `axum` (default): `Session` is an axum extractor and [`Error`] an axum
+//!   response.
+#![doc = include_str!("../../../docs/lifecycle.md")]
+#![deny(unreachable_pub)]
+
+pub mod cookie;
+pub mod middleware;
+
+pub use cookie::{CookieConfig, SameSite};
+pub use middleware::{ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService};
+pub use sessionkit_core::{
+    CookieChange, Error, ErrorKind, LockConfig, LockPolicy, ReleasePolicy, Result, Session,
+    SessionConfig, SessionConfigBuilder, SessionFactory, SessionId, WritePolicy, codec, record,
+};
+
+/// Session stores: the contract and the stores that ship with sessionkit.
+pub mod store {
+    pub use sessionkit_core::store::*;
+}

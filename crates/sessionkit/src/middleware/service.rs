@@ -1,0 +1,39 @@
+//! The service that hands each request its session.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::cookie;
+use crate::middleware::future::ResponseFuture;
+use crate::middleware::layer::Shared;
+
+/// The service made by [`SessionLayer`](crate::SessionLayer).
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let incoming = cookie::read(req.headers(), self.shared.cookie.name());
+        let session = self.shared.factory.session(incoming.id, incoming.present);
+        req.extensions_mut().insert(session.clone());
+        ResponseFuture::new(self.inner.call(req), session, self.shared.clone())
+    }
+}
