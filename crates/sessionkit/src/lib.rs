@@ -63,3 +63,7 @@ pub use sessionkit_core::{
 pub mod store {
     pub use sessionkit_core::store::*;
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

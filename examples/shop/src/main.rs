@@ -1,9 +1,10 @@
 //! Runs the demo shop: `cargo run -p shop`.
 //!
 //! Listens on `SHOP_ADDR` (default `127.0.0.1:3000`) with sessions in memory.
-//! The demo serves plain HTTP, so its cookie is not `Secure` unless
-//! `SESSION_SECURE_COOKIE=true`; in production, keep `Secure` (the library's
-//! default) and serve HTTPS.
+//! The cookie is `Secure` as by default; browsers and cookie-keeping clients
+//! accept `Secure` cookies over plain HTTP from loopback addresses only, so to
+//! try the demo from another machine over `http://`, set
+//! `SESSION_SECURE_COOKIE=false`.
 
 use std::net::SocketAddr;
 
@@ -22,8 +23,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|e| format!("SHOP_ADDR: expected host:port, {e}"))?;
     let secure = match std::env::var("SESSION_SECURE_COOKIE").as_deref() {
-        Ok("true" | "1") => true,
-        Ok("false" | "0") | Err(_) => false,
+        Ok("true" | "1") | Err(_) => true,
+        Ok("false" | "0") => false,
         Ok(other) => {
             return Err(format!("SESSION_SECURE_COOKIE: expected true or false, got {other:?}").into());
         }

@@ -1,0 +1,334 @@
+//! The session handle against the memory store: locks, policies, lifecycle.
+
+use std::time::{Duration, Instant};
+
+use sessionkit_core::record::now_ms;
+use sessionkit_core::store::{Locked, MemoryStore, SessionStore};
+use sessionkit_core::{
+    CookieChange, ErrorKind, LockConfig, LockPolicy, ReleasePolicy, Session, SessionConfig,
+    SessionFactory, SessionId, WritePolicy,
+};
+
+fn factory_with(config: SessionConfig) -> (SessionFactory, MemoryStore) {
+    let store = MemoryStore::builder().sweep_interval(None).build();
+    (SessionFactory::new(store.clone(), config), store)
+}
+
+fn factory() -> (SessionFactory, MemoryStore) {
+    factory_with(SessionConfig::default())
+}
+
+fn quick_locks(wait_ms: u64) -> SessionConfig {
+    SessionConfig::builder()
+        .lock(LockConfig::default().with_wait(Duration::from_millis(wait_ms)))
+        .build()
+        .unwrap()
+}
+
+/// Creates a stored session holding `n = 0` and returns its id.
+async fn stored(factory: &SessionFactory) -> SessionId {
+    let s = factory.session(None, false);
+    s.insert("n", &0u64).unwrap();
+    assert!(s.finish(false).await.error.is_none());
+    s.id().unwrap()
+}
+
+async fn stored_n(store: &MemoryStore, id: &SessionId) -> Option<u64> {
+    let loaded = store.load(id, None).await.unwrap()?;
+    loaded
+        .record
+        .entries
+        .get("n")
+        .map(|v| sessionkit_core::codec::decode_value(v).unwrap())
+}
+
+#[tokio::test]
+async fn locks_are_reentrant_and_released_by_the_last_level() {
+    let (factory, store) = factory_with(quick_locks(100));
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    a.lock().await.unwrap();
+    a.lock().await.unwrap();
+    a.insert("n", &1u64).unwrap();
+    a.commit().await.unwrap();
+    // The inner commit wrote, and the lock is still held.
+    assert!(a.is_locked());
+    assert_eq!(stored_n(&store, &id).await, Some(1));
+    let b = factory.session(Some(id), true);
+    assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    a.commit().await.unwrap();
+    assert!(!a.is_locked());
+    let c = factory.session(Some(id), true);
+    c.lock().await.unwrap();
+    c.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_wait_is_bounded() {
+    let (factory, _store) = factory_with(quick_locks(300));
+    let id = stored(&factory).await;
+    let holder = factory.session(Some(id), true);
+    holder.lock().await.unwrap();
+    let waiter = factory.session(Some(id), true);
+    let start = Instant::now();
+    let err = waiter.lock().await.unwrap_err();
+    let waited = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout);
+    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+}
+
+#[tokio::test]
+async fn a_waiter_gets_the_lock_once_it_is_released() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let holder = factory.session(Some(id), true);
+    holder.lock().await.unwrap();
+    let waiter = factory.session(Some(id), true);
+    let wait = tokio::spawn(async move {
+        waiter.lock().await.unwrap();
+        let n = waiter.get::<u64>("n").await.unwrap().unwrap();
+        waiter.insert("n", &(n + 1)).unwrap();
+        waiter.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    holder.insert("n", &10u64).unwrap();
+    holder.commit().await.unwrap();
+    wait.await.unwrap();
+    // The waiter re-read under its lock and saw the holder's commit.
+    assert_eq!(stored_n(&store, &id).await, Some(11));
+}
+
+// The renewal task cannot run while this single-threaded test blocks its only
+// thread, so the lock lapses for real; then another request takes it.
+#[tokio::test(flavor = "current_thread")]
+async fn commit_after_the_lock_was_lost_writes_nothing() {
+    let config = SessionConfig::builder()
+        .lock(LockConfig::default().with_ttl(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    a.lock().await.unwrap();
+    a.insert("n", &99u64).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap() else {
+        panic!("the expired lock should be free");
+    };
+    let err = a.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockLost);
+    assert_eq!(stored_n(&store, &id).await, Some(0), "nothing was written");
+    assert!(!a.is_locked());
+    store.unlock(&id, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn renewal_keeps_a_long_holder_s_lock() {
+    let config = SessionConfig::builder()
+        .lock(
+            LockConfig::default()
+                .with_ttl(Duration::from_millis(300))
+                .with_wait(Duration::from_millis(50)),
+        )
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    a.lock().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let b = factory.session(Some(id), true);
+    assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    a.insert("n", &5u64).unwrap();
+    a.commit().await.unwrap();
+    assert_eq!(stored_n(&store, &id).await, Some(5));
+}
+
+#[tokio::test]
+async fn whole_request_policy_locks_on_first_read_until_finish() {
+    let config = SessionConfig::builder()
+        .lock_policy(LockPolicy::WholeRequest)
+        .lock(LockConfig::default().with_wait(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    let n = a.get::<u64>("n").await.unwrap().unwrap();
+    assert!(a.is_locked(), "the first read took the lock");
+    let b = factory.session(Some(id), true);
+    assert_eq!(b.get::<u64>("n").await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    a.insert("n", &(n + 1)).unwrap();
+    let finished = a.finish(false).await;
+    assert!(finished.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(1));
+    let c = factory.session(Some(id), true);
+    assert_eq!(c.get::<u64>("n").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn locked_only_policy_refuses_writes_outside_a_lock() {
+    let config = SessionConfig::builder()
+        .write_policy(WritePolicy::LockedOnly)
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let s = factory.session(None, false);
+    let err = s.insert("k", &1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModificationDenied);
+    assert_eq!(s.remove("k").unwrap_err().kind(), ErrorKind::ModificationDenied);
+    s.lock().await.unwrap();
+    s.insert("n", &7u64).unwrap();
+    s.commit().await.unwrap();
+    let id = s.id().unwrap();
+    assert_eq!(stored_n(&store, &id).await, Some(7));
+    // unlock() under this policy discards the uncommitted changes.
+    let t = factory.session(Some(id), true);
+    t.lock().await.unwrap();
+    t.insert("n", &8u64).unwrap();
+    t.unlock().await.unwrap();
+    assert!(t.finish(false).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(7));
+}
+
+#[tokio::test]
+async fn unlock_keeps_changes_as_buffered_writes() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.lock().await.unwrap();
+    s.insert("n", &3u64).unwrap();
+    s.unlock().await.unwrap();
+    assert_eq!(stored_n(&store, &id).await, Some(0), "not written yet");
+    assert!(s.finish(false).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(3), "flushed at the end");
+}
+
+#[tokio::test]
+async fn finish_rolls_back_on_server_errors_by_default() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.lock().await.unwrap();
+    s.insert("n", &1u64).unwrap();
+    assert!(s.finish(true).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(0));
+    // The lock was released.
+    let t = factory.session(Some(id), true);
+    t.lock().await.unwrap();
+    t.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_policy_commit_commits_even_on_server_errors() {
+    let config = SessionConfig::builder()
+        .release_policy(ReleasePolicy::Commit)
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.lock().await.unwrap();
+    s.lock().await.unwrap();
+    s.insert("n", &1u64).unwrap();
+    assert!(s.finish(true).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(1));
+}
+
+#[tokio::test]
+async fn writes_after_finish_are_refused() {
+    let (factory, _store) = factory();
+    let s = factory.session(None, false);
+    let _ = s.finish(false).await;
+    assert_eq!(s.insert("k", &1).unwrap_err().kind(), ErrorKind::ModificationDenied);
+    assert_eq!(s.lock().await.unwrap_err().kind(), ErrorKind::ModificationDenied);
+}
+
+#[tokio::test]
+async fn destroy_then_write_starts_a_new_session() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.destroy().await.unwrap();
+    s.insert("flash", "bye").unwrap();
+    let finished = s.finish(false).await;
+    let CookieChange::Set { id: new, .. } = finished.cookie else {
+        panic!("a new session sets its cookie: {:?}", finished.cookie);
+    };
+    assert_ne!(new, id);
+    assert!(store.load(&id, None).await.unwrap().is_none());
+    let fresh = factory.session(Some(new), true);
+    assert_eq!(fresh.keys().await.unwrap(), ["flash"]);
+}
+
+#[tokio::test]
+async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
+    let (factory, store) = factory_with(quick_locks(50));
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.lock().await.unwrap();
+    s.regenerate().await.unwrap();
+    let new = s.id().unwrap();
+    assert_ne!(new, id);
+    // The lock followed the session to its new id.
+    let other = factory.session(Some(new), true);
+    assert_eq!(other.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    s.insert("n", &4u64).unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(stored_n(&store, &new).await, Some(4));
+    assert!(store.load(&id, None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
+    let (factory, store) = factory();
+    let s = factory.session(None, false);
+    s.insert("user", "ada").unwrap();
+    s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
+    let finished = s.finish(false).await;
+    let CookieChange::Set { id, max_age } = finished.cookie else {
+        panic!("expected a cookie");
+    };
+    assert!(max_age > Duration::from_secs(29 * 24 * 3600), "{max_age:?}");
+    let loaded = store.load(&id, None).await.unwrap().unwrap();
+    assert_eq!(loaded.record.meta.ttl(), Duration::from_secs(30 * 24 * 3600));
+    assert!(loaded.record.meta.expires() > now_ms() + 29 * 24 * 3600 * 1000);
+    assert_eq!(
+        s.set_lifetime(Duration::ZERO).unwrap_err().kind(),
+        ErrorKind::InvalidConfig
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_handle_releases_its_lock() {
+    let (factory, _store) = factory_with(quick_locks(500));
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    s.lock().await.unwrap();
+    drop(s);
+    let t = factory.session(Some(id), true);
+    t.lock().await.expect("released on drop, long before the 30 s TTL");
+}
+
+#[tokio::test]
+async fn untouched_sessions_need_no_finish_and_empty_sessions_are_not_stored() {
+    let (factory, store) = factory();
+    let s = factory.session(Some(SessionId::generate()), true);
+    assert!(!s.needs_finish());
+    let t = factory.session(None, false);
+    t.insert("k", &1).unwrap();
+    t.remove("k").unwrap();
+    let finished = t.finish(false).await;
+    assert_eq!(finished.cookie, CookieChange::Keep);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn clones_share_one_session() {
+    let (factory, _store) = factory();
+    let a: Session = factory.session(None, false);
+    let b = a.clone();
+    a.insert("k", "v").unwrap();
+    assert_eq!(b.get::<String>("k").await.unwrap().as_deref(), Some("v"));
+}

@@ -1,0 +1,468 @@
+//! HTTP tests: a real server on 127.0.0.1, real clients, a counting store.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, browser, cookie_id, raw, set_cookies};
+use sessionkit::{CookieConfig, SessionConfig};
+use sessionkit_core::testkit::Calls;
+
+async fn new_session(server: &Server) -> String {
+    let res = raw().post(server.url("/incr")).send().await.unwrap();
+    let id = cookie_id(&res).expect("a new session sets its cookie");
+    assert_eq!(res.text().await.unwrap(), "1");
+    server.store.take();
+    id
+}
+
+fn cookie(id: &str) -> String {
+    format!("session={id}")
+}
+
+#[tokio::test]
+async fn untouched_request_sets_no_cookie_and_makes_no_store_call() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    let res = raw()
+        .get(server.url("/plain"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(set_cookies(&res).is_empty());
+    assert!(res.headers().get("cache-control").is_none());
+    assert_eq!(server.store.take().total(), 0);
+
+    // And without any cookie.
+    let res = raw().get(server.url("/plain")).send().await.unwrap();
+    assert!(set_cookies(&res).is_empty());
+    assert_eq!(server.store.take().total(), 0);
+}
+
+#[tokio::test]
+async fn store_calls_per_request_are_as_promised() {
+    // Touch on every read, so the read below proves the touch rides in the
+    // load's round trip.
+    let config = SessionConfig::builder().touch_threshold(1.0).build().unwrap();
+    let server = Server::with(config, CookieConfig::default()).await;
+    let client = raw();
+    let id = new_session(&server).await;
+
+    // Read (touch included): one load.
+    let res = client
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_id(&res).as_deref(), Some(id.as_str()), "touch re-sends the cookie");
+    assert_eq!(res.text().await.unwrap(), "1");
+    assert_eq!(server.store.take(), Calls { load: 1, ..Calls::default() });
+
+    // Read + buffered write: load, apply.
+    let res = client
+        .post(server.url("/incr"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "2");
+    assert_eq!(server.store.take(), Calls { load: 1, apply: 1, ..Calls::default() });
+
+    // Blind buffered write: one apply.
+    let res = client
+        .post(server.url("/set/k/v"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.store.take(), Calls { apply: 1, ..Calls::default() });
+
+    // Locked read-modify-write: lock (+ load), apply (+ unlock).
+    let res = client
+        .post(server.url("/incr-locked"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "3");
+    assert_eq!(server.store.take(), Calls { lock: 1, apply: 1, ..Calls::default() });
+
+    // Regenerate: one change_id.
+    let res = client
+        .post(server.url("/regenerate"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    let new_id = cookie_id(&res).expect("regenerate sends the new id");
+    assert_ne!(new_id, id);
+    assert_eq!(server.store.take(), Calls { change_id: 1, ..Calls::default() });
+
+    // Destroy: one destroy.
+    let res = client
+        .post(server.url("/destroy"))
+        .header("cookie", cookie(&new_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.store.take(), Calls { destroy: 1, ..Calls::default() });
+
+    // A new session: one create.
+    let res = client.post(server.url("/set/a/b")).send().await.unwrap();
+    assert!(cookie_id(&res).is_some());
+    assert_eq!(server.store.take(), Calls { create: 1, ..Calls::default() });
+}
+
+#[tokio::test]
+async fn cookie_has_the_default_attributes_and_is_not_shared_cacheable() {
+    let server = Server::start().await;
+    let res = raw().post(server.url("/set/a/b")).send().await.unwrap();
+    let cookies = set_cookies(&res);
+    assert_eq!(cookies.len(), 1);
+    let c = &cookies[0];
+    let id = cookie_id(&res).unwrap();
+    assert_eq!(id.len(), 43);
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_eq!(
+        c,
+        &format!("session={id}; Max-Age=7200; Path=/; HttpOnly; Secure; SameSite=Lax")
+    );
+    assert_eq!(res.headers()["cache-control"], "private");
+}
+
+#[tokio::test]
+async fn host_prefixed_cookie_works() {
+    let server = Server::with(SessionConfig::default(), CookieConfig::default().name("__Host-sid")).await;
+    let client = browser();
+    let res = client.post(server.url("/set/a/b")).send().await.unwrap();
+    assert!(set_cookies(&res)[0].starts_with("__Host-sid="));
+    let res = client.get(server.url("/get/a")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "b");
+}
+
+#[tokio::test]
+async fn forged_well_formed_id_is_not_adopted() {
+    let server = Server::start().await;
+    let forged = sessionkit::SessionId::generate().expose();
+    let res = raw()
+        .post(server.url("/incr"))
+        .header("cookie", cookie(&forged))
+        .send()
+        .await
+        .unwrap();
+    let issued = cookie_id(&res).expect("the write starts a new session");
+    assert_eq!(res.text().await.unwrap(), "1", "the forged session is empty");
+    assert_ne!(issued, forged, "the forged id is never adopted");
+    // The forged id still leads nowhere.
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&forged))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "<none>");
+}
+
+#[tokio::test]
+async fn malformed_cookies_give_a_fresh_session_and_no_store_call() {
+    let server = Server::start().await;
+    let good = new_session(&server).await;
+    let other = sessionkit::SessionId::generate().expose();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("too long", format!("session={good}A").into_bytes()),
+        ("too short", format!("session={}", &good[..42]).into_bytes()),
+        ("bad alphabet", format!("session={}+", &good[..42]).into_bytes()),
+        ("empty", b"session=".to_vec()),
+        ("non-utf8", [b"session=".as_slice(), &[0xff; 43]].concat()),
+        ("several of one name", format!("session={good}; session={other}").into_bytes()),
+        ("4 KB", format!("session={}", "A".repeat(4096)).into_bytes()),
+        ("injection", format!("session={good}%0d%0aSet-Cookie:x=y").into_bytes()),
+    ];
+    for (what, value) in cases {
+        let res = raw()
+            .get(server.url("/get/n"))
+            .header("cookie", reqwest::header::HeaderValue::from_bytes(&value).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{what}");
+        let cookies = set_cookies(&res);
+        assert_eq!(res.text().await.unwrap(), "<none>", "{what}: fresh session");
+        assert_eq!(server.store.take().total(), 0, "{what}: no store call");
+        // The bad cookie is cleared, not answered with a session.
+        assert!(
+            cookies.iter().all(|c| c.contains("Max-Age=0")),
+            "{what}: {cookies:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_regenerates_the_id_and_the_old_id_no_longer_works() {
+    let server = Server::start().await;
+    let old = new_session(&server).await;
+    let res = raw()
+        .post(server.url("/regenerate"))
+        .header("cookie", cookie(&old))
+        .send()
+        .await
+        .unwrap();
+    let new = cookie_id(&res).unwrap();
+    assert_ne!(new, old);
+    let with_new = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&new))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_new.text().await.unwrap(), "1", "data kept under the new id");
+    let with_old = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&old))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_old.text().await.unwrap(), "<none>", "the old id is dead");
+}
+
+#[tokio::test]
+async fn logout_expires_the_cookie_and_the_old_id_no_longer_works() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    let res = raw()
+        .post(server.url("/destroy"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    let cookies = set_cookies(&res);
+    assert_eq!(cookies.len(), 1);
+    assert!(cookies[0].starts_with("session=; Max-Age=0"), "{cookies:?}");
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "<none>");
+}
+
+#[tokio::test]
+async fn idle_expiry_ends_an_unused_session() {
+    let config = SessionConfig::builder()
+        .lifetime(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let server = Server::with(config, CookieConfig::default()).await;
+    let id = new_session(&server).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&res)[0].contains("Max-Age=0"), "the dead cookie is cleared");
+    assert_eq!(res.text().await.unwrap(), "<none>");
+}
+
+#[tokio::test]
+async fn activity_keeps_a_session_alive_until_its_absolute_expiry() {
+    let config = SessionConfig::builder()
+        .lifetime(Duration::from_secs(1))
+        .absolute_lifetime(Some(Duration::from_secs(2)))
+        .touch_threshold(1.0)
+        .build()
+        .unwrap();
+    let server = Server::with(config, CookieConfig::default()).await;
+    let id = new_session(&server).await;
+    // Reads every 400 ms keep it past its 1 s idle lifetime...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let res = raw()
+            .get(server.url("/get/n"))
+            .header("cookie", cookie(&id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "1");
+    }
+    // ...but not past its 2 s absolute lifetime.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "<none>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_increments_from_16_concurrent_clients_are_exact() {
+    let server = Server::start().await;
+    let res = raw().post(server.url("/set/a/b")).send().await.unwrap();
+    let id = cookie_id(&res).unwrap();
+    let mut tasks = Vec::new();
+    for client_no in 0..16 {
+        // 200 increments over 16 clients: 8 send 13, 8 send 12.
+        let count = if client_no < 8 { 13 } else { 12 };
+        let url = server.url("/incr-locked");
+        let cookie = cookie(&id);
+        tasks.push(tokio::spawn(async move {
+            let client = raw();
+            for _ in 0..count {
+                let res = client.post(&url).header("cookie", &cookie).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(read_n(&server, &id).await, 200);
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "200");
+}
+
+async fn read_n(server: &Server, id: &str) -> u64 {
+    use sessionkit::store::SessionStore;
+    let id = sessionkit::SessionId::parse(id).unwrap();
+    let loaded = server.store.inner().load(&id, None).await.unwrap().unwrap();
+    sessionkit::codec::decode_value(loaded.record.entries.get("n").unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_buffered_writes_of_different_keys_all_persist() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let url = server.url(&format!("/set/key{i}/v{i}"));
+        let cookie = cookie(&id);
+        tasks.push(tokio::spawn(async move {
+            raw().post(&url).header("cookie", cookie).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    for i in 0..32 {
+        let res = raw()
+            .get(server.url(&format!("/get/key{i}")))
+            .header("cookie", cookie(&id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), format!("v{i}"));
+    }
+}
+
+#[tokio::test]
+async fn buffered_write_racing_a_destroy_does_not_resurrect_the_session() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+
+    // A request that read the session, then writes after a logout happened.
+    let slow = {
+        let url = server.url("/slow-read-write/k?ms=300");
+        let cookie = cookie(&id);
+        tokio::spawn(async move { raw().post(&url).header("cookie", cookie).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = raw()
+        .post(server.url("/destroy"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), 409, "the late write is refused");
+    assert!(set_cookies(&slow).iter().all(|c| c.contains("Max-Age=0")));
+    assert!(read_gone(&server, &id).await, "the destroyed session stays gone");
+}
+
+#[tokio::test]
+async fn blind_write_racing_a_destroy_starts_a_new_session_instead_of_resurrecting() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    let slow = {
+        let url = server.url("/slow-blind-write/k?ms=300");
+        let cookie = cookie(&id);
+        tokio::spawn(async move { raw().post(&url).header("cookie", cookie).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw()
+        .post(server.url("/destroy"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), 200);
+    let new = cookie_id(&slow).expect("the late blind write starts a new session");
+    assert_ne!(new, id);
+    assert!(read_gone(&server, &id).await, "the old id stays dead");
+    let res = raw()
+        .get(server.url("/get/n"))
+        .header("cookie", cookie(&new))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "<none>", "none of the old data came back");
+}
+
+async fn read_gone(server: &Server, id: &str) -> bool {
+    use sessionkit::store::SessionStore;
+    let id = sessionkit::SessionId::parse(id).unwrap();
+    server.store.inner().load(&id, None).await.unwrap().is_none()
+}
+
+#[tokio::test]
+async fn locked_changes_are_rolled_back_when_the_handler_fails() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    let res = raw()
+        .post(server.url("/fail-after-write"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    let res = raw()
+        .get(server.url("/get/failed"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "<none>");
+    // And the lock was released: a locked write goes through at once.
+    let res = raw()
+        .post(server.url("/incr-locked"))
+        .header("cookie", cookie(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "2");
+}
+
+#[tokio::test]
+async fn a_browser_keeps_its_session_across_requests() {
+    let server = Server::start().await;
+    let client = browser();
+    for expected in 1..=3 {
+        let res = client.post(server.url("/incr")).send().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), expected.to_string());
+    }
+}

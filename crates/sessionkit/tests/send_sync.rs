@@ -1,0 +1,33 @@
+//! Compile-time checks: the handle, the layer, the service and its futures
+//! can cross threads.
+
+use std::convert::Infallible;
+use std::future::Ready;
+
+use http::Response;
+use sessionkit::{ResponseFuture, Session, SessionLayer, SessionService};
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn session_layer_service_and_futures_are_send_and_sync() {
+    assert_send_sync::<Session>();
+    assert_send_sync::<SessionLayer>();
+    assert_send_sync::<SessionService<axum::Router>>();
+    assert_send_sync::<ResponseFuture<Ready<Result<Response<String>, Infallible>>, String>>();
+    assert_send_sync::<sessionkit::Error>();
+}
+
+#[test]
+fn session_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let session = sessionkit::SessionFactory::new(
+        sessionkit::store::MemoryStore::new(),
+        sessionkit::SessionConfig::default(),
+    )
+    .session(None, false);
+    assert_send(&session.get::<u8>("k"));
+    assert_send(&session.lock());
+    assert_send(&session.commit());
+    assert_send(&session.finish(false));
+}

@@ -1,0 +1,24 @@
+# Installs the Debian packages the test suite needs, when they are missing.
+# Sourced by scripts/test.sh (and the benchmark scripts).
+
+# Packages needed, as "command:package" pairs. Store issues add theirs here.
+SESSIONKIT_PACKAGES=(
+    "awk:gawk"
+)
+
+ensure_packages() {
+    local missing=()
+    local pair cmd pkg
+    for pair in "${SESSIONKIT_PACKAGES[@]}"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "${cmd}" >/dev/null 2>&1 || missing+=("${pkg}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        printf '==> installing %s\n' "${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        ${sudo} apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive ${sudo} apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check and test of sessionkit, on a fresh machine too: installs
+# what the tests need when it is missing, then runs fmt, clippy, docs and the
+# whole test suite. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        rustup component add "${component}"
+    fi
+done
+
+# Servers the store tests start for themselves (on free loopback ports).
+source scripts/lib/install.sh
+ensure_packages
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+step "cargo test (workspace, all features)"
+mkdir -p target
+cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
+
+# One summary line for whoever reads the end of the log.
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\n%d passed, %d failed\n", p, f }' target/test-output.txt
