@@ -4,6 +4,9 @@
 # Packages needed, as "command:package" pairs. Store issues add theirs here.
 SESSIONKIT_PACKAGES=(
     "awk:gawk"
+    "redis-server:redis-server"
+    "redis-cli:redis-tools"
+    "memcached:memcached"
 )
 
 ensure_packages() {

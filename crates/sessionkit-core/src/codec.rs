@@ -64,7 +64,11 @@ const HEADER_LEN: usize = 3 + 8 * 4 + 4;
 /// assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
 /// ```
 pub fn encode_record(record: &Record) -> Vec<u8> {
-    let body: usize = record.entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let body: usize = record
+        .entries
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum();
     let mut out = Vec::with_capacity(HEADER_LEN + body);
     out.extend_from_slice(MAGIC);
     let meta = &record.meta;
@@ -116,10 +120,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
         let klen = r.u32()? as usize;
         let key = std::str::from_utf8(r.take(klen)?)
             .map_err(|e| Error::codec("record key is not UTF-8", Some(Box::new(e))))?;
-        if let Some((prev, _)) = list.last() {
-            if **prev >= *key {
-                return Err(Error::codec("record keys are not sorted and unique", None));
-            }
+        if let Some((prev, _)) = list.last()
+            && **prev >= *key
+        {
+            return Err(Error::codec("record keys are not sorted and unique", None));
         }
         let vlen = r.u32()? as usize;
         let value = r.take(vlen)?;

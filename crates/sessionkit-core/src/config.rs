@@ -294,19 +294,21 @@ impl SessionConfigBuilder {
     pub fn build(self) -> Result<SessionConfig, Error> {
         let mut config = self.config;
         if config.lifetime < Duration::from_secs(1) {
-            return Err(Error::invalid_config("lifetime", "must be at least one second"));
+            return Err(Error::invalid_config(
+                "lifetime",
+                "must be at least one second",
+            ));
         }
-        if let Some(abs) = config.absolute_lifetime {
-            if abs < Duration::from_secs(1) {
-                return Err(Error::invalid_config(
-                    "absolute_lifetime",
-                    "must be at least one second",
-                ));
-            }
+        if let Some(abs) = config.absolute_lifetime
+            && abs < Duration::from_secs(1)
+        {
+            return Err(Error::invalid_config(
+                "absolute_lifetime",
+                "must be at least one second",
+            ));
         }
-        config.touch = Touch::when_remaining_below(self.touch_share).ok_or_else(|| {
-            Error::invalid_config("touch_threshold", "must be a share in (0, 1]")
-        })?;
+        config.touch = Touch::when_remaining_below(self.touch_share)
+            .ok_or_else(|| Error::invalid_config("touch_threshold", "must be a share in (0, 1]"))?;
         config.lock.validate()?;
         Ok(config)
     }
@@ -326,13 +328,17 @@ mod tests {
     #[test]
     fn bad_values_name_their_setting() {
         let cases = [
-            (SessionConfig::builder().touch_threshold(0.0), "touch_threshold"),
+            (
+                SessionConfig::builder().touch_threshold(0.0),
+                "touch_threshold",
+            ),
             (
                 SessionConfig::builder().absolute_lifetime(Some(Duration::ZERO)),
                 "absolute_lifetime",
             ),
             (
-                SessionConfig::builder().lock(LockConfig::default().with_ttl(Duration::from_millis(1))),
+                SessionConfig::builder()
+                    .lock(LockConfig::default().with_ttl(Duration::from_millis(1))),
                 "lock.ttl",
             ),
         ];

@@ -333,7 +333,10 @@ mod tests {
         for err in cases {
             let text = err.to_string();
             assert!(!text.ends_with('.'), "{text}");
-            assert_eq!(text.chars().next().unwrap().to_lowercase().next(), text.chars().next());
+            assert_eq!(
+                text.chars().next().unwrap().to_lowercase().next(),
+                text.chars().next()
+            );
         }
     }
 

@@ -35,7 +35,9 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use config::{LockConfig, LockPolicy, ReleasePolicy, SessionConfig, SessionConfigBuilder, WritePolicy};
+pub use config::{
+    LockConfig, LockPolicy, ReleasePolicy, SessionConfig, SessionConfigBuilder, WritePolicy,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use id::{LockToken, SESSION_ID_LEN, SessionId};
 pub use session::{CookieChange, Finished, Session, SessionFactory};

@@ -404,9 +404,7 @@ impl Delta {
 
     /// The changed keys in order: `Some(value)` to set, `None` to remove.
     pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.changes
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
+        self.changes.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
     /// The change recorded for `key`: `Some(Some(v))` set, `Some(None)`

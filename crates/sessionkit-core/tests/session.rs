@@ -113,7 +113,8 @@ async fn commit_after_the_lock_was_lost_writes_nothing() {
     a.lock().await.unwrap();
     a.insert("n", &99u64).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap() else {
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap()
+    else {
         panic!("the expired lock should be free");
     };
     let err = a.commit().await.unwrap_err();
@@ -158,7 +159,10 @@ async fn whole_request_policy_locks_on_first_read_until_finish() {
     let n = a.get::<u64>("n").await.unwrap().unwrap();
     assert!(a.is_locked(), "the first read took the lock");
     let b = factory.session(Some(id), true);
-    assert_eq!(b.get::<u64>("n").await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    assert_eq!(
+        b.get::<u64>("n").await.unwrap_err().kind(),
+        ErrorKind::LockTimeout
+    );
     a.insert("n", &(n + 1)).unwrap();
     let finished = a.finish(false).await;
     assert!(finished.error.is_none());
@@ -177,7 +181,10 @@ async fn locked_only_policy_refuses_writes_outside_a_lock() {
     let s = factory.session(None, false);
     let err = s.insert("k", &1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ModificationDenied);
-    assert_eq!(s.remove("k").unwrap_err().kind(), ErrorKind::ModificationDenied);
+    assert_eq!(
+        s.remove("k").unwrap_err().kind(),
+        ErrorKind::ModificationDenied
+    );
     s.lock().await.unwrap();
     s.insert("n", &7u64).unwrap();
     s.commit().await.unwrap();
@@ -241,8 +248,14 @@ async fn writes_after_finish_are_refused() {
     let (factory, _store) = factory();
     let s = factory.session(None, false);
     let _ = s.finish(false).await;
-    assert_eq!(s.insert("k", &1).unwrap_err().kind(), ErrorKind::ModificationDenied);
-    assert_eq!(s.lock().await.unwrap_err().kind(), ErrorKind::ModificationDenied);
+    assert_eq!(
+        s.insert("k", &1).unwrap_err().kind(),
+        ErrorKind::ModificationDenied
+    );
+    assert_eq!(
+        s.lock().await.unwrap_err().kind(),
+        ErrorKind::ModificationDenied
+    );
 }
 
 #[tokio::test]
@@ -273,7 +286,10 @@ async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
     assert_ne!(new, id);
     // The lock followed the session to its new id.
     let other = factory.session(Some(new), true);
-    assert_eq!(other.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
+    assert_eq!(
+        other.lock().await.unwrap_err().kind(),
+        ErrorKind::LockTimeout
+    );
     s.insert("n", &4u64).unwrap();
     s.commit().await.unwrap();
     assert_eq!(stored_n(&store, &new).await, Some(4));
@@ -292,7 +308,10 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
     };
     assert!(max_age > Duration::from_secs(29 * 24 * 3600), "{max_age:?}");
     let loaded = store.load(&id, None).await.unwrap().unwrap();
-    assert_eq!(loaded.record.meta.ttl(), Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(
+        loaded.record.meta.ttl(),
+        Duration::from_secs(30 * 24 * 3600)
+    );
     assert!(loaded.record.meta.expires() > now_ms() + 29 * 24 * 3600 * 1000);
     assert_eq!(
         s.set_lifetime(Duration::ZERO).unwrap_err().kind(),
@@ -308,7 +327,9 @@ async fn a_dropped_handle_releases_its_lock() {
     s.lock().await.unwrap();
     drop(s);
     let t = factory.session(Some(id), true);
-    t.lock().await.expect("released on drop, long before the 30 s TTL");
+    t.lock()
+        .await
+        .expect("released on drop, long before the 30 s TTL");
 }
 
 #[tokio::test]

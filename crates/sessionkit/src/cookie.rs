@@ -162,7 +162,8 @@ impl CookieConfig {
     /// Checks the name, its prefix rules and the attribute values.
     pub fn validate(&self) -> Result<(), Error> {
         validate_name(&self.name)?;
-        let invalid = |detail: String| Err(Error::new(ErrorKind::InvalidCookieName).with_detail(detail));
+        let invalid =
+            |detail: String| Err(Error::new(ErrorKind::InvalidCookieName).with_detail(detail));
         if self.name.starts_with("__Host-")
             && (!self.secure || self.path != "/" || self.domain.is_some())
         {
@@ -172,7 +173,10 @@ impl CookieConfig {
             ));
         }
         if self.name.starts_with("__Secure-") && !self.secure {
-            return invalid(format!("cookie `{}`: the __Secure- prefix requires Secure", self.name));
+            return invalid(format!(
+                "cookie `{}`: the __Secure- prefix requires Secure",
+                self.name
+            ));
         }
         if self.same_site == SameSite::None && !self.secure {
             return Err(Error::invalid_config(
@@ -214,7 +218,8 @@ impl CookieConfig {
 /// ```
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let fail = |why: &str| {
-        Err(Error::new(ErrorKind::InvalidCookieName).with_detail(format!("cookie name {name:?}: {why}")))
+        Err(Error::new(ErrorKind::InvalidCookieName)
+            .with_detail(format!("cookie name {name:?}: {why}")))
     };
     if name.is_empty() {
         return fail("must not be empty");
@@ -335,7 +340,12 @@ impl CookieWriter {
     pub(crate) fn set(&self, headers: &mut HeaderMap, id: &SessionId, max_age: Duration) {
         let value = if self.persistent {
             let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
-            format!("{}={}; Max-Age={secs}{}", self.name, id.expose(), self.suffix)
+            format!(
+                "{}={}; Max-Age={secs}{}",
+                self.name,
+                id.expose(),
+                self.suffix
+            )
         } else {
             format!("{}={}{}", self.name, id.expose(), self.suffix)
         };
@@ -411,7 +421,13 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("a=1; session={}; b=2", id.expose());
         let got = read(&headers(&[line.as_bytes()]), "session");
-        assert_eq!(got, Incoming { id: Some(id), present: true });
+        assert_eq!(
+            got,
+            Incoming {
+                id: Some(id),
+                present: true
+            }
+        );
     }
 
     #[test]
@@ -426,14 +442,32 @@ mod tests {
         let a = format!("session={}", SessionId::generate().expose());
         let b = format!("session={}", SessionId::generate().expose());
         let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session");
-        assert_eq!(got, Incoming { id: None, present: true });
+        assert_eq!(
+            got,
+            Incoming {
+                id: None,
+                present: true
+            }
+        );
     }
 
     #[test]
     fn malformed_values_are_present_but_not_ids() {
-        for bad in [&b"session="[..], b"session=abc", b"session=\xff\xfe", b"session==;;"] {
+        for bad in [
+            &b"session="[..],
+            b"session=abc",
+            b"session=\xff\xfe",
+            b"session==;;",
+        ] {
             let got = read(&headers(&[bad]), "session");
-            assert_eq!(got, Incoming { id: None, present: true }, "{bad:?}");
+            assert_eq!(
+                got,
+                Incoming {
+                    id: None,
+                    present: true
+                },
+                "{bad:?}"
+            );
         }
         assert!(!read(&headers(&[b"sessionx=1; xsession=2"]), "session").present);
     }
@@ -447,7 +481,10 @@ mod tests {
         let v = h.get(SET_COOKIE).unwrap().to_str().unwrap();
         assert_eq!(
             v,
-            format!("session={}; Max-Age=2; Path=/; HttpOnly; Secure; SameSite=Lax", id.expose())
+            format!(
+                "session={}; Max-Age=2; Path=/; HttpOnly; Secure; SameSite=Lax",
+                id.expose()
+            )
         );
         assert_eq!(h.get(CACHE_CONTROL).unwrap(), "private");
     }
@@ -455,7 +492,10 @@ mod tests {
     #[test]
     fn shared_caching_directives_are_replaced() {
         let mut h = HeaderMap::new();
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, s-maxage=600"));
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60, s-maxage=600"),
+        );
         forbid_shared_caching(&mut h);
         assert_eq!(h.get(CACHE_CONTROL).unwrap(), "private, max-age=60");
     }
@@ -477,7 +517,19 @@ mod tests {
         assert!(host.clone().validate().is_ok());
         assert!(host.clone().secure(false).validate().is_err());
         assert!(host.clone().path("/app").validate().is_err());
-        assert!(CookieConfig::default().name("__Secure-s").secure(false).validate().is_err());
-        assert!(CookieConfig::default().same_site(SameSite::None).secure(false).validate().is_err());
+        assert!(
+            CookieConfig::default()
+                .name("__Secure-s")
+                .secure(false)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CookieConfig::default()
+                .same_site(SameSite::None)
+                .secure(false)
+                .validate()
+                .is_err()
+        );
     }
 }

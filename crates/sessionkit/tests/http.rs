@@ -45,7 +45,10 @@ async fn untouched_request_sets_no_cookie_and_makes_no_store_call() {
 async fn store_calls_per_request_are_as_promised() {
     // Touch on every read, so the read below proves the touch rides in the
     // load's round trip.
-    let config = SessionConfig::builder().touch_threshold(1.0).build().unwrap();
+    let config = SessionConfig::builder()
+        .touch_threshold(1.0)
+        .build()
+        .unwrap();
     let server = Server::with(config, CookieConfig::default()).await;
     let client = raw();
     let id = new_session(&server).await;
@@ -57,9 +60,19 @@ async fn store_calls_per_request_are_as_promised() {
         .send()
         .await
         .unwrap();
-    assert_eq!(cookie_id(&res).as_deref(), Some(id.as_str()), "touch re-sends the cookie");
+    assert_eq!(
+        cookie_id(&res).as_deref(),
+        Some(id.as_str()),
+        "touch re-sends the cookie"
+    );
     assert_eq!(res.text().await.unwrap(), "1");
-    assert_eq!(server.store.take(), Calls { load: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            load: 1,
+            ..Calls::default()
+        }
+    );
 
     // Read + buffered write: load, apply.
     let res = client
@@ -69,7 +82,14 @@ async fn store_calls_per_request_are_as_promised() {
         .await
         .unwrap();
     assert_eq!(res.text().await.unwrap(), "2");
-    assert_eq!(server.store.take(), Calls { load: 1, apply: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            load: 1,
+            apply: 1,
+            ..Calls::default()
+        }
+    );
 
     // Blind buffered write: one apply.
     let res = client
@@ -79,7 +99,13 @@ async fn store_calls_per_request_are_as_promised() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(server.store.take(), Calls { apply: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            apply: 1,
+            ..Calls::default()
+        }
+    );
 
     // Locked read-modify-write: lock (+ load), apply (+ unlock).
     let res = client
@@ -89,7 +115,14 @@ async fn store_calls_per_request_are_as_promised() {
         .await
         .unwrap();
     assert_eq!(res.text().await.unwrap(), "3");
-    assert_eq!(server.store.take(), Calls { lock: 1, apply: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            lock: 1,
+            apply: 1,
+            ..Calls::default()
+        }
+    );
 
     // Regenerate: one change_id.
     let res = client
@@ -100,7 +133,13 @@ async fn store_calls_per_request_are_as_promised() {
         .unwrap();
     let new_id = cookie_id(&res).expect("regenerate sends the new id");
     assert_ne!(new_id, id);
-    assert_eq!(server.store.take(), Calls { change_id: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            change_id: 1,
+            ..Calls::default()
+        }
+    );
 
     // Destroy: one destroy.
     let res = client
@@ -110,12 +149,24 @@ async fn store_calls_per_request_are_as_promised() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(server.store.take(), Calls { destroy: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            destroy: 1,
+            ..Calls::default()
+        }
+    );
 
     // A new session: one create.
     let res = client.post(server.url("/set/a/b")).send().await.unwrap();
     assert!(cookie_id(&res).is_some());
-    assert_eq!(server.store.take(), Calls { create: 1, ..Calls::default() });
+    assert_eq!(
+        server.store.take(),
+        Calls {
+            create: 1,
+            ..Calls::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -127,7 +178,10 @@ async fn cookie_has_the_default_attributes_and_is_not_shared_cacheable() {
     let c = &cookies[0];
     let id = cookie_id(&res).unwrap();
     assert_eq!(id.len(), 43);
-    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     assert_eq!(
         c,
         &format!("session={id}; Max-Age=7200; Path=/; HttpOnly; Secure; SameSite=Lax")
@@ -137,7 +191,11 @@ async fn cookie_has_the_default_attributes_and_is_not_shared_cacheable() {
 
 #[tokio::test]
 async fn host_prefixed_cookie_works() {
-    let server = Server::with(SessionConfig::default(), CookieConfig::default().name("__Host-sid")).await;
+    let server = Server::with(
+        SessionConfig::default(),
+        CookieConfig::default().name("__Host-sid"),
+    )
+    .await;
     let client = browser();
     let res = client.post(server.url("/set/a/b")).send().await.unwrap();
     assert!(set_cookies(&res)[0].starts_with("__Host-sid="));
@@ -156,7 +214,11 @@ async fn forged_well_formed_id_is_not_adopted() {
         .await
         .unwrap();
     let issued = cookie_id(&res).expect("the write starts a new session");
-    assert_eq!(res.text().await.unwrap(), "1", "the forged session is empty");
+    assert_eq!(
+        res.text().await.unwrap(),
+        "1",
+        "the forged session is empty"
+    );
     assert_ne!(issued, forged, "the forged id is never adopted");
     // The forged id still leads nowhere.
     let res = raw()
@@ -176,17 +238,29 @@ async fn malformed_cookies_give_a_fresh_session_and_no_store_call() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("too long", format!("session={good}A").into_bytes()),
         ("too short", format!("session={}", &good[..42]).into_bytes()),
-        ("bad alphabet", format!("session={}+", &good[..42]).into_bytes()),
+        (
+            "bad alphabet",
+            format!("session={}+", &good[..42]).into_bytes(),
+        ),
         ("empty", b"session=".to_vec()),
         ("non-utf8", [b"session=".as_slice(), &[0xff; 43]].concat()),
-        ("several of one name", format!("session={good}; session={other}").into_bytes()),
+        (
+            "several of one name",
+            format!("session={good}; session={other}").into_bytes(),
+        ),
         ("4 KB", format!("session={}", "A".repeat(4096)).into_bytes()),
-        ("injection", format!("session={good}%0d%0aSet-Cookie:x=y").into_bytes()),
+        (
+            "injection",
+            format!("session={good}%0d%0aSet-Cookie:x=y").into_bytes(),
+        ),
     ];
     for (what, value) in cases {
         let res = raw()
             .get(server.url("/get/n"))
-            .header("cookie", reqwest::header::HeaderValue::from_bytes(&value).unwrap())
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes(&value).unwrap(),
+            )
             .send()
             .await
             .unwrap();
@@ -220,14 +294,22 @@ async fn login_regenerates_the_id_and_the_old_id_no_longer_works() {
         .send()
         .await
         .unwrap();
-    assert_eq!(with_new.text().await.unwrap(), "1", "data kept under the new id");
+    assert_eq!(
+        with_new.text().await.unwrap(),
+        "1",
+        "data kept under the new id"
+    );
     let with_old = raw()
         .get(server.url("/get/n"))
         .header("cookie", cookie(&old))
         .send()
         .await
         .unwrap();
-    assert_eq!(with_old.text().await.unwrap(), "<none>", "the old id is dead");
+    assert_eq!(
+        with_old.text().await.unwrap(),
+        "<none>",
+        "the old id is dead"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +349,10 @@ async fn idle_expiry_ends_an_unused_session() {
         .send()
         .await
         .unwrap();
-    assert!(set_cookies(&res)[0].contains("Max-Age=0"), "the dead cookie is cleared");
+    assert!(
+        set_cookies(&res)[0].contains("Max-Age=0"),
+        "the dead cookie is cleared"
+    );
     assert_eq!(res.text().await.unwrap(), "<none>");
 }
 
@@ -317,7 +402,12 @@ async fn locked_increments_from_16_concurrent_clients_are_exact() {
         tasks.push(tokio::spawn(async move {
             let client = raw();
             for _ in 0..count {
-                let res = client.post(&url).header("cookie", &cookie).send().await.unwrap();
+                let res = client
+                    .post(&url)
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(res.status(), 200);
             }
         }));
@@ -351,7 +441,13 @@ async fn concurrent_buffered_writes_of_different_keys_all_persist() {
         let url = server.url(&format!("/set/key{i}/v{i}"));
         let cookie = cookie(&id);
         tasks.push(tokio::spawn(async move {
-            raw().post(&url).header("cookie", cookie).send().await.unwrap().status()
+            raw()
+                .post(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     for t in tasks {
@@ -377,7 +473,14 @@ async fn buffered_write_racing_a_destroy_does_not_resurrect_the_session() {
     let slow = {
         let url = server.url("/slow-read-write/k?ms=300");
         let cookie = cookie(&id);
-        tokio::spawn(async move { raw().post(&url).header("cookie", cookie).send().await.unwrap() })
+        tokio::spawn(async move {
+            raw()
+                .post(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let res = raw()
@@ -390,7 +493,10 @@ async fn buffered_write_racing_a_destroy_does_not_resurrect_the_session() {
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), 409, "the late write is refused");
     assert!(set_cookies(&slow).iter().all(|c| c.contains("Max-Age=0")));
-    assert!(read_gone(&server, &id).await, "the destroyed session stays gone");
+    assert!(
+        read_gone(&server, &id).await,
+        "the destroyed session stays gone"
+    );
 }
 
 #[tokio::test]
@@ -400,7 +506,14 @@ async fn blind_write_racing_a_destroy_starts_a_new_session_instead_of_resurrecti
     let slow = {
         let url = server.url("/slow-blind-write/k?ms=300");
         let cookie = cookie(&id);
-        tokio::spawn(async move { raw().post(&url).header("cookie", cookie).send().await.unwrap() })
+        tokio::spawn(async move {
+            raw()
+                .post(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     raw()
@@ -420,13 +533,23 @@ async fn blind_write_racing_a_destroy_starts_a_new_session_instead_of_resurrecti
         .send()
         .await
         .unwrap();
-    assert_eq!(res.text().await.unwrap(), "<none>", "none of the old data came back");
+    assert_eq!(
+        res.text().await.unwrap(),
+        "<none>",
+        "none of the old data came back"
+    );
 }
 
 async fn read_gone(server: &Server, id: &str) -> bool {
     use sessionkit::store::SessionStore;
     let id = sessionkit::SessionId::parse(id).unwrap();
-    server.store.inner().load(&id, None).await.unwrap().is_none()
+    server
+        .store
+        .inner()
+        .load(&id, None)
+        .await
+        .unwrap()
+        .is_none()
 }
 
 #[tokio::test]

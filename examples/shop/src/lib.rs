@@ -54,8 +54,16 @@ async fn index(session: Session) -> Result<Html<String>> {
         session.remove("flash")?;
     }
     let user = session.get::<String>("user").await?;
-    let basket = session.get::<Vec<String>>("basket").await?.unwrap_or_default();
-    Ok(Html(render(visits, user.as_deref(), &basket, flash.as_deref())))
+    let basket = session
+        .get::<Vec<String>>("basket")
+        .await?
+        .unwrap_or_default();
+    Ok(Html(render(
+        visits,
+        user.as_deref(),
+        &basket,
+        flash.as_deref(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -68,7 +76,10 @@ async fn add_to_basket(session: Session, Form(form): Form<ItemForm>) -> Result<R
         return Ok(bad_input("item"));
     };
     session.lock().await?;
-    let mut basket = session.get::<Vec<String>>("basket").await?.unwrap_or_default();
+    let mut basket = session
+        .get::<Vec<String>>("basket")
+        .await?
+        .unwrap_or_default();
     basket.push(item.clone());
     session.insert("basket", &basket)?;
     session.insert("flash", &format!("Added {item} to your basket."))?;
@@ -226,7 +237,10 @@ mod tests {
 
     #[test]
     fn escape_neutralizes_markup() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
 
     let addr: SocketAddr = std::env::var("SHOP_ADDR")
@@ -26,7 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok("true" | "1") | Err(_) => true,
         Ok("false" | "0") => false,
         Ok(other) => {
-            return Err(format!("SESSION_SECURE_COOKIE: expected true or false, got {other:?}").into());
+            return Err(
+                format!("SESSION_SECURE_COOKIE: expected true or false, got {other:?}").into(),
+            );
         }
     };
     match std::env::var("SESSION_DRIVER").as_deref() {

@@ -15,7 +15,9 @@ use crate::config::{LockPolicy, ReleasePolicy, SessionConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
-use crate::store::{Applied, ArcStore, Created, DynSessionStore, Fence, IdChanged, Locked, SessionStore};
+use crate::store::{
+    Applied, ArcStore, Created, DynSessionStore, Fence, IdChanged, Locked, SessionStore,
+};
 
 use self::lock::{Backoff, HeldLock};
 use self::state::{LockHold, State, Stored};
@@ -439,8 +441,9 @@ impl Session {
             return Ok(());
         }
         if self.config().write_policy() == WritePolicy::LockedOnly {
-            return Err(Error::new(ErrorKind::ModificationDenied)
-                .with_detail("writes need a lock under the locked-only write policy; call lock() first"));
+            return Err(Error::new(ErrorKind::ModificationDenied).with_detail(
+                "writes need a lock under the locked-only write policy; call lock() first",
+            ));
         }
         state.id_for_write();
         f(&mut state.pending);
@@ -512,7 +515,10 @@ impl Session {
     /// ```
     pub fn set_lifetime(&self, lifetime: Duration) -> Result<()> {
         if lifetime < Duration::from_secs(1) {
-            return Err(Error::invalid_config("session lifetime", "must be at least one second"));
+            return Err(Error::invalid_config(
+                "session lifetime",
+                "must be at least one second",
+            ));
         }
         self.write(|d| d.set_ttl(lifetime))
     }
@@ -624,7 +630,10 @@ impl Session {
                         return Err(Error::new(ErrorKind::LockTimeout)
                             .with_operation("lock")
                             .with_store(self.store().name())
-                            .with_detail(format!("held by another request for more than {:?}", config.wait)));
+                            .with_detail(format!(
+                                "held by another request for more than {:?}",
+                                config.wait
+                            )));
                     }
                     if !waited {
                         tracing::debug!(session = %id.short_hash(), "waiting for the session lock");
@@ -749,11 +758,11 @@ impl Session {
 
         let Some(token) = fence_token else {
             // A local lock: a new session nobody else knows.
-            if !delta.is_empty() {
-                if let Err(e) = self.flush_fresh(delta).await {
-                    self.after_release(last);
-                    return Err(e);
-                }
+            if !delta.is_empty()
+                && let Err(e) = self.flush_fresh(delta).await
+            {
+                self.after_release(last);
+                return Err(e);
             }
             self.after_release(last);
             return Ok(());
@@ -862,7 +871,10 @@ impl Session {
             return Ok(());
         }
         let config = self.config();
-        let lifetime = delta.ttl_ms().map(Duration::from_millis).unwrap_or(config.lifetime());
+        let lifetime = delta
+            .ttl_ms()
+            .map(Duration::from_millis)
+            .unwrap_or(config.lifetime());
         let record = Record {
             entries,
             meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime()),
@@ -1082,10 +1094,8 @@ impl Session {
                 let state = self.state();
                 state.lock_depth == 0 && !state.pending.is_empty()
             };
-            if needs_lock {
-                if let Err(e) = self.lock_locked_op().await {
-                    error = Some(e);
-                }
+            if needs_lock && let Err(e) = self.lock_locked_op().await {
+                error = Some(e);
             }
         }
 
@@ -1100,7 +1110,11 @@ impl Session {
                 // Inner levels fold into the outermost one.
                 self.state().lock_depth = 1;
             }
-            let how = if commit { Release::Commit } else { Release::Rollback };
+            let how = if commit {
+                Release::Commit
+            } else {
+                Release::Rollback
+            };
             if let Err(e) = self.release_locked_op(how).await {
                 // Locks on a failed path are released, not retried.
                 let mut state = self.state();
@@ -1110,22 +1124,26 @@ impl Session {
             }
         }
 
-        if error.is_none() {
-            if let Err(e) = self.flush_pending().await {
-                error = Some(e);
-            }
+        if error.is_none()
+            && let Err(e) = self.flush_pending().await
+        {
+            error = Some(e);
         }
 
         let mut state = self.state();
         state.finished = true;
         let cookie = match (state.id, &state.stored) {
-            (Some(id), Stored::Live { meta, .. }) if state.client_id != Some(id) || state.expiry_moved.is_some() => {
+            (Some(id), Stored::Live { meta, .. })
+                if state.client_id != Some(id) || state.expiry_moved.is_some() =>
+            {
                 CookieChange::Set {
                     id,
                     max_age: meta.remaining(now_ms()),
                 }
             }
-            (Some(id), Stored::Unloaded) if state.client_id != Some(id) || state.expiry_moved.is_some() => {
+            (Some(id), Stored::Unloaded)
+                if state.client_id != Some(id) || state.expiry_moved.is_some() =>
+            {
                 // Regenerated or written blind: the expiry is the one the
                 // store reported.
                 let expires = state.expiry_moved.unwrap_or(0);

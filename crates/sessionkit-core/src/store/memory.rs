@@ -206,7 +206,8 @@ impl MemoryStoreBuilder {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             mask: shards - 1,
         });
-        if let (Some(every), Ok(rt)) = (self.sweep_interval, tokio::runtime::Handle::try_current()) {
+        if let (Some(every), Ok(rt)) = (self.sweep_interval, tokio::runtime::Handle::try_current())
+        {
             rt.spawn(sweep_task(Arc::downgrade(&shared), every));
         }
         MemoryStore { shared }
@@ -256,7 +257,11 @@ impl MemoryStore {
 
     /// The number of sessions held, including expired ones not yet swept.
     pub fn len(&self) -> usize {
-        self.shared.shards.iter().map(|s| lock(s).sessions.len()).sum()
+        self.shared
+            .shards
+            .iter()
+            .map(|s| lock(s).sessions.len())
+            .sum()
     }
 
     /// Whether the store holds no sessions.
@@ -302,7 +307,12 @@ impl SessionStore for MemoryStore {
         Ok(Created::Created)
     }
 
-    async fn apply(&self, id: &SessionId, delta: &Delta, fence: Option<Fence<'_>>) -> Result<Applied> {
+    async fn apply(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Applied> {
         let now = now_ms();
         let mut shard = self.shared.shard(id);
         if shard.live(id, now).is_none() {
@@ -484,9 +494,16 @@ mod tests {
     async fn index_follows_touches() {
         let store = MemoryStore::builder().sweep_interval(None).build();
         let id = SessionId::generate();
-        let _ = store.create(&id, &record(Duration::from_millis(60))).await.unwrap();
+        let _ = store
+            .create(&id, &record(Duration::from_millis(60)))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
-        let loaded = store.load(&id, Some(Touch::always())).await.unwrap().unwrap();
+        let loaded = store
+            .load(&id, Some(Touch::always()))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(loaded.touched);
         tokio::time::sleep(Duration::from_millis(30)).await;
         // Past the original expiry, before the touched one: kept.

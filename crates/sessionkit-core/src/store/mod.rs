@@ -258,7 +258,11 @@ pub trait DynSessionStore: Debug + Send + Sync + 'static {
         touch: Option<Touch>,
     ) -> BoxFuture<'a, Result<Option<Loaded>>>;
     /// See [`SessionStore::create`].
-    fn create<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<Created>>;
+    fn create<'a>(
+        &'a self,
+        id: &'a SessionId,
+        record: &'a Record,
+    ) -> BoxFuture<'a, Result<Created>>;
     /// See [`SessionStore::apply`].
     fn apply<'a>(
         &'a self,
@@ -299,7 +303,11 @@ impl<S: SessionStore> DynSessionStore for S {
     ) -> BoxFuture<'a, Result<Option<Loaded>>> {
         Box::pin(SessionStore::load(self, id, touch))
     }
-    fn create<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<Created>> {
+    fn create<'a>(
+        &'a self,
+        id: &'a SessionId,
+        record: &'a Record,
+    ) -> BoxFuture<'a, Result<Created>> {
         Box::pin(SessionStore::create(self, id, record))
     }
     fn apply<'a>(
@@ -379,7 +387,12 @@ impl SessionStore for ArcStore {
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
         self.0.create(id, record).await
     }
-    async fn apply(&self, id: &SessionId, delta: &Delta, fence: Option<Fence<'_>>) -> Result<Applied> {
+    async fn apply(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Applied> {
         self.0.apply(id, delta, fence).await
     }
     async fn change_id(

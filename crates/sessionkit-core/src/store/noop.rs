@@ -46,7 +46,12 @@ impl SessionStore for NoopStore {
     async fn apply(&self, _: &SessionId, _: &Delta, _: Option<Fence<'_>>) -> Result<Applied> {
         Ok(Applied::Gone)
     }
-    async fn change_id(&self, _: &SessionId, _: &SessionId, _: Option<&LockToken>) -> Result<IdChanged> {
+    async fn change_id(
+        &self,
+        _: &SessionId,
+        _: &SessionId,
+        _: Option<&LockToken>,
+    ) -> Result<IdChanged> {
         Ok(IdChanged::Gone)
     }
     async fn destroy(&self, _: &SessionId) -> Result<()> {

@@ -94,10 +94,15 @@ where
     }
 }
 
-async fn finish<B: Default>(session: Session, mut response: Response<B>, shared: Arc<Shared>) -> Response<B> {
+async fn finish<B: Default>(
+    session: Session,
+    mut response: Response<B>,
+    shared: Arc<Shared>,
+) -> Response<B> {
     let finished = session.finish(response.status().is_server_error()).await;
     if let Some(err) = finished.error {
-        let status = StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %err, source = ?std::error::Error::source(&err), "session could not be saved");
         } else {
@@ -106,9 +111,10 @@ async fn finish<B: Default>(session: Session, mut response: Response<B>, shared:
         let mut failed = Response::new(B::default());
         *failed.status_mut() = status;
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            failed
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            failed.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         if err.kind() == ErrorKind::SessionGone {
             shared.cookie.remove(failed.headers_mut());
@@ -116,7 +122,9 @@ async fn finish<B: Default>(session: Session, mut response: Response<B>, shared:
         return failed;
     }
     match finished.cookie {
-        CookieChange::Set { id, max_age } => shared.cookie.set(response.headers_mut(), &id, max_age),
+        CookieChange::Set { id, max_age } => {
+            shared.cookie.set(response.headers_mut(), &id, max_age)
+        }
         CookieChange::Remove => shared.cookie.remove(response.headers_mut()),
         _ => {}
     }

@@ -74,7 +74,10 @@ async fn get_key(session: Session, Path(key): Path<String>) -> Res<String> {
     })
 }
 
-async fn set_key(session: Session, Path((key, value)): Path<(String, String)>) -> Res<&'static str> {
+async fn set_key(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Res<&'static str> {
     session.insert(&key, &value)?;
     Ok("ok")
 }
@@ -108,14 +111,22 @@ pub struct Delay {
     ms: u64,
 }
 
-async fn slow_read_write(session: Session, Path(key): Path<String>, Query(d): Query<Delay>) -> Res<&'static str> {
+async fn slow_read_write(
+    session: Session,
+    Path(key): Path<String>,
+    Query(d): Query<Delay>,
+) -> Res<&'static str> {
     let _ = session.get::<String>(&key).await?;
     tokio::time::sleep(Duration::from_millis(d.ms)).await;
     session.insert(&key, "late")?;
     Ok("ok")
 }
 
-async fn slow_blind_write(session: Session, Path(key): Path<String>, Query(d): Query<Delay>) -> Res<&'static str> {
+async fn slow_blind_write(
+    session: Session,
+    Path(key): Path<String>,
+    Query(d): Query<Delay>,
+) -> Res<&'static str> {
     tokio::time::sleep(Duration::from_millis(d.ms)).await;
     session.insert(&key, "late")?;
     Ok("ok")
@@ -129,7 +140,10 @@ async fn fail_after_write(session: Session) -> Res<(axum::http::StatusCode, &'st
 
 /// A client that keeps cookies, like a browser.
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
 }
 
 /// A client that keeps nothing; tests set `Cookie` by hand.
