@@ -137,7 +137,12 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         bump(&self.counters.create);
         self.inner.create(id, record).await
     }
-    async fn apply(&self, id: &SessionId, delta: &Delta, fence: Option<Fence<'_>>) -> Result<Applied> {
+    async fn apply(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Applied> {
         bump(&self.counters.apply);
         self.inner.apply(id, delta, fence).await
     }
