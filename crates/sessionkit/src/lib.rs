@@ -49,9 +49,11 @@
 #![doc = include_str!("../../../docs/lifecycle.md")]
 #![deny(unreachable_pub)]
 
+pub mod config;
 pub mod cookie;
 pub mod middleware;
 
+pub use config::{Config, Driver};
 pub use cookie::{CookieConfig, SameSite};
 pub use middleware::{ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService};
 pub use sessionkit_core::{

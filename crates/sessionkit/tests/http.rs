@@ -589,3 +589,22 @@ async fn a_browser_keeps_its_session_across_requests() {
         assert_eq!(res.text().await.unwrap(), expected.to_string());
     }
 }
+
+#[tokio::test]
+async fn a_handler_without_the_layer_gets_a_clear_error() {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/",
+        get(|session: sessionkit::Session| async move { format!("{:?}", session.id()) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let res = raw().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        res.text().await.unwrap(),
+        "internal error: session layer missing"
+    );
+    server.abort();
+}

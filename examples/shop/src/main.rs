@@ -1,6 +1,9 @@
 //! Runs the demo shop: `cargo run -p shop`.
 //!
-//! Listens on `SHOP_ADDR` (default `127.0.0.1:3000`) with sessions in memory.
+//! Listens on `SHOP_ADDR` (default `127.0.0.1:3000`). Sessions are configured
+//! by the `SESSION_*` variables of `sessionkit::config` (in memory when none
+//! is set; `SESSION_DRIVER=redis SESSION_REDIS_URL=…` runs it on Redis when
+//! sessionkit is built with that store).
 //! The cookie is `Secure` as by default; browsers and cookie-keeping clients
 //! accept `Secure` cookies over plain HTTP from loopback addresses only, so to
 //! try the demo from another machine over `http://`, set
@@ -8,8 +11,6 @@
 
 use std::net::SocketAddr;
 
-use sessionkit::store::MemoryStore;
-use sessionkit::{CookieConfig, SessionLayer};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -24,28 +25,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()
         .map_err(|e| format!("SHOP_ADDR: expected host:port, {e}"))?;
-    let secure = match std::env::var("SESSION_SECURE_COOKIE").as_deref() {
-        Ok("true" | "1") | Err(_) => true,
-        Ok("false" | "0") => false,
-        Ok(other) => {
-            return Err(
-                format!("SESSION_SECURE_COOKIE: expected true or false, got {other:?}").into(),
-            );
-        }
-    };
-    match std::env::var("SESSION_DRIVER").as_deref() {
-        Ok("memory" | "local") | Err(_) => {}
-        Ok(other) => {
-            return Err(format!(
-                "SESSION_DRIVER: {other:?} is not available in this build; known drivers: memory (alias local)"
-            )
-            .into());
-        }
-    }
-
-    let layer = SessionLayer::builder(MemoryStore::new())
-        .cookie(CookieConfig::default().secure(secure))
-        .build()?;
+    // The whole session stack from SESSION_* variables (see the sessionkit
+    // `config` module); with none set, sessions live in memory.
+    let layer = sessionkit::Config::from_env()?.into_layer().await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, shop::app(layer))

@@ -1,0 +1,537 @@
+//! Configuration from the environment: the whole session stack in one line.
+//!
+//! [`Config::from_env`] reads the variables below (the names of the Phenix
+//! seed, plus sessionkit's own), validates every value, and
+//! [`Config::into_layer`] builds the store and the [`SessionLayer`]. A bad
+//! value is an [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig)
+//! error that names the variable, the value and what is accepted.
+//!
+//! | variable | meaning | default | accepted |
+//! |---|---|---|---|
+//! | `SESSION_DRIVER` | where sessions live | `memory` | `memory` (alias `local`), `file`, `redis`, `memcached`, `noop` |
+//! | `SESSION_LIFETIME` | idle lifetime, minutes | `120` | integer ≥ 1 |
+//! | `SESSION_ABSOLUTE_LIFETIME` | absolute lifetime from creation, minutes | none | integer ≥ 1, or empty for none |
+//! | `SESSION_TOUCH_THRESHOLD` | a read refreshes the expiry when less than this share of the lifetime remains | `0.75` | number in (0, 1] |
+//! | `SESSION_COOKIE_NAME` | cookie name | `session` | letters, digits, `_`, `-`; not all digits; `__Host-`/`__Secure-` rules apply |
+//! | `SESSION_DOMAIN` | cookie `Domain` | none | host name |
+//! | `SESSION_PATH` | cookie `Path` | `/` | path starting with `/` |
+//! | `SESSION_SECURE_COOKIE` | cookie `Secure` | `true` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) |
+//! | `SESSION_HTTP_ONLY` | cookie `HttpOnly` | `true` | as above |
+//! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
+//! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie) | `true` | boolean |
+//! | `SESSION_PREFIX` | key prefix in shared stores, isolating apps (Phalcon's `uniqueId`) | the store's | non-empty text without spaces or control characters |
+//! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://…`, `rediss://…` |
+//! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
+//! | `SESSION_FILE_PATH` | save path for `file` | a private directory under the system's temporary directory | a writable directory |
+//! | `SESSION_LOCK_TTL` | lock lifetime without renewal, seconds | `30` | integer ≥ 1 |
+//! | `SESSION_LOCK_WAIT` | longest wait for a lock, milliseconds | `5000` | integer ≥ 0 |
+//! | `SESSION_LOCK_POLICY` | when sessions are locked | `on-demand` | `on-demand`, `request` |
+//! | `SESSION_WRITE_POLICY` | whether writes need a lock | `buffered` | `buffered`, `locked-only` |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sessionkit_core::store::{MemoryStore, NoopStore};
+use sessionkit_core::{
+    Error, ErrorKind, LockConfig, LockPolicy, SessionConfig, SessionStore, WritePolicy,
+};
+
+use crate::cookie::{CookieConfig, SameSite};
+use crate::middleware::SessionLayer;
+
+/// Every driver name `SESSION_DRIVER` accepts.
+pub const DRIVERS: &str = "memory (alias local), file, redis, memcached, noop";
+
+/// Where sessions live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Driver {
+    /// In this process ([`MemoryStore`]).
+    Memory,
+    /// Nowhere ([`NoopStore`]): every request starts with an empty session.
+    Noop,
+    /// Files under a save path (crate `sessionkit-file`, feature `file`).
+    File {
+        /// The save path; `None` lets the store pick its default.
+        path: Option<PathBuf>,
+    },
+    /// Redis or Redis Cluster (crate `sessionkit-redis`, feature `redis`).
+    Redis {
+        /// The server URL.
+        url: String,
+    },
+    /// Memcached servers (crate `sessionkit-memcached`, feature `memcached`).
+    Memcached {
+        /// `host:port[:weight],…`
+        servers: String,
+    },
+}
+
+impl Driver {
+    /// The name `SESSION_DRIVER` uses for this driver.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Memory => "memory",
+            Driver::Noop => "noop",
+            Driver::File { .. } => "file",
+            Driver::Redis { .. } => "redis",
+            Driver::Memcached { .. } => "memcached",
+        }
+    }
+}
+
+/// Everything needed to build the session stack: store, session and cookie
+/// settings.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use sessionkit::config::{Config, Driver};
+///
+/// let vars = HashMap::from([
+///     ("SESSION_DRIVER", "memory"),
+///     ("SESSION_LIFETIME", "30"),
+///     ("SESSION_SAME_SITE", "strict"),
+/// ]);
+/// let config = Config::from_lookup(|name| vars.get(name).map(|v| v.to_string()))?;
+/// assert_eq!(config.driver, Driver::Memory);
+/// assert_eq!(config.session.lifetime().as_secs(), 30 * 60);
+///
+/// let bad = Config::from_lookup(|name| (name == "SESSION_LIFETIME").then(|| "soon".to_string()));
+/// assert_eq!(bad.unwrap_err().to_string(),
+///     "invalid configuration for `SESSION_LIFETIME`: got \"soon\", expected a whole number of minutes, at least 1");
+/// # Ok::<(), sessionkit::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The store.
+    pub driver: Driver,
+    /// The key prefix for shared stores, if set.
+    pub prefix: Option<String>,
+    /// The session settings.
+    pub session: SessionConfig,
+    /// The cookie settings.
+    pub cookie: CookieConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            driver: Driver::Memory,
+            prefix: None,
+            session: SessionConfig::default(),
+            cookie: CookieConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, Error> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable name in, its
+    /// value out), for tests and for other sources of settings.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let vars = Vars(&lookup);
+        let driver = match vars.get("SESSION_DRIVER").as_deref() {
+            None | Some("memory" | "local") => Driver::Memory,
+            Some("noop") => Driver::Noop,
+            Some("file") => Driver::File {
+                path: vars.get("SESSION_FILE_PATH").map(PathBuf::from),
+            },
+            Some("redis") => Driver::Redis {
+                url: vars
+                    .get("SESSION_REDIS_URL")
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            },
+            Some("memcached") => Driver::Memcached {
+                servers: vars
+                    .get("SESSION_MEMCACHED_SERVERS")
+                    .unwrap_or_else(|| "127.0.0.1:11211".into()),
+            },
+            Some(other) => return Err(invalid("SESSION_DRIVER", other, DRIVERS)),
+        };
+        if let Driver::Redis { url } = &driver
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "SESSION_REDIS_URL",
+                url,
+                "a redis:// or rediss:// URL",
+            ));
+        }
+
+        let prefix = vars.get("SESSION_PREFIX");
+        if let Some(p) = &prefix
+            && (p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "SESSION_PREFIX",
+                p,
+                "non-empty text without spaces or control characters",
+            ));
+        }
+
+        let mut session = SessionConfig::builder();
+        if let Some(minutes) = vars.minutes("SESSION_LIFETIME")? {
+            session = session.lifetime(minutes);
+        }
+        if let Some(v) = vars.get("SESSION_ABSOLUTE_LIFETIME") {
+            let absolute = if v.is_empty() {
+                None
+            } else {
+                Some(parse_minutes("SESSION_ABSOLUTE_LIFETIME", &v)?)
+            };
+            session = session.absolute_lifetime(absolute);
+        }
+        if let Some(v) = vars.get("SESSION_TOUCH_THRESHOLD") {
+            let share: f64 = v
+                .parse()
+                .ok()
+                .filter(|s: &f64| *s > 0.0 && *s <= 1.0)
+                .ok_or_else(|| invalid("SESSION_TOUCH_THRESHOLD", &v, "a number in (0, 1]"))?;
+            session = session.touch_threshold(share);
+        }
+        let mut lock = LockConfig::default();
+        if let Some(v) = vars.get("SESSION_LOCK_TTL") {
+            let secs: u64 = v.parse().ok().filter(|s| *s >= 1).ok_or_else(|| {
+                invalid(
+                    "SESSION_LOCK_TTL",
+                    &v,
+                    "a whole number of seconds, at least 1",
+                )
+            })?;
+            lock = lock.with_ttl(Duration::from_secs(secs));
+        }
+        if let Some(v) = vars.get("SESSION_LOCK_WAIT") {
+            let ms: u64 = v
+                .parse()
+                .map_err(|_| invalid("SESSION_LOCK_WAIT", &v, "a whole number of milliseconds"))?;
+            lock = lock.with_wait(Duration::from_millis(ms));
+        }
+        session = session.lock(lock);
+        match vars.get("SESSION_LOCK_POLICY").as_deref() {
+            None | Some("on-demand") => {}
+            Some("request") => session = session.lock_policy(LockPolicy::WholeRequest),
+            Some(other) => return Err(invalid("SESSION_LOCK_POLICY", other, "on-demand, request")),
+        }
+        match vars.get("SESSION_WRITE_POLICY").as_deref() {
+            None | Some("buffered") => {}
+            Some("locked-only") => session = session.write_policy(WritePolicy::LockedOnly),
+            Some(other) => {
+                return Err(invalid(
+                    "SESSION_WRITE_POLICY",
+                    other,
+                    "buffered, locked-only",
+                ));
+            }
+        }
+        let session = session.build()?;
+
+        let mut cookie = CookieConfig::default();
+        if let Some(name) = vars.get("SESSION_COOKIE_NAME") {
+            crate::cookie::validate_name(&name).map_err(|e| {
+                Error::invalid_config("SESSION_COOKIE_NAME", e.detail().unwrap_or("").to_owned())
+            })?;
+            cookie = cookie.name(name);
+        }
+        if let Some(domain) = vars.get("SESSION_DOMAIN") {
+            cookie = cookie.domain((!domain.is_empty()).then_some(domain));
+        }
+        if let Some(path) = vars.get("SESSION_PATH") {
+            cookie = cookie.path(path);
+        }
+        if let Some(b) = vars.boolean("SESSION_SECURE_COOKIE")? {
+            cookie = cookie.secure(b);
+        }
+        if let Some(b) = vars.boolean("SESSION_HTTP_ONLY")? {
+            cookie = cookie.http_only(b);
+        }
+        if let Some(b) = vars.boolean("SESSION_PERSISTENT_COOKIE")? {
+            cookie = cookie.persistent(b);
+        }
+        if let Some(v) = vars.get("SESSION_SAME_SITE") {
+            cookie = cookie.same_site(match v.to_ascii_lowercase().as_str() {
+                "lax" => SameSite::Lax,
+                "strict" => SameSite::Strict,
+                "none" => SameSite::None,
+                _ => return Err(invalid("SESSION_SAME_SITE", &v, "lax, strict, none")),
+            });
+        }
+        cookie.validate().map_err(|e| {
+            // Name the variable, not the builder setting behind it.
+            let var = match (e.kind(), e.setting()) {
+                (ErrorKind::InvalidConfig, Some("cookie.path")) => "SESSION_PATH",
+                (ErrorKind::InvalidConfig, Some("cookie.domain")) => "SESSION_DOMAIN",
+                (ErrorKind::InvalidConfig, Some("cookie.same_site")) => "SESSION_SAME_SITE",
+                _ => "SESSION_COOKIE_NAME",
+            };
+            Error::invalid_config(
+                var,
+                e.detail().unwrap_or("invalid cookie settings").to_owned(),
+            )
+        })?;
+
+        Ok(Config {
+            driver,
+            prefix,
+            session,
+            cookie,
+        })
+    }
+
+    /// Builds the store the driver names and the layer over it.
+    ///
+    /// Connects to the store where it has a server (Redis, memcached) and
+    /// checks the save path of the file store, so that a misconfiguration
+    /// fails at start-up rather than at the first request.
+    pub async fn into_layer(self) -> Result<SessionLayer, Error> {
+        match &self.driver {
+            Driver::Memory => self.layer_over(MemoryStore::new()),
+            Driver::Noop => self.layer_over(NoopStore),
+            Driver::File { .. } => Err(not_compiled("file")),
+            Driver::Redis { .. } => Err(not_compiled("redis")),
+            Driver::Memcached { .. } => Err(not_compiled("memcached")),
+        }
+    }
+
+    fn layer_over(&self, store: impl SessionStore) -> Result<SessionLayer, Error> {
+        SessionLayer::builder(store)
+            .config(self.session.clone())
+            .cookie(self.cookie.clone())
+            .build()
+    }
+}
+
+#[allow(dead_code)]
+fn not_compiled(driver: &'static str) -> Error {
+    Error::invalid_config(
+        "SESSION_DRIVER",
+        format!(
+            "the {driver} driver is not compiled into this build; enable the `{driver}` feature of sessionkit"
+        ),
+    )
+}
+
+fn invalid(var: &'static str, value: &str, accepted: &str) -> Error {
+    Error::invalid_config(var, format!("got {value:?}, expected {accepted}"))
+}
+
+fn parse_minutes(var: &'static str, v: &str) -> Result<Duration, Error> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|m| (1..=u64::MAX / 60_000).contains(m))
+        .map(|m| Duration::from_secs(m * 60))
+        .ok_or_else(|| invalid(var, v, "a whole number of minutes, at least 1"))
+}
+
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    fn minutes(&self, var: &'static str) -> Result<Option<Duration>, Error> {
+        self.get(var).map(|v| parse_minutes(var, &v)).transpose()
+    }
+
+    fn boolean(&self, var: &'static str) -> Result<Option<bool>, Error> {
+        let Some(v) = self.get(var) else {
+            return Ok(None);
+        };
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(invalid(var, &v, "true or false (also 1/0, yes/no, on/off)")),
+        }
+    }
+}
+
+impl SessionLayer {
+    /// The whole session stack from the environment, in one line (like
+    /// Phenix, which installs its session middleware from `config/session.php`):
+    /// [`Config::from_env`] then [`Config::into_layer`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sessionkit::Error> {
+    /// let layer = sessionkit::SessionLayer::from_env().await?;
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub async fn from_env() -> Result<SessionLayer, Error> {
+        Config::from_env()?.into_layer().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    fn rejected(var: &'static str, value: &str) {
+        let err = from(&[(var, value)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{var}={value}");
+        assert_eq!(err.setting(), Some(var), "{var}={value}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(var), "{text}");
+    }
+
+    #[test]
+    fn nothing_set_gives_the_defaults() {
+        assert_eq!(from(&[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_builder_and_the_environment_agree() {
+        let env = from(&[
+            ("SESSION_DRIVER", "noop"),
+            ("SESSION_LIFETIME", "15"),
+            ("SESSION_ABSOLUTE_LIFETIME", "600"),
+            ("SESSION_TOUCH_THRESHOLD", "0.5"),
+            ("SESSION_COOKIE_NAME", "__Host-sid"),
+            ("SESSION_PATH", "/"),
+            ("SESSION_SECURE_COOKIE", "true"),
+            ("SESSION_HTTP_ONLY", "yes"),
+            ("SESSION_SAME_SITE", "Strict"),
+            ("SESSION_PERSISTENT_COOKIE", "off"),
+            ("SESSION_PREFIX", "shop:"),
+            ("SESSION_LOCK_TTL", "10"),
+            ("SESSION_LOCK_WAIT", "2500"),
+            ("SESSION_LOCK_POLICY", "request"),
+            ("SESSION_WRITE_POLICY", "locked-only"),
+        ])
+        .unwrap();
+        let built = Config {
+            driver: Driver::Noop,
+            prefix: Some("shop:".into()),
+            session: SessionConfig::builder()
+                .lifetime(Duration::from_secs(15 * 60))
+                .absolute_lifetime(Some(Duration::from_secs(600 * 60)))
+                .touch_threshold(0.5)
+                .lock(
+                    LockConfig::default()
+                        .with_ttl(Duration::from_secs(10))
+                        .with_wait(Duration::from_millis(2500)),
+                )
+                .lock_policy(LockPolicy::WholeRequest)
+                .write_policy(WritePolicy::LockedOnly)
+                .build()
+                .unwrap(),
+            cookie: CookieConfig::default()
+                .name("__Host-sid")
+                .same_site(SameSite::Strict)
+                .persistent(false),
+        };
+        assert_eq!(env, built);
+    }
+
+    #[test]
+    fn drivers_are_parsed_with_their_settings() {
+        assert_eq!(
+            from(&[("SESSION_DRIVER", "local")]).unwrap().driver,
+            Driver::Memory
+        );
+        assert_eq!(
+            from(&[
+                ("SESSION_DRIVER", "file"),
+                ("SESSION_FILE_PATH", "/var/lib/s")
+            ])
+            .unwrap()
+            .driver,
+            Driver::File {
+                path: Some("/var/lib/s".into())
+            }
+        );
+        assert_eq!(
+            from(&[
+                ("SESSION_DRIVER", "redis"),
+                ("SESSION_REDIS_URL", "redis://127.0.0.1:7000/2")
+            ])
+            .unwrap()
+            .driver,
+            Driver::Redis {
+                url: "redis://127.0.0.1:7000/2".into()
+            }
+        );
+        assert_eq!(
+            from(&[
+                ("SESSION_DRIVER", "memcached"),
+                ("SESSION_MEMCACHED_SERVERS", "a:1:2,b:3")
+            ])
+            .unwrap()
+            .driver,
+            Driver::Memcached {
+                servers: "a:1:2,b:3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_driver_lists_the_known_ones() {
+        let err = from(&[("SESSION_DRIVER", "mongo")]).unwrap_err();
+        assert_eq!(err.setting(), Some("SESSION_DRIVER"));
+        assert!(err.to_string().contains(DRIVERS), "{err}");
+        assert!(err.to_string().contains("\"mongo\""), "{err}");
+    }
+
+    #[test]
+    fn every_variable_rejects_a_bad_value() {
+        rejected("SESSION_LIFETIME", "0");
+        rejected("SESSION_LIFETIME", "two hours");
+        rejected("SESSION_ABSOLUTE_LIFETIME", "-5");
+        rejected("SESSION_TOUCH_THRESHOLD", "1.5");
+        rejected("SESSION_COOKIE_NAME", "12345");
+        rejected("SESSION_COOKIE_NAME", "a;b");
+        rejected("SESSION_DOMAIN", "exa mple.com");
+        rejected("SESSION_PATH", "no-slash");
+        rejected("SESSION_SECURE_COOKIE", "maybe");
+        rejected("SESSION_HTTP_ONLY", "2");
+        rejected("SESSION_PERSISTENT_COOKIE", "y");
+        rejected("SESSION_SAME_SITE", "loose");
+        rejected("SESSION_PREFIX", "has space");
+        rejected("SESSION_LOCK_TTL", "0");
+        rejected("SESSION_LOCK_WAIT", "soon");
+        rejected("SESSION_LOCK_POLICY", "always");
+        rejected("SESSION_WRITE_POLICY", "strict");
+        let err = from(&[
+            ("SESSION_DRIVER", "redis"),
+            ("SESSION_REDIS_URL", "http://x"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting(), Some("SESSION_REDIS_URL"));
+    }
+
+    #[test]
+    fn same_site_none_needs_secure() {
+        let err = from(&[
+            ("SESSION_SAME_SITE", "none"),
+            ("SESSION_SECURE_COOKIE", "false"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    }
+
+    #[tokio::test]
+    async fn memory_and_noop_build_a_layer() {
+        assert!(from(&[]).unwrap().into_layer().await.is_ok());
+        assert!(
+            from(&[("SESSION_DRIVER", "noop")])
+                .unwrap()
+                .into_layer()
+                .await
+                .is_ok()
+        );
+    }
+}

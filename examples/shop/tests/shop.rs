@@ -1,0 +1,255 @@
+//! The shop's HTTP surface, driven through the real binary on 127.0.0.1 by a
+//! cookie-keeping client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// The shop binary, started on a free port and killed on drop.
+struct Shop {
+    child: Child,
+    base: String,
+}
+
+impl Shop {
+    fn start(envs: &[(&str, &str)]) -> Shop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .env("SHOP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the shop binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Shop { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn state(client: &reqwest::Client, shop: &Shop) -> Value {
+    client
+        .get(shop.url("/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.strip_prefix("session=")
+                .map(|r| r.split(';').next().unwrap().to_owned())
+        })
+}
+
+#[tokio::test]
+async fn the_shop_serves_its_whole_surface() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+
+    let health = client.get(shop.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    // The page counts visits.
+    for n in 1..=2 {
+        let page = client.get(shop.url("/")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains(&format!(r#"<strong id="visits">{n}</strong>"#)),
+            "{html}"
+        );
+    }
+
+    // The basket, in a locked transaction, with a flash message.
+    for item in ["tea", "<scones>"] {
+        let res = client
+            .post(shop.url("/basket"))
+            .form(&[("item", item)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/");
+    }
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<li>tea</li><li>&lt;scones&gt;</li>"),
+        "escaped: {html}"
+    );
+    assert!(
+        html.contains("Added &lt;scones&gt; to your basket."),
+        "{html}"
+    );
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(r#"id="flash""#), "a flash shows once");
+
+    // Login regenerates the id.
+    let before = state(&client, &shop).await;
+    assert_eq!(before["basket"], serde_json::json!(["tea", "<scones>"]));
+    let res = client
+        .post(shop.url("/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(session_cookie(&res).is_some(), "login sends the new id");
+    let after = state(&client, &shop).await;
+    assert_eq!(after["user"], "ada");
+    assert_eq!(
+        after["basket"], before["basket"],
+        "the basket survives login"
+    );
+
+    // Counters: locked and buffered.
+    for expected in 1..=3 {
+        let v: Value = client
+            .post(shop.url("/api/counter"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["n"], expected);
+    }
+    let v: Value = client
+        .post(shop.url("/api/counter/buffered"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["n"], 4);
+
+    // Clearing the basket.
+    let res = client.post(shop.url("/basket/clear")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &shop).await["basket"], serde_json::json!([]));
+
+    // Logout ends the session: no user, no basket, no counter.
+    let res = client.post(shop.url("/logout")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let gone = state(&client, &shop).await;
+    assert_eq!(gone["user"], Value::Null);
+    assert_eq!(gone["n"], 0);
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("You are logged out."), "{html}");
+    assert!(
+        html.contains(r#"<strong id="visits">1</strong>"#),
+        "a new session: {html}"
+    );
+}
+
+#[tokio::test]
+async fn bad_form_input_is_rejected_with_422() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    let res = client
+        .post(shop.url("/basket"))
+        .form(&[("item", "   ")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let res = client
+        .post(shop.url("/login"))
+        .form(&[("user", "x".repeat(65))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+}
+
+#[tokio::test]
+async fn a_bad_session_variable_stops_the_shop_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", "127.0.0.1:0")
+        .env("SESSION_DRIVER", "mongo")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SESSION_DRIVER"), "{stderr}");
+    assert!(
+        stderr.contains("memory"),
+        "lists the known drivers: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_counter_is_exact_under_concurrency() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    client.get(shop.url("/")).send().await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let url = shop.url("/api/counter");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                assert_eq!(client.post(&url).send().await.unwrap().status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(state(&client, &shop).await["n"], 200);
+}
