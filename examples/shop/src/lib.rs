@@ -49,10 +49,7 @@ type Result<T> = std::result::Result<T, sessionkit::Error>;
 async fn index(session: Session) -> Result<Html<String>> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
     session.insert("visits", &visits)?;
-    let flash = session.get::<String>("flash").await?;
-    if flash.is_some() {
-        session.remove("flash")?;
-    }
+    let flash = session.take_flash::<String>("notice").await?;
     let user = session.get::<String>("user").await?;
     let basket = session
         .get::<Vec<String>>("basket")
@@ -82,14 +79,14 @@ async fn add_to_basket(session: Session, Form(form): Form<ItemForm>) -> Result<R
         .unwrap_or_default();
     basket.push(item.clone());
     session.insert("basket", &basket)?;
-    session.insert("flash", &format!("Added {item} to your basket."))?;
+    session.flash("notice", &format!("Added {item} to your basket."))?;
     session.commit().await?;
     Ok(Redirect::to("/").into_response())
 }
 
 async fn clear_basket(session: Session) -> Result<Redirect> {
     session.remove("basket")?;
-    session.insert("flash", "Your basket is empty.")?;
+    session.flash("notice", "Your basket is empty.")?;
     Ok(Redirect::to("/"))
 }
 
@@ -106,14 +103,14 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     // login is worthless after it.
     session.regenerate().await?;
     session.insert("user", &user)?;
-    session.insert("flash", &format!("Welcome, {user}."))?;
+    session.flash("notice", &format!("Welcome, {user}."))?;
     Ok(Redirect::to("/").into_response())
 }
 
 async fn logout(session: Session) -> Result<Redirect> {
     session.destroy().await?;
     // A write after destroy starts a new, anonymous session for the message.
-    session.insert("flash", "You are logged out.")?;
+    session.flash("notice", "You are logged out.")?;
     Ok(Redirect::to("/"))
 }
 

@@ -197,6 +197,10 @@ macro_rules! doc_session {
     };
 }
 
+mod bag;
+
+pub use self::bag::Bag;
+
 impl Session {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while the state is locked cannot leave it half-updated in a
