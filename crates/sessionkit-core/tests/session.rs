@@ -303,9 +303,15 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
     s.insert("user", "ada").unwrap();
     s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
     let finished = s.finish(false).await;
-    let CookieChange::Set { id, max_age } = finished.cookie else {
+    let CookieChange::Set {
+        id,
+        max_age,
+        lifetime,
+    } = finished.cookie
+    else {
         panic!("expected a cookie");
     };
+    assert_eq!(lifetime, Duration::from_secs(30 * 24 * 3600));
     assert!(max_age > Duration::from_secs(29 * 24 * 3600), "{max_age:?}");
     let loaded = store.load(&id, None).await.unwrap().unwrap();
     assert_eq!(

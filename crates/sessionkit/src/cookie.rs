@@ -148,7 +148,9 @@ impl CookieConfig {
 
     /// Whether the cookie carries a `Max-Age` (default) or is a
     /// browser-session cookie that the browser drops when it closes. The
-    /// server-side expiry applies either way.
+    /// server-side expiry applies either way. Sessions given a lifetime of
+    /// their own with [`Session::set_lifetime`](crate::Session::set_lifetime)
+    /// ("remember me") always get a persistent cookie.
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
         self
@@ -337,8 +339,16 @@ impl CookieWriter {
 
     /// Sets the cookie to `id`, valid for `max_age` (rounded up to whole
     /// seconds, so the cookie never expires before the server's session).
-    pub(crate) fn set(&self, headers: &mut HeaderMap, id: &SessionId, max_age: Duration) {
-        let value = if self.persistent {
+    /// The cookie is persistent if the configuration says so or `persistent`
+    /// asks for it.
+    pub(crate) fn set(
+        &self,
+        headers: &mut HeaderMap,
+        id: &SessionId,
+        max_age: Duration,
+        persistent: bool,
+    ) {
+        let value = if self.persistent || persistent {
             let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
             format!(
                 "{}={}; Max-Age={secs}{}",
@@ -477,7 +487,7 @@ mod tests {
         let writer = CookieWriter::new(&CookieConfig::default()).unwrap();
         let mut h = HeaderMap::new();
         let id = SessionId::generate();
-        writer.set(&mut h, &id, Duration::from_millis(1500));
+        writer.set(&mut h, &id, Duration::from_millis(1500), false);
         let v = h.get(SET_COOKIE).unwrap().to_str().unwrap();
         assert_eq!(
             v,

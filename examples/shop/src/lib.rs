@@ -6,7 +6,7 @@
 //! | `GET /` | HTML page: visit count, basket, who is logged in, flash message, forms |
 //! | `POST /basket` (form `item`) | adds the item in a locked transaction; 303 to `/` |
 //! | `POST /basket/clear` | empties the basket (a blind buffered write); 303 to `/` |
-//! | `POST /login` (form `user`) | regenerates the id, stores the user; 303 to `/` |
+//! | `POST /login` (form `user`, optional `remember`) | regenerates the id, stores the user (for 30 days with `remember`); 303 to `/` |
 //! | `POST /logout` | destroys the session; 303 to `/` |
 //! | `GET /api/session` | JSON `{"user", "basket", "visits", "n"}`; reads only |
 //! | `POST /api/counter` | locked read-modify-write of `n`; JSON `{"n": N}` |
@@ -16,6 +16,8 @@
 //! The locked counter is exact under any concurrency; the buffered one is
 //! not (two requests that read the same `n` both write `n + 1`), which is the
 //! point of showing both.
+
+use std::time::Duration;
 
 use axum::extract::Form;
 use axum::http::StatusCode;
@@ -93,7 +95,12 @@ async fn clear_basket(session: Session) -> Result<Redirect> {
 #[derive(Deserialize)]
 struct LoginForm {
     user: String,
+    /// The "remember me" checkbox: present (`on`) when ticked.
+    remember: Option<String>,
 }
+
+/// How long a "remember me" login lasts without a visit.
+const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
     let Some(user) = clean(&form.user) else {
@@ -103,6 +110,11 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     // login is worthless after it.
     session.regenerate().await?;
     session.insert("user", &user)?;
+    if form.remember.is_some() {
+        // Kept server-side for 30 days of inactivity, with a persistent
+        // cookie even when plain logins get a browser-session one.
+        session.set_lifetime(REMEMBER_FOR)?;
+    }
     session.flash("notice", &format!("Welcome, {user}."))?;
     Ok(Redirect::to("/").into_response())
 }
@@ -182,6 +194,7 @@ fn render(visits: u64, user: Option<&str>, basket: &[String], flash: Option<&str
         None => r#"<p id="user-none">Not logged in.</p>
 <form method="post" action="/login">
   <label>Name <input name="user" id="user-input" maxlength="64" required></label>
+  <label><input type="checkbox" name="remember" id="remember"> Remember me for 30 days</label>
   <button id="login">Log in</button>
 </form>"#
             .to_owned(),

@@ -253,3 +253,33 @@ async fn locked_counter_is_exact_under_concurrency() {
     }
     assert_eq!(state(&client, &shop).await["n"], 200);
 }
+
+#[tokio::test]
+async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one() {
+    let shop = Shop::start(&[("SESSION_PERSISTENT_COOKIE", "false")]);
+    let plain = browser();
+    let res = plain
+        .post(shop.url("/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        !cookie.contains("Max-Age"),
+        "browser-session cookie: {cookie}"
+    );
+
+    let remembered = browser();
+    let res = remembered
+        .post(shop.url("/login"))
+        .form(&[("user", "bob"), ("remember", "on")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("Max-Age=2592000"),
+        "30-day cookie: {cookie}"
+    );
+}

@@ -174,6 +174,10 @@ pub enum CookieChange {
         id: SessionId,
         /// Time until the server expires the session.
         max_age: Duration,
+        /// The session's idle lifetime. It differs from the configured one
+        /// when [`Session::set_lifetime`] gave the session its own ("remember
+        /// me"); the layer then always sends a persistent cookie.
+        lifetime: Duration,
     },
     /// Expire the client's cookie: its session is gone.
     Remove,
@@ -410,7 +414,7 @@ impl Session {
         match loaded {
             Some(loaded) => {
                 if loaded.touched {
-                    state.expiry_moved = Some(loaded.record.meta.expires());
+                    state.expiry_moved = Some(loaded.record.meta);
                 }
                 state.stored = Stored::Live {
                     entries: loaded.record.entries,
@@ -863,7 +867,7 @@ impl Session {
         } else {
             // Written blind: the handle never saw the rest of the data.
         }
-        state.expiry_moved = Some(meta.expires());
+        state.expiry_moved = Some(meta);
     }
 
     /// Creates a new session from `delta`, minting ids until one is free.
@@ -894,7 +898,7 @@ impl Session {
                 Created::Created => {
                     let mut state = self.state();
                     state.id = Some(id);
-                    state.expiry_moved = Some(record.meta.expires());
+                    state.expiry_moved = Some(record.meta);
                     state.stored = Stored::Live {
                         entries: record.entries,
                         meta: record.meta,
@@ -966,7 +970,7 @@ impl Session {
                 IdChanged::Changed(meta) => {
                     let mut state = self.state();
                     state.id = Some(new);
-                    state.expiry_moved = Some(meta.expires());
+                    state.expiry_moved = Some(meta);
                     if let Stored::Live { meta: m, .. } = &mut state.stored {
                         *m = meta;
                     }
@@ -1136,27 +1140,24 @@ impl Session {
 
         let mut state = self.state();
         state.finished = true;
-        let cookie = match (state.id, &state.stored) {
-            (Some(id), Stored::Live { meta, .. })
-                if state.client_id != Some(id) || state.expiry_moved.is_some() =>
+        // The expiry the client must learn about: the one the store reported
+        // when it moved (a touch, a write, a creation, a new id).
+        let meta = match &state.stored {
+            Stored::Live { meta, .. } => Some(*meta),
+            _ => state.expiry_moved,
+        };
+        let new_id = state.id != state.client_id;
+        let cookie = match (state.id, &state.stored, meta) {
+            (_, Stored::Fresh, _) if state.client_had_cookie => CookieChange::Remove,
+            (Some(id), Stored::Live { .. } | Stored::Unloaded, Some(meta))
+                if new_id || state.expiry_moved.is_some() =>
             {
                 CookieChange::Set {
                     id,
                     max_age: meta.remaining(now_ms()),
+                    lifetime: meta.ttl(),
                 }
             }
-            (Some(id), Stored::Unloaded)
-                if state.client_id != Some(id) || state.expiry_moved.is_some() =>
-            {
-                // Regenerated or written blind: the expiry is the one the
-                // store reported.
-                let expires = state.expiry_moved.unwrap_or(0);
-                CookieChange::Set {
-                    id,
-                    max_age: Duration::from_millis(expires.saturating_sub(now_ms())),
-                }
-            }
-            (_, Stored::Fresh) if state.client_had_cookie => CookieChange::Remove,
             _ => CookieChange::Keep,
         };
         Finished { cookie, error }

@@ -47,7 +47,7 @@ pub(crate) struct State {
     pub(crate) lock_depth: u32,
     /// The expiry to announce in the cookie, set whenever the server expiry
     /// moved during this request.
-    pub(crate) expiry_moved: Option<u64>,
+    pub(crate) expiry_moved: Option<Meta>,
     /// The response was produced; writes are refused from now on.
     pub(crate) finished: bool,
 }

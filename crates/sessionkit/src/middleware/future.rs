@@ -122,8 +122,18 @@ async fn finish<B: Default>(
         return failed;
     }
     match finished.cookie {
-        CookieChange::Set { id, max_age } => {
-            shared.cookie.set(response.headers_mut(), &id, max_age)
+        CookieChange::Set {
+            id,
+            max_age,
+            lifetime,
+        } => {
+            // A session with a lifetime of its own ("remember me") always
+            // gets a persistent cookie, even where the default is a
+            // browser-session cookie.
+            let remembered = lifetime != shared.factory.config().lifetime();
+            shared
+                .cookie
+                .set(response.headers_mut(), &id, max_age, remembered)
         }
         CookieChange::Remove => shared.cookie.remove(response.headers_mut()),
         _ => {}
