@@ -18,7 +18,8 @@
 //! | `SESSION_SECURE_COOKIE` | cookie `Secure` | `true` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) |
 //! | `SESSION_HTTP_ONLY` | cookie `HttpOnly` | `true` | as above |
 //! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
-//! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie) | `true` | boolean |
+//! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
+//! | `SESSION_SIGNING_KEYS` | sign the cookie; the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
 //! | `SESSION_PREFIX` | key prefix in shared stores, isolating apps (Phalcon's `uniqueId`) | the store's | non-empty text without spaces or control characters |
 //! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://…`, `rediss://…` |
 //! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
@@ -38,6 +39,7 @@ use sessionkit_core::{
 
 use crate::cookie::{CookieConfig, SameSite};
 use crate::middleware::SessionLayer;
+use crate::signing::{MIN_KEY_LEN, SigningKey};
 
 /// Every driver name `SESSION_DRIVER` accepts.
 pub const DRIVERS: &str = "memory (alias local), file, redis, memcached, noop";
@@ -260,6 +262,24 @@ impl Config {
                 _ => return Err(invalid("SESSION_SAME_SITE", &v, "lax, strict, none")),
             });
         }
+        if let Some(v) = vars.get("SESSION_SIGNING_KEYS") {
+            let mut keys = Vec::new();
+            for (n, secret) in v.split(',').enumerate() {
+                // Never echo a secret in an error: say which key and its size.
+                let key = SigningKey::new(secret.trim().as_bytes().to_vec()).map_err(|_| {
+                    Error::invalid_config(
+                        "SESSION_SIGNING_KEYS",
+                        format!(
+                            "key {} of the list has {} bytes; every key needs at least {MIN_KEY_LEN}",
+                            n + 1,
+                            secret.trim().len()
+                        ),
+                    )
+                })?;
+                keys.push(key);
+            }
+            cookie = cookie.signing_keys(keys);
+        }
         cookie.validate().map_err(|e| {
             // Name the variable, not the builder setting behind it.
             let var = match (e.kind(), e.setting()) {
@@ -411,6 +431,10 @@ mod tests {
             ("SESSION_LOCK_WAIT", "2500"),
             ("SESSION_LOCK_POLICY", "request"),
             ("SESSION_WRITE_POLICY", "locked-only"),
+            (
+                "SESSION_SIGNING_KEYS",
+                "0123456789abcdef0123456789abcdef, fedcba9876543210fedcba9876543210",
+            ),
         ])
         .unwrap();
         let built = Config {
@@ -432,7 +456,11 @@ mod tests {
             cookie: CookieConfig::default()
                 .name("__Host-sid")
                 .same_site(SameSite::Strict)
-                .persistent(false),
+                .persistent(false)
+                .signing_keys(vec![
+                    SigningKey::new(*b"0123456789abcdef0123456789abcdef").unwrap(),
+                    SigningKey::new(*b"fedcba9876543210fedcba9876543210").unwrap(),
+                ]),
         };
         assert_eq!(env, built);
     }
@@ -505,6 +533,17 @@ mod tests {
         rejected("SESSION_LOCK_WAIT", "soon");
         rejected("SESSION_LOCK_POLICY", "always");
         rejected("SESSION_WRITE_POLICY", "strict");
+        rejected("SESSION_SIGNING_KEYS", "short");
+        let err =
+            from(&[("SESSION_SIGNING_KEYS", &format!("{},tiny", "k".repeat(32)))]).unwrap_err();
+        assert!(
+            err.to_string().contains("key 2 of the list has 4 bytes"),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("tiny"),
+            "secrets are not echoed: {err}"
+        );
         let err = from(&[
             ("SESSION_DRIVER", "redis"),
             ("SESSION_REDIS_URL", "http://x"),

@@ -17,6 +17,8 @@ use http::HeaderValue;
 use http::header::{CACHE_CONTROL, COOKIE, HeaderMap, SET_COOKIE};
 use sessionkit_core::{Error, ErrorKind, SessionId};
 
+use crate::signing::{self, Refused, SigningKey};
+
 /// The `SameSite` attribute.
 ///
 /// # Security
@@ -74,6 +76,7 @@ pub struct CookieConfig {
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
     pub(crate) persistent: bool,
+    pub(crate) signing_keys: Vec<SigningKey>,
 }
 
 impl Default for CookieConfig {
@@ -86,6 +89,7 @@ impl Default for CookieConfig {
             http_only: true,
             same_site: SameSite::Lax,
             persistent: true,
+            signing_keys: Vec::new(),
         }
     }
 }
@@ -153,6 +157,25 @@ impl CookieConfig {
     /// ("remember me") always get a persistent cookie.
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
+        self
+    }
+
+    /// Signs the cookie with the first key and accepts cookies signed with
+    /// any of them (see [`signing`](crate::signing)). Default: no keys, an
+    /// unsigned cookie.
+    ///
+    /// ```
+    /// use sessionkit::CookieConfig;
+    /// use sessionkit::signing::SigningKey;
+    ///
+    /// let new = SigningKey::new(*b"a new secret of at least 32 bytes")?;
+    /// let old = SigningKey::new(*b"the old secret, kept to verify...")?;
+    /// let cookie = CookieConfig::default().signing_keys(vec![new, old]);
+    /// # let _ = cookie;
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    pub fn signing_keys(mut self, keys: Vec<SigningKey>) -> Self {
+        self.signing_keys = keys;
         self
     }
 
@@ -248,10 +271,13 @@ fn is_attribute_value(s: &str) -> bool {
 /// What the request's `Cookie` headers say about the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Incoming {
-    /// The id, if exactly one well-formed session cookie was sent.
+    /// The id, if exactly one well-formed (and, when signing, well-signed)
+    /// session cookie was sent.
     pub(crate) id: Option<SessionId>,
     /// Whether any cookie of the session's name was sent, valid or not.
     pub(crate) present: bool,
+    /// Why a present cookie gave no id.
+    pub(crate) refused: Option<Refused>,
 }
 
 /// Reads the session cookie from every `Cookie` header.
@@ -260,8 +286,8 @@ pub(crate) struct Incoming {
 /// Several cookies of the session's name are ambiguous (one may have been
 /// planted by a sibling domain) and count as none. Nothing here allocates or
 /// panics, whatever the input.
-pub(crate) fn read(headers: &HeaderMap, name: &str) -> Incoming {
-    let name = name.as_bytes();
+pub(crate) fn read(headers: &HeaderMap, name: &str, keys: &[SigningKey]) -> Incoming {
+    let name_bytes = name.as_bytes();
     let mut found: Option<&[u8]> = None;
     let mut count = 0usize;
     for header in headers.get_all(COOKIE) {
@@ -270,26 +296,44 @@ pub(crate) fn read(headers: &HeaderMap, name: &str) -> Incoming {
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                 continue;
             };
-            if trim(&pair[..eq]) == name {
+            if trim(&pair[..eq]) == name_bytes {
                 count += 1;
                 found = Some(trim(&pair[eq + 1..]));
             }
         }
     }
-    let id = match (count, found) {
+    let parsed = match (count, found) {
+        (0, _) | (_, None) => None,
         (1, Some(value)) => {
             // RFC 6265 §4.1.1 allows the value in double quotes.
             let value = match value {
                 [b'"', inner @ .., b'"'] => inner,
                 v => v,
             };
-            SessionId::parse_bytes(value).ok()
+            Some(if keys.is_empty() {
+                SessionId::parse_bytes(value).map_err(|_| Refused::Malformed)
+            } else {
+                signing::verify(keys, name, value)
+            })
         }
-        _ => None,
+        _ => Some(Err(Refused::Ambiguous)),
     };
-    Incoming {
-        id,
-        present: count > 0,
+    match parsed {
+        None => Incoming {
+            id: None,
+            present: false,
+            refused: None,
+        },
+        Some(Ok(id)) => Incoming {
+            id: Some(id),
+            present: true,
+            refused: None,
+        },
+        Some(Err(why)) => Incoming {
+            id: None,
+            present: true,
+            refused: Some(why),
+        },
     }
 }
 
@@ -310,6 +354,7 @@ pub(crate) struct CookieWriter {
     /// `; Path=/; HttpOnly; Secure; SameSite=Lax`, built once.
     suffix: String,
     persistent: bool,
+    keys: Vec<SigningKey>,
 }
 
 impl CookieWriter {
@@ -330,11 +375,24 @@ impl CookieWriter {
             name: config.name.clone(),
             suffix,
             persistent: config.persistent,
+            keys: config.signing_keys.clone(),
         })
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    fn value(&self, id: &SessionId) -> String {
+        if self.keys.is_empty() {
+            id.expose()
+        } else {
+            signing::sign(&self.keys, &self.name, id)
+        }
     }
 
     /// Sets the cookie to `id`, valid for `max_age` (rounded up to whole
@@ -353,11 +411,11 @@ impl CookieWriter {
             format!(
                 "{}={}; Max-Age={secs}{}",
                 self.name,
-                id.expose(),
+                self.value(id),
                 self.suffix
             )
         } else {
-            format!("{}={}{}", self.name, id.expose(), self.suffix)
+            format!("{}={}{}", self.name, self.value(id), self.suffix)
         };
         self.append(headers, value);
     }
@@ -430,34 +488,28 @@ mod tests {
     fn finds_the_one_session_cookie_among_others() {
         let id = SessionId::generate();
         let line = format!("a=1; session={}; b=2", id.expose());
-        let got = read(&headers(&[line.as_bytes()]), "session");
-        assert_eq!(
-            got,
-            Incoming {
-                id: Some(id),
-                present: true
-            }
-        );
+        let got = read(&headers(&[line.as_bytes()]), "session", &[]);
+        assert_eq!((got.id, got.present, got.refused), (Some(id), true, None));
     }
 
     #[test]
     fn quoted_values_are_accepted() {
         let id = SessionId::generate();
         let line = format!("session=\"{}\"", id.expose());
-        assert_eq!(read(&headers(&[line.as_bytes()]), "session").id, Some(id));
+        assert_eq!(
+            read(&headers(&[line.as_bytes()]), "session", &[]).id,
+            Some(id)
+        );
     }
 
     #[test]
     fn duplicates_across_headers_count_as_none() {
         let a = format!("session={}", SessionId::generate().expose());
         let b = format!("session={}", SessionId::generate().expose());
-        let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session");
+        let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session", &[]);
         assert_eq!(
-            got,
-            Incoming {
-                id: None,
-                present: true
-            }
+            (got.id, got.present, got.refused),
+            (None, true, Some(Refused::Ambiguous))
         );
     }
 
@@ -469,17 +521,36 @@ mod tests {
             b"session=\xff\xfe",
             b"session==;;",
         ] {
-            let got = read(&headers(&[bad]), "session");
+            let got = read(&headers(&[bad]), "session", &[]);
             assert_eq!(
-                got,
-                Incoming {
-                    id: None,
-                    present: true
-                },
+                (got.id, got.present, got.refused),
+                (None, true, Some(Refused::Malformed)),
                 "{bad:?}"
             );
         }
-        assert!(!read(&headers(&[b"sessionx=1; xsession=2"]), "session").present);
+        assert!(!read(&headers(&[b"sessionx=1; xsession=2"]), "session", &[]).present);
+    }
+
+    #[test]
+    fn signed_cookies_round_trip_and_bad_signatures_are_refused() {
+        let key = SigningKey::new(vec![9; 32]).unwrap();
+        let config = CookieConfig::default().signing_keys(vec![key.clone()]);
+        let writer = CookieWriter::new(&config).unwrap();
+        let id = SessionId::generate();
+        let mut h = HeaderMap::new();
+        writer.set(&mut h, &id, Duration::from_secs(60), false);
+        let set = h.get(SET_COOKIE).unwrap().to_str().unwrap();
+        let pair = set.split(';').next().unwrap();
+        let got = read(&headers(&[pair.as_bytes()]), "session", &[key.clone()]);
+        assert_eq!(got.id, Some(id));
+        // An unsigned id is refused when signing is on.
+        let bare = format!("session={}", id.expose());
+        let got = read(&headers(&[bare.as_bytes()]), "session", &[key.clone()]);
+        assert_eq!((got.id, got.refused), (None, Some(Refused::Malformed)));
+        // A signature made with another key is refused.
+        let other = SigningKey::new(vec![8; 32]).unwrap();
+        let got = read(&headers(&[pair.as_bytes()]), "session", &[other]);
+        assert_eq!((got.id, got.refused), (None, Some(Refused::BadSignature)));
     }
 
     #[test]

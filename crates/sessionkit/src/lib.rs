@@ -52,10 +52,13 @@
 pub mod config;
 pub mod cookie;
 pub mod middleware;
+pub mod signing;
 
 pub use config::{Config, Driver};
 pub use cookie::{CookieConfig, SameSite};
-pub use middleware::{ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService};
+pub use middleware::{
+    Rejections, ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService,
+};
 pub use sessionkit_core::{
     CookieChange, Error, ErrorKind, LockConfig, LockPolicy, ReleasePolicy, Result, Session,
     SessionConfig, SessionConfigBuilder, SessionFactory, SessionId, WritePolicy, codec, record,

@@ -608,3 +608,95 @@ async fn a_handler_without_the_layer_gets_a_clear_error() {
     );
     server.abort();
 }
+
+fn signing_key(byte: u8) -> sessionkit::signing::SigningKey {
+    sessionkit::signing::SigningKey::new(vec![byte; 32]).unwrap()
+}
+
+#[tokio::test]
+async fn signed_cookies_work_and_survive_key_rotation() {
+    let store = sessionkit_core::testkit::CountingStore::new(sessionkit::store::MemoryStore::new());
+    let old = Server::over(
+        store.clone(),
+        SessionConfig::default(),
+        CookieConfig::default().signing_keys(vec![signing_key(1)]),
+    )
+    .await;
+    let res = raw().post(old.url("/set/a/b")).send().await.unwrap();
+    let signed = cookie_id(&res).unwrap();
+    assert_eq!(signed.len(), 43 + 1 + 43, "{signed}");
+    assert_eq!(signed.as_bytes()[43], b'.');
+
+    // The rotated server signs with a new key and still accepts the old one.
+    let rotated = Server::over(
+        store.clone(),
+        SessionConfig::default(),
+        CookieConfig::default().signing_keys(vec![signing_key(2), signing_key(1)]),
+    )
+    .await;
+    let res = raw()
+        .get(rotated.url("/get/a"))
+        .header("cookie", cookie(&signed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "b");
+}
+
+#[tokio::test]
+async fn tampered_signed_cookies_are_refused_before_any_store_call() {
+    let server = Server::with(
+        SessionConfig::default(),
+        CookieConfig::default().signing_keys(vec![signing_key(1)]),
+    )
+    .await;
+    let res = raw().post(server.url("/set/a/b")).send().await.unwrap();
+    let signed = cookie_id(&res).unwrap();
+    server.store.take();
+    let (id, mac) = signed.split_at(43);
+    let forged_id = sessionkit::SessionId::generate().expose();
+    let mut flipped_mac = mac.as_bytes().to_vec();
+    flipped_mac[5] = if flipped_mac[5] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        format!("{forged_id}{mac}"),
+        format!("{id}{}", String::from_utf8(flipped_mac).unwrap()),
+        id.to_owned(),
+    ];
+    for value in &cases {
+        let res = raw()
+            .get(server.url("/get/a"))
+            .header("cookie", cookie(value))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "<none>", "{value}");
+        assert_eq!(server.store.take().total(), 0, "no store call for {value}");
+    }
+    let r = server.layer.rejections();
+    assert_eq!((r.bad_signature, r.malformed), (2, 1));
+}
+
+#[tokio::test]
+async fn rejections_are_counted_by_reason() {
+    let server = Server::start().await;
+    let client = raw();
+    let forged = sessionkit::SessionId::generate().expose();
+    let other = sessionkit::SessionId::generate().expose();
+    for header in [
+        "session=garbage".to_owned(),
+        format!("session={forged}; session={other}"),
+        format!("session={forged}"),
+    ] {
+        client
+            .get(server.url("/get/a"))
+            .header("cookie", header)
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = server.layer.rejections();
+    assert_eq!(
+        (r.malformed, r.ambiguous, r.unknown, r.bad_signature),
+        (1, 1, 1, 0)
+    );
+}

@@ -4,6 +4,7 @@ mod lock;
 mod state;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,15 +40,13 @@ use self::state::{LockHold, State, Stored};
 pub struct SessionFactory {
     store: Arc<dyn DynSessionStore>,
     config: Arc<SessionConfig>,
+    unknown_ids: Arc<AtomicU64>,
 }
 
 impl SessionFactory {
     /// A factory over `store`.
     pub fn new(store: impl SessionStore, config: SessionConfig) -> Self {
-        SessionFactory {
-            store: Arc::new(store),
-            config: Arc::new(config),
-        }
+        SessionFactory::from_arc(Arc::new(store), config)
     }
 
     /// A factory over a store that is already shared.
@@ -55,6 +54,7 @@ impl SessionFactory {
         SessionFactory {
             store,
             config: Arc::new(config),
+            unknown_ids: Arc::default(),
         }
     }
 
@@ -74,6 +74,7 @@ impl SessionFactory {
                 config: self.config.clone(),
                 state: Mutex::new(State::new(client_id, had_cookie)),
                 ops: tokio::sync::Mutex::new(()),
+                unknown_ids: self.unknown_ids.clone(),
             }),
         }
     }
@@ -86,6 +87,13 @@ impl SessionFactory {
     /// The settings.
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// How many well-formed ids sent by clients were unknown to the store
+    /// (never issued, expired or destroyed) and so refused by strict mode,
+    /// since the factory was made.
+    pub fn unknown_ids(&self) -> u64 {
+        self.unknown_ids.load(Ordering::Relaxed)
     }
 }
 
@@ -148,6 +156,7 @@ struct Inner {
     /// and a commit started from clones of it do not interleave. The state
     /// mutex is never held across an `.await`.
     ops: tokio::sync::Mutex<()>,
+    unknown_ids: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Session {
@@ -422,10 +431,7 @@ impl Session {
                 };
             }
             None => {
-                tracing::debug!(
-                    session = %id.short_hash(),
-                    "unknown or expired session id not adopted (strict mode)"
-                );
+                self.strict_rejection(&id);
                 let pending = std::mem::take(&mut state.pending);
                 state.become_fresh();
                 // Blind writes made before the read now start the new session.
@@ -433,6 +439,14 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    fn strict_rejection(&self, id: &SessionId) {
+        self.inner.unknown_ids.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            session = %id.short_hash(),
+            "unknown or expired session id not adopted (strict mode)"
+        );
     }
 
     // ----- buffered writes -----------------------------------------------
@@ -618,11 +632,8 @@ impl Session {
                     return Ok(());
                 }
                 Locked::Absent => {
+                    self.strict_rejection(&id);
                     let mut state = self.state();
-                    tracing::debug!(
-                        session = %id.short_hash(),
-                        "unknown or expired session id not adopted (strict mode)"
-                    );
                     let pending = std::mem::take(&mut state.pending);
                     state.become_fresh();
                     state.pending = pending;

@@ -1,6 +1,7 @@
 //! The layer and its builder.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sessionkit_core::store::ArcStore;
 use sessionkit_core::{Error, SessionConfig, SessionFactory, SessionStore};
@@ -8,6 +9,7 @@ use tower_layer::Layer;
 
 use crate::cookie::{CookieConfig, CookieWriter};
 use crate::middleware::service::SessionService;
+use crate::signing::Refused;
 
 /// The session layer: wraps a service so that each request gets a
 /// [`Session`](sessionkit_core::Session). See the [module docs](crate::middleware).
@@ -22,6 +24,48 @@ pub struct SessionLayer {
 pub(crate) struct Shared {
     pub(crate) factory: SessionFactory,
     pub(crate) cookie: CookieWriter,
+    pub(crate) rejections: RejectionCounters,
+}
+
+/// Counts of refused session cookies since the layer was built, for
+/// operators: a sudden rise in any of them from one client is worth a look
+/// (someone guessing ids, replaying stale cookies or tampering with them).
+///
+/// Each refusal is also a `tracing` event (target `sessionkit`, level
+/// `debug`; strict-mode rejections at `debug` in `sessionkit_core`). Add the
+/// client's address to the request's span (for example with tower-http's
+/// `TraceLayer`) to attribute them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejections {
+    /// Cookies that were not a well-formed id (or signed id).
+    pub malformed: u64,
+    /// Signed cookies whose MAC matched no key.
+    pub bad_signature: u64,
+    /// Requests that carried several cookies of the session's name.
+    pub ambiguous: u64,
+    /// Well-formed ids the store did not know (never issued, expired or
+    /// destroyed), refused by strict mode.
+    pub unknown: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RejectionCounters {
+    malformed: AtomicU64,
+    bad_signature: AtomicU64,
+    ambiguous: AtomicU64,
+}
+
+impl RejectionCounters {
+    pub(crate) fn record(&self, why: Refused) {
+        let (counter, what) = match why {
+            Refused::Malformed => (&self.malformed, "malformed"),
+            Refused::BadSignature => (&self.bad_signature, "bad signature"),
+            Refused::Ambiguous => (&self.ambiguous, "several cookies of one name"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "sessionkit", reason = what, "session cookie refused");
+    }
 }
 
 impl SessionLayer {
@@ -63,6 +107,25 @@ impl SessionLayer {
         }
     }
 
+    /// How many session cookies this layer refused, by reason.
+    ///
+    /// ```
+    /// use sessionkit::SessionLayer;
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::new());
+    /// assert_eq!(layer.rejections().malformed, 0);
+    /// ```
+    pub fn rejections(&self) -> Rejections {
+        let c = &self.shared.rejections;
+        Rejections {
+            malformed: c.malformed.load(Ordering::Relaxed),
+            bad_signature: c.bad_signature.load(Ordering::Relaxed),
+            ambiguous: c.ambiguous.load(Ordering::Relaxed),
+            unknown: self.shared.factory.unknown_ids(),
+        }
+    }
+
     /// The factory that makes the handles, for work outside requests (tests,
     /// background jobs).
     pub fn factory(&self) -> &SessionFactory {
@@ -98,6 +161,7 @@ impl SessionLayerBuilder {
             shared: Arc::new(Shared {
                 factory: SessionFactory::from_arc_store(self.store, self.config),
                 cookie,
+                rejections: RejectionCounters::default(),
             }),
         })
     }

@@ -45,5 +45,5 @@ mod layer;
 mod service;
 
 pub use self::future::ResponseFuture;
-pub use self::layer::{SessionLayer, SessionLayerBuilder};
+pub use self::layer::{Rejections, SessionLayer, SessionLayerBuilder};
 pub use self::service::SessionService;

@@ -31,7 +31,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let incoming = cookie::read(req.headers(), self.shared.cookie.name());
+        let incoming = cookie::read(
+            req.headers(),
+            self.shared.cookie.name(),
+            self.shared.cookie.keys(),
+        );
+        if let Some(why) = incoming.refused {
+            self.shared.rejections.record(why);
+        }
         let session = self.shared.factory.session(incoming.id, incoming.present);
         req.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(req), session, self.shared.clone())

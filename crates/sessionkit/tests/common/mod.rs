@@ -16,6 +16,7 @@ use sessionkit_core::testkit::CountingStore;
 pub struct Server {
     pub addr: SocketAddr,
     pub store: CountingStore<MemoryStore>,
+    pub layer: SessionLayer,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -32,6 +33,15 @@ impl Server {
 
     pub async fn with(config: SessionConfig, cookie: CookieConfig) -> Server {
         let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+        Server::over(store, config, cookie).await
+    }
+
+    /// A server over an existing store (to share it between servers).
+    pub async fn over(
+        store: CountingStore<MemoryStore>,
+        config: SessionConfig,
+        cookie: CookieConfig,
+    ) -> Server {
         let layer = SessionLayer::builder(store.clone())
             .config(config)
             .cookie(cookie)
@@ -39,10 +49,16 @@ impl Server {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = routes().layer(layer.clone());
         let task = tokio::spawn(async move {
-            axum::serve(listener, routes().layer(layer)).await.unwrap();
+            axum::serve(listener, app).await.unwrap();
         });
-        Server { addr, store, task }
+        Server {
+            addr,
+            store,
+            layer,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
