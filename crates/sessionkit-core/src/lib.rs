@@ -13,7 +13,7 @@
 //! - [records](record) and the [codec];
 //! - [`SessionConfig`] and the lock settings;
 //! - [`Error`];
-//! - with feature `testkit`, the [store conformance suite](testkit), so that
+//! - with feature `testkit`, the store conformance suite (module `testkit`), so that
 //!   third-party stores can prove they keep the contract.
 //!
 //! Applications use the `sessionkit` crate, which adds the tower layer, the

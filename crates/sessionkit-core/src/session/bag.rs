@@ -43,7 +43,7 @@ impl Session {
     /// The bag called `name`.
     ///
     /// Names are non-empty and may not contain `:`; otherwise
-    /// [`ErrorKind::InvalidConfig`].
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig).
     pub fn bag(&self, name: &str) -> Result<Bag> {
         if name.is_empty() || name.contains(SEPARATOR) {
             return Err(Error::invalid_config(

@@ -33,12 +33,14 @@
 //!   trip, or reports that another token holds it, or that the session does
 //!   not exist (in which case no lock is taken). An expired lock is free.
 //!   `renew_lock` and `unlock` act only when the token still owns the lock
-//!   (compare-and-set, compare-and-delete). `destroy` removes the lock too.
+//!   (compare-and-set, compare-and-delete). `destroy` removes the lock too,
+//!   and so does an unfenced `change_id` (the session moved away from under
+//!   the holder, whose fenced writes then fail).
 //! - **Timestamps** are Unix milliseconds from the store's clock; a store that
 //!   is shared by several app servers should use one clock (Redis uses its
 //!   own `TIME`).
 //!
-//! The [conformance suite](crate::testkit) (feature `testkit`) is this
+//! The conformance suite (module `testkit`, feature `testkit`) is this
 //! contract in executable form; a store is done when it passes all of it.
 //!
 //! # Implementing a store

@@ -13,7 +13,7 @@ use crate::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionSt
 /// adapter), and in tests of code that must not depend on session state.
 /// Every write succeeds and is forgotten; every load finds nothing.
 ///
-/// Of the [conformance suite](crate::testkit) it passes what holds for a
+/// Of the conformance suite (module `testkit`) it passes what holds for a
 /// store that forgets: unknown and destroyed ids load as absent, destroying
 /// an absent id is fine, writes never resurrect anything, locks are never
 /// granted on absent sessions. The tests that read back what was written

@@ -30,9 +30,15 @@ pub async fn create_then_load_returns_the_record<S: SessionStore + Clone>(
         entries(&[
             ("n", &value(&7)),
             ("basket", &value(&["apple", "pear"])),
-            ("user", &value(&serde_json::json!({"name": "ada", "admin": false}))),
+            (
+                "user",
+                &value(&serde_json::json!({"name": "ada", "admin": false})),
+            ),
             ("ünïcödé ключ 🔑", &value("grüße")),
-            ("with space:and=punctuation/\"quotes\"", b"raw bytes, not JSON"),
+            (
+                "with space:and=punctuation/\"quotes\"",
+                b"raw bytes, not JSON",
+            ),
             ("binary", &every_byte),
             ("empty", b""),
             ("big", &big),
@@ -40,8 +46,7 @@ pub async fn create_then_load_returns_the_record<S: SessionStore + Clone>(
     );
     let id = create(store, &record).await;
 
-    let loaded = ok(store.load(&id, None).await, "load")
-        .expect("a session just created must load");
+    let loaded = ok(store.load(&id, None).await, "load").expect("a session just created must load");
     assert_eq!(
         loaded.record.entries, record.entries,
         "load must return the entries exactly as created"
@@ -50,10 +55,16 @@ pub async fn create_then_load_returns_the_record<S: SessionStore + Clone>(
         loaded.record.meta, record.meta,
         "load must return the metadata exactly as created"
     );
-    assert!(!loaded.touched, "a load without a touch must report touched = false");
+    assert!(
+        !loaded.touched,
+        "a load without a touch must report touched = false"
+    );
 
     let again = ok(store.load(&id, None).await, "load").expect("a live session must load again");
-    assert_eq!(again.record, record, "a load without a touch must change nothing");
+    assert_eq!(
+        again.record, record,
+        "a load without a touch must change nothing"
+    );
 
     let with_deadline = Record {
         entries: entries(&[("k", b"v")]),
@@ -118,7 +129,12 @@ pub async fn create_never_overwrites_a_live_session<S: SessionStore + Clone>(
         1,
         "exactly one of {tasks} tasks racing to create one id must get Created; these did: {winners:?}"
     );
-    let stored: usize = decode(&load_live(store, &raced, "after racing creates").await.entries, "who");
+    let stored: usize = decode(
+        &load_live(store, &raced, "after racing creates")
+            .await
+            .entries,
+        "who",
+    );
     assert_eq!(
         stored, winners[0],
         "the stored record must be the one whose create answered Created"
@@ -140,17 +156,28 @@ pub async fn destroy_deletes_and_absent_is_ok<S: SessionStore + Clone>(
     ok(store.destroy(&a).await, "destroy");
     assert_absent(store, &a, "after destroy").await;
     assert_eq!(
-        load_live(store, &b, "after destroying another session").await.entries.get("k"),
+        load_live(store, &b, "after destroying another session")
+            .await
+            .entries
+            .get("k"),
         Some(&b"b"[..]),
         "destroying one session must not touch another"
     );
-    ok(store.destroy(&a).await, "destroy of an id destroyed already");
-    ok(store.destroy(&SessionId::generate()).await, "destroy of a never-issued id");
+    ok(
+        store.destroy(&a).await,
+        "destroy of an id destroyed already",
+    );
+    ok(
+        store.destroy(&SessionId::generate()).await,
+        "destroy of a never-issued id",
+    );
 
     let again = record(config.lifetime, entries(&[("k", b"again")]));
     create_at(store, &a, &again).await;
     assert_eq!(
-        load_live(store, &a, "re-created after destroy").await.entries,
+        load_live(store, &a, "re-created after destroy")
+            .await
+            .entries,
         again.entries,
         "a destroyed id must be free for a new session"
     );
@@ -202,19 +229,30 @@ pub async fn unknown_id_is_absent<S: SessionStore + Clone>(store: &S, config: &S
         !renew(store, &id, &token, config.lock_ttl).await,
         "renew_lock on a never-issued id must answer false"
     );
-    ok(store.unlock(&id, &token).await, "unlock of a never-issued id");
+    ok(
+        store.unlock(&id, &token).await,
+        "unlock of a never-issued id",
+    );
 
     assert_eq!(
         ok(store.change_id(&id, &other, None).await, "change_id"),
         IdChanged::Gone,
         "change_id from a never-issued id must answer Gone"
     );
-    let fenced = ok(store.change_id(&id, &other, Some(&token)).await, "change_id");
+    let fenced = ok(
+        store.change_id(&id, &other, Some(&token)).await,
+        "change_id",
+    );
     assert!(
         matches!(fenced, IdChanged::Gone | IdChanged::LockLost),
         "a fenced change_id from a never-issued id must answer Gone or LockLost, got {fenced:?}"
     );
-    assert_absent(store, &other, "change_id from a never-issued id must create nothing").await;
+    assert_absent(
+        store,
+        &other,
+        "change_id from a never-issued id must create nothing",
+    )
+    .await;
 
     ok(store.destroy(&id).await, "destroy of a never-issued id");
     assert_absent(store, &id, "after all of the above").await;
@@ -236,7 +274,9 @@ pub async fn destroyed_session_stays_gone<S: SessionStore + Clone>(
 ) {
     let id = SessionId::generate();
     let _ = ok(
-        store.create(&id, &record(config.lifetime, entries(&[("k", b"v")]))).await,
+        store
+            .create(&id, &record(config.lifetime, entries(&[("k", b"v")])))
+            .await,
         "create",
     );
     ok(store.destroy(&id).await, "destroy");
@@ -245,7 +285,12 @@ pub async fn destroyed_session_stays_gone<S: SessionStore + Clone>(
         Applied::Gone,
         "apply after destroy must answer Gone"
     );
-    assert_absent(store, &id, "apply after destroy must not bring the session back").await;
+    assert_absent(
+        store,
+        &id,
+        "apply after destroy must not bring the session back",
+    )
+    .await;
     assert_eq!(
         lock(store, &id, config.lock_ttl).await,
         Locked::Absent,
@@ -263,7 +308,9 @@ pub async fn destroyed_session_stays_gone<S: SessionStore + Clone>(
     for round in 0..4 {
         let id = SessionId::generate();
         let _ = ok(
-            store.create(&id, &record(config.lifetime, entries(&[("k", b"v")]))).await,
+            store
+                .create(&id, &record(config.lifetime, entries(&[("k", b"v")])))
+                .await,
             "create",
         );
         let destroyed = Arc::new(AtomicBool::new(false));
@@ -301,7 +348,7 @@ pub async fn destroyed_session_stays_gone<S: SessionStore + Clone>(
         destroyed.store(true, Ordering::SeqCst);
         join_all(handles).await;
 
-        if let Some(record) = ok(store.load(&id, None).await, "load") {
+        if let Some(record) = super::support::load(store, &id).await {
             panic!(
                 "round {round}: after destroy returned and all racing applies finished, the session loads again with keys {:?}",
                 keys(&record.entries)
