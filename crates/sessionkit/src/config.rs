@@ -3,7 +3,7 @@
 //! [`Config::from_env`] reads the variables below (the names of the Phenix
 //! seed, plus sessionkit's own), validates every value, and
 //! [`Config::into_layer`] builds the store and the [`SessionLayer`]. A bad
-//! value is an [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig)
+//! value is an [`ErrorKind::InvalidConfig`]
 //! error that names the variable, the value and what is accepted.
 //!
 //! | variable | meaning | default | accepted |

@@ -161,7 +161,7 @@ impl CookieConfig {
     }
 
     /// Signs the cookie with the first key and accepts cookies signed with
-    /// any of them (see [`signing`](crate::signing)). Default: no keys, an
+    /// any of them (see [`signing`]). Default: no keys, an
     /// unsigned cookie.
     ///
     /// ```
