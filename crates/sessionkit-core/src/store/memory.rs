@@ -85,6 +85,7 @@ impl Shard {
         let expired = self.sessions.get(id)?.meta.is_expired(now);
         if expired {
             self.remove(id);
+            tracing::debug!(session = %id.short_hash(), "session expired");
             return None;
         }
         self.sessions.get_mut(id)
