@@ -126,6 +126,11 @@ pub enum WritePolicy {
 
 /// What happens to changes made under a lock that the handler never
 /// committed or rolled back, when the response is produced.
+///
+/// Buffered writes (made outside a lock) are not affected: they are flushed
+/// whatever the response, like any write the handler made. A handler that
+/// wants a failed request to leave no trace uses a lock, or returns before
+/// writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ReleasePolicy {
