@@ -7,6 +7,8 @@ SESSIONKIT_PACKAGES=(
     "redis-server:redis-server"
     "redis-cli:redis-tools"
     "memcached:memcached"
+    "chromium:chromium"
+    "chromedriver:chromium-driver"
 )
 
 ensure_packages() {
