@@ -35,10 +35,16 @@ async fn untouched_request_sets_no_cookie_and_makes_no_store_call() {
     assert!(res.headers().get("cache-control").is_none());
     assert_eq!(server.store.take().total(), 0);
 
-    // And without any cookie.
-    let res = raw().get(server.url("/plain")).send().await.unwrap();
-    assert!(set_cookies(&res).is_empty());
-    assert_eq!(server.store.take().total(), 0);
+    // And without any cookie, or with a malformed one.
+    for cookie in [None, Some("session=garbage")] {
+        let mut req = raw().get(server.url("/plain"));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let res = req.send().await.unwrap();
+        assert!(set_cookies(&res).is_empty(), "{cookie:?}");
+        assert_eq!(server.store.take().total(), 0);
+    }
 }
 
 #[tokio::test]

@@ -385,6 +385,7 @@ impl Session {
         let _op = self.inner.ops.lock().await;
         {
             let mut state = self.state();
+            state.used = true;
             if state.id.is_none() || matches!(state.stored, Stored::Fresh) {
                 return Ok(());
             }
@@ -394,8 +395,12 @@ impl Session {
     }
 
     async fn ensure_loaded(&self) -> Result<()> {
-        if !matches!(self.state().stored, Stored::Unloaded) {
-            return Ok(());
+        {
+            let mut state = self.state();
+            state.used = true;
+            if !matches!(state.stored, Stored::Unloaded) {
+                return Ok(());
+            }
         }
         if self.config().lock_policy() == LockPolicy::WholeRequest && !self.is_finished() {
             return self.lock().await;
@@ -453,6 +458,7 @@ impl Session {
 
     fn write(&self, f: impl FnOnce(&mut Delta)) -> Result<()> {
         let mut state = self.state();
+        state.used = true;
         if state.finished {
             return Err(Error::new(ErrorKind::ModificationDenied)
                 .with_detail("the response was already produced"));
@@ -578,6 +584,7 @@ impl Session {
     async fn lock_locked_op(&self) -> Result<()> {
         let id = {
             let mut state = self.state();
+            state.used = true;
             if state.finished {
                 return Err(Error::new(ErrorKind::ModificationDenied)
                     .with_detail("the response was already produced"));
@@ -954,6 +961,7 @@ impl Session {
         let _op = self.inner.ops.lock().await;
         let (old, token) = {
             let mut state = self.state();
+            state.used = true;
             match (&state.stored, state.id) {
                 (Stored::Fresh, _) | (_, None) => {
                     if state.id.is_some() {
@@ -1041,6 +1049,7 @@ impl Session {
         let _op = self.inner.ops.lock().await;
         let id = {
             let mut state = self.state();
+            state.used = true;
             let id = match state.stored {
                 Stored::Fresh => None,
                 _ => state.id,
@@ -1069,11 +1078,7 @@ impl Session {
     /// Whether [`Session::finish`] has work to do. `false` for a request that
     /// never used its session; the layer then skips the finish entirely.
     pub fn needs_finish(&self) -> bool {
-        let state = self.state();
-        !matches!(state.stored, Stored::Unloaded)
-            || !state.pending.is_empty()
-            || state.lock_depth > 0
-            || state.id != state.client_id
+        self.state().used
     }
 
     /// Ends the request's use of the session; the HTTP layer calls it when the

@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub(crate) expiry_moved: Option<Meta>,
     /// The response was produced; writes are refused from now on.
     pub(crate) finished: bool,
+    /// The handler used the session (read, wrote, locked, …). An unused
+    /// session needs no finishing: no store call, no cookie.
+    pub(crate) used: bool,
 }
 
 impl State {
@@ -69,6 +72,7 @@ impl State {
             lock_depth: 0,
             expiry_moved: None,
             finished: false,
+            used: false,
         }
     }
 
