@@ -311,6 +311,18 @@ impl Config {
         match &self.driver {
             Driver::Memory => self.layer_over(MemoryStore::new()),
             Driver::Noop => self.layer_over(NoopStore),
+            #[cfg(feature = "file")]
+            Driver::File { path } => {
+                let mut builder = sessionkit_file::FileStore::builder();
+                if let Some(path) = path {
+                    builder = builder.path(path);
+                }
+                if let Some(prefix) = &self.prefix {
+                    builder = builder.prefix(prefix.clone());
+                }
+                self.layer_over(builder.build()?)
+            }
+            #[cfg(not(feature = "file"))]
             Driver::File { .. } => Err(not_compiled("file")),
             Driver::Redis { .. } => Err(not_compiled("redis")),
             Driver::Memcached { .. } => Err(not_compiled("memcached")),
@@ -560,6 +572,31 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    }
+
+    #[cfg(feature = "file")]
+    #[tokio::test]
+    async fn the_file_driver_builds_a_file_store_and_checks_its_path() {
+        let dir = std::env::temp_dir().join(format!(
+            "sessionkit-config-test-{}",
+            sessionkit_core::SessionId::generate().short_hash()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.to_str().unwrap();
+        let config = from(&[("SESSION_DRIVER", "file"), ("SESSION_FILE_PATH", path)]).unwrap();
+        assert!(config.into_layer().await.is_ok());
+        let not_dir = dir.join("not-a-dir");
+        std::fs::write(&not_dir, b"x").unwrap();
+        let err = from(&[
+            ("SESSION_DRIVER", "file"),
+            ("SESSION_FILE_PATH", not_dir.to_str().unwrap()),
+        ])
+        .unwrap()
+        .into_layer()
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSavePath, "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

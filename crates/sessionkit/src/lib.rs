@@ -46,6 +46,7 @@
 //!
 //! - `axum` (default): `Session` is an axum extractor and [`Error`] an axum
 //!   response.
+//! - `file`: the file store, `file::FileStore`, and `SESSION_DRIVER=file`.
 #![doc = include_str!("../../../docs/lifecycle.md")]
 #![deny(unreachable_pub)]
 
@@ -68,6 +69,10 @@ pub use sessionkit_core::{
 pub mod store {
     pub use sessionkit_core::store::*;
 }
+
+/// The file store (feature `file`): [`FileStore`](sessionkit_file::FileStore).
+#[cfg(feature = "file")]
+pub use sessionkit_file as file;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -283,3 +283,47 @@ async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session
         "30-day cookie: {cookie}"
     );
 }
+
+/// Runs 400 locked increments of one session from 16 concurrent clients
+/// that alternate between two shop processes, and returns the final `n`.
+async fn locked_increments_across_two_processes(envs: &[(&str, &str)]) -> u64 {
+    let a = Shop::start(envs);
+    let b = Shop::start(envs);
+    let client = browser();
+    // The session starts on A...
+    client.get(a.url("/")).send().await.unwrap();
+    // ...and B reads it.
+    let on_b = state(&client, &b).await;
+    assert_eq!(
+        on_b["visits"], 1,
+        "a session made on one process is read on the other"
+    );
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let client = client.clone();
+        let urls = [a.url("/api/counter"), b.url("/api/counter")];
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let res = client.post(&urls[(t + i) % 2]).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    state(&client, &a).await["n"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_save_path_count_exactly() {
+    let dir = std::env::temp_dir().join(format!("shop-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = locked_increments_across_two_processes(&[
+        ("SESSION_DRIVER", "file"),
+        ("SESSION_FILE_PATH", dir.to_str().unwrap()),
+    ])
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(n, 400);
+}
