@@ -304,9 +304,10 @@ impl Config {
 
     /// Builds the store the driver names and the layer over it.
     ///
-    /// Connects to the store where it has a server (Redis, memcached) and
-    /// checks the save path of the file store, so that a misconfiguration
-    /// fails at start-up rather than at the first request.
+    /// Checks the save path of the file store and connects to Redis, so that
+    /// a misconfiguration fails at start-up rather than at the first request.
+    /// Memcached servers that do not answer are logged, not fatal: the others
+    /// serve their share of the sessions.
     pub async fn into_layer(self) -> Result<SessionLayer, Error> {
         match &self.driver {
             Driver::Memory => self.layer_over(MemoryStore::new()),
@@ -325,6 +326,22 @@ impl Config {
             #[cfg(not(feature = "file"))]
             Driver::File { .. } => Err(not_compiled("file")),
             Driver::Redis { .. } => Err(not_compiled("redis")),
+            #[cfg(feature = "memcached")]
+            Driver::Memcached { servers } => {
+                let servers = sessionkit_memcached::ServerList::parse(servers)?;
+                let mut builder = sessionkit_memcached::MemcachedStore::builder(servers);
+                if let Some(prefix) = &self.prefix {
+                    builder = builder.prefix(prefix.clone());
+                }
+                let store = builder.build()?;
+                // One server down must not keep the app from starting (the
+                // others serve their share), but say so at once.
+                if let Err(err) = store.ping().await {
+                    tracing::warn!(error = %err, "a memcached server does not answer at start-up");
+                }
+                self.layer_over(store)
+            }
+            #[cfg(not(feature = "memcached"))]
             Driver::Memcached { .. } => Err(not_compiled("memcached")),
         }
     }

@@ -47,6 +47,8 @@
 //! - `axum` (default): `Session` is an axum extractor and [`Error`] an axum
 //!   response.
 //! - `file`: the file store, `file::FileStore`, and `SESSION_DRIVER=file`.
+//! - `memcached`: the memcached store, `memcached::MemcachedStore`, and
+//!   `SESSION_DRIVER=memcached`.
 #![doc = include_str!("../../../docs/lifecycle.md")]
 #![deny(unreachable_pub)]
 
@@ -73,6 +75,10 @@ pub mod store {
 /// The file store (feature `file`): [`FileStore`](sessionkit_file::FileStore).
 #[cfg(feature = "file")]
 pub use sessionkit_file as file;
+
+/// The memcached store (feature `memcached`): `MemcachedStore`.
+#[cfg(feature = "memcached")]
+pub use sessionkit_memcached as memcached;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

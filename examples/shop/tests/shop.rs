@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+mod support;
+
 /// The shop binary, started on a free port and killed on drop.
 struct Shop {
     child: Child,
@@ -325,5 +327,17 @@ async fn two_shop_processes_on_one_save_path_count_exactly() {
     ])
     .await;
     std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(n, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
+    let (m1, m2) = (support::memcached(), support::memcached());
+    let servers = format!("127.0.0.1:{},127.0.0.1:{}", m1.port, m2.port);
+    let n = locked_increments_across_two_processes(&[
+        ("SESSION_DRIVER", "memcached"),
+        ("SESSION_MEMCACHED_SERVERS", &servers),
+    ])
+    .await;
     assert_eq!(n, 400);
 }
