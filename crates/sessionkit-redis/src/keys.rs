@@ -1,0 +1,109 @@
+//! Redis key names: prefix, hash tag, the id (hashed by default) and the lock suffix.
+
+use sessionkit_core::{Error, SessionId};
+
+/// The default key prefix.
+pub(crate) const DEFAULT_PREFIX: &str = "sessionkit:";
+
+/// The suffix that turns a session's data key into its lock key.
+const LOCK_SUFFIX: &str = ":lock";
+
+/// How a store names its keys.
+///
+/// Data lives at `{prefix}{<tag>}` and the lock at `{prefix}{<tag>}:lock`,
+/// where `<tag>` is the 64 lowercase hex digits of the SHA-256 of the id
+/// (hashed at rest) or the 43-character id itself. The braces make `<tag>`
+/// the Redis Cluster hash tag, so a session's data and lock share one slot
+/// and one script can touch both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeySpace {
+    prefix: String,
+    hash_ids: bool,
+}
+
+impl KeySpace {
+    /// Checks the prefix: braces would move or break the hash tag, so that a
+    /// session's data and lock could land in different cluster slots.
+    pub(crate) fn new(prefix: String, hash_ids: bool) -> Result<Self, Error> {
+        if prefix.contains(['{', '}']) {
+            return Err(Error::invalid_config(
+                "prefix",
+                "must not contain `{` or `}` (they would change the Redis Cluster hash tag)",
+            ));
+        }
+        Ok(KeySpace { prefix, hash_ids })
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn hash_ids(&self) -> bool {
+        self.hash_ids
+    }
+
+    /// The data key and the lock key of `id`.
+    pub(crate) fn keys(&self, id: &SessionId) -> SessionKeys {
+        let mut data = String::with_capacity(self.prefix.len() + 2 + 64 + LOCK_SUFFIX.len());
+        data.push_str(&self.prefix);
+        data.push('{');
+        if self.hash_ids {
+            push_hex(&mut data, &id.hashed());
+        } else {
+            data.push_str(&id.expose());
+        }
+        data.push('}');
+        let mut lock = String::with_capacity(data.len() + LOCK_SUFFIX.len());
+        lock.push_str(&data);
+        lock.push_str(LOCK_SUFFIX);
+        SessionKeys { data, lock }
+    }
+}
+
+/// The two keys of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionKeys {
+    pub(crate) data: String,
+    pub(crate) lock: String,
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_keys_share_a_hash_tag_and_hide_the_id() {
+        let space = KeySpace::new(DEFAULT_PREFIX.to_owned(), true).unwrap();
+        let id = SessionId::generate();
+        let keys = space.keys(&id);
+        assert!(keys.data.starts_with("sessionkit:{"));
+        assert!(keys.data.ends_with('}'));
+        assert_eq!(keys.lock, format!("{}:lock", keys.data));
+        assert_eq!(keys.data.len(), "sessionkit:{}".len() + 64);
+        assert!(!keys.data.contains(&id.expose()));
+        assert!(keys.data.contains(&id.short_hash()));
+    }
+
+    #[test]
+    fn raw_keys_carry_the_id() {
+        let space = KeySpace::new("app:".to_owned(), false).unwrap();
+        let id = SessionId::generate();
+        assert_eq!(space.keys(&id).data, format!("app:{{{}}}", id.expose()));
+    }
+
+    #[test]
+    fn braces_in_the_prefix_are_refused() {
+        for prefix in ["a{", "}b", "{x}"] {
+            let err = KeySpace::new(prefix.to_owned(), true).unwrap_err();
+            assert_eq!(err.setting(), Some("prefix"));
+        }
+    }
+}

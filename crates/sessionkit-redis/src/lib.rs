@@ -1,0 +1,310 @@
+//! Redis and Redis Cluster store for sessionkit: one atomic Lua script, one round trip, per operation.
+//!
+//! Part of [sessionkit](https://docs.rs/sessionkit).
+//!
+//! [`RedisStore`] implements [`SessionStore`](sessionkit_core::SessionStore)
+//! on [redis-rs](https://docs.rs/redis) 1.x (async, tokio). It passes the
+//! whole [conformance suite](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/index.html)
+//! (feature `testkit` of `sessionkit-core`), on one server and on
+//! a three-master cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> sessionkit_core::Result<()> {
+//! use sessionkit_core::{SessionConfig, SessionFactory};
+//! use sessionkit_redis::RedisStore;
+//!
+//! let store = RedisStore::builder()
+//!     .prefix("shop:")
+//!     .connect("redis://127.0.0.1:6379")
+//!     .await?;
+//! // With the facade: `sessionkit::SessionLayer::new(store)`.
+//! let factory = SessionFactory::new(store, SessionConfig::default());
+//! # let _ = factory;
+//! # Ok(()) }
+//! ```
+//!
+//! # Connecting
+//!
+//! - [`RedisStore::connect`] / [`RedisStoreBuilder::connect`] take a URL:
+//!   `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature
+//!   `tls`), `unix:///path/redis.sock`. The connection is a redis-rs
+//!   [`ConnectionManager`](redis::aio::ConnectionManager): one multiplexed
+//!   connection shared by every clone of the store and every request,
+//!   reconnected by itself. `connect` speaks RESP3 unless the URL's query
+//!   says otherwise (`?protocol=resp2`), because over RESP3 the manager hears
+//!   the server close the connection and reconnects at once, even when idle;
+//!   over RESP2 the first operation after a server restart fails. RESP3 needs
+//!   Redis 6.0 or newer; the scripts need 5.0 (they write after reading
+//!   `TIME`, which relies on effect replication). Tested on Redis 7.0.
+//! - [`RedisStoreBuilder::connect_client`] takes a redis-rs
+//!   [`Client`](redis::Client) (for settings a URL cannot carry),
+//!   [`RedisStoreBuilder::build_with_connection_manager`] an existing
+//!   connection.
+//! - Feature `cluster`: `RedisStoreBuilder::connect_cluster`,
+//!   `connect_cluster_client` and `build_with_cluster_connection`; see
+//!   [Redis Cluster](#redis-cluster).
+//! - [`redis`] is re-exported, so these types come from the same version.
+//!
+//! | setting | default | what it does |
+//! |---|---|---|
+//! | [`prefix`](RedisStoreBuilder::prefix) | `sessionkit:` | start of every key; isolates apps sharing a Redis (Phalcon's `uniqueId`); never stripped |
+//! | [`hash_ids`](RedisStoreBuilder::hash_ids) | `true` | keys carry SHA-256 of the id, not the id |
+//! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | bound of one connection attempt |
+//! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | bound of one reply (in a cluster: of the whole operation) |
+//!
+//! Features (all off by default): `cluster` (redis-rs `cluster-async`),
+//! `tls` (redis-rs `tokio-rustls-comp`, with rustls' `ring` provider and the
+//! system's root certificates; if the application enables another rustls
+//! provider too, it must install one as the process default). redis-rs is
+//! built without its default features: only `tokio-comp`, `script` and
+//! `connection-manager`.
+//!
+//! # Data layout
+//!
+//! One Redis hash per session, and one string per held lock, next to it:
+//!
+//! ```text
+//! sessionkit:{5e8c…(64 hex digits)…a1}         HASH    the session
+//! sessionkit:{5e8c…(64 hex digits)…a1}:lock    STRING  the lock's token, PX = lock TTL
+//! ```
+//!
+//! The part in braces is the SHA-256 of the session id (of its 43-character
+//! text, [`SessionId::hashed`](sessionkit_core::SessionId::hashed)) in
+//! lowercase hex, or, with [`hash_ids(false)`](RedisStoreBuilder::hash_ids),
+//! the id itself. The braces make it the Redis Cluster *hash tag*: a
+//! session's data and lock always share a slot, so one script can touch
+//! both. The prefix is part of every key and is never stripped; it must not
+//! contain braces. [`RedisStore::keys_of`] gives the two keys of an id.
+//!
+//! The fields of the hash:
+//!
+//! | field | value |
+//! |---|---|
+//! | each session key, as the application named it | the value as the [codec](sessionkit_core::codec) encoded it (JSON), byte for byte |
+//! | `\xffversion` | `1`: the layout version |
+//! | `\xffcreated` | creation time, Unix milliseconds |
+//! | `\xffttl` | idle lifetime, milliseconds |
+//! | `\xffdeadline` | absolute deadline, Unix milliseconds; `0` for none |
+//! | `\xffexpires` | expiry, Unix milliseconds; the key's native expiry (`PEXPIREAT`) is set to it |
+//!
+//! Metadata field names start with the byte `0xFF`, which never occurs in
+//! UTF-8, so no session key (a Rust `&str`) can collide with them, and
+//! session keys need no prefix of their own: `HGETALL` shows them as the
+//! application named them (`redis-cli` prints the metadata as
+//! `"\xffexpires"`). One field per key is what lets a delta change only its
+//! keys (`HSET`/`HDEL`), so concurrent requests that change different keys
+//! both persist.
+//!
+//! # Scripts and round trips
+//!
+//! Every operation is one `EVALSHA` of a Lua script (redis-rs
+//! [`Script`](redis::Script): it sends `SCRIPT LOAD` and retries when the
+//! server answers `NOSCRIPT`, which happens once per script after Redis
+//! starts, costing two extra round trips that one time). Redis runs a
+//! script atomically. Inside, time is Redis's own clock (`redis.call('TIME')`),
+//! so app servers with drifting clocks agree on expiry.
+//!
+//! | operation | keys | what the script does | round trips |
+//! |---|---|---|---|
+//! | `load` | data | checks the session is live (a hash of this layout whose `expires` is in the future); if a touch is given and due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), computed from [`Touch::permille`](sessionkit_core::record::Touch::permille)), moves `expires` to `min(now + ttl, deadline)` and `PEXPIREAT`s the key; returns `HGETALL` and whether it touched | 1 |
+//! | `create` | data, lock | answers `IdTaken` if the id is live; otherwise deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields, with native expiry | 1 |
+//! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
+//! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
+//! | `destroy` | data, lock | plain `DEL` of both | 1 |
+//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; returns `HGETALL` | 1 |
+//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE` | 1 |
+//! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
+//!
+//! The counts are measured, not assumed: the crate's tests watch the
+//! server's `MONITOR` (which marks the commands a script runs as `lua`, so
+//! only commands that came over the wire count) around each operation and
+//! assert exactly one `EVALSHA` (one `DEL` for `destroy`). `INFO
+//! commandstats` cannot show this: it counts the commands inside scripts
+//! too.
+//!
+//! To count round trips in other crates' tests (through HTTP, say), wrap the
+//! store in [`CountingStore`](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/struct.CountingStore.html) (one
+//! store call is one round trip, except a cluster `change_id`), or, to have
+//! the server itself count, include this crate's test harness, which needs
+//! nothing but `std`, `redis-server` and `redis-cli`:
+//!
+//! ```text
+//! #[path = "../../sessionkit-redis/tests/support/mod.rs"]
+//! mod redis_support;
+//!
+//! let server = redis_support::RedisServer::start();   // free port, killed on drop
+//! let monitor = server.monitor();
+//! let mark = monitor.mark();
+//! /* … requests … */
+//! let commands: Vec<String> = monitor.since(mark);      // e.g. ["evalsha", "evalsha"]
+//! ```
+//!
+//! ## Clocks
+//!
+//! One exception to "Redis's clock": `create` stores the metadata it is
+//! given, as the contract requires (a created session loads back exactly).
+//! The session handle computes it from the app server's clock, so the first
+//! expiry of a new session follows that clock; every later refresh (touch,
+//! apply, `change_id`) uses Redis's.
+//!
+//! ## Expiry
+//!
+//! The `\xffexpires` field decides whether a session is live (`now >=
+//! expires` is gone, to the millisecond); the key's native expiry, set to
+//! the same instant, makes Redis delete it, so expired sessions take no
+//! memory and need no sweep ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion)
+//! is not implemented: there is nothing to do). Locks expire by their own
+//! `PX`. A lock can outlive the session it locks; it then locks nothing
+//! (every operation checks the session first) and `create` deletes it when
+//! the id is used again. Idle lifetimes and lock TTLs are capped at 2^52 ms
+//! (about 142,000 years), where Lua's numbers stop being exact.
+//!
+//! ## Corrupt or foreign data
+//!
+//! A key under the prefix that is not a hash of this layout (another type,
+//! another application's hash, a missing or non-numeric metadata field,
+//! another layout version) is treated as absent by every operation, logged
+//! at `warn` with `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
+//! never the id), and replaced by a `create` under its id. A hash with valid
+//! metadata but a field name that is not UTF-8 (this crate never writes one)
+//! is only seen when read: `load` and `lock` then delete it (one more round
+//! trip, on such data only) and answer absent. Nothing in Redis can make the
+//! store panic.
+//!
+//! # Locks
+//!
+//! The store only tries once ([`SessionStore::lock`](sessionkit_core::SessionStore::lock)
+//! answers `Acquired`, `Held` or `Absent`); the session handle in
+//! `sessionkit-core` waits, backs off with jitter, renews the lock while it
+//! is held and releases it, as [`LockConfig`](sessionkit_core::LockConfig)
+//! says. Tokens are 128 random bits, stored as 32 hex digits. Writes under a
+//! lock are fenced: the script checks the token in the same atomic step.
+//!
+//! Phalcon's Redis adapter settings map onto [`LockConfig`](sessionkit_core::LockConfig)
+//! like this:
+//!
+//! | Phalcon | default | `LockConfig` | default |
+//! |---|---|---|---|
+//! | `lockExpiry` (seconds) | 30 | [`ttl`](sessionkit_core::LockConfig::ttl) | 30 s |
+//! | `lockRetries` × `lockWaitTime` | 100 × 50,000 µs = 5 s | [`wait`](sessionkit_core::LockConfig::wait) (the total) | 5 s |
+//! | `lockWaitTime` (µs between attempts) | 50,000 | [`max_backoff`](sessionkit_core::LockConfig::max_backoff) (pauses grow from `initial_backoff` up to it) | 50 ms |
+//! | `lockingEnabled` | `false` | [`LockPolicy::WholeRequest`](sessionkit_core::LockPolicy::WholeRequest) (else locks are taken on demand) | on demand |
+//!
+//! ```
+//! use std::time::Duration;
+//! use sessionkit_core::LockConfig;
+//!
+//! // Phalcon: lockExpiry = 60, lockRetries = 100, lockWaitTime = 50000.
+//! let mut lock = LockConfig::default()
+//!     .with_ttl(Duration::from_secs(60))
+//!     .with_wait(Duration::from_micros(50_000) * 100);
+//! lock.max_backoff = Duration::from_micros(50_000);
+//! assert!(lock.validate().is_ok());
+//! ```
+//!
+//! Unlike Phalcon's, a held lock is renewed in the background (so a long
+//! request does not lose it silently), and a commit after the lock was lost
+//! writes nothing and fails with `LockLost`.
+//!
+//! # Redis Cluster
+//!
+//! With feature `cluster`, the same store runs on a Redis Cluster through
+//! redis-rs' `ClusterConnection`. A session's two keys share a hash tag, so
+//! every operation but one runs one script on one node, exactly as on a
+//! single server, with the same guarantees.
+//!
+//! The exception is `change_id`: the old and the new id hash to different
+//! slots (almost always on different nodes), and a script may only touch
+//! keys of one slot. It takes these steps:
+//!
+//! 1. on the old id's slot, one script checks that the session is live
+//!    (`Gone`) and, when fenced, that the token owns the lock (`LockLost`),
+//!    reads the hash and what is left of the lock's TTL, and deletes both;
+//! 2. on the new id's slot, one script stores the session unless the new id
+//!    is live, refreshing the expiry by that node's clock, with the lock
+//!    (same token, the TTL that was left) when fenced;
+//! 3. only if the new id was live (`IdTaken`): one script puts the session
+//!    back under the old id, with its old expiry and its lock.
+//!
+//! So a cluster `change_id` costs **2 round trips** (3 when the new id is
+//! taken, which with 256-bit random ids does not happen by chance; 1 when it
+//! answers `Gone` or `LockLost`), measured like the others. What it does not
+//! keep from the single-server version:
+//!
+//! - **It is not atomic.** For one round trip the session exists under
+//!   neither id: a request carrying the old cookie in that moment finds no
+//!   session (as it would just after the move), and none can carry the new
+//!   one yet. It is never readable under both ids, and never duplicated.
+//! - If the process dies between steps 1 and 2, the session is lost (the
+//!   user signs in again). If step 3 cannot put it back (its old id was
+//!   taken meanwhile), it is lost too, and that is logged at `error`.
+//! - A fenced move whose lock was lost, onto a live id, answers `LockLost`
+//!   (one server: `IdTaken`); both write nothing.
+//! - Expiry is computed by each node's clock; keep the nodes' clocks in sync
+//!   (NTP), as for any cluster.
+//! - redis-rs retries a cluster request after connection errors and
+//!   redirects (`MOVED`, `ASK`), within [`response_timeout`](RedisStoreBuilder::response_timeout).
+//!   A script whose reply was lost may so run twice: a repeated `apply` is
+//!   harmless (the same delta again), a repeated `create` answers `IdTaken`
+//!   to its own session and a repeated `lock` answers `Held` to itself (the
+//!   lock then lapses after its TTL). The single-server connection retries
+//!   only a connection that was refused, when nothing was sent.
+//! - The cluster connection speaks RESP2 by default (pass a
+//!   `redis::cluster::ClusterClient` built with
+//!   `use_protocol` to change it).
+//!
+//! # Failures
+//!
+//! Every Redis failure (unreachable, timed out, an error reply) is an
+//! [`ErrorKind::StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable)
+//! error naming the store (`"redis"`) and the operation (`"load"`,
+//! `"apply"`, …), with the redis-rs error as its source; the facade answers
+//! such requests with 503. Measured in the crate's tests (`tests/faults.rs`,
+//! 500 ms timeouts): with Redis killed, operations fail within about 150 ms
+//! (the refused reconnect attempts), never hang, never panic; a Redis that
+//! accepts connections but does not answer fails them after the response
+//! timeout; after Redis comes back on the same address the same store works
+//! again within about 60 ms, without being rebuilt, also when the restart
+//! happened while it was idle. Reconnecting is bounded on purpose (two
+//! attempts 50–250 ms apart, each within the connect timeout), so a
+//! request never waits long behind a dead server; every failed operation
+//! starts the next attempt.
+//!
+//! An operation that timed out may or may not have run on the server: a
+//! timed-out `apply` may have been applied.
+//!
+//! # What is not guaranteed
+//!
+//! - **Durability** is Redis's: without persistence (RDB snapshots or an
+//!   AOF with `appendfsync`), a restart loses every session and lock, and
+//!   users are signed out. With it, what was written after the last
+//!   snapshot or fsync is lost.
+//! - **Failover**: replication is asynchronous. After a failover to a
+//!   replica, the latest writes and locks may be missing; a lock taken just
+//!   before may be granted again, so for that moment two requests can hold
+//!   it. Fencing protects against a lock that expired or was taken on the
+//!   same primary, not against a lost primary (no `WAIT`, no Redlock).
+//! - **Cost of large sessions**: a script blocks Redis while it runs, for a
+//!   time proportional to what it touches. `load` and `lock` read the whole
+//!   hash; `apply` touches only the delta's keys (a `clear` rewrites the
+//!   hash). Sessions of thousands of keys work (they are tested) but each
+//!   load copies them all.
+//! - **Counting and listing** sessions are not offered: ids are hashed at
+//!   rest and a list of live bearer tokens is a liability.
+//! - Hashing at rest hides the ids from whoever reads the data, not the
+//!   data itself: use TLS and Redis ACLs for that.
+#![deny(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod connection;
+mod keys;
+mod reply;
+mod scripts;
+mod store;
+
+pub use builder::RedisStoreBuilder;
+/// The redis-rs crate this store is built on, for building clients and
+/// connections of the same version.
+pub use redis;
+pub use store::RedisStore;

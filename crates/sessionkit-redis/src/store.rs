@@ -1,0 +1,550 @@
+//! `RedisStore`: the `SessionStore` operations, each one Lua script round trip.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{ScriptInvocation, Value};
+#[cfg(feature = "cluster")]
+use sessionkit_core::record::Meta;
+use sessionkit_core::record::{Delta, Record, Touch};
+use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
+use sessionkit_core::{Error, ErrorKind, LockToken, Result, SessionId};
+
+use crate::builder::RedisStoreBuilder;
+use crate::connection::Connection;
+use crate::keys::{KeySpace, SessionKeys};
+use crate::reply::{self, Corrupt};
+use crate::scripts::{self, MAX_MS};
+
+/// The name of this store in errors and logs.
+pub(crate) const NAME: &str = "redis";
+
+/// Sessions in Redis or Redis Cluster. Cheap to clone; clones share the
+/// connection.
+///
+/// Build it with [`RedisStore::connect`] (defaults) or
+/// [`RedisStore::builder`]. See the [crate docs](crate) for the data
+/// layout, the scripts, the round trips and what is not guaranteed.
+///
+/// ```no_run
+/// # async fn demo() -> sessionkit_core::Result<()> {
+/// use sessionkit_redis::RedisStore;
+///
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    keys: KeySpace,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.keys.prefix())
+            .field("hash_ids", &self.inner.keys.hash_ids())
+            .field(
+                "mode",
+                &if self.inner.conn.is_cluster() {
+                    "cluster"
+                } else {
+                    "standalone"
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis server at `url` with the default settings
+    /// (prefix `sessionkit:`, ids hashed at rest, 2 s timeouts) and waits
+    /// until the connection is up.
+    ///
+    /// `url` is a redis-rs connection URL: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` for TLS (feature `tls`), `unix:///path/to/redis.sock`.
+    /// The connection speaks RESP3 (Redis 6.0 or newer) unless the URL asks
+    /// for `?protocol=resp2`; see the [crate docs](crate#connecting).
+    /// Fails with [`ErrorKind::StoreUnavailable`] if the server cannot be
+    /// reached, and [`ErrorKind::InvalidConfig`] (setting `url`) if the URL
+    /// does not parse.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// let store = sessionkit_redis::RedisStore::connect("redis://127.0.0.1/0").await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<RedisStore> {
+        RedisStore::builder().connect(url).await
+    }
+
+    /// A builder for the settings: prefix, hashing of ids, timeouts, and the
+    /// connection (URL, existing client or connection, cluster).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// use std::time::Duration;
+    /// use sessionkit_redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder()
+    ///     .prefix("shop:session:")
+    ///     .response_timeout(Duration::from_millis(500))
+    ///     .connect("redis://127.0.0.1")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    pub(crate) fn new(conn: Connection, keys: KeySpace) -> Self {
+        RedisStore {
+            inner: Arc::new(Inner { conn, keys }),
+        }
+    }
+
+    /// The key prefix of this store.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// let store = sessionkit_redis::RedisStore::connect("redis://127.0.0.1").await?;
+    /// assert_eq!(store.prefix(), "sessionkit:");
+    /// # Ok(()) }
+    /// ```
+    pub fn prefix(&self) -> &str {
+        self.inner.keys.prefix()
+    }
+
+    /// Whether ids are kept hashed (SHA-256) in the keys; see
+    /// [`RedisStoreBuilder::hash_ids`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// let store = sessionkit_redis::RedisStore::connect("redis://127.0.0.1").await?;
+    /// assert!(store.hashes_ids());
+    /// # Ok(()) }
+    /// ```
+    pub fn hashes_ids(&self) -> bool {
+        self.inner.keys.hash_ids()
+    }
+
+    /// Whether this store talks to a Redis Cluster (where `change_id` takes
+    /// two round trips; see the [crate docs](crate#redis-cluster)).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// let store = sessionkit_redis::RedisStore::connect("redis://127.0.0.1").await?;
+    /// assert!(!store.is_cluster());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
+    }
+
+    /// The Redis keys of a session: its data (a hash) and its lock (a
+    /// string), as `(data, lock)`.
+    ///
+    /// For operators and tests; the store computes them itself.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let store = sessionkit_redis::RedisStore::connect("redis://127.0.0.1").await?;
+    /// let (data, lock) = store.keys_of(&SessionId::generate());
+    /// assert!(data.starts_with("sessionkit:{"));
+    /// assert_eq!(lock, format!("{data}:lock"));
+    /// # Ok(()) }
+    /// ```
+    pub fn keys_of(&self, id: &SessionId) -> (String, String) {
+        let SessionKeys { data, lock } = self.inner.keys.keys(id);
+        (data, lock)
+    }
+
+    fn keys(&self, id: &SessionId) -> SessionKeys {
+        self.inner.keys.keys(id)
+    }
+
+    /// Runs a script; every failure is the store being unavailable.
+    async fn run(&self, operation: &'static str, script: &ScriptInvocation<'_>) -> Result<Value> {
+        self.inner
+            .conn
+            .invoke(script)
+            .await
+            .map_err(|err| Error::store_unavailable(NAME, operation, err))
+    }
+
+    /// Runs a script whose reply is an array with a status code first.
+    async fn run_coded(
+        &self,
+        operation: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<(i64, Vec<Value>)> {
+        let items = reply::array(self.run(operation, script).await?)
+            .ok_or_else(|| unexpected(operation))?;
+        let code = reply::int(items.first()).ok_or_else(|| unexpected(operation))?;
+        Ok((code, items))
+    }
+
+    /// Deletes a record whose metadata the scripts accepted but whose
+    /// entries this process cannot read (a field name that is not UTF-8:
+    /// this crate never writes one). Deleting it makes every later operation
+    /// agree that the session is absent; it costs one more round trip, on
+    /// corrupt data only.
+    async fn discard(&self, id: &SessionId, operation: &'static str, why: Corrupt) -> Result<()> {
+        corrupt(id, operation, why);
+        let keys = self.keys(id);
+        let mut del = redis::cmd("DEL");
+        del.arg(&keys.data).arg(&keys.lock);
+        self.inner
+            .conn
+            .query(&del)
+            .await
+            .map_err(|err| Error::store_unavailable(NAME, operation, err))?;
+        Ok(())
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn change_id_across_slots(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<&LockToken>,
+    ) -> Result<IdChanged> {
+        const OP: &str = "change_id";
+        let (from, to) = (self.keys(old), self.keys(new));
+        let token = fence.map(LockToken::to_hex).unwrap_or_default();
+
+        // 1. On the old id's slot: fence check, read, delete.
+        let mut take = scripts::TAKE.prepare_invoke();
+        take.key(&from.data).key(&from.lock).arg(&token);
+        let (code, mut items) = self.run_coded(OP, &take).await?;
+        let taken_at = std::time::Instant::now();
+        match code {
+            0 => return Ok(IdChanged::Gone),
+            3 => return Ok(IdChanged::LockLost),
+            1 => {}
+            _ => return Err(unexpected(OP)),
+        }
+        let lock_ms = reply::int(items.get(1)).ok_or_else(|| unexpected(OP))?;
+        let hash = reply::array(items.pop().ok_or_else(|| unexpected(OP))?)
+            .ok_or_else(|| unexpected(OP))?;
+        let session = match reply::RawSession::decode(hash) {
+            Ok(session) => session,
+            Err(why) => {
+                // The script checked the metadata, so only an entry can be
+                // broken; the session is deleted already, as a corrupt one
+                // would be by a `create`.
+                corrupt(old, OP, why);
+                return Ok(IdChanged::Gone);
+            }
+        };
+
+        // 2. On the new id's slot: store it unless the new id is live. The
+        // lock keeps what was left of its TTL.
+        let lock_left = |lock_ms: i64| {
+            let spent = i64::try_from(taken_at.elapsed().as_millis()).unwrap_or(i64::MAX);
+            lock_ms.saturating_sub(spent).max(0)
+        };
+        let put = |keys: &SessionKeys, lock_ms: i64, expires: Option<u64>| {
+            let mut put = scripts::PUT.prepare_invoke();
+            put.key(&keys.data)
+                .key(&keys.lock)
+                .arg(&token)
+                .arg(lock_ms)
+                .arg(session.created)
+                .arg(session.ttl)
+                .arg(session.deadline);
+            match expires {
+                Some(at) => put.arg(at),
+                None => put.arg(""),
+            };
+            for (k, v) in &session.entries {
+                put.arg(k.as_bytes()).arg(&v[..]);
+            }
+            put
+        };
+        let (code, items) = self
+            .run_coded(OP, &put(&to, lock_left(lock_ms), None))
+            .await?;
+        match code {
+            1 => {
+                let expires = reply::number(items.get(1)).ok_or_else(|| unexpected(OP))?;
+                Ok(IdChanged::Changed(Meta::from_parts(
+                    session.created,
+                    session.ttl,
+                    Some(session.deadline),
+                    expires,
+                )))
+            }
+            // The absolute deadline passed between the two steps.
+            0 => Ok(IdChanged::Gone),
+            2 => {
+                // 3. The new id is taken: put the session back where it was,
+                // with its old expiry and what is left of its lock.
+                let (code, _) = self
+                    .run_coded(OP, &put(&from, lock_left(lock_ms), Some(session.expires)))
+                    .await?;
+                if code != 1 {
+                    tracing::error!(
+                        session = %old.short_hash(),
+                        "redis store could not restore a session after a change_id onto a taken id; the session is lost"
+                    );
+                }
+                Ok(IdChanged::IdTaken)
+            }
+            _ => Err(unexpected(OP)),
+        }
+    }
+}
+
+/// A reply the scripts never give: a bug or a foreign script under our SHA.
+fn unexpected(operation: &'static str) -> Error {
+    Error::new(ErrorKind::StoreUnavailable)
+        .with_store(NAME)
+        .with_operation(operation)
+        .with_detail("unexpected reply from a redis script")
+}
+
+/// Logs data under a session key that this crate cannot read; the caller
+/// treats the session as absent.
+fn corrupt(id: &SessionId, operation: &'static str, why: Corrupt) {
+    tracing::warn!(
+        session = %id.short_hash(),
+        operation,
+        reason = why,
+        "redis store found a corrupt or foreign session record; treating it as absent"
+    );
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_MS)
+}
+
+impl SessionStore for RedisStore {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
+        const OP: &str = "load";
+        let keys = self.keys(id);
+        let mut script = scripts::LOAD.prepare_invoke();
+        script
+            .key(&keys.data)
+            .arg(touch.map_or(0, |t| t.permille()));
+        let (code, mut items) = self.run_coded(OP, &script).await?;
+        match code {
+            0 => Ok(None),
+            -1 => {
+                corrupt(id, OP, "not a session hash of this layout");
+                Ok(None)
+            }
+            1 => {
+                let touched = reply::int(items.get(1)).ok_or_else(|| unexpected(OP))? == 1;
+                let hash = items.pop().ok_or_else(|| unexpected(OP))?;
+                match reply::record(hash) {
+                    Ok(record) => Ok(Some(Loaded { record, touched })),
+                    Err(why) => {
+                        self.discard(id, OP, why).await?;
+                        Ok(None)
+                    }
+                }
+            }
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
+        const OP: &str = "create";
+        let keys = self.keys(id);
+        let meta = &record.meta;
+        let mut script = scripts::CREATE.prepare_invoke();
+        script
+            .key(&keys.data)
+            .key(&keys.lock)
+            .arg(meta.created())
+            .arg(meta.ttl_ms())
+            .arg(meta.deadline().unwrap_or(0))
+            .arg(meta.expires());
+        for (k, v) in record.entries.iter() {
+            script.arg(k.as_bytes()).arg(v);
+        }
+        match reply::int(Some(&self.run(OP, &script).await?)) {
+            Some(0) => Ok(Created::IdTaken),
+            Some(1) => Ok(Created::Created),
+            Some(-1) => {
+                corrupt(id, OP, "replaced by the new session");
+                Ok(Created::Created)
+            }
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        fence: Option<Fence<'_>>,
+    ) -> Result<Applied> {
+        const OP: &str = "apply";
+        let keys = self.keys(id);
+        let mut script = scripts::APPLY.prepare_invoke();
+        script.key(&keys.data).key(&keys.lock);
+        match fence {
+            Some(f) => script
+                .arg(f.token.to_hex())
+                .arg(if f.release { "1" } else { "0" }),
+            None => script.arg("").arg("0"),
+        };
+        script.arg(if delta.clears() { "1" } else { "0" });
+        match delta.ttl_ms() {
+            Some(ttl) => script.arg(ttl.clamp(1, MAX_MS)),
+            None => script.arg(""),
+        };
+        let sets = delta.changes().filter(|(_, v)| v.is_some()).count();
+        script.arg(sets);
+        for (k, v) in delta.changes() {
+            if let Some(v) = v {
+                script.arg(k.as_bytes()).arg(v);
+            }
+        }
+        for (k, v) in delta.changes() {
+            if v.is_none() {
+                script.arg(k.as_bytes());
+            }
+        }
+        let (code, items) = self.run_coded(OP, &script).await?;
+        match code {
+            0 => {
+                if reply::int(items.get(1)) == Some(-1) {
+                    corrupt(id, OP, "not a session hash of this layout");
+                }
+                Ok(Applied::Gone)
+            }
+            2 => Ok(Applied::LockLost),
+            1 => reply::meta(&items[1..])
+                .map(Applied::Applied)
+                .ok_or_else(|| unexpected(OP)),
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn change_id(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<&LockToken>,
+    ) -> Result<IdChanged> {
+        const OP: &str = "change_id";
+        #[cfg(feature = "cluster")]
+        if self.inner.conn.is_cluster() && old != new {
+            // Two ids live in two slots (almost always on two nodes): no
+            // script can touch both. See the crate docs, "Redis Cluster".
+            return self.change_id_across_slots(old, new, fence).await;
+        }
+        let (from, to) = (self.keys(old), self.keys(new));
+        let mut script = scripts::CHANGE_ID.prepare_invoke();
+        script
+            .key(&from.data)
+            .key(&from.lock)
+            .key(&to.data)
+            .key(&to.lock)
+            .arg(fence.map(LockToken::to_hex).unwrap_or_default());
+        let (code, items) = self.run_coded(OP, &script).await?;
+        match code {
+            0 => Ok(IdChanged::Gone),
+            2 => Ok(IdChanged::IdTaken),
+            3 => Ok(IdChanged::LockLost),
+            1 => reply::meta(&items[1..])
+                .map(IdChanged::Changed)
+                .ok_or_else(|| unexpected(OP)),
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        let keys = self.keys(id);
+        let mut del = redis::cmd("DEL");
+        del.arg(&keys.data).arg(&keys.lock);
+        self.inner
+            .conn
+            .query(&del)
+            .await
+            .map_err(|err| Error::store_unavailable(NAME, "destroy", err))?;
+        Ok(())
+    }
+
+    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
+        const OP: &str = "lock";
+        let keys = self.keys(id);
+        let token = LockToken::generate();
+        let mut script = scripts::LOCK.prepare_invoke();
+        script
+            .key(&keys.data)
+            .key(&keys.lock)
+            .arg(token.to_hex())
+            .arg(millis(ttl));
+        let (code, mut items) = self.run_coded(OP, &script).await?;
+        match code {
+            0 => {
+                if reply::int(items.get(1)) == Some(-1) {
+                    corrupt(id, OP, "not a session hash of this layout");
+                }
+                Ok(Locked::Absent)
+            }
+            2 => Ok(Locked::Held),
+            1 => {
+                let hash = items.pop().ok_or_else(|| unexpected(OP))?;
+                match reply::record(hash) {
+                    Ok(record) => Ok(Locked::Acquired { token, record }),
+                    Err(why) => {
+                        // The script took the lock before this process could
+                        // see the entries are unreadable; discarding the
+                        // record drops the lock too.
+                        self.discard(id, OP, why).await?;
+                        Ok(Locked::Absent)
+                    }
+                }
+            }
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
+        const OP: &str = "renew_lock";
+        let keys = self.keys(id);
+        let mut script = scripts::RENEW.prepare_invoke();
+        script
+            .key(&keys.data)
+            .key(&keys.lock)
+            .arg(token.to_hex())
+            .arg(millis(ttl));
+        match reply::int(Some(&self.run(OP, &script).await?)) {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
+        const OP: &str = "unlock";
+        let keys = self.keys(id);
+        let mut script = scripts::UNLOCK.prepare_invoke();
+        script.key(&keys.lock).arg(token.to_hex());
+        match reply::int(Some(&self.run(OP, &script).await?)) {
+            Some(0 | 1) => Ok(()),
+            _ => Err(unexpected(OP)),
+        }
+    }
+}
