@@ -21,7 +21,8 @@
 //! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
 //! | `SESSION_SIGNING_KEYS` | sign the cookie; the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
 //! | `SESSION_PREFIX` | key prefix in shared stores, isolating apps (Phalcon's `uniqueId`) | the store's | non-empty text without spaces or control characters |
-//! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://…`, `rediss://…` |
+//! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://…`, `rediss://…` (`rediss` needs sessionkit-redis's `tls` feature); for a cluster, several separated by commas |
+//! | `SESSION_REDIS_CLUSTER` | the URLs name a Redis Cluster | `false` | boolean (needs feature `redis-cluster`) |
 //! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
 //! | `SESSION_FILE_PATH` | save path for `file` | a private directory under the system's temporary directory | a writable directory |
 //! | `SESSION_LOCK_TTL` | lock lifetime without renewal, seconds | `30` | integer ≥ 1 |
@@ -59,8 +60,11 @@ pub enum Driver {
     },
     /// Redis or Redis Cluster (crate `sessionkit-redis`, feature `redis`).
     Redis {
-        /// The server URL.
+        /// The server URL; for a cluster, the URLs of some of its nodes,
+        /// separated by commas.
         url: String,
+        /// Whether `url` names a Redis Cluster (feature `redis-cluster`).
+        cluster: bool,
     },
     /// Memcached servers (crate `sessionkit-memcached`, feature `memcached`).
     Memcached {
@@ -147,6 +151,7 @@ impl Config {
                 url: vars
                     .get("SESSION_REDIS_URL")
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+                cluster: vars.boolean("SESSION_REDIS_CLUSTER")?.unwrap_or(false),
             },
             Some("memcached") => Driver::Memcached {
                 servers: vars
@@ -155,14 +160,18 @@ impl Config {
             },
             Some(other) => return Err(invalid("SESSION_DRIVER", other, DRIVERS)),
         };
-        if let Driver::Redis { url } = &driver
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(invalid(
-                "SESSION_REDIS_URL",
-                url,
-                "a redis:// or rediss:// URL",
-            ));
+        if let Driver::Redis { url, cluster } = &driver {
+            let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+            let well_formed = urls
+                .iter()
+                .all(|u| u.starts_with("redis://") || u.starts_with("rediss://"));
+            if !well_formed || (urls.len() > 1 && !cluster) {
+                return Err(invalid(
+                    "SESSION_REDIS_URL",
+                    url,
+                    "a redis:// or rediss:// URL (several, separated by commas, with SESSION_REDIS_CLUSTER=true)",
+                ));
+            }
         }
 
         let prefix = vars.get("SESSION_PREFIX");
@@ -325,7 +334,6 @@ impl Config {
             }
             #[cfg(not(feature = "file"))]
             Driver::File { .. } => Err(not_compiled("file")),
-            Driver::Redis { .. } => Err(not_compiled("redis")),
             #[cfg(feature = "memcached")]
             Driver::Memcached { servers } => {
                 let servers = sessionkit_memcached::ServerList::parse(servers)?;
@@ -343,6 +351,30 @@ impl Config {
             }
             #[cfg(not(feature = "memcached"))]
             Driver::Memcached { .. } => Err(not_compiled("memcached")),
+            #[cfg(feature = "redis")]
+            Driver::Redis { url, cluster } => {
+                let mut builder = sessionkit_redis::RedisStore::builder();
+                if let Some(prefix) = &self.prefix {
+                    builder = builder.prefix(prefix.clone());
+                }
+                let store = if *cluster {
+                    #[cfg(feature = "redis-cluster")]
+                    {
+                        builder
+                            .connect_cluster(url.split(',').map(str::trim))
+                            .await?
+                    }
+                    #[cfg(not(feature = "redis-cluster"))]
+                    {
+                        return Err(not_compiled("redis-cluster"));
+                    }
+                } else {
+                    builder.connect(url).await?
+                };
+                self.layer_over(store)
+            }
+            #[cfg(not(feature = "redis"))]
+            Driver::Redis { .. } => Err(not_compiled("redis")),
         }
     }
 
@@ -519,7 +551,8 @@ mod tests {
             .unwrap()
             .driver,
             Driver::Redis {
-                url: "redis://127.0.0.1:7000/2".into()
+                url: "redis://127.0.0.1:7000/2".into(),
+                cluster: false
             }
         );
         assert_eq!(

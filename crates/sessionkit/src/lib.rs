@@ -47,6 +47,8 @@
 //! - `axum` (default): `Session` is an axum extractor and [`Error`] an axum
 //!   response.
 //! - `file`: the file store, `file::FileStore`, and `SESSION_DRIVER=file`.
+//! - `redis`: the Redis store, `redis::RedisStore`, and `SESSION_DRIVER=redis`;
+//!   `redis-cluster` adds Redis Cluster (`SESSION_REDIS_CLUSTER=true`).
 //! - `memcached`: the memcached store, `memcached::MemcachedStore`, and
 //!   `SESSION_DRIVER=memcached`.
 #![doc = include_str!("../../../docs/lifecycle.md")]
@@ -75,6 +77,10 @@ pub mod store {
 /// The file store (feature `file`): [`FileStore`](sessionkit_file::FileStore).
 #[cfg(feature = "file")]
 pub use sessionkit_file as file;
+
+/// The Redis store (feature `redis`): `RedisStore`.
+#[cfg(feature = "redis")]
+pub use sessionkit_redis as redis;
 
 /// The memcached store (feature `memcached`): `MemcachedStore`.
 #[cfg(feature = "memcached")]

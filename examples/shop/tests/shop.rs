@@ -341,3 +341,52 @@ async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
     .await;
     assert_eq!(n, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_redis_count_exactly() {
+    let redis = support::redis();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let n = locked_increments_across_two_processes(&[
+        ("SESSION_DRIVER", "redis"),
+        ("SESSION_REDIS_URL", &url),
+    ])
+    .await;
+    assert_eq!(n, 400);
+}
+
+/// The same race with buffered increments loses updates — by design: each
+/// request reads `n`, adds one and writes it back without a lock. This test
+/// records how many, so the docs can say honestly when to lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many() {
+    let redis = support::redis();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let envs = [
+        ("SESSION_DRIVER", "redis"),
+        ("SESSION_REDIS_URL", url.as_str()),
+    ];
+    let (a, b) = (Shop::start(&envs), Shop::start(&envs));
+    let client = browser();
+    client.get(a.url("/")).send().await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let client = client.clone();
+        let urls = [
+            a.url("/api/counter/buffered"),
+            b.url("/api/counter/buffered"),
+        ];
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let res = client.post(&urls[(t + i) % 2]).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = state(&client, &a).await["n"].as_u64().unwrap();
+    let lost = 400 - n;
+    println!("buffered increments across two processes: {n} of 400 kept, {lost} lost");
+    assert!(n >= 1 && n <= 400);
+}

@@ -68,7 +68,7 @@ impl Server {
 
 type Res<T> = Result<T, sessionkit::Error>;
 
-fn routes() -> Router {
+pub fn routes() -> Router {
     Router::new()
         .route("/plain", get(|| async { "plain" }))
         .route("/get/{key}", get(get_key))
