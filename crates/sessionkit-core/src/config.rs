@@ -74,6 +74,25 @@ impl LockConfig {
         self
     }
 
+    /// Sets the first and the longest pause between attempts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::LockConfig;
+    ///
+    /// // Phalcon's defaults: 100 retries of 50 ms, a 60 s lock.
+    /// let phalcon = LockConfig::default()
+    ///     .with_ttl(Duration::from_secs(60))
+    ///     .with_wait(100 * Duration::from_micros(50_000))
+    ///     .with_backoff(Duration::from_millis(2), Duration::from_micros(50_000));
+    /// assert!(phalcon.validate().is_ok());
+    /// ```
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self
+    }
+
     /// Checks the settings; errors name the setting at fault.
     pub fn validate(&self) -> Result<(), Error> {
         if self.ttl < Duration::from_millis(100) {

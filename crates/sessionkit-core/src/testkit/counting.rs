@@ -11,8 +11,9 @@ use crate::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionSt
 
 /// Wraps a store and counts every call, per operation.
 ///
-/// Each call of the wrapped store is one round trip for the stores that ship
-/// with sessionkit, so the counts are the round trips a request costs. Clones
+/// For the memory, file and Redis stores each call is one round trip, so the
+/// counts are the round trips a request costs; memcached's writes take more
+/// (see `MemcachedStore::stats` for its real round trips). Clones
 /// share the counters.
 ///
 /// ```
