@@ -20,16 +20,22 @@ fn cookie(id: &str) -> String {
     format!("session={id}")
 }
 
+/// Sends `method path` to `server` with the session cookie `id`.
+async fn send_as(server: &Server, method: &str, path: &str, id: &str) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    raw()
+        .request(method, server.url(path))
+        .header("cookie", cookie(id))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn untouched_request_sets_no_cookie_and_makes_no_store_call() {
     let server = Server::start().await;
     let id = new_session(&server).await;
-    let res = raw()
-        .get(server.url("/plain"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/plain", &id).await;
     assert_eq!(res.status(), 200);
     assert!(set_cookies(&res).is_empty());
     assert!(res.headers().get("cache-control").is_none());
@@ -60,12 +66,7 @@ async fn store_calls_per_request_are_as_promised() {
     let id = new_session(&server).await;
 
     // Read (touch included): one load.
-    let res = client
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &id).await;
     assert_eq!(
         cookie_id(&res).as_deref(),
         Some(id.as_str()),
@@ -81,12 +82,7 @@ async fn store_calls_per_request_are_as_promised() {
     );
 
     // Read + buffered write: load, apply.
-    let res = client
-        .post(server.url("/incr"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/incr", &id).await;
     assert_eq!(res.text().await.unwrap(), "2");
     assert_eq!(
         server.store.take(),
@@ -98,12 +94,7 @@ async fn store_calls_per_request_are_as_promised() {
     );
 
     // Blind buffered write: one apply.
-    let res = client
-        .post(server.url("/set/k/v"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/set/k/v", &id).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         server.store.take(),
@@ -114,12 +105,7 @@ async fn store_calls_per_request_are_as_promised() {
     );
 
     // Locked read-modify-write: lock (+ load), apply (+ unlock).
-    let res = client
-        .post(server.url("/incr-locked"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/incr-locked", &id).await;
     assert_eq!(res.text().await.unwrap(), "3");
     assert_eq!(
         server.store.take(),
@@ -131,12 +117,7 @@ async fn store_calls_per_request_are_as_promised() {
     );
 
     // Regenerate: one change_id.
-    let res = client
-        .post(server.url("/regenerate"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/regenerate", &id).await;
     let new_id = cookie_id(&res).expect("regenerate sends the new id");
     assert_ne!(new_id, id);
     assert_eq!(
@@ -148,12 +129,7 @@ async fn store_calls_per_request_are_as_promised() {
     );
 
     // Destroy: one destroy.
-    let res = client
-        .post(server.url("/destroy"))
-        .header("cookie", cookie(&new_id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/destroy", &new_id).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         server.store.take(),
@@ -213,12 +189,7 @@ async fn host_prefixed_cookie_works() {
 async fn forged_well_formed_id_is_not_adopted() {
     let server = Server::start().await;
     let forged = sessionkit::SessionId::generate().expose();
-    let res = raw()
-        .post(server.url("/incr"))
-        .header("cookie", cookie(&forged))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/incr", &forged).await;
     let issued = cookie_id(&res).expect("the write starts a new session");
     assert_eq!(
         res.text().await.unwrap(),
@@ -227,12 +198,7 @@ async fn forged_well_formed_id_is_not_adopted() {
     );
     assert_ne!(issued, forged, "the forged id is never adopted");
     // The forged id still leads nowhere.
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&forged))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &forged).await;
     assert_eq!(res.text().await.unwrap(), "<none>");
 }
 
@@ -286,31 +252,16 @@ async fn malformed_cookies_give_a_fresh_session_and_no_store_call() {
 async fn login_regenerates_the_id_and_the_old_id_no_longer_works() {
     let server = Server::start().await;
     let old = new_session(&server).await;
-    let res = raw()
-        .post(server.url("/regenerate"))
-        .header("cookie", cookie(&old))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/regenerate", &old).await;
     let new = cookie_id(&res).unwrap();
     assert_ne!(new, old);
-    let with_new = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&new))
-        .send()
-        .await
-        .unwrap();
+    let with_new = send_as(&server, "GET", "/get/n", &new).await;
     assert_eq!(
         with_new.text().await.unwrap(),
         "1",
         "data kept under the new id"
     );
-    let with_old = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&old))
-        .send()
-        .await
-        .unwrap();
+    let with_old = send_as(&server, "GET", "/get/n", &old).await;
     assert_eq!(
         with_old.text().await.unwrap(),
         "<none>",
@@ -322,21 +273,11 @@ async fn login_regenerates_the_id_and_the_old_id_no_longer_works() {
 async fn logout_expires_the_cookie_and_the_old_id_no_longer_works() {
     let server = Server::start().await;
     let id = new_session(&server).await;
-    let res = raw()
-        .post(server.url("/destroy"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/destroy", &id).await;
     let cookies = set_cookies(&res);
     assert_eq!(cookies.len(), 1);
     assert!(cookies[0].starts_with("session=; Max-Age=0"), "{cookies:?}");
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &id).await;
     assert_eq!(res.text().await.unwrap(), "<none>");
 }
 
@@ -349,12 +290,7 @@ async fn idle_expiry_ends_an_unused_session() {
     let server = Server::with(config, CookieConfig::default()).await;
     let id = new_session(&server).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &id).await;
     assert!(
         set_cookies(&res)[0].contains("Max-Age=0"),
         "the dead cookie is cleared"
@@ -375,22 +311,12 @@ async fn activity_keeps_a_session_alive_until_its_absolute_expiry() {
     // Reads every 400 ms keep it past its 1 s idle lifetime...
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let res = raw()
-            .get(server.url("/get/n"))
-            .header("cookie", cookie(&id))
-            .send()
-            .await
-            .unwrap();
+        let res = send_as(&server, "GET", "/get/n", &id).await;
         assert_eq!(res.text().await.unwrap(), "1");
     }
     // ...but not past its 2 s absolute lifetime.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &id).await;
     assert_eq!(res.text().await.unwrap(), "<none>");
 }
 
@@ -422,12 +348,7 @@ async fn locked_increments_from_16_concurrent_clients_are_exact() {
         t.await.unwrap();
     }
     assert_eq!(read_n(&server, &id).await, 200);
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &id).await;
     assert_eq!(res.text().await.unwrap(), "200");
 }
 
@@ -460,12 +381,7 @@ async fn concurrent_buffered_writes_of_different_keys_all_persist() {
         assert_eq!(t.await.unwrap(), 200);
     }
     for i in 0..32 {
-        let res = raw()
-            .get(server.url(&format!("/get/key{i}")))
-            .header("cookie", cookie(&id))
-            .send()
-            .await
-            .unwrap();
+        let res = send_as(&server, "GET", &format!("/get/key{i}"), &id).await;
         assert_eq!(res.text().await.unwrap(), format!("v{i}"));
     }
 }
@@ -489,12 +405,7 @@ async fn buffered_write_racing_a_destroy_does_not_resurrect_the_session() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = raw()
-        .post(server.url("/destroy"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/destroy", &id).await;
     assert_eq!(res.status(), 200);
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), 409, "the late write is refused");
@@ -522,23 +433,13 @@ async fn blind_write_racing_a_destroy_starts_a_new_session_instead_of_resurrecti
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    raw()
-        .post(server.url("/destroy"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    send_as(&server, "POST", "/destroy", &id).await;
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), 200);
     let new = cookie_id(&slow).expect("the late blind write starts a new session");
     assert_ne!(new, id);
     assert!(read_gone(&server, &id).await, "the old id stays dead");
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", cookie(&new))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/n", &new).await;
     assert_eq!(
         res.text().await.unwrap(),
         "<none>",
@@ -562,27 +463,12 @@ async fn read_gone(server: &Server, id: &str) -> bool {
 async fn locked_changes_are_rolled_back_when_the_handler_fails() {
     let server = Server::start().await;
     let id = new_session(&server).await;
-    let res = raw()
-        .post(server.url("/fail-after-write"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/fail-after-write", &id).await;
     assert_eq!(res.status(), 500);
-    let res = raw()
-        .get(server.url("/get/failed"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "GET", "/get/failed", &id).await;
     assert_eq!(res.text().await.unwrap(), "<none>");
     // And the lock was released: a locked write goes through at once.
-    let res = raw()
-        .post(server.url("/incr-locked"))
-        .header("cookie", cookie(&id))
-        .send()
-        .await
-        .unwrap();
+    let res = send_as(&server, "POST", "/incr-locked", &id).await;
     assert_eq!(res.text().await.unwrap(), "2");
 }
 
@@ -669,12 +555,7 @@ async fn tampered_signed_cookies_are_refused_before_any_store_call() {
         id.to_owned(),
     ];
     for value in &cases {
-        let res = raw()
-            .get(server.url("/get/a"))
-            .header("cookie", cookie(value))
-            .send()
-            .await
-            .unwrap();
+        let res = send_as(&server, "GET", "/get/a", &value).await;
         assert_eq!(res.text().await.unwrap(), "<none>", "{value}");
         assert_eq!(server.store.take().total(), 0, "no store call for {value}");
     }
