@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::{Server, raw, set_cookies};
 use sessionkit::signing::SigningKey;
 use sessionkit::{CookieConfig, SessionConfig, SessionId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends `value` as the `Cookie` header (as raw bytes) to `/get/n`; returns
 /// the status and the `Set-Cookie` headers, after checking the body of a
@@ -68,23 +67,40 @@ async fn still_serving(server: &Server) {
 /// Sends raw bytes as a whole HTTP/1.1 request; returns the status line's
 /// code (0 if the server closed without one) and the response head.
 async fn raw_http(server: &Server, request: &[u8]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    // The server may answer and close before it has read everything (a
-    // refused oversized request): a failed write or a reset is fine, what
-    // was answered until then counts.
-    let _ = stream.write_all(request).await;
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
+    use std::io::{Read, Write};
+    let addr = server.addr;
+    let request = request.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // The server may answer and close before it has read everything (a
+        // refused oversized request): a failed write or a reset is fine,
+        // what was answered until then counts.
+        let _ = stream.write_all(&request);
+        let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+            match stream.read(&mut buf) {
+                Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    assert!(
+                        !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "the server neither answered nor closed"
+                    );
+                    break;
+                }
             }
         }
+        out
     })
-    .await;
-    assert!(read.is_ok(), "the server neither answered nor closed");
+    .await
+    .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
     let code = head

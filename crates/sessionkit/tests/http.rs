@@ -555,7 +555,7 @@ async fn tampered_signed_cookies_are_refused_before_any_store_call() {
         id.to_owned(),
     ];
     for value in &cases {
-        let res = send_as(&server, "GET", "/get/a", &value).await;
+        let res = send_as(&server, "GET", "/get/a", value).await;
         assert_eq!(res.text().await.unwrap(), "<none>", "{value}");
         assert_eq!(server.store.take().total(), 0, "no store call for {value}");
     }
