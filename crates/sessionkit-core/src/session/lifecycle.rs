@@ -1,0 +1,315 @@
+//! The ends of a session's life in a request: new ids, destruction, and the
+//! finish when the response is produced.
+
+use crate::config::{LockPolicy, ReleasePolicy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::SessionId;
+use crate::record::now_ms;
+use crate::session::lock::HeldLock;
+use crate::session::state::{LockHold, Stored};
+use crate::session::transaction::Release;
+use crate::session::{CookieChange, Finished, Inner, Session};
+use crate::store::{Applied, IdChanged};
+
+impl Session {
+    /// Gives the session a new id, keeping its data, and deletes the old id in
+    /// the same atomic store operation; the response carries the new cookie.
+    /// Call it at login and at every privilege change, so that an id fixed or
+    /// seen before cannot ride along
+    /// ([OWASP: renew the session id](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#renew-the-session-id-after-any-privilege-level-change)).
+    ///
+    /// A session that is not stored yet just gets a new id, without a store
+    /// call. A held lock moves to the new id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("user", &"ada")?;
+    /// let before = session.id();
+    /// session.regenerate().await?;
+    /// assert_ne!(session.id(), before);
+    /// assert_eq!(session.get::<String>("user").await?.as_deref(), Some("ada"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn regenerate(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        let (old, token) = {
+            let mut state = self.state();
+            state.used = true;
+            match (&state.stored, state.id) {
+                (Stored::Fresh, _) | (_, None) => {
+                    if state.id.is_some() {
+                        state.id = Some(SessionId::generate());
+                    }
+                    return Ok(());
+                }
+                (_, Some(old)) => {
+                    let token = match &state.lock {
+                        LockHold::Store(held) => Some(held.token),
+                        _ => None,
+                    };
+                    (old, token)
+                }
+            }
+        };
+        for _ in 0..4 {
+            let new = SessionId::generate();
+            let changed = self
+                .store()
+                .change_id(&old, &new, token.as_ref())
+                .await
+                .map_err(|e| e.with_operation("change_id"))?;
+            match changed {
+                IdChanged::Changed(meta) => {
+                    let mut state = self.state();
+                    state.id = Some(new);
+                    state.expiry_moved = Some(meta);
+                    if let Stored::Live { meta: m, .. } = &mut state.stored {
+                        *m = meta;
+                    }
+                    if let (LockHold::Store(_), Some(token)) = (&state.lock, token) {
+                        state.lock = LockHold::Store(HeldLock::start(
+                            self.inner.store.clone(),
+                            new,
+                            token,
+                            self.config().lock(),
+                        ));
+                    }
+                    tracing::info!(old = %old.short_hash(), new = %new.short_hash(), "session id regenerated");
+                    return Ok(());
+                }
+                IdChanged::Gone => {
+                    // Expired or destroyed meanwhile: nothing to carry over.
+                    // What was buffered starts a new session under a new id.
+                    let mut state = self.state();
+                    let pending = std::mem::take(&mut state.pending);
+                    state.become_fresh();
+                    state.pending = pending;
+                    state.lock = if state.lock_depth > 0 {
+                        LockHold::Local
+                    } else {
+                        LockHold::None
+                    };
+                    return Ok(());
+                }
+                IdChanged::IdTaken => continue,
+                IdChanged::LockLost => {
+                    self.after_lock_lost(&old);
+                    return Err(self.lock_lost_error(&old, "regenerate"));
+                }
+            }
+        }
+        Err(self.ids_exhausted("change_id"))
+    }
+
+    /// Ends the session: deletes it (and its lock) from the store, discards
+    /// pending changes, and expires the cookie. A write after it in the same
+    /// request starts a new session with a new id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("user", &"ada")?;
+    /// session.destroy().await?;
+    /// assert!(session.is_empty().await?);
+    /// assert_eq!(session.id(), None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn destroy(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        let id = {
+            let mut state = self.state();
+            state.used = true;
+            let id = match state.stored {
+                Stored::Fresh => None,
+                _ => state.id,
+            };
+            state.become_fresh();
+            state.lock = LockHold::None;
+            state.lock_depth = 0;
+            id
+        };
+        if let Some(id) = id {
+            self.store()
+                .destroy(&id)
+                .await
+                .map_err(|e| e.with_operation("destroy"))?;
+            tracing::info!(session = %id.short_hash(), "session destroyed");
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.state().finished
+    }
+
+    /// Whether [`Session::finish`] has work to do. `false` for a request that
+    /// never used its session; the layer then skips the finish entirely.
+    pub fn needs_finish(&self) -> bool {
+        self.state().used
+    }
+
+    /// Ends the request's use of the session; the HTTP layer calls it when the
+    /// response is produced.
+    ///
+    /// Releases every lock still held (committing or rolling back as the
+    /// [`ReleasePolicy`] says, given whether the response is a server error),
+    /// flushes buffered writes in one store operation, and says what to do
+    /// with the cookie. After it, writes through any clone of the handle are
+    /// refused.
+    ///
+    /// A buffered flush to a session that has expired or been destroyed
+    /// meanwhile never brings it back: if the request had read the session,
+    /// the flush fails with [`ErrorKind::SessionGone`]; if it wrote blind,
+    /// its changes start a new session under a new id, as if they had come
+    /// just after the session ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sessionkit_core::CookieChange;
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("k", &1).unwrap();
+    /// let finished = session.finish(false).await;
+    /// assert!(finished.error.is_none());
+    /// assert!(matches!(finished.cookie, CookieChange::Set { .. }));
+    /// assert!(session.insert("k", &2).is_err());
+    /// # }
+    /// ```
+    pub async fn finish(&self, server_error: bool) -> Finished {
+        let _op = self.inner.ops.lock().await;
+        let mut error = None;
+
+        // Whole-request locking: blind writes are serialized like the rest.
+        if self.config().lock_policy() == LockPolicy::WholeRequest {
+            let needs_lock = {
+                let state = self.state();
+                state.lock_depth == 0 && !state.pending.is_empty()
+            };
+            if needs_lock && let Err(e) = self.lock_locked_op().await {
+                error = Some(e);
+            }
+        }
+
+        let commit = match self.config().release_policy() {
+            ReleasePolicy::CommitUnlessServerError => !server_error,
+            ReleasePolicy::Commit => true,
+            ReleasePolicy::Rollback => false,
+        };
+        while self.state().lock_depth > 0 {
+            let depth = self.state().lock_depth;
+            if depth > 1 {
+                // Inner levels fold into the outermost one.
+                self.state().lock_depth = 1;
+            }
+            let how = if commit {
+                Release::Commit
+            } else {
+                Release::Rollback
+            };
+            if let Err(e) = self.release_locked_op(how).await {
+                // Locks on a failed path are released, not retried.
+                let mut state = self.state();
+                state.lock = LockHold::None;
+                state.lock_depth = 0;
+                error.get_or_insert(e);
+            }
+        }
+
+        if error.is_none()
+            && let Err(e) = self.flush_pending().await
+        {
+            error = Some(e);
+        }
+
+        let mut state = self.state();
+        state.finished = true;
+        // The expiry the client must learn about: the one the store reported
+        // when it moved (a touch, a write, a creation, a new id).
+        let meta = match &state.stored {
+            Stored::Live { meta, .. } => Some(*meta),
+            _ => state.expiry_moved,
+        };
+        let new_id = state.id != state.client_id;
+        let cookie = match (state.id, &state.stored, meta) {
+            (_, Stored::Fresh, _) if state.client_had_cookie => CookieChange::Remove,
+            (Some(id), Stored::Live { .. } | Stored::Unloaded, Some(meta))
+                if new_id || state.expiry_moved.is_some() =>
+            {
+                CookieChange::Set {
+                    id,
+                    max_age: meta.remaining(now_ms()),
+                    lifetime: meta.ttl(),
+                }
+            }
+            _ => CookieChange::Keep,
+        };
+        Finished { cookie, error }
+    }
+
+    pub(super) async fn flush_pending(&self) -> Result<()> {
+        let (id, delta, blind) = {
+            let mut state = self.state();
+            if state.pending.is_empty() {
+                return Ok(());
+            }
+            let delta = std::mem::take(&mut state.pending);
+            match (&state.stored, state.id) {
+                (Stored::Fresh, _) | (_, None) => (None, delta, false),
+                (stored, Some(id)) => (Some(id), delta, matches!(stored, Stored::Unloaded)),
+            }
+        };
+        let Some(id) = id else {
+            return self.flush_fresh(delta).await;
+        };
+        let applied = self
+            .store()
+            .apply(&id, &delta, None)
+            .await
+            .map_err(|e| e.with_operation("apply"))?;
+        match applied {
+            Applied::Applied(meta) => {
+                self.record_applied(&delta, meta);
+                Ok(())
+            }
+            Applied::Gone if blind => {
+                // The request never read the session, so its changes do not
+                // depend on the old data: they start a new session.
+                tracing::debug!(session = %id.short_hash(), "blind write to an ended session starts a new one");
+                self.state().become_fresh();
+                self.flush_fresh(delta).await
+            }
+            Applied::Gone => {
+                self.state().become_fresh();
+                tracing::info!(session = %id.short_hash(), "flush refused: the session was destroyed meanwhile");
+                Err(Error::new(ErrorKind::SessionGone)
+                    .with_operation("apply")
+                    .with_store(self.store().name())
+                    .with_detail("the session was destroyed or expired during the request; its changes were not written"))
+            }
+            Applied::LockLost => Err(Error::new(ErrorKind::LockLost)
+                .with_operation("apply")
+                .with_store(self.store().name())),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A handle dropped with its lock held (a panicking handler, a request
+        // cancelled mid-flight) releases the lock instead of blocking the
+        // session until the TTL passes.
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let (LockHold::Store(held), Some(id)) = (&state.lock, state.id) {
+            let token = held.token;
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let store = self.store.clone();
+                rt.spawn(async move {
+                    let _ = store.unlock(&id, &token).await;
+                });
+            }
+        }
+    }
+}

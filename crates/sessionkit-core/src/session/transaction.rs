@@ -1,0 +1,413 @@
+//! Locked transactions: `lock`, `commit`, `rollback`, `unlock`, `put`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::codec::encode_value;
+use crate::config::WritePolicy;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::SessionId;
+use crate::record::{Delta, Entries, Meta, Record, now_ms};
+use crate::session::Session;
+use crate::session::lock::{Backoff, HeldLock};
+use crate::session::state::{LockHold, Stored};
+use crate::store::{Applied, Created, Fence, Locked};
+
+impl Session {
+    /// Takes the session's exclusive lock, waiting (bounded) while another
+    /// request holds it, and re-reads the data fresh.
+    ///
+    /// Writes made while locked are part of the transaction until
+    /// [`commit`](Session::commit) or [`rollback`](Session::rollback). Locks
+    /// are reentrant: each `lock` needs its own `commit`, `rollback` or
+    /// [`unlock`](Session::unlock). While held, the lock is renewed in the
+    /// background. Fails with [`ErrorKind::LockTimeout`] after
+    /// [`LockConfig::wait`](crate::LockConfig::wait).
+    ///
+    /// A new session (no id yet) is locked without a store call: nobody else
+    /// can know its id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.lock().await?;
+    /// let n = session.get::<u64>("n").await?.unwrap_or(0);
+    /// session.insert("n", &(n + 1))?;
+    /// session.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        self.lock_locked_op().await
+    }
+
+    pub(super) async fn lock_locked_op(&self) -> Result<()> {
+        let id = {
+            let mut state = self.state();
+            state.used = true;
+            if state.finished {
+                return Err(Error::new(ErrorKind::ModificationDenied)
+                    .with_detail("the response was already produced"));
+            }
+            if state.lock_depth > 0 {
+                state.lock_depth += 1;
+                return Ok(());
+            }
+            match (&state.stored, state.id) {
+                (Stored::Fresh, _) | (_, None) => {
+                    state.lock = LockHold::Local;
+                    state.lock_depth = 1;
+                    return Ok(());
+                }
+                (_, Some(id)) => id,
+            }
+        };
+        let config = self.config().lock().clone();
+        let deadline = tokio::time::Instant::now() + config.wait;
+        let mut backoff = Backoff::new(&config);
+        let mut waited = false;
+        loop {
+            let outcome = self
+                .store()
+                .lock(&id, config.ttl)
+                .await
+                .map_err(|e| e.with_operation("lock"))?;
+            match outcome {
+                Locked::Acquired { token, record } => {
+                    let same_id = self.state().id == Some(id);
+                    if !same_id {
+                        let _ = self.store().unlock(&id, &token).await;
+                        return Err(Error::new(ErrorKind::SessionGone)
+                            .with_operation("lock")
+                            .with_detail("the session changed id while the lock was awaited"));
+                    }
+                    let mut state = self.state();
+                    state.stored = Stored::Live {
+                        entries: record.entries,
+                        meta: record.meta,
+                    };
+                    state.lock = LockHold::Store(HeldLock::start(
+                        self.inner.store.clone(),
+                        id,
+                        token,
+                        &config,
+                    ));
+                    state.lock_depth = 1;
+                    if waited {
+                        tracing::debug!(session = %id.short_hash(), "session lock acquired after waiting");
+                    }
+                    return Ok(());
+                }
+                Locked::Absent => {
+                    self.strict_rejection(&id);
+                    let mut state = self.state();
+                    let pending = std::mem::take(&mut state.pending);
+                    state.become_fresh();
+                    state.pending = pending;
+                    state.lock = LockHold::Local;
+                    state.lock_depth = 1;
+                    return Ok(());
+                }
+                Locked::Held => {
+                    let pause = backoff.next_pause();
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        tracing::warn!(session = %id.short_hash(), wait = ?config.wait, "timed out waiting for the session lock");
+                        return Err(Error::new(ErrorKind::LockTimeout)
+                            .with_operation("lock")
+                            .with_store(self.store().name())
+                            .with_detail(format!(
+                                "held by another request for more than {:?}",
+                                config.wait
+                            )));
+                    }
+                    if !waited {
+                        tracing::debug!(session = %id.short_hash(), "waiting for the session lock");
+                        waited = true;
+                    }
+                    tokio::time::sleep_until((now + pause).min(deadline)).await;
+                }
+            }
+        }
+    }
+
+    /// Writes the changes made under the lock (and any buffered before it) in
+    /// one atomic, fenced store operation, and releases one level of the lock
+    /// (the store lock goes with the last level, in the same operation).
+    ///
+    /// Fails with [`ErrorKind::LockLost`] if the lock expired or was taken
+    /// meanwhile (nothing is written), with [`ErrorKind::SessionGone`] if the
+    /// session was destroyed, and with [`ErrorKind::ModificationDenied`] when
+    /// the session is not locked.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.lock().await?;
+    /// session.insert("k", &1)?;
+    /// session.commit().await?;
+    /// assert!(session.commit().await.is_err()); // not locked any more
+    /// # Ok(()) }
+    /// ```
+    pub async fn commit(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        self.release_locked_op(Release::Commit).await
+    }
+
+    /// Discards the changes made under the lock and releases one level of it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.lock().await?;
+    /// session.insert("k", &1)?;
+    /// session.rollback().await?;
+    /// assert!(!session.has("k").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rollback(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        self.release_locked_op(Release::Rollback).await
+    }
+
+    /// Releases one level of the lock without writing. Changes made under it
+    /// are kept as buffered writes, flushed when the response is produced
+    /// (under [`WritePolicy::LockedOnly`] they are discarded instead).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.lock().await?;
+    /// session.insert("k", &1)?;
+    /// session.unlock().await?;
+    /// assert!(!session.is_locked());
+    /// assert_eq!(session.get::<i32>("k").await?, Some(1)); // still buffered
+    /// # Ok(()) }
+    /// ```
+    pub async fn unlock(&self) -> Result<()> {
+        let _op = self.inner.ops.lock().await;
+        self.release_locked_op(Release::Unlock).await
+    }
+
+    /// Locks, sets `key`, commits: one locked write (Phenix's `put`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.put("locale", &"es").await?;
+    /// assert_eq!(session.get::<String>("locale").await?.as_deref(), Some("es"));
+    /// assert!(!session.is_locked());
+    /// # Ok(()) }
+    /// ```
+    pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = encode_value(value)?;
+        let _op = self.inner.ops.lock().await;
+        self.lock_locked_op().await?;
+        self.state().locked.set(key, bytes);
+        self.release_locked_op(Release::Commit).await
+    }
+
+    pub(super) async fn release_locked_op(&self, how: Release) -> Result<()> {
+        let (id, fence_token, last, delta, lost) = {
+            let mut state = self.state();
+            if state.lock_depth == 0 {
+                return Err(Error::new(ErrorKind::ModificationDenied)
+                    .with_operation(how.name())
+                    .with_detail("the session is not locked"));
+            }
+            let last = state.lock_depth == 1;
+            let mut delta = Delta::default();
+            match how {
+                Release::Commit => {
+                    delta = std::mem::take(&mut state.pending);
+                    delta.merge(&std::mem::take(&mut state.locked));
+                }
+                Release::Rollback => state.locked = Delta::default(),
+                Release::Unlock if last => {
+                    let locked = std::mem::take(&mut state.locked);
+                    if self.config().write_policy() == WritePolicy::Buffered {
+                        state.pending.merge(&locked);
+                    }
+                }
+                Release::Unlock => {}
+            }
+            let (token, lost) = match &state.lock {
+                LockHold::Store(held) => (Some(held.token), held.is_lost()),
+                _ => (None, false),
+            };
+            (state.id, token, last, delta, lost)
+        };
+
+        let Some(token) = fence_token else {
+            // A local lock: a new session nobody else knows.
+            if !delta.is_empty()
+                && let Err(e) = self.flush_fresh(delta).await
+            {
+                self.after_release(last);
+                return Err(e);
+            }
+            self.after_release(last);
+            return Ok(());
+        };
+        let id = id.expect("a store lock implies an id");
+
+        if lost {
+            self.after_lock_lost(&id);
+            return Err(self.lock_lost_error(&id, how.name()));
+        }
+        if delta.is_empty() {
+            if last {
+                self.state().lock = LockHold::None;
+                self.store()
+                    .unlock(&id, &token)
+                    .await
+                    .map_err(|e| e.with_operation("unlock"))?;
+            }
+            self.after_release(last);
+            return Ok(());
+        }
+        let fence = Fence {
+            token: &token,
+            release: last,
+        };
+        let applied = self.store().apply(&id, &delta, Some(fence)).await;
+        match applied {
+            Ok(Applied::Applied(meta)) => {
+                self.record_applied(&delta, meta);
+                if last {
+                    self.state().lock = LockHold::None;
+                }
+                self.after_release(last);
+                Ok(())
+            }
+            Ok(Applied::LockLost) => {
+                self.after_lock_lost(&id);
+                Err(self.lock_lost_error(&id, how.name()))
+            }
+            Ok(Applied::Gone) => {
+                let mut state = self.state();
+                state.lock = LockHold::None;
+                state.lock_depth = 0;
+                state.become_fresh();
+                tracing::info!(session = %id.short_hash(), "commit refused: the session was destroyed meanwhile");
+                Err(Error::new(ErrorKind::SessionGone)
+                    .with_operation(how.name())
+                    .with_store(self.store().name())
+                    .with_detail("the session was destroyed or expired while locked"))
+            }
+            Err(e) => {
+                // Put the changes back: the caller may retry or roll back.
+                let mut state = self.state();
+                let later = std::mem::replace(&mut state.locked, delta);
+                state.locked.merge(&later);
+                Err(e.with_operation(how.name()))
+            }
+        }
+    }
+
+    pub(super) fn lock_lost_error(&self, id: &SessionId, op: &'static str) -> Error {
+        tracing::warn!(session = %id.short_hash(), "fenced write refused: session lock lost");
+        Error::new(ErrorKind::LockLost)
+            .with_operation(op)
+            .with_store(self.store().name())
+            .with_detail("the lock expired or was taken by another request; nothing was written")
+    }
+
+    pub(super) fn after_lock_lost(&self, _id: &SessionId) {
+        let mut state = self.state();
+        state.lock = LockHold::None;
+        state.lock_depth = 0;
+        state.locked = Delta::default();
+        // What was read under the lost lock may be stale: read again next time.
+        if matches!(state.stored, Stored::Live { .. }) {
+            state.stored = Stored::Unloaded;
+        }
+    }
+
+    pub(super) fn after_release(&self, last: bool) {
+        let mut state = self.state();
+        state.lock_depth -= 1;
+        if last {
+            state.lock = LockHold::None;
+        }
+    }
+
+    /// Records a successful write of `delta` in the handle.
+    pub(super) fn record_applied(&self, delta: &Delta, meta: Meta) {
+        let mut state = self.state();
+        if let Stored::Live { entries, meta: m } = &mut state.stored {
+            entries.apply(delta);
+            *m = meta;
+        } else {
+            // Written blind: the handle never saw the rest of the data.
+        }
+        state.expiry_moved = Some(meta);
+    }
+
+    /// Creates a new session from `delta`, minting ids until one is free.
+    pub(super) async fn flush_fresh(&self, delta: Delta) -> Result<()> {
+        let mut entries = Entries::default();
+        entries.apply(&delta);
+        if entries.is_empty() {
+            // Empty sessions are never stored.
+            return Ok(());
+        }
+        let config = self.config();
+        let lifetime = delta
+            .ttl_ms()
+            .map(Duration::from_millis)
+            .unwrap_or(config.lifetime());
+        let record = Record {
+            entries,
+            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime()),
+        };
+        let mut id = self.state().id_for_write();
+        for _ in 0..4 {
+            match self
+                .store()
+                .create(&id, &record)
+                .await
+                .map_err(|e| e.with_operation("create"))?
+            {
+                Created::Created => {
+                    let mut state = self.state();
+                    state.id = Some(id);
+                    state.expiry_moved = Some(record.meta);
+                    state.stored = Stored::Live {
+                        entries: record.entries,
+                        meta: record.meta,
+                    };
+                    tracing::debug!(session = %id.short_hash(), "session created");
+                    return Ok(());
+                }
+                // 256 random bits collide only if the generator is broken;
+                // never overwrite, try another id.
+                Created::IdTaken => id = SessionId::generate(),
+            }
+        }
+        Err(self.ids_exhausted("create"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    Commit,
+    Rollback,
+    Unlock,
+}
+
+impl Release {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Release::Commit => "commit",
+            Release::Rollback => "rollback",
+            Release::Unlock => "unlock",
+        }
+    }
+}
