@@ -5,8 +5,10 @@
 //! sessionkit store. [`MemcachedStore`] implements the [store
 //! contract](sessionkit_core::store) — strict ids, idle and absolute expiry,
 //! per-key delta merges that never lose a concurrent write and never bring a
-//! destroyed session back, fenced locks with TTL, renewal and
-//! compare-and-delete release — on memcached 1.6's meta protocol, and passes
+//! destroyed session back, locks with TTL, renewal and compare-and-delete
+//! release, and exactly fenced writes (the lock lives in the session's own
+//! item, so a fenced commit is one compare-and-swap; see [Locks and
+//! fencing](#locks-and-fencing)) — on memcached 1.6's meta protocol, and passes
 //! the whole [conformance suite](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/)
 //! (`sessionkit_core::testkit`) over two servers.
 //!
@@ -56,10 +58,17 @@
 //!
 //! # Key layout
 //!
-//! | item | key | value |
-//! |---|---|---|
-//! | session | `<prefix><part>` | `SKM\x01`, birth stamp (µs), record in the [core blob format](sessionkit_core::codec::encode_record) |
-//! | lock | `<prefix><part>:lock` | `SKL\x01`, token, expiry (ms), time taken (µs) |
+//! One item per session; its lock lives inside it:
+//!
+//! | key | value |
+//! |---|---|
+//! | `<prefix><part>` | `SKM\x02`; lock expiry (`u64` LE, Unix ms, `0` when unlocked); lock token (16 bytes); the record in the [core blob format](sessionkit_core::codec::encode_record) |
+//!
+//! The header before the record has a fixed size (28 bytes), so taking or
+//! releasing a lock never changes the size of the item: a session at the
+//! item size limit can still be locked. Items written by earlier versions
+//! of this crate (format `SKM\x01`, with the lock in a second item
+//! `<key>:lock`) are not read; they count as absent sessions.
 //!
 //! `<prefix>` is [`DEFAULT_PREFIX`] (`sessionkit:`) unless set; it is part
 //! of every key and never stripped, so ids that happen to start with
@@ -68,44 +77,46 @@
 //! the session id ([`SessionId::hashed`](sessionkit_core::SessionId::hashed)):
 //! keys and values never contain a usable session id, so a dump of the
 //! servers cannot be replayed as cookies. ([`hash_ids(false)`](MemcachedStoreBuilder::hash_ids)
-//! stores the 43-character id instead.) Both items of a session are placed
-//! by `<part>` alone, so a session and its lock always live on the same
-//! server. With hashed ids the longest key is the prefix plus 69 bytes; the
-//! builder refuses a prefix that would push it over memcached's 250 bytes.
+//! stores the 43-character id instead.) With hashed ids a key is the prefix
+//! plus 64 bytes; the builder refuses a prefix that would push it over
+//! memcached's 250 bytes (more than 186 bytes).
 //!
 //! # Round trips
 //!
 //! A round trip is one batch of pipelined commands written to one server and
 //! its replies read back. [`MemcachedStore::stats`] counts them; the crate's
-//! tests assert these numbers:
+//! tests (`tests/round_trips.rs`) measure and assert these numbers:
 //!
 //! | operation | case | round trips | commands |
 //! |---|---|---|---|
-//! | `load` | miss, or no touch due | **1** | `mg` |
+//! | `load` | miss, or hit with no touch due | **1** | `mg` |
 //! | `load` | touch due | 2 | `mg`; `ms C` |
 //! | `create` | id free | **1** | `ms ME` (add) |
 //! | `create` | id taken by a live session | 2 | `ms ME`; `mg` |
-//! | `create` | expired item not yet dropped | 3 | `ms ME`; `mg`; `ms C` |
-//! | `apply` | unfenced, or fenced without release | 2 | `mg` (+ `mg` lock); `ms C` |
-//! | `apply` | fenced, commit + release | 3 | `mg` + `mg` lock; `ms C`; `md C` lock |
-//! | `apply` | session gone, lock lost | 1 | `mg` (+ `mg` lock) |
-//! | `change_id` | | 3 | `mg` old (+ lock) and new; `ms` new (+ lock); `md C` old + `md` lock |
-//! | `destroy` | | **1** | `md` + `md` lock |
-//! | `lock` | acquired, or held by another token | **1** | `ms ME` lock + `mg` lock + `mg` |
-//! | `lock` | no session | 2 | the above; `md C` of the lock it added |
-//! | `lock` | over a void lock item (expired, or left by an earlier session) | 2 | the above; `ms C` lock + `mg` |
-//! | `renew_lock` | | 2 | `mg` lock + `mg`; `ms C` lock |
-//! | `unlock` | owner | 2 | `mg` lock; `md C` lock |
-//! | `unlock` | not the owner, no lock | 1 | `mg` lock |
+//! | `create` | over an expired item not yet dropped | 3 | `ms ME`; `mg`; `ms C` |
+//! | `apply` | unfenced, fenced, fenced with commit + release | 2 | `mg`; `ms C` |
+//! | `apply` | session gone, or lock lost | 1 | `mg` |
+//! | `lock` | acquired (lock free or expired) | 2 | `mg`; `ms C` |
+//! | `lock` | held by another token, or no session | 1 | `mg` |
+//! | `renew_lock` | owner | 2 | `mg`; `ms C` |
+//! | `renew_lock` | not the owner, or expired | 1 | `mg` |
+//! | `unlock` | owner | 2 | `mg`; `ms C` |
+//! | `unlock` | not the owner, no lock, or expired | 1 | `mg` |
+//! | `change_id` | moved, both ids on one server | 3 | `mg` old + `mg` new; `md C` old; `ms ME` new |
+//! | `change_id` | moved, ids on two servers | 3 (4 batches) | `mg` old ‖ `mg` new; `md C` old; `ms ME` new |
+//! | `change_id` | gone, new id taken, or lock lost | 1 | `mg` old + `mg` new |
+//! | `destroy` | | **1** | `md` |
 //!
 //! Every compare-and-swap conflict repeats the cycle it interrupted. In
 //! `change_id`, when the old and new ids live on different servers, the
 //! first step reads both servers at once (two batches, one round trip of
-//! latency).
+//! latency). Writing over a new id whose item has expired but is still held
+//! uses `ms C` instead of `ms ME`.
 //!
-//! Why some operations cost more than one: memcached applies a command to
-//! one item at a time and has no server-side scripts, so what Redis does in
-//! one Lua call takes a read and a compare-and-swap write here.
+//! Why some operations cost two: memcached applies a command to one item
+//! and has no server-side scripts, so what Redis does in one Lua call — a
+//! write that depends on what is stored — is a read with the item's CAS
+//! (`mg … v c`) and a write conditional on it (`ms … C<cas>`) here.
 //!
 //! - A **touch** rewrites the item: the idle expiry lives in the record, at
 //!   millisecond precision, so that every store reports the same
@@ -117,17 +128,11 @@
 //!   merge, write with `C<cas>`. A writer that came first makes the write
 //!   fail with `EX`; the cycle repeats on the newer record, so concurrent
 //!   deltas on different keys all persist. A write that finds the item gone
-//!   (`NF`) answers `Gone`, so a destroyed session is never resurrected.
-//! - **Commit + release** deletes the lock only after the write succeeded.
-//!   Pipelining the delete with the write would release the lock even when
-//!   the write loses its CAS race, and the lock could be taken by another
-//!   request before this one retried.
-//! - **`change_id`** writes the new id before deleting the old one (with the
-//!   CAS read in step 1), so a failure in between leaves the session under
-//!   both ids (the old one expires by its TTL), never under neither.
+//!   answers `Gone`, so a destroyed session is never resurrected. Fenced or
+//!   not, with or without release: the same two round trips (see below).
 //!
-//! The session layer's locked read-modify-write (`lock` + commit) costs
-//! 1 + 3 round trips here; a buffered write costs 2.
+//! The session layer's locked read-modify-write (`lock`, then commit +
+//! release) costs 2 + 2 round trips here; a buffered write costs 2.
 //!
 //! # Compare-and-swap retries
 //!
@@ -142,30 +147,56 @@
 //!
 //! # Locks and fencing
 //!
-//! A lock is its own item, added with `ms … ME` (add: only if absent) with a
-//! TTL, holding the token. `lock` adds it and reads it and the session in
-//! one batch, so when it is acquired the session is read *under* the lock.
-//! `unlock` and release are compare-and-delete (`mg` then `md C<cas>`), and
-//! renewal is compare-and-set, so a holder whose lock expired and was taken
-//! by another request can neither release nor renew the new holder's lock.
+//! The lock is two fields of the session's own item: the owner's token and
+//! the lock's expiry (Unix ms). So every operation that checks the lock and
+//! writes is **one compare-and-swap on one item**: read the item with its
+//! CAS, check, write back with `C<cas>`. The write lands only if nobody
+//! wrote the item since the read — and taking a lock over, releasing it,
+//! renewing it, destroying or moving the session are all writes to that
+//! item. Memcached gives every write, even one of unchanged bytes, a new
+//! CAS value, so concurrent writers always serialize.
 //!
-//! A lock counts only while its expiry (ms) is in the future and only for
-//! the session it was taken on: every session item carries a birth stamp,
-//! and a lock taken before the session's birth — left by an expired or
-//! destroyed session under the same key — is void and is taken over with a
-//! CAS. So a lock expires with its session, as the contract requires,
-//! although the two items have separate TTLs.
+//! - **`lock`** reads the item; if the lock is unset or expired it writes a
+//!   fresh token and `now + ttl` into it (CAS) and returns the record that
+//!   write was conditional on, which is therefore the record as of taking
+//!   the lock. A live lock answers `Held`, no session `Absent`; neither
+//!   writes.
+//! - **Fenced `apply`** checks, on the item it read, that the lock is held
+//!   by its token and has not expired, and writes the merged record (and,
+//!   with `release`, the cleared lock) with that read's CAS. If another
+//!   request took the lock in between, the CAS fails (`EX`), the cycle
+//!   starts again, sees the new owner and answers `LockLost`: nothing is
+//!   written. The check and the write are one atomic step — **fencing is
+//!   exact**, with no margin and no window. Commit and release are the same
+//!   single write.
+//! - **`renew_lock`** is compare-and-set (owner and unexpired, then CAS);
+//!   **`unlock`** is compare-and-delete: it clears the fields with a CAS if
+//!   the token still owns the lock, so a holder whose lock expired and was
+//!   taken over can neither renew nor release the new owner's lock.
+//! - **Unfenced writes and touches** carry the lock fields over unchanged,
+//!   so a buffered write never drops or steals a lock.
+//! - **`destroy`** deletes the one item, and the lock is gone with it: a
+//!   session created again under the same id starts unlocked, and no stale
+//!   lock item can outlive its session (the lock expires with it too).
+//! - **`change_id`** moves the item, lock included (the same token and
+//!   expiry when fenced; no lock when unfenced, as the contract says). It
+//!   reads both ids, then deletes the old item with `md C<cas>` — the
+//!   compare-and-delete in which the fence is checked: it succeeds only if
+//!   the old item is still exactly the one whose lock was checked — and
+//!   then adds the new item (`ms ME`, which never overwrites). A write to
+//!   the old id in between makes the delete fail and the move start again,
+//!   so no concurrent write is lost. The old id is deleted *before* the new
+//!   one is written, so the session is never under both ids; should
+//!   another session take the new id in between (with 256-bit random ids,
+//!   practically never), the old item is put back exactly as it was and
+//!   the move decides again (`IdTaken`).
 //!
-//! A fenced write (`apply` or `change_id` with a token) reads the lock in
-//! the same batch as the session and writes only if the token owns it, it
-//! belongs to this session, and it has at least
-//! [`fence_margin`](MemcachedStoreBuilder::fence_margin) (default 100 ms)
-//! left. **Not guaranteed:** the check and the write are two round trips
-//! apart, because memcached has no multi-item transaction. If that round
-//! trip stalls for longer than the margin exactly while the lock expires,
-//! and another request takes the lock in that instant, both write. Keep the
-//! lock TTL well above request times (the session layer renews locks in the
-//! background) and use Redis where fencing must be strict.
+//! Lock expiry is judged by the app server's clock when the item is read.
+//! A lock that runs out between a fenced write's read and its write cannot
+//! have been taken over in between (taking it is a write, which would fail
+//! the CAS), so the write still lands only while no other request held the
+//! lock — if late, then by the time the write takes to reach the server
+//! (at most the [request timeout](MemcachedStoreBuilder::request_timeout)).
 //!
 //! # Expiry
 //!
@@ -181,8 +212,8 @@
 //! parses.
 //!
 //! App servers that share the servers should keep their clocks in sync
-//! (NTP): expiry, lock TTLs and birth stamps are compared across them.
-//! Memcached has no millisecond clock to use instead.
+//! (NTP): expiry and lock TTLs are compared across them. Memcached has no
+//! millisecond clock to use instead.
 //!
 //! # Sizes
 //!
@@ -201,9 +232,25 @@
 //!   it runs out of memory (LRU). Size the servers (`-m`) for the number of
 //!   live sessions × their average size × about 1.5 for slab overhead, and
 //!   watch `evictions` in `stats`; a session store that must never lose a
-//!   session belongs on Redis with persistence, or on files.
+//!   session belongs on Redis with persistence, or on files. An evicted
+//!   session takes its lock with it: the holder's commit answers `Gone`.
 //! - **Availability** of a down server's sessions (see above).
-//! - **Strict fencing** across the check-then-write window (see above).
+//! - **`change_id` across a failure.** Memcached cannot move an item
+//!   atomically (two keys, possibly two servers), so the move is a delete
+//!   and an add, one round trip apart. If the app server dies in that
+//!   round trip, or the add fails in a way that may have reached the
+//!   server (a timeout, a broken connection), the session may be lost —
+//!   the user gets a fresh session, as after expiry — but it is never
+//!   under both ids. When the add surely never reached the server (the
+//!   connection was refused), the session is put back under the old id
+//!   and the error reported. While a move is in flight, a concurrent
+//!   request on the old id sees no session.
+//! - **One clock.** Expiry and lock TTLs are decided by the app servers'
+//!   clocks, at millisecond precision (memcached has no millisecond clock
+//!   to use instead): keep them in sync (NTP). Skew makes a lock last a
+//!   little shorter or longer as judged by another app server, but never
+//!   lets two holders write: taking a lock over is a write to the item, and
+//!   the old holder's writes fail from then on.
 //! - **Counting or listing** sessions: the store implements neither
 //!   [`Countable`](sessionkit_core::store::Countable) nor
 //!   [`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion);
@@ -212,8 +259,8 @@
 //! # Connections
 //!
 //! The client is part of this crate. The store needs, together: the meta
-//! protocol with CAS and TTL flags; *mixed* pipelines (an `ms` add and two
-//! `mg` in one write, which is what makes lock + load one round trip);
+//! protocol with CAS and TTL flags; pipelines of several commands in one
+//! write (the two reads of `change_id` when one server holds both ids);
 //! several servers with a pool of connections each; timeouts on connect and
 //! on every request; reconnection after a server restart; and a count of
 //! round trips. Of the crates on crates.io, `memcache` is synchronous,
@@ -247,6 +294,6 @@ mod value;
 
 pub use servers::{MAX_WEIGHT, Server, ServerList};
 pub use store::{
-    DEFAULT_ITEM_SIZE_LIMIT, DEFAULT_PREFIX, ITEM_OVERHEAD, LOCK_SUFFIX, MemcachedStore,
-    MemcachedStoreBuilder, Stats,
+    DEFAULT_ITEM_SIZE_LIMIT, DEFAULT_PREFIX, ITEM_OVERHEAD, MemcachedStore, MemcachedStoreBuilder,
+    Stats,
 };

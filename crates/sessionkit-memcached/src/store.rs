@@ -1,4 +1,4 @@
-//! `MemcachedStore`: the store contract on memcached, with CAS cycles and a lock item per session.
+//! `MemcachedStore`: the store contract on memcached, one item per session (lock inside), CAS cycles.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use crate::client::proto::{MAX_KEY_LEN, valid_key};
 use crate::client::{Client, ClientConfig, ClientError, Cmd, Counters, Reply, SetMode};
 use crate::ring::{Ring, key_point};
 use crate::servers::{Server, ServerList};
-use crate::value::{LockItem, decode_session, encode_session, exptime, now_secs, now_us};
+use crate::value::{Item, Lock, decode_item, encode_item, exptime};
 
 const STORE: &str = "memcached";
 
@@ -27,9 +27,6 @@ pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 /// What memcached 1.6 adds to key and value in an item (header, CAS, the
 /// key's NUL and the value's CRLF): 59 bytes measured on 1.6.18, rounded up.
 pub const ITEM_OVERHEAD: usize = 64;
-
-/// The suffix of lock keys: `<prefix><session part>:lock`.
-pub const LOCK_SUFFIX: &str = ":lock";
 
 const HASHED_PART_LEN: usize = 64;
 const RAW_PART_LEN: usize = sessionkit_core::SESSION_ID_LEN;
@@ -67,7 +64,6 @@ struct Inner {
     hash_ids: bool,
     item_size_limit: usize,
     cas_attempts: u32,
-    fence_margin_ms: u64,
 }
 
 impl fmt::Debug for MemcachedStore {
@@ -126,7 +122,6 @@ pub struct MemcachedStoreBuilder {
     request_timeout: Duration,
     max_connections: usize,
     cas_attempts: u32,
-    fence_margin: Duration,
 }
 
 impl MemcachedStoreBuilder {
@@ -136,9 +131,9 @@ impl MemcachedStoreBuilder {
     /// `uniqueId`). The prefix is part of every key as written and is never
     /// stripped or matched on: ids are looked up by exact key only. It must
     /// be printable ASCII without spaces, and short enough that the longest
-    /// key (`<prefix><64 hex digits>:lock`, or 43 id characters with
+    /// key (`<prefix><64 hex digits>`, or 43 id characters with
     /// [`hash_ids(false)`](Self::hash_ids)) fits memcached's 250 bytes: at
-    /// most 181 bytes with hashed ids.
+    /// most 186 bytes with hashed ids.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -203,21 +198,6 @@ impl MemcachedStoreBuilder {
         self
     }
 
-    /// How much time a lock must have left for a fenced write to go ahead.
-    /// Default 100 ms.
-    ///
-    /// Memcached cannot check the lock item and write the session item in
-    /// one atomic step (they are two items), so a fenced write reads the lock
-    /// in its first round trip and writes in the second. Requiring this
-    /// margin makes sure the lock cannot expire in between unless that round
-    /// trip itself stalls for longer; a lock closer to expiry answers
-    /// `LockLost`. Renewed locks (the session layer renews in the background)
-    /// are never that close.
-    pub fn fence_margin(mut self, margin: Duration) -> Self {
-        self.fence_margin = margin;
-        self
-    }
-
     /// Checks the settings and builds the store. Does not connect.
     ///
     /// Errors are [`ErrorKind::InvalidConfig`] naming the setting.
@@ -233,14 +213,14 @@ impl MemcachedStoreBuilder {
         } else {
             RAW_PART_LEN
         };
-        let longest = self.prefix.len() + part + LOCK_SUFFIX.len();
+        let longest = self.prefix.len() + part;
         if longest > MAX_KEY_LEN {
             return Err(Error::invalid_config(
                 "prefix",
                 format!(
-                    "is {} bytes; keys would be up to {longest} bytes (prefix + {part}-character id part + `{LOCK_SUFFIX}`), over memcached's {MAX_KEY_LEN}; use at most {} bytes",
+                    "is {} bytes; keys would be {longest} bytes (prefix + {part}-character id part), over memcached's {MAX_KEY_LEN}; use at most {} bytes",
                     self.prefix.len(),
-                    MAX_KEY_LEN - part - LOCK_SUFFIX.len()
+                    MAX_KEY_LEN - part
                 ),
             ));
         }
@@ -288,7 +268,6 @@ impl MemcachedStoreBuilder {
                 hash_ids: self.hash_ids,
                 item_size_limit: self.item_size_limit,
                 cas_attempts: self.cas_attempts,
-                fence_margin_ms: u64::try_from(self.fence_margin.as_millis()).unwrap_or(u64::MAX),
             }),
         })
     }
@@ -325,7 +304,6 @@ impl MemcachedStore {
             request_timeout: Duration::from_secs(1),
             max_connections: 16,
             cas_attempts: 64,
-            fence_margin: Duration::from_millis(100),
         }
     }
 
@@ -334,16 +312,17 @@ impl MemcachedStore {
         &self.inner.servers
     }
 
-    /// The server that holds the session `id` (and its lock).
+    /// The server that holds the session `id` (and its lock, which is part
+    /// of the session's item).
     pub fn server_for(&self, id: &SessionId) -> &Server {
-        let keys = self.inner.keys(id);
-        &self.inner.servers.as_slice()[keys.server]
+        let key = self.inner.key(id);
+        &self.inner.servers.as_slice()[key.server]
     }
 
     /// The key of the session item of `id`: `<prefix><part>`, where the part
     /// is the hex SHA-256 of the id (or the id itself with
-    /// [`hash_ids(false)`](MemcachedStoreBuilder::hash_ids)). The lock item's
-    /// key is this plus [`LOCK_SUFFIX`].
+    /// [`hash_ids(false)`](MemcachedStoreBuilder::hash_ids)). It is the
+    /// session's only item: its lock is kept inside it.
     ///
     /// ```
     /// use sessionkit_core::SessionId;
@@ -357,7 +336,7 @@ impl MemcachedStore {
     /// assert!(!key.contains(&id.expose()));
     /// ```
     pub fn key_for(&self, id: &SessionId) -> String {
-        self.inner.keys(id).data
+        self.inner.key(id).key
     }
 
     /// What the store has sent so far.
@@ -382,10 +361,9 @@ impl MemcachedStore {
     }
 }
 
-/// The keys of one session, and the server that holds both.
-struct Keys {
-    data: String,
-    lock: String,
+/// Where a session lives: its one item's key and the server that holds it.
+struct Key {
+    key: String,
     server: usize,
 }
 
@@ -398,30 +376,33 @@ enum Found {
         cas: u64,
     },
     Live {
-        born: u64,
-        record: Record,
+        item: Item,
         cas: u64,
+        /// The bytes as stored, to put back exactly if a move must be undone.
+        raw: Vec<u8>,
     },
 }
 
-/// A lock item as read: `item` is `None` for bytes that are not a lock.
-enum LockFound {
-    Missing,
-    Present { item: Option<LockItem>, cas: u64 },
+/// What a read-check-write cycle does with the live item it read.
+enum Step<T> {
+    /// Answer without writing.
+    Answer(T),
+    /// Write the item back, compare-and-swap against the read; answer once
+    /// it is stored.
+    Write(Item, T),
 }
 
 impl Inner {
-    fn keys(&self, id: &SessionId) -> Keys {
+    fn key(&self, id: &SessionId) -> Key {
         let part = if self.hash_ids {
             hex(&id.hashed())
         } else {
             id.expose()
         };
         let server = self.ring.locate(key_point(&part));
-        let data = format!("{}{part}", self.prefix);
-        let lock = format!("{data}{LOCK_SUFFIX}");
-        debug_assert!(valid_key(&lock), "build() checks the key length");
-        Keys { data, lock, server }
+        let key = format!("{}{part}", self.prefix);
+        debug_assert!(valid_key(&key), "build() checks the key length");
+        Key { key, server }
     }
 
     async fn exec<const N: usize>(
@@ -431,17 +412,11 @@ impl Inner {
         cmds: &[Cmd<'_>],
     ) -> Result<[Reply; N]> {
         debug_assert_eq!(cmds.len(), N);
-        let replies = self.client.exec(server, cmds).await.map_err(|e| {
-            let size = cmds
-                .iter()
-                .map(|c| match c {
-                    Cmd::Set { value, .. } => value.len(),
-                    _ => 0,
-                })
-                .max()
-                .unwrap_or(0);
-            self.client_error(op, e, size)
-        })?;
+        let replies = self
+            .client
+            .exec(server, cmds)
+            .await
+            .map_err(|e| self.client_error(op, e, largest_value(cmds)))?;
         replies.try_into().map_err(|_| self.unexpected(op, server))
     }
 
@@ -507,7 +482,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Classifies the reply to a `Get` of a session item.
+    /// Classifies the reply to a `Get` of a session item at `now`.
     fn session(
         &self,
         op: &'static str,
@@ -518,10 +493,12 @@ impl Inner {
     ) -> Result<Found> {
         match reply {
             Reply::Miss => Ok(Found::Missing),
-            Reply::Value { data, cas } => match decode_session(&data) {
-                Ok((born, record)) if !record.meta.is_expired(now) => {
-                    Ok(Found::Live { born, record, cas })
-                }
+            Reply::Value { data, cas } => match decode_item(&data) {
+                Ok(item) if !item.record.meta.is_expired(now) => Ok(Found::Live {
+                    item,
+                    cas,
+                    raw: data,
+                }),
                 Ok(_) => Ok(Found::Dead { cas }),
                 Err(err) => {
                     tracing::warn!(
@@ -536,21 +513,9 @@ impl Inner {
         }
     }
 
-    /// Classifies the reply to a `Get` of a lock item.
-    fn lock_found(&self, op: &'static str, server: usize, reply: Reply) -> Result<LockFound> {
-        match reply {
-            Reply::Miss => Ok(LockFound::Missing),
-            Reply::Value { data, cas } => Ok(LockFound::Present {
-                item: LockItem::decode(&data),
-                cas,
-            }),
-            _ => Err(self.unexpected(op, server)),
-        }
-    }
-
-    /// The exptime for an item that expires at `expires_ms`.
+    /// The exptime for an item that expires at `expires_ms`, at `now` (ms).
     fn exptime_at(&self, expires_ms: u64, now: u64) -> i64 {
-        exptime(expires_ms.saturating_sub(now), now_secs())
+        exptime(expires_ms.saturating_sub(now), now / 1000)
     }
 
     /// The pause before CAS attempt `attempt` (none before the first two).
@@ -563,50 +528,130 @@ impl Inner {
         tokio::time::sleep(Duration::from_micros(pause)).await;
     }
 
-    /// Deletes the lock item if `token` owns it (compare-and-delete), with
-    /// a CAS the caller may already know.
-    async fn release(
+    /// The read-check-write cycle behind every operation on one existing
+    /// session: read the item with its CAS (`mg … v c`); answer `absent` if
+    /// the session is missing or expired; otherwise let `step` decide, at
+    /// `now`, from the live item — lock included — and write what it
+    /// returns with that CAS (`ms … C<cas>`).
+    ///
+    /// The write lands only if nobody wrote the item since the read, so
+    /// `step`'s checks (the lock's owner and expiry, the data it merges
+    /// into) and the write are one atomic step. On a conflict (`EX`), or if
+    /// the item vanished in between (`NF`), the cycle starts again on what
+    /// is stored now.
+    async fn cycle<T>(
         &self,
         op: &'static str,
-        keys: &Keys,
-        token: &LockToken,
-        mut known_cas: Option<u64>,
-    ) -> Result<()> {
+        id: &SessionId,
+        key: &Key,
+        absent: T,
+        mut step: impl FnMut(Item, u64) -> Step<T>,
+    ) -> Result<T> {
         for attempt in 0..self.cas_attempts {
             self.backoff(attempt).await;
-            let cas = match known_cas.take() {
-                Some(cas) => cas,
-                None => {
-                    let [reply] = self
-                        .exec(op, keys.server, &[Cmd::Get { key: &keys.lock }])
-                        .await?;
-                    match self.lock_found(op, keys.server, reply)? {
-                        LockFound::Present {
-                            item: Some(lock),
-                            cas,
-                        } if lock.token == *token => cas,
-                        _ => return Ok(()),
-                    }
-                }
+            let [reply] = self
+                .exec(op, key.server, &[Cmd::Get { key: &key.key }])
+                .await?;
+            let now = now_ms();
+            let Found::Live { item, cas, .. } = self.session(op, key.server, reply, now, id)?
+            else {
+                return Ok(absent);
             };
+            let (item, answer) = match step(item, now) {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Write(item, answer) => (item, answer),
+            };
+            let value = encode_item(item.lock.as_ref(), &item.record);
+            self.check_size(op, &key.key, &value)?;
             let [reply] = self
                 .exec(
                     op,
-                    keys.server,
-                    &[Cmd::Delete {
-                        key: &keys.lock,
+                    key.server,
+                    &[Cmd::Set {
+                        key: &key.key,
+                        value: &value,
+                        exptime: self.exptime_at(item.record.meta.expires(), now),
+                        mode: SetMode::Set,
                         cas: Some(cas),
                     }],
                 )
                 .await?;
             match reply {
-                Reply::Stored { .. } | Reply::NotFound => return Ok(()),
-                Reply::Exists => self.conflict(),
-                _ => return Err(self.unexpected(op, keys.server)),
+                Reply::Stored { .. } => return Ok(answer),
+                Reply::Exists | Reply::NotFound => self.conflict(),
+                _ => return Err(self.unexpected(op, key.server)),
             }
         }
-        Err(self.contention(op, keys.server))
+        Err(self.contention(op, key.server))
     }
+
+    /// Puts a session item back exactly as it was read (`raw`), if its key
+    /// is still free; returns whether it did. Undoes step 2 of `change_id`.
+    async fn restore(
+        &self,
+        op: &'static str,
+        key: &Key,
+        raw: &[u8],
+        expires_ms: u64,
+    ) -> Result<bool> {
+        let [reply] = self
+            .exec(
+                op,
+                key.server,
+                &[Cmd::Set {
+                    key: &key.key,
+                    value: raw,
+                    exptime: self.exptime_at(expires_ms, now_ms()),
+                    mode: SetMode::Add,
+                    cas: None,
+                }],
+            )
+            .await?;
+        match reply {
+            Reply::Stored { .. } => Ok(true),
+            Reply::NotStored => Ok(false),
+            _ => Err(self.unexpected(op, key.server)),
+        }
+    }
+}
+
+impl Inner {
+    /// [`Inner::restore`], logging when the session could not be put back
+    /// (it is lost then).
+    async fn restore_or_warn(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        key: &Key,
+        raw: &[u8],
+        expires_ms: u64,
+    ) -> Result<bool> {
+        let restored = self.restore(op, key, raw, expires_ms).await;
+        match &restored {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                session = %id.short_hash(),
+                "memcached: change_id could not put the session back (its old id was taken meanwhile); it is lost"
+            ),
+            Err(err) => tracing::warn!(
+                session = %id.short_hash(),
+                error = %err,
+                "memcached: change_id could not put the session back; it is lost"
+            ),
+        }
+        restored
+    }
+}
+
+/// The size of the largest value in `cmds`, for error messages.
+fn largest_value(cmds: &[Cmd<'_>]) -> usize {
+    cmds.iter()
+        .map(|c| match c {
+            Cmd::Set { value, .. } => value.len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -629,76 +674,47 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        const OP: &str = "load";
         let inner = &*self.inner;
-        let keys = inner.keys(id);
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
-            let [reply] = inner
-                .exec(OP, keys.server, &[Cmd::Get { key: &keys.data }])
-                .await?;
-            let now = now_ms();
-            let Found::Live {
-                born,
-                mut record,
-                cas,
-            } = inner.session(OP, keys.server, reply, now, id)?
-            else {
-                return Ok(None);
-            };
-            let touched = touch.is_some_and(|t| record.meta.touch_if_due(now, t));
-            if !touched {
-                return Ok(Some(Loaded {
-                    record,
-                    touched: false,
-                }));
-            }
-            // The touch rewrites the item: the expiry lives in the blob, at
-            // millisecond precision, and memcached has no conditional touch.
-            let value = encode_session(born, &record);
-            let [reply] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[Cmd::Set {
-                        key: &keys.data,
-                        value: &value,
-                        exptime: inner.exptime_at(record.meta.expires(), now),
-                        mode: SetMode::Set,
-                        cas: Some(cas),
-                    }],
-                )
-                .await?;
-            match reply {
-                Reply::Stored { .. } => {
-                    return Ok(Some(Loaded {
-                        record,
-                        touched: true,
+        let key = inner.key(id);
+        inner
+            .cycle("load", id, &key, None, |mut item, now| {
+                let touched = touch.is_some_and(|t| item.record.meta.touch_if_due(now, t));
+                if !touched {
+                    return Step::Answer(Some(Loaded {
+                        record: item.record,
+                        touched: false,
                     }));
                 }
-                Reply::NotFound => return Ok(None),
-                Reply::Exists => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, keys.server)),
-            }
-        }
-        Err(inner.contention(OP, keys.server))
+                // The touch rewrites the item (lock kept as it is): the
+                // expiry lives in the record, at millisecond precision, and
+                // memcached has no conditional touch.
+                let record = item.record.clone();
+                Step::Write(
+                    item,
+                    Some(Loaded {
+                        record,
+                        touched: true,
+                    }),
+                )
+            })
+            .await
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
         const OP: &str = "create";
         let inner = &*self.inner;
-        let keys = inner.keys(id);
+        let key = inner.key(id);
+        let value = encode_item(None, record);
+        inner.check_size(OP, &key.key, &value)?;
         let exptime = inner.exptime_at(record.meta.expires(), now_ms());
         for attempt in 0..inner.cas_attempts {
             inner.backoff(attempt).await;
-            let value = encode_session(now_us(), record);
-            inner.check_size(OP, &keys.data, &value)?;
             let [reply] = inner
                 .exec(
                     OP,
-                    keys.server,
+                    key.server,
                     &[Cmd::Set {
-                        key: &keys.data,
+                        key: &key.key,
                         value: &value,
                         exptime,
                         mode: SetMode::Add,
@@ -709,25 +725,24 @@ impl SessionStore for MemcachedStore {
             match reply {
                 Reply::Stored { .. } => return Ok(Created::Created),
                 Reply::NotStored => {}
-                _ => return Err(inner.unexpected(OP, keys.server)),
+                _ => return Err(inner.unexpected(OP, key.server)),
             }
             // The key is taken; by a live session, or by an expired one that
             // memcached has not dropped yet (its TTL is rounded up).
             let [reply] = inner
-                .exec(OP, keys.server, &[Cmd::Get { key: &keys.data }])
+                .exec(OP, key.server, &[Cmd::Get { key: &key.key }])
                 .await?;
-            let cas = match inner.session(OP, keys.server, reply, now_ms(), id)? {
+            let cas = match inner.session(OP, key.server, reply, now_ms(), id)? {
                 Found::Live { .. } => return Ok(Created::IdTaken),
                 Found::Missing => continue,
                 Found::Dead { cas } => cas,
             };
-            let value = encode_session(now_us(), record);
             let [reply] = inner
                 .exec(
                     OP,
-                    keys.server,
+                    key.server,
                     &[Cmd::Set {
-                        key: &keys.data,
+                        key: &key.key,
                         value: &value,
                         exptime,
                         mode: SetMode::Set,
@@ -738,10 +753,10 @@ impl SessionStore for MemcachedStore {
             match reply {
                 Reply::Stored { .. } => return Ok(Created::Created),
                 Reply::Exists | Reply::NotFound => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, keys.server)),
+                _ => return Err(inner.unexpected(OP, key.server)),
             }
         }
-        Err(inner.contention(OP, keys.server))
+        Err(inner.contention(OP, key.server))
     }
 
     async fn apply(
@@ -750,87 +765,27 @@ impl SessionStore for MemcachedStore {
         delta: &Delta,
         fence: Option<Fence<'_>>,
     ) -> Result<Applied> {
-        const OP: &str = "apply";
         let inner = &*self.inner;
-        let keys = inner.keys(id);
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
-            let (session, lock) = if fence.is_some() {
-                let [session, lock] = inner
-                    .exec(
-                        OP,
-                        keys.server,
-                        &[Cmd::Get { key: &keys.data }, Cmd::Get { key: &keys.lock }],
-                    )
-                    .await?;
-                (session, Some(lock))
-            } else {
-                let [session] = inner
-                    .exec(OP, keys.server, &[Cmd::Get { key: &keys.data }])
-                    .await?;
-                (session, None)
-            };
-            let now = now_ms();
-            let Found::Live {
-                born,
-                mut record,
-                cas,
-            } = inner.session(OP, keys.server, session, now, id)?
-            else {
-                return Ok(Applied::Gone);
-            };
-            let mut lock_cas = None;
-            if let (Some(fence), Some(lock)) = (fence, lock) {
-                match inner.lock_found(OP, keys.server, lock)? {
-                    LockFound::Present {
-                        item: Some(lock),
-                        cas,
-                    } if lock.token == *fence.token
-                        && lock.holds(now.saturating_add(inner.fence_margin_ms), born) =>
-                    {
-                        lock_cas = Some(cas);
+        let key = inner.key(id);
+        inner
+            .cycle("apply", id, &key, Applied::Gone, |mut item, now| {
+                if let Some(fence) = fence {
+                    // Checked on the item this cycle writes with the read's
+                    // CAS: a takeover in between makes the write fail, and
+                    // the next cycle sees the new owner.
+                    if !item.lock.is_some_and(|l| l.held_by(fence.token, now)) {
+                        return Step::Answer(Applied::LockLost);
                     }
-                    _ => return Ok(Applied::LockLost),
-                }
-            }
-            delta.apply_to(&mut record, now);
-            let value = encode_session(born, &record);
-            inner.check_size(OP, &keys.data, &value)?;
-            let [reply] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[Cmd::Set {
-                        key: &keys.data,
-                        value: &value,
-                        exptime: inner.exptime_at(record.meta.expires(), now),
-                        mode: SetMode::Set,
-                        cas: Some(cas),
-                    }],
-                )
-                .await?;
-            match reply {
-                Reply::Stored { .. } => {
-                    if let Some(fence) = fence.filter(|f| f.release) {
-                        // The write is in; a failed release only leaves the
-                        // lock to expire by its TTL, so it is logged, not
-                        // reported as a failed write.
-                        if let Err(err) = inner.release(OP, &keys, fence.token, lock_cas).await {
-                            tracing::warn!(
-                                session = %id.short_hash(),
-                                error = %err,
-                                "memcached: committed, but could not release the lock; it expires by its TTL"
-                            );
-                        }
+                    if fence.release {
+                        item.lock = None;
                     }
-                    return Ok(Applied::Applied(record.meta));
                 }
-                Reply::NotFound => return Ok(Applied::Gone),
-                Reply::Exists => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, keys.server)),
-            }
-        }
-        Err(inner.contention(OP, keys.server))
+                // Unfenced writes keep the lock fields as they are.
+                delta.apply_to(&mut item.record, now);
+                let meta = item.record.meta;
+                Step::Write(item, Applied::Applied(meta))
+            })
+            .await
     }
 
     async fn change_id(
@@ -841,11 +796,11 @@ impl SessionStore for MemcachedStore {
     ) -> Result<IdChanged> {
         const OP: &str = "change_id";
         let inner = &*self.inner;
-        let from = inner.keys(old);
-        let to = inner.keys(new);
+        let from = inner.key(old);
+        let to = inner.key(new);
         if old == new {
             let [reply] = inner
-                .exec(OP, from.server, &[Cmd::Get { key: &from.data }])
+                .exec(OP, from.server, &[Cmd::Get { key: &from.key }])
                 .await?;
             return Ok(
                 match inner.session(OP, from.server, reply, now_ms(), old)? {
@@ -857,161 +812,142 @@ impl SessionStore for MemcachedStore {
         for attempt in 0..inner.cas_attempts {
             inner.backoff(attempt).await;
 
-            // 1. Read the old session (and its lock) and the new id.
-            let mut reads = vec![Cmd::Get { key: &from.data }];
-            if fence.is_some() {
-                reads.push(Cmd::Get { key: &from.lock });
-            }
-            let (old_replies, new_reply) = if from.server == to.server {
-                reads.push(Cmd::Get { key: &to.data });
-                let mut replies = inner.exec_vec(OP, from.server, &reads).await?;
-                let new_reply = replies.pop();
-                (replies, new_reply)
+            // 1. Read both ids: one batch when one server holds both, else
+            //    one batch to each, at once.
+            let (old_reply, new_reply) = if from.server == to.server {
+                let [a, b] = inner
+                    .exec(
+                        OP,
+                        from.server,
+                        &[Cmd::Get { key: &from.key }, Cmd::Get { key: &to.key }],
+                    )
+                    .await?;
+                (a, b)
             } else {
-                let read_new = [Cmd::Get { key: &to.data }];
+                let (read_old, read_new) =
+                    ([Cmd::Get { key: &from.key }], [Cmd::Get { key: &to.key }]);
                 let (a, b) = tokio::join!(
-                    inner.exec_vec(OP, from.server, &reads),
-                    inner.exec::<1>(OP, to.server, &read_new)
+                    inner.exec::<1>(OP, from.server, &read_old),
+                    inner.exec::<1>(OP, to.server, &read_new),
                 );
-                let [new_reply] = b?;
-                (a?, Some(new_reply))
+                let ([a], [b]) = (a?, b?);
+                (a, b)
             };
             let now = now_ms();
-            let mut old_replies = old_replies.into_iter();
-            let (Some(old_reply), Some(new_reply)) = (old_replies.next(), new_reply) else {
-                return Err(inner.unexpected(OP, from.server));
-            };
             let Found::Live {
-                born: old_born,
-                mut record,
+                item,
                 cas: old_cas,
+                raw,
             } = inner.session(OP, from.server, old_reply, now, old)?
             else {
                 return Ok(IdChanged::Gone);
             };
-            let (mode, new_cas) = match inner.session(OP, to.server, new_reply, now, new)? {
+            let mut target_cas = match inner.session(OP, to.server, new_reply, now, new)? {
                 Found::Live { .. } => return Ok(IdChanged::IdTaken),
-                Found::Missing => (SetMode::Add, None),
-                Found::Dead { cas } => (SetMode::Set, Some(cas)),
+                Found::Missing => None,
+                Found::Dead { cas } => Some(cas),
             };
-            let mut held = None;
-            if let Some(token) = fence {
-                let reply = old_replies
-                    .next()
-                    .ok_or_else(|| inner.unexpected(OP, from.server))?;
-                match inner.lock_found(OP, from.server, reply)? {
-                    LockFound::Present {
-                        item: Some(lock),
-                        cas,
-                    } if lock.token == *token
-                        && lock.holds(now.saturating_add(inner.fence_margin_ms), old_born) =>
-                    {
-                        held = Some((lock, cas));
-                    }
+            // Fenced, the lock moves along (same token, same expiry);
+            // unfenced, it stays behind and goes with the old item.
+            let lock = match fence {
+                Some(token) => match item.lock {
+                    Some(lock) if lock.held_by(token, now) => Some(lock),
                     _ => return Ok(IdChanged::LockLost),
-                }
-            }
-
-            // 2. Write the session (and the moved lock) under the new id.
+                },
+                None => None,
+            };
+            let old_expires = item.record.meta.expires();
+            let mut record = item.record;
             record.meta.refresh(now);
-            let born = now_us();
-            let value = encode_session(born, &record);
-            inner.check_size(OP, &to.data, &value)?;
-            let moved = held.map(|(lock, _)| LockItem {
-                taken_us: born,
-                ..lock
-            });
-            let moved_bytes = moved.map(|l| l.encode());
-            let mut writes = vec![Cmd::Set {
-                key: &to.data,
-                value: &value,
-                exptime: inner.exptime_at(record.meta.expires(), now),
-                mode,
-                cas: new_cas,
-            }];
-            if let (Some(lock), Some(bytes)) = (moved, moved_bytes.as_ref()) {
-                writes.push(Cmd::Set {
-                    key: &to.lock,
-                    value: bytes,
-                    exptime: inner.exptime_at(lock.expires_ms, now),
-                    mode: SetMode::Set,
-                    cas: None,
-                });
-            }
-            let written = inner.exec_vec(OP, to.server, &writes).await?;
-            let written_cas = match written.first() {
-                Some(Reply::Stored { cas }) => *cas,
-                Some(Reply::NotStored | Reply::Exists | Reply::NotFound) => {
-                    // Someone wrote the new id meanwhile; read it again.
-                    inner.conflict();
-                    continue;
-                }
-                _ => return Err(inner.unexpected(OP, to.server)),
-            };
-            let written_lock_cas = match written.get(1) {
-                Some(Reply::Stored { cas }) => *cas,
-                _ => None,
-            };
+            let value = encode_item(lock.as_ref(), &record);
+            inner.check_size(OP, &to.key, &value)?;
 
-            // 3. Delete the old session, if it is still as read, and its lock.
-            let [deleted, lock_deleted] = inner
+            // 2. Delete the old id if its item is still as read: the atomic
+            //    step that checks the fence (nobody took the lock, nobody
+            //    wrote) and ends the old id. From here the session is under
+            //    neither id until step 3, never under both.
+            let [deleted] = inner
                 .exec(
                     OP,
                     from.server,
-                    &[
-                        Cmd::Delete {
-                            key: &from.data,
-                            cas: Some(old_cas),
-                        },
-                        Cmd::Delete {
-                            key: &from.lock,
-                            cas: held.map(|(_, cas)| cas),
-                        },
-                    ],
+                    &[Cmd::Delete {
+                        key: &from.key,
+                        cas: Some(old_cas),
+                    }],
                 )
                 .await?;
             match deleted {
-                // NotFound: destroyed meanwhile; the move happened first.
-                Reply::Stored { .. } | Reply::NotFound => {
-                    return Ok(IdChanged::Changed(record.meta));
+                Reply::Stored { .. } => {}
+                Reply::Exists => {
+                    inner.conflict();
+                    continue;
                 }
-                Reply::Exists => {}
+                // Destroyed (or evicted) since the read.
+                Reply::NotFound => return Ok(IdChanged::Gone),
                 _ => return Err(inner.unexpected(OP, from.server)),
             }
-            // A write reached the old id after step 1: undo step 2 and try
-            // again with the newer data. If the old lock went with step 3,
-            // put it back; if someone took it in that instant, the lock is
-            // lost.
-            inner.conflict();
-            let mut undo = vec![Cmd::Delete {
-                key: &to.data,
-                cas: written_cas,
-            }];
-            if moved.is_some() {
-                undo.push(Cmd::Delete {
-                    key: &to.lock,
-                    cas: written_lock_cas,
-                });
-            }
-            inner.exec_vec(OP, to.server, &undo).await?;
-            if let (Some((lock, _)), Reply::Stored { .. }) = (held, lock_deleted) {
-                let bytes = lock.encode();
-                let [restored] = inner
-                    .exec(
-                        OP,
-                        from.server,
-                        &[Cmd::Set {
-                            key: &from.lock,
-                            value: &bytes,
-                            exptime: inner.exptime_at(lock.expires_ms, now_ms()),
-                            mode: SetMode::Add,
-                            cas: None,
-                        }],
-                    )
-                    .await?;
-                if !matches!(restored, Reply::Stored { .. }) {
-                    return Ok(IdChanged::LockLost);
+
+            // 3. Write the session under the new id, unless someone took
+            //    it since step 1.
+            let stored = loop {
+                let write = Cmd::Set {
+                    key: &to.key,
+                    value: &value,
+                    exptime: inner.exptime_at(record.meta.expires(), now),
+                    mode: if target_cas.is_some() {
+                        SetMode::Set
+                    } else {
+                        SetMode::Add
+                    },
+                    cas: target_cas,
+                };
+                let reply = match inner.client.exec(to.server, &[write]).await {
+                    Ok(mut replies) if replies.len() == 1 => replies.remove(0),
+                    Ok(_) => return Err(inner.unexpected(OP, to.server)),
+                    Err(e) => {
+                        let not_applied = e.surely_not_applied();
+                        let err = inner.client_error(OP, e, value.len());
+                        // The write surely did nothing (it never left, or
+                        // the server refused it): put the session back
+                        // under the old id. If it may have landed, putting
+                        // it back could leave it under both ids; it stays
+                        // where it is (possibly nowhere).
+                        if not_applied {
+                            // Logged inside; the write's error is the one
+                            // to report.
+                            let _ = inner
+                                .restore_or_warn(OP, old, &from, &raw, old_expires)
+                                .await;
+                        } else {
+                            tracing::warn!(
+                                session = %old.short_hash(),
+                                error = %err,
+                                "memcached: change_id failed after deleting the old id; the session may be lost"
+                            );
+                        }
+                        return Err(err);
+                    }
+                };
+                match reply {
+                    Reply::Stored { .. } => break true,
+                    // The expired item at the new id was dropped meanwhile.
+                    Reply::NotFound if target_cas.is_some() => target_cas = None,
+                    Reply::NotStored | Reply::Exists | Reply::NotFound => break false,
+                    _ => return Err(inner.unexpected(OP, to.server)),
                 }
+            };
+            if stored {
+                return Ok(IdChanged::Changed(record.meta));
+            }
+            // A session appeared under the new id since step 1 (or its dead
+            // item changed): undo step 2 and decide again.
+            inner.conflict();
+            if !inner
+                .restore_or_warn(OP, old, &from, &raw, old_expires)
+                .await?
+            {
+                // Only a create of the old id in this instant gets here.
+                return Ok(IdChanged::Gone);
             }
         }
         Err(inner.contention(OP, from.server))
@@ -1019,228 +955,76 @@ impl SessionStore for MemcachedStore {
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let inner = &*self.inner;
-        let keys = inner.keys(id);
-        let _: [Reply; 2] = inner
+        let key = inner.key(id);
+        // One item: the lock goes with the session.
+        let _: [Reply; 1] = inner
             .exec(
                 "destroy",
-                keys.server,
-                &[
-                    Cmd::Delete {
-                        key: &keys.data,
-                        cas: None,
-                    },
-                    Cmd::Delete {
-                        key: &keys.lock,
-                        cas: None,
-                    },
-                ],
+                key.server,
+                &[Cmd::Delete {
+                    key: &key.key,
+                    cas: None,
+                }],
             )
             .await?;
         Ok(())
     }
 
     async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        const OP: &str = "lock";
         let inner = &*self.inner;
-        let keys = inner.keys(id);
+        let key = inner.key(id);
         let token = LockToken::generate();
-        let ttl_ms = millis(ttl);
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
-            let start = now_ms();
-            let mine = LockItem {
-                token,
-                expires_ms: start.saturating_add(ttl_ms),
-                taken_us: now_us(),
-            };
-            let bytes = mine.encode();
-            let exptime = inner.exptime_at(mine.expires_ms, start);
-            // Add the lock, then read it and the session: one round trip,
-            // and the session is read after the lock was taken.
-            let [added, current, session] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[
-                        Cmd::Set {
-                            key: &keys.lock,
-                            value: &bytes,
-                            exptime,
-                            mode: SetMode::Add,
-                            cas: None,
-                        },
-                        Cmd::Get { key: &keys.lock },
-                        Cmd::Get { key: &keys.data },
-                    ],
-                )
-                .await?;
-            let now = now_ms();
-            let session = inner.session(OP, keys.server, session, now, id)?;
-            match added {
-                Reply::Stored { .. } => {
-                    if let Found::Live { record, .. } = session {
-                        return Ok(Locked::Acquired { token, record });
-                    }
-                    // No session: take no lock. Remove ours if it is still ours.
-                    if let LockFound::Present {
-                        item: Some(lock),
-                        cas,
-                    } = inner.lock_found(OP, keys.server, current)?
-                        && lock.token == token
-                    {
-                        let _: [Reply; 1] = inner
-                            .exec(
-                                OP,
-                                keys.server,
-                                &[Cmd::Delete {
-                                    key: &keys.lock,
-                                    cas: Some(cas),
-                                }],
-                            )
-                            .await?;
-                    }
-                    return Ok(Locked::Absent);
+        let ttl = millis(ttl);
+        inner
+            .cycle("lock", id, &key, Locked::Absent, |mut item, now| {
+                if item.lock.is_some_and(|l| l.holds(now)) {
+                    return Step::Answer(Locked::Held);
                 }
-                Reply::NotStored => {}
-                _ => return Err(inner.unexpected(OP, keys.server)),
-            }
-            let Found::Live { born, .. } = session else {
-                return Ok(Locked::Absent);
-            };
-            let stale_cas = match inner.lock_found(OP, keys.server, current)? {
-                // Gone between the add and the read: add again.
-                LockFound::Missing => continue,
-                LockFound::Present {
-                    item: Some(lock), ..
-                } if lock.holds(now, born) => return Ok(Locked::Held),
-                LockFound::Present { cas, .. } => cas,
-            };
-            // The lock item is void (expired, or left by an earlier session
-            // under this key): take it over, if nobody else does first.
-            let takeover = LockItem {
-                token,
-                expires_ms: now.saturating_add(ttl_ms),
-                taken_us: now_us(),
-            };
-            let bytes = takeover.encode();
-            let [swapped, session] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[
-                        Cmd::Set {
-                            key: &keys.lock,
-                            value: &bytes,
-                            exptime: inner.exptime_at(takeover.expires_ms, now),
-                            mode: SetMode::Set,
-                            cas: Some(stale_cas),
-                        },
-                        Cmd::Get { key: &keys.data },
-                    ],
-                )
-                .await?;
-            match swapped {
-                Reply::Stored { cas } => {
-                    match inner.session(OP, keys.server, session, now_ms(), id)? {
-                        Found::Live { record, .. } => {
-                            return Ok(Locked::Acquired { token, record });
-                        }
-                        _ => {
-                            inner.release(OP, &keys, &token, cas).await?;
-                            return Ok(Locked::Absent);
-                        }
-                    }
-                }
-                Reply::Exists | Reply::NotFound => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, keys.server)),
-            }
-        }
-        Err(inner.contention(OP, keys.server))
+                // Free, or expired: take it. The record returned is the one
+                // this write is conditional on, so it is read under the lock.
+                item.lock = Some(Lock {
+                    token,
+                    expires_ms: now.saturating_add(ttl),
+                });
+                let record = item.record.clone();
+                Step::Write(item, Locked::Acquired { token, record })
+            })
+            .await
     }
 
     async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        const OP: &str = "renew_lock";
         let inner = &*self.inner;
-        let keys = inner.keys(id);
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
-            let [lock, session] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[Cmd::Get { key: &keys.lock }, Cmd::Get { key: &keys.data }],
-                )
-                .await?;
-            let now = now_ms();
-            let Found::Live { born, .. } = inner.session(OP, keys.server, session, now, id)? else {
-                return Ok(false);
-            };
-            let (lock, cas) = match inner.lock_found(OP, keys.server, lock)? {
-                LockFound::Present {
-                    item: Some(lock),
-                    cas,
-                } if lock.token == *token && lock.holds(now, born) => (lock, cas),
-                _ => return Ok(false),
-            };
-            let renewed = LockItem {
-                expires_ms: now.saturating_add(millis(ttl)),
-                ..lock
-            };
-            let bytes = renewed.encode();
-            let [reply] = inner
-                .exec(
-                    OP,
-                    keys.server,
-                    &[Cmd::Set {
-                        key: &keys.lock,
-                        value: &bytes,
-                        exptime: inner.exptime_at(renewed.expires_ms, now),
-                        mode: SetMode::Set,
-                        cas: Some(cas),
-                    }],
-                )
-                .await?;
-            match reply {
-                Reply::Stored { .. } => return Ok(true),
-                Reply::NotFound => return Ok(false),
-                Reply::Exists => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, keys.server)),
-            }
-        }
-        Err(inner.contention(OP, keys.server))
+        let key = inner.key(id);
+        let ttl = millis(ttl);
+        inner
+            .cycle("renew_lock", id, &key, false, |mut item, now| {
+                match item.lock {
+                    Some(lock) if lock.held_by(token, now) => {
+                        item.lock = Some(Lock {
+                            expires_ms: now.saturating_add(ttl),
+                            ..lock
+                        });
+                        Step::Write(item, true)
+                    }
+                    _ => Step::Answer(false),
+                }
+            })
+            .await
     }
 
     async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        let keys = self.inner.keys(id);
-        self.inner.release("unlock", &keys, token, None).await
-    }
-}
-
-impl Inner {
-    /// [`Inner::exec`] for batches whose length varies.
-    async fn exec_vec(
-        &self,
-        op: &'static str,
-        server: usize,
-        cmds: &[Cmd<'_>],
-    ) -> Result<Vec<Reply>> {
-        let size = cmds
-            .iter()
-            .map(|c| match c {
-                Cmd::Set { value, .. } => value.len(),
-                _ => 0,
+        let inner = &*self.inner;
+        let key = inner.key(id);
+        inner
+            .cycle("unlock", id, &key, (), |mut item, now| match item.lock {
+                // An expired lock is free already: nothing to write.
+                Some(lock) if lock.held_by(token, now) => {
+                    item.lock = None;
+                    Step::Write(item, ())
+                }
+                _ => Step::Answer(()),
             })
-            .max()
-            .unwrap_or(0);
-        let replies = self
-            .client
-            .exec(server, cmds)
             .await
-            .map_err(|e| self.client_error(op, e, size))?;
-        if replies.len() != cmds.len() {
-            return Err(self.unexpected(op, server));
-        }
-        Ok(replies)
     }
 }
 
@@ -1254,8 +1038,8 @@ mod tests {
 
     #[test]
     fn prefix_must_leave_room_in_the_key() {
-        let max = MAX_KEY_LEN - HASHED_PART_LEN - LOCK_SUFFIX.len();
-        assert_eq!(max, 181);
+        let max = MAX_KEY_LEN - HASHED_PART_LEN;
+        assert_eq!(max, 186);
         assert!(builder().prefix("p".repeat(max)).build().is_ok());
         let err = builder().prefix("p".repeat(max + 1)).build().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
@@ -1302,9 +1086,9 @@ mod tests {
     fn keys_follow_the_layout() {
         let store = builder().prefix("app:").build().unwrap();
         let id = SessionId::generate();
-        let keys = store.inner.keys(&id);
-        assert_eq!(keys.data, format!("app:{}", hex(&id.hashed())));
-        assert_eq!(keys.lock, format!("{}:lock", keys.data));
+        let key = store.inner.key(&id);
+        assert_eq!(key.key, format!("app:{}", hex(&id.hashed())));
+        assert_eq!(store.key_for(&id), key.key);
         let raw = builder().hash_ids(false).build().unwrap();
         assert_eq!(raw.key_for(&id), format!("sessionkit:{}", id.expose()));
     }

@@ -1,40 +1,36 @@
-//! What the store writes into memcached: session items, lock items and their exptimes.
+//! What the store writes into memcached: one item per session, its lock inside, and its exptime.
 //!
-//! A **session item** is `b"SKM\x01"`, the session's *birth* stamp (`u64`
-//! little-endian, microseconds since the Unix epoch, set when the record is
-//! stored under this key by `create` or `change_id`), then the record in
-//! the [core blob format](sessionkit_core::codec::encode_record).
+//! A **session item** is a fixed 28-byte header followed by the record in
+//! the [core blob format](sessionkit_core::codec::encode_record):
 //!
-//! A **lock item** is `b"SKL\x01"`, the 16 token bytes, the lock's expiry
-//! (`u64` LE, Unix milliseconds) and the time it was taken (`u64` LE, Unix
-//! microseconds).
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `b"SKM\x02"` (format 2: lock inside the item) |
+//! | 4..12 | lock expiry, `u64` little-endian, Unix milliseconds; `0` when unlocked |
+//! | 12..28 | lock token (16 bytes); zeros when unlocked |
+//! | 28.. | the record |
 //!
-//! A lock counts only for the session it was taken on: one taken before the
-//! session's birth belongs to an earlier session under the same key (one
-//! that expired or was destroyed) and is void. That is how "a lock goes
-//! with its session" holds although memcached keeps the two in separate
-//! items with separate TTLs.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The lock lives in the session item so that every check-and-write is one
+//! compare-and-swap on one item: a fenced write checks the token it read
+//! and writes with that read's CAS, so it lands only if nobody — in
+//! particular nobody taking the lock over — wrote the item in between. The
+//! header has a fixed size, so taking or releasing a lock never changes the
+//! size of the item (a session at the item size limit can still be locked).
+//!
+//! Items of format 1 (magic `SKM\x01`, lock in a separate item) are not
+//! read: they decode as errors and count as absent sessions.
 
 use sessionkit_core::codec::{decode_record, encode_record};
 use sessionkit_core::record::Record;
 use sessionkit_core::{Error, LockToken};
 
-const DATA_MAGIC: &[u8; 4] = b"SKM\x01";
-const LOCK_MAGIC: &[u8; 4] = b"SKL\x01";
-const LOCK_LEN: usize = 4 + 16 + 8 + 8;
+const MAGIC: &[u8; 4] = b"SKM\x02";
+
+/// The size of the header before the record blob.
+pub(crate) const HEADER_LEN: usize = 4 + 8 + 16;
 
 /// Memcached reads relative exptimes above 30 days as absolute Unix times.
 pub(crate) const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
-
-/// Microseconds since the Unix epoch.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The exptime for an item that must live `remaining_ms` more milliseconds,
 /// at Unix time `now_secs`.
@@ -55,69 +51,69 @@ pub(crate) fn exptime(remaining_ms: u64, now_secs: u64) -> i64 {
     }
 }
 
-/// Unix seconds now.
-pub(crate) fn now_secs() -> u64 {
-    now_us() / 1_000_000
+/// A session's lock, as kept in its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lock {
+    pub(crate) token: LockToken,
+    /// Unix milliseconds; never 0 (0 means "no lock" in the item).
+    pub(crate) expires_ms: u64,
+}
+
+impl Lock {
+    /// Whether the lock is in force at `now_ms`.
+    pub(crate) fn holds(&self, now_ms: u64) -> bool {
+        self.expires_ms > now_ms
+    }
+
+    /// Whether `token` owns the lock and it is in force at `now_ms`.
+    pub(crate) fn held_by(&self, token: &LockToken, now_ms: u64) -> bool {
+        self.token == *token && self.holds(now_ms)
+    }
+}
+
+/// A decoded session item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub(crate) lock: Option<Lock>,
+    pub(crate) record: Record,
 }
 
 /// Encodes a session item.
-pub(crate) fn encode_session(born_us: u64, record: &Record) -> Vec<u8> {
+pub(crate) fn encode_item(lock: Option<&Lock>, record: &Record) -> Vec<u8> {
     let blob = encode_record(record);
-    let mut out = Vec::with_capacity(12 + blob.len());
-    out.extend_from_slice(DATA_MAGIC);
-    out.extend_from_slice(&born_us.to_le_bytes());
+    let mut out = Vec::with_capacity(HEADER_LEN + blob.len());
+    out.extend_from_slice(MAGIC);
+    match lock {
+        // A lock always expires after the epoch; clamp so that it can never
+        // be written as "no lock".
+        Some(lock) => {
+            out.extend_from_slice(&lock.expires_ms.max(1).to_le_bytes());
+            out.extend_from_slice(lock.token.as_bytes());
+        }
+        None => out.extend_from_slice(&[0u8; 24]),
+    }
     out.extend_from_slice(&blob);
     out
 }
 
-/// Decodes a session item: its birth stamp and record.
-pub(crate) fn decode_session(bytes: &[u8]) -> Result<(u64, Record), Error> {
-    if bytes.len() < 12 || &bytes[..4] != DATA_MAGIC {
+/// Decodes a session item.
+pub(crate) fn decode_item(bytes: &[u8]) -> Result<Item, Error> {
+    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
         return Err(Error::codec(
-            "not a sessionkit memcached session item",
+            "not a sessionkit memcached session item (format 2)",
             None,
         ));
     }
-    let born = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
-    Ok((born, decode_record(&bytes[12..])?))
-}
-
-/// A lock item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LockItem {
-    pub(crate) token: LockToken,
-    pub(crate) expires_ms: u64,
-    pub(crate) taken_us: u64,
-}
-
-impl LockItem {
-    pub(crate) fn encode(&self) -> [u8; LOCK_LEN] {
-        let mut out = [0u8; LOCK_LEN];
-        out[..4].copy_from_slice(LOCK_MAGIC);
-        out[4..20].copy_from_slice(self.token.as_bytes());
-        out[20..28].copy_from_slice(&self.expires_ms.to_le_bytes());
-        out[28..36].copy_from_slice(&self.taken_us.to_le_bytes());
-        out
-    }
-
-    /// Decodes a lock item; anything else is `None` (a void lock).
-    pub(crate) fn decode(bytes: &[u8]) -> Option<LockItem> {
-        if bytes.len() != LOCK_LEN || &bytes[..4] != LOCK_MAGIC {
-            return None;
-        }
-        let token: [u8; 16] = bytes[4..20].try_into().ok()?;
-        Some(LockItem {
-            token: LockToken::from_bytes(token),
-            expires_ms: u64::from_le_bytes(bytes[20..28].try_into().ok()?),
-            taken_us: u64::from_le_bytes(bytes[28..36].try_into().ok()?),
-        })
-    }
-
-    /// Whether the lock is in force at `now_ms` for the session born at
-    /// `born_us`.
-    pub(crate) fn holds(&self, now_ms: u64, born_us: u64) -> bool {
-        self.expires_ms > now_ms && self.taken_us >= born_us
-    }
+    let expires_ms = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
+    let token: [u8; 16] = bytes[12..28].try_into().expect("16 bytes");
+    let lock = (expires_ms != 0).then(|| Lock {
+        token: LockToken::from_bytes(token),
+        expires_ms,
+    });
+    Ok(Item {
+        lock,
+        record: decode_record(&bytes[HEADER_LEN..])?,
+    })
 }
 
 #[cfg(test)]
@@ -126,6 +122,13 @@ mod tests {
 
     use super::*;
     use sessionkit_core::record::{Entries, Meta};
+
+    fn record() -> Record {
+        Record {
+            entries: [("k", b"v".to_vec())].into_iter().collect::<Entries>(),
+            meta: Meta::new(5, Duration::from_secs(9), None),
+        }
+    }
 
     #[test]
     fn exptime_rounds_up_and_adds_a_second() {
@@ -152,46 +155,65 @@ mod tests {
     }
 
     #[test]
-    fn session_items_round_trip_and_reject_garbage() {
-        let record = Record {
-            entries: [("k", b"v".to_vec())].into_iter().collect::<Entries>(),
-            meta: Meta::new(5, Duration::from_secs(9), None),
+    fn items_round_trip_with_and_without_a_lock() {
+        let unlocked = encode_item(None, &record());
+        assert_eq!(
+            decode_item(&unlocked).unwrap(),
+            Item {
+                lock: None,
+                record: record()
+            }
+        );
+        let lock = Lock {
+            token: LockToken::generate(),
+            expires_ms: 1_700_000_000_123,
         };
-        let bytes = encode_session(42, &record);
-        assert_eq!(decode_session(&bytes).unwrap(), (42, record));
-        for len in 0..bytes.len() {
-            assert!(decode_session(&bytes[..len]).is_err(), "len {len}");
-        }
-        assert!(decode_session(b"SKL\x01xxxxxxxxxxxxxxxxxxx").is_err());
+        let locked = encode_item(Some(&lock), &record());
+        assert_eq!(
+            decode_item(&locked).unwrap(),
+            Item {
+                lock: Some(lock),
+                record: record()
+            }
+        );
+        // Taking or releasing the lock never changes the item's size.
+        assert_eq!(locked.len(), unlocked.len());
+        assert_eq!(locked.len(), HEADER_LEN + encode_record(&record()).len());
     }
 
     #[test]
-    fn lock_items_round_trip_and_reject_garbage() {
-        let lock = LockItem {
+    fn a_lock_at_the_epoch_is_still_a_lock() {
+        let lock = Lock {
             token: LockToken::generate(),
-            expires_ms: 10,
-            taken_us: 20,
+            expires_ms: 0,
         };
-        let bytes = lock.encode();
-        assert_eq!(LockItem::decode(&bytes), Some(lock));
-        for len in 0..bytes.len() {
-            assert_eq!(LockItem::decode(&bytes[..len]), None);
-        }
-        let mut longer = bytes.to_vec();
-        longer.push(0);
-        assert_eq!(LockItem::decode(&longer), None);
+        let item = decode_item(&encode_item(Some(&lock), &record())).unwrap();
+        assert_eq!(item.lock.map(|l| l.token), Some(lock.token));
     }
 
     #[test]
-    fn a_lock_holds_only_unexpired_and_for_its_own_session() {
-        let lock = LockItem {
-            token: LockToken::generate(),
+    fn garbage_and_old_formats_are_refused() {
+        let bytes = encode_item(None, &record());
+        for len in 0..bytes.len() {
+            assert!(decode_item(&bytes[..len]).is_err(), "len {len}");
+        }
+        let mut v1 = bytes.clone();
+        v1[3] = 1;
+        assert!(decode_item(&v1).is_err(), "format 1 items are not read");
+        assert!(decode_item(b"SKL\x01xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").is_err());
+    }
+
+    #[test]
+    fn a_lock_holds_only_until_it_expires_and_only_for_its_token() {
+        let token = LockToken::generate();
+        let lock = Lock {
+            token,
             expires_ms: 1_000,
-            taken_us: 500,
         };
-        assert!(lock.holds(999, 500));
-        assert!(lock.holds(999, 400));
-        assert!(!lock.holds(1_000, 400), "expired");
-        assert!(!lock.holds(999, 501), "taken before the session was born");
+        assert!(lock.holds(999));
+        assert!(!lock.holds(1_000), "expired");
+        assert!(lock.held_by(&token, 999));
+        assert!(!lock.held_by(&token, 1_000));
+        assert!(!lock.held_by(&LockToken::generate(), 999));
     }
 }

@@ -27,10 +27,10 @@ fn small(lifetime: Duration) -> Record {
     )
 }
 
-/// The size of the session item the store writes for `record`: a 12-byte
-/// header (magic, birth stamp) and the core blob.
+/// The size of the session item the store writes for `record`: a 28-byte
+/// header (magic, lock expiry, lock token) and the core blob.
 fn item_value_len(record: &Record) -> usize {
-    12 + encode_record(record).len()
+    28 + encode_record(record).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,8 @@ async fn ttls_over_thirty_days_are_sent_as_absolute_times() {
         "native TTL {native}"
     );
 
-    // A lock with a long TTL too.
+    // A lock, even for 40 days, lives in the session's item: the item keeps
+    // the session's native TTL and no other item appears.
     let Locked::Acquired { token, .. } = store
         .lock(&id, Duration::from_secs(40 * DAY))
         .await
@@ -93,10 +94,15 @@ async fn ttls_over_thirty_days_are_sent_as_absolute_times() {
     else {
         panic!("lock")
     };
-    let native = a.ttl(&format!("{}:lock", store.key_for(&id))).unwrap() as u64;
+    let native = a.ttl(&store.key_for(&id)).unwrap() as u64;
     assert!(
-        (40 * DAY - 5..=40 * DAY + 2).contains(&native),
-        "native lock TTL {native}"
+        (90 * DAY - 5..=90 * DAY + 2).contains(&native),
+        "native TTL {native} after locking"
+    );
+    assert!(a.get(&format!("{}:lock", store.key_for(&id))).is_none());
+    assert_eq!(
+        store.lock(&id, Duration::from_secs(5)).await.unwrap(),
+        Locked::Held
     );
     store.unlock(&id, &token).await.unwrap();
 }
@@ -104,10 +110,10 @@ async fn ttls_over_thirty_days_are_sent_as_absolute_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_longest_prefix_fits_the_key_limit_and_longer_is_refused() {
     let a = Memcached::start();
-    let longest = "p".repeat(181);
+    let longest = "p".repeat(186);
     let store = builder(&[&a]).prefix(longest.clone()).build().unwrap();
     let id = SessionId::generate();
-    assert_eq!(store.key_for(&id).len() + ":lock".len(), 250);
+    assert_eq!(store.key_for(&id).len(), 250);
     assert_eq!(
         store
             .create(&id, &small(Duration::from_secs(60)))
@@ -117,12 +123,16 @@ async fn the_longest_prefix_fits_the_key_limit_and_longer_is_refused() {
     );
     let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap()
     else {
-        panic!("lock with a 250-byte lock key")
+        panic!("lock with a 250-byte key")
     };
     assert!(store.load(&id, None).await.unwrap().is_some());
+    // The lock is inside the item: no longer key is ever needed.
+    let key = store.key_for(&id);
+    assert!(a.get(&key).is_some());
     store.unlock(&id, &token).await.unwrap();
     store.destroy(&id).await.unwrap();
-    assert!(a.keys().is_empty(), "destroy removes both items");
+    assert!(a.get(&key).is_none(), "destroy removes the item");
+    assert!(a.keys().is_empty(), "nothing else was stored");
 
     let err = builder(&[&a])
         .prefix(format!("{longest}x"))
@@ -159,6 +169,28 @@ async fn values_up_to_the_item_size_limit_are_stored_and_beyond_fail_clearly() {
         .unwrap()
         .expect("the largest session loads");
     assert_eq!(loaded.record.entries, fits.entries);
+    // Locking never changes the item's size: the largest session can be
+    // locked, written under its lock and released.
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap()
+    else {
+        panic!("the largest session must be lockable")
+    };
+    let mut same_size = Delta::default();
+    same_size.set("n", b"1".to_vec());
+    assert!(matches!(
+        store
+            .apply(
+                &id,
+                &same_size,
+                Some(Fence {
+                    token: &token,
+                    release: true
+                })
+            )
+            .await
+            .unwrap(),
+        Applied::Applied(_)
+    ));
 
     // One byte more: refused before sending, with the sizes.
     let other = SessionId::generate();
@@ -216,6 +248,39 @@ async fn a_server_with_a_smaller_item_size_refuses_clearly() {
     );
 }
 
+/// `change_id` deletes the old id before it writes the new one; when the
+/// new id's server refuses the item as too large (a smaller `-I` than the
+/// old one's), nothing was stored there, and the session is put back under
+/// the old id, lock included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_refused_as_too_large_keeps_the_session() {
+    let a = Memcached::start();
+    let b = Memcached::start_with(&["-I", "64k", "-o", "slab_chunk_max=32768"]);
+    let store = builder(&[&a, &b]).build().unwrap();
+    let mut r = small(Duration::from_secs(60));
+    r.entries.insert("v", vec![0u8; 100 * 1024]);
+    let old = common::id_on(&store, &a);
+    assert_eq!(store.create(&old, &r).await.unwrap(), Created::Created);
+    let Locked::Acquired { token, .. } = store.lock(&old, Duration::from_secs(30)).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    let new = common::id_on(&store, &b);
+    let err = store.change_id(&old, &new, Some(&token)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert!(err.to_string().contains("value too large"), "{err}");
+    let back = store.load(&old, None).await.unwrap().expect("put back");
+    assert_eq!(back.record.entries, r.entries);
+    assert!(store.load(&new, None).await.unwrap().is_none());
+    assert_eq!(
+        store.lock(&old, Duration::from_secs(5)).await.unwrap(),
+        Locked::Held,
+        "the lock came back with the session"
+    );
+    store.unlock(&old, &token).await.unwrap();
+    store.destroy(&old).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_ids_never_appear_in_keys_or_values() {
     let a = Memcached::start();
@@ -242,7 +307,7 @@ async fn raw_ids_never_appear_in_keys_or_values() {
         ));
         tokens.push(token);
     }
-    // A fenced move takes the lock along: still 12 sessions and 12 locks.
+    // A fenced move takes the lock along, inside the item: still 12 items.
     let moved = SessionId::generate();
     let changed = store
         .change_id(&ids[0], &moved, Some(&tokens[0]))
@@ -253,11 +318,17 @@ async fn raw_ids_never_appear_in_keys_or_values() {
         sessionkit_core::store::IdChanged::Changed(_)
     ));
 
+    assert_eq!(
+        store.lock(&moved, Duration::from_secs(30)).await.unwrap(),
+        Locked::Held,
+        "the lock moved with the session"
+    );
+
     let dump = dump(&[&a, &b]);
     assert_eq!(
         dump.len(),
-        24,
-        "12 sessions and 12 locks: {:?}",
+        12,
+        "12 sessions, each with its lock inside: {:?}",
         dump.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
     for (server, count) in [(&a, dump_of(&a)), (&b, dump_of(&b))] {

@@ -1,4 +1,8 @@
 //! Round trips per store operation, counted by the client, asserted and printed as a table.
+//!
+//! The numbers are those of the crate docs' table: every operation on a
+//! session reads its one item and, when it changes it, writes it back with
+//! a compare-and-swap.
 
 mod common;
 
@@ -147,7 +151,7 @@ async fn round_trips_per_operation() {
     assert_eq!(gone.unwrap(), Applied::Gone);
 
     let locked = t
-        .row("lock", "free: acquired", 1, store.lock(&id, ttl))
+        .row("lock", "free: acquired", 2, store.lock(&id, ttl))
         .await;
     let Locked::Acquired { token, .. } = locked.unwrap() else {
         panic!("lock must be acquired")
@@ -160,6 +164,16 @@ async fn round_trips_per_operation() {
         .row("renew_lock", "owner", 2, store.renew_lock(&id, &token, ttl))
         .await;
     assert!(renewed.unwrap());
+    let stranger = LockToken::generate();
+    let refused = t
+        .row(
+            "renew_lock",
+            "not the owner",
+            1,
+            store.renew_lock(&id, &stranger, ttl),
+        )
+        .await;
+    assert!(!refused.unwrap());
     let fence = Some(Fence {
         token: &token,
         release: false,
@@ -173,7 +187,6 @@ async fn round_trips_per_operation() {
         )
         .await;
     assert!(matches!(applied.unwrap(), Applied::Applied(_)));
-    let stranger = LockToken::generate();
     let lost = t
         .row(
             "apply",
@@ -198,14 +211,14 @@ async fn round_trips_per_operation() {
         .row(
             "apply",
             "fenced, commit + release",
-            3,
+            2,
             store.apply(&id, &set("c"), fence),
         )
         .await;
     assert!(matches!(applied.unwrap(), Applied::Applied(_)));
 
     let locked = t
-        .row("lock", "free again: acquired", 1, store.lock(&id, ttl))
+        .row("lock", "free again: acquired", 2, store.lock(&id, ttl))
         .await;
     let Locked::Acquired { token, .. } = locked.unwrap() else {
         panic!("lock must be acquired after release")
@@ -223,16 +236,36 @@ async fn round_trips_per_operation() {
     };
     tokio::time::sleep(short * 2).await;
     let locked = t
-        .row("lock", "over an expired lock item", 2, store.lock(&id, ttl))
+        .row("lock", "over an expired lock", 2, store.lock(&id, ttl))
         .await;
     let Locked::Acquired { token, .. } = locked.unwrap() else {
         panic!("an expired lock must be taken over")
     };
     store.unlock(&id, &token).await.unwrap();
     let absent = t
-        .row("lock", "no session", 2, store.lock(&missing, ttl))
+        .row("lock", "no session", 1, store.lock(&missing, ttl))
         .await;
     assert_eq!(absent.unwrap(), Locked::Absent);
+
+    let brief = id_on(&store, &a);
+    assert_eq!(
+        store
+            .create(&brief, &record(Duration::from_millis(30)))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let replaced = t
+        .row(
+            "create",
+            "over an expired item not yet dropped",
+            3,
+            store.create(&brief, &record(life)),
+        )
+        .await;
+    assert_eq!(replaced.unwrap(), Created::Created);
+    store.destroy(&brief).await.unwrap();
 
     let same = id_on(&store, &a);
     let moved = t
@@ -254,10 +287,33 @@ async fn round_trips_per_operation() {
         )
         .await;
     assert!(matches!(moved.unwrap(), IdChanged::Changed(_)));
+    let id_b_live = id_on(&store, &b);
+    assert_eq!(
+        store.create(&id_b_live, &record(life)).await.unwrap(),
+        Created::Created
+    );
     let Locked::Acquired { token, .. } = store.lock(&other, ttl).await.unwrap() else {
         panic!("lock must be acquired")
     };
     let target = id_on(&store, &b);
+    let lost = t
+        .row(
+            "change_id",
+            "fenced, lock lost",
+            1,
+            store.change_id(&other, &target, Some(&stranger)),
+        )
+        .await;
+    assert_eq!(lost.unwrap(), IdChanged::LockLost);
+    let taken = t
+        .row(
+            "change_id",
+            "new id taken",
+            1,
+            store.change_id(&other, &id_b_live, None),
+        )
+        .await;
+    assert_eq!(taken.unwrap(), IdChanged::IdTaken);
     let moved = t
         .row(
             "change_id",
@@ -274,6 +330,7 @@ async fn round_trips_per_operation() {
     t.row("destroy", "absent id", 1, store.destroy(&missing))
         .await
         .unwrap();
+    store.destroy(&id_b_live).await.unwrap();
 
     t.finish();
 }

@@ -3,8 +3,8 @@
 //! # Why not a crate from crates.io
 //!
 //! The store needs, together: the meta protocol (`mg`/`ms`/`md` with CAS and
-//! TTL flags), *mixed* pipelines (`ms` add + `mg` + `mg` in one write, which
-//! is what makes lock + load one round trip), several servers with a pool of
+//! TTL flags), pipelines of several commands (`mg` of two ids in one
+//! write), several servers with a pool of
 //! connections each, timeouts on connect and on every request, reconnection
 //! after a server restart, and a count of round trips. When this crate was
 //! written, `memcache` (aisk/rust-memcache) was synchronous; `memcache-async`
@@ -18,6 +18,9 @@
 //!
 //! - A [`Client::exec`] call is one round trip: every command of the batch
 //!   goes out in one write and the replies are read in order.
+//! - An error says whether the request may have reached the server
+//!   ([`ClientError::sent`]): not when it failed while waiting for a free
+//!   connection or while connecting.
 //! - Each server has up to `max_connections` connections. A call takes an
 //!   idle one (after checking that the server has not closed it, which is
 //!   what happens when memcached restarts) or opens a new one within the
@@ -120,6 +123,10 @@ impl Conn {
 pub(crate) struct ClientError {
     pub(crate) addr: String,
     pub(crate) kind: ClientErrorKind,
+    /// Whether any byte of the request may have been written: `false` only
+    /// for failures before the exchange began (waiting for a free
+    /// connection, connecting), after which the server surely did nothing.
+    pub(crate) sent: bool,
 }
 
 #[derive(Debug)]
@@ -135,6 +142,14 @@ impl ClientError {
     /// Whether the server refused a value as too large for its item size.
     pub(crate) fn is_too_large(&self) -> bool {
         matches!(&self.kind, ClientErrorKind::Read(ReadError::Server(m)) if m.contains("too large"))
+    }
+
+    /// Whether the request surely changed nothing, for a batch of one
+    /// command: it never left (see [`ClientError::sent`]), or the server
+    /// answered it with an error (`SERVER_ERROR`, `CLIENT_ERROR`: the
+    /// command was refused, not executed).
+    pub(crate) fn surely_not_applied(&self) -> bool {
+        !self.sent || matches!(&self.kind, ClientErrorKind::Read(ReadError::Server(_)))
     }
 }
 
@@ -201,9 +216,16 @@ impl Client {
     async fn exec_inner(&self, server: usize, cmds: &[Cmd<'_>]) -> Result<Vec<Reply>, ClientError> {
         let pool = &self.pools[server];
         let timeout = self.config.request_timeout;
+        // Before the exchange nothing can have reached the server.
+        let unsent = |kind| ClientError {
+            addr: pool.addr.clone(),
+            kind,
+            sent: false,
+        };
         let err = |kind| ClientError {
             addr: pool.addr.clone(),
             kind,
+            sent: true,
         };
         let mut request = Vec::with_capacity(
             cmds.iter()
@@ -222,14 +244,14 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         let _slot = tokio::time::timeout_at(deadline, pool.slots.acquire())
             .await
-            .map_err(|_| err(ClientErrorKind::Timeout(timeout)))?
+            .map_err(|_| unsent(ClientErrorKind::Timeout(timeout)))?
             .expect("the pool semaphore is never closed");
         let idle = take_idle(pool);
         let mut conn = match idle {
             Some(conn) => conn,
             None => tokio::time::timeout_at(deadline, self.connect(pool))
                 .await
-                .map_err(|_| err(ClientErrorKind::Timeout(timeout)))??,
+                .map_err(|_| unsent(ClientErrorKind::Timeout(timeout)))??,
         };
 
         Counters::bump(&self.counters.round_trips, 1);
@@ -267,10 +289,12 @@ impl Client {
             .map_err(|_| ClientError {
                 addr: pool.addr.clone(),
                 kind: ClientErrorKind::ConnectTimeout(timeout),
+                sent: false,
             })?
             .map_err(|e| ClientError {
                 addr: pool.addr.clone(),
                 kind: ClientErrorKind::Connect(e),
+                sent: false,
             })?;
         // Requests are small and latency-bound; don't let Nagle hold them.
         let _ = stream.set_nodelay(true);

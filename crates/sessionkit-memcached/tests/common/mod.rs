@@ -186,13 +186,23 @@ impl Memcached {
 
     /// Every key the server holds (`lru_crawler metadump all`), decoded.
     pub fn keys(&self) -> Vec<String> {
-        let dump = self.raw(b"lru_crawler metadump all\r\n", &["END"]);
-        String::from_utf8(dump)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.strip_prefix("key="))
-            .map(|l| percent_decode(l.split(' ').next().unwrap()))
-            .collect()
+        // The LRU crawler behind `metadump` runs on its own thread and now
+        // and then answers with an empty dump for a moment after writes; ask
+        // again for a while before believing an empty answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let dump = self.raw(b"lru_crawler metadump all\r\n", &["END"]);
+            let keys: Vec<String> = String::from_utf8(dump)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("key="))
+                .map(|l| percent_decode(l.split(' ').next().unwrap()))
+                .collect();
+            if !keys.is_empty() || std::time::Instant::now() >= deadline {
+                return keys;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
