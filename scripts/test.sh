@@ -8,11 +8,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain components"
-for component in rustfmt clippy; do
-    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
-        rustup component add "${component}"
-    fi
-done
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 # Servers the store tests start for themselves (on free loopback ports).
 source scripts/lib/install.sh
