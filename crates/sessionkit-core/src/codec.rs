@@ -3,7 +3,8 @@
 //! Two layers:
 //!
 //! - **Values** are encoded one by one as JSON ([`encode_value`],
-//!   [`decode_value`]). One encoding per key is what lets stores apply deltas
+//!   [`decode_value`]), with serde_json's `float_roundtrip` so that every
+//!   `f64` comes back bit for bit. One encoding per key is what lets stores apply deltas
 //!   key by key (a Redis hash field per session key), and JSON keeps stored
 //!   sessions readable when an operator inspects a store.
 //! - **Records** (entries plus expiry metadata) are framed in a small binary
