@@ -541,11 +541,19 @@ mod tests {
         writer.set(&mut h, &id, Duration::from_secs(60), false);
         let set = h.get(SET_COOKIE).unwrap().to_str().unwrap();
         let pair = set.split(';').next().unwrap();
-        let got = read(&headers(&[pair.as_bytes()]), "session", std::slice::from_ref(&key));
+        let got = read(
+            &headers(&[pair.as_bytes()]),
+            "session",
+            std::slice::from_ref(&key),
+        );
         assert_eq!(got.id, Some(id));
         // An unsigned id is refused when signing is on.
         let bare = format!("session={}", id.expose());
-        let got = read(&headers(&[bare.as_bytes()]), "session", std::slice::from_ref(&key));
+        let got = read(
+            &headers(&[bare.as_bytes()]),
+            "session",
+            std::slice::from_ref(&key),
+        );
         assert_eq!((got.id, got.refused), (None, Some(Refused::Malformed)));
         // A signature made with another key is refused.
         let other = SigningKey::new(vec![8; 32]).unwrap();
