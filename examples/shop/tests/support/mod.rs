@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A server process; killed (and reaped) on drop, also when a test panics.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Daemon {
@@ -40,7 +40,7 @@ fn wait_until_listening(port: u16, what: &str) {
 }
 
 /// Starts `memcached` on a free port.
-pub fn memcached() -> Daemon {
+pub(crate) fn memcached() -> Daemon {
     let port = free_port();
     let child = Command::new("memcached")
         .args([
@@ -66,7 +66,7 @@ pub fn memcached() -> Daemon {
 }
 
 /// Starts `redis-server` on a free port, without persistence.
-pub fn redis() -> Daemon {
+pub(crate) fn redis() -> Daemon {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
