@@ -28,6 +28,9 @@ step "cargo test (workspace, all features)"
 mkdir -p target
 cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
 
+step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
+scripts/fuzz.sh 20
+
 # One summary line for whoever reads the end of the log.
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\n%d passed, %d failed\n", p, f }' target/test-output.txt
