@@ -253,7 +253,6 @@ async fn removed_save_path_fails_writes_cleanly_and_a_rebuilt_store_recovers() {
 /// recover when its save path is recreated, because it never recreates
 /// `.stripes/` (see RELIABILITY.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gap: FileStore does not recreate .stripes/ (crates/sessionkit-file/src/disk.rs, Disk::stripe); un-ignore once fixed"]
 async fn a_running_file_store_recovers_when_its_save_path_is_recreated() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("sessions");

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata, OpenOptions, TryLockError};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
@@ -217,15 +217,34 @@ impl Disk {
     /// as well as other processes.
     pub(crate) fn stripe(&self, index: usize) -> Result<StripeGuard, Failure> {
         let path = self.stripes_dir.join(format!("{index:02x}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(nofollow())
-            .open(&path)
-            .context("open the stripe lock", || path_place(&path))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(nofollow())
+                .open(&path)
+        };
+        let file = match open() {
+            // The save path was removed and made again while the store ran:
+            // make the stripes directory again, so the store recovers by
+            // itself once its save path exists (it never recreates the save
+            // path itself, whose absence is an operator's error to see).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.is_dir() => {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(&self.stripes_dir)
+                    .context("create the stripes directory", || {
+                        path_place(&self.stripes_dir)
+                    })?;
+                open()
+            }
+            other => other,
+        }
+        .context("open the stripe lock", || path_place(&path))?;
         file.lock()
             .context("lock the stripe lock", || path_place(&path))?;
         Ok(StripeGuard { _file: file })
