@@ -1,0 +1,253 @@
+//! The contenders: one axum app per variant, all serving the same routes.
+//!
+//! Every variant is built with the library's defaults, as an application
+//! would use it: sessionkit with `SessionLayer::new` (120-minute sliding
+//! expiry, `Secure` cookie, touch when less than 75 % of the lifetime is
+//! left), tower-sessions with `SessionManagerLayer::new` (its default
+//! browser-session expiry). The load generator sends cookies back whatever
+//! their `Secure` attribute says.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+/// One contender of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Variant {
+    /// axum without a session layer: the ceiling of the machine. The session
+    /// work is emulated with one global atomic counter.
+    Bare,
+    /// sessionkit over its in-process `MemoryStore`.
+    SessionkitMemory,
+    /// sessionkit over `sessionkit-redis`.
+    SessionkitRedis,
+    /// sessionkit over `sessionkit-file` (its defaults: durable writes).
+    SessionkitFile,
+    /// sessionkit over `sessionkit-memcached`.
+    SessionkitMemcached,
+    /// tower-sessions over its `MemoryStore`.
+    TowerSessionsMemory,
+    /// tower-sessions over `tower-sessions-redis-store` (fred).
+    TowerSessionsRedis,
+}
+
+/// A server process a variant needs besides itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Nothing: the store is in the process.
+    None,
+    /// A `redis-server`.
+    Redis,
+    /// A `memcached`.
+    Memcached,
+}
+
+impl Variant {
+    /// Every variant this build can serve, in table order.
+    pub const ALL: &'static [Variant] = &[
+        Variant::Bare,
+        Variant::SessionkitMemory,
+        Variant::TowerSessionsMemory,
+        Variant::SessionkitRedis,
+        Variant::TowerSessionsRedis,
+        Variant::SessionkitMemcached,
+        Variant::SessionkitFile,
+    ];
+
+    /// The name used on the command line and in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Bare => "bare",
+            Variant::SessionkitMemory => "sessionkit-memory",
+            Variant::SessionkitRedis => "sessionkit-redis",
+            Variant::SessionkitFile => "sessionkit-file",
+            Variant::SessionkitMemcached => "sessionkit-memcached",
+            Variant::TowerSessionsMemory => "tower-sessions-memory",
+            Variant::TowerSessionsRedis => "tower-sessions-redis",
+        }
+    }
+
+    /// The variant called `name`.
+    pub fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    /// The store process the variant talks to.
+    pub fn backend(self) -> Backend {
+        match self {
+            Variant::SessionkitRedis | Variant::TowerSessionsRedis => Backend::Redis,
+            Variant::SessionkitMemcached => Backend::Memcached,
+            _ => Backend::None,
+        }
+    }
+
+    /// Whether the variant is tower-sessions (which has no lock, so its
+    /// `/incr-locked` is its plain `/incr`).
+    pub fn is_tower_sessions(self) -> bool {
+        matches!(
+            self,
+            Variant::TowerSessionsMemory | Variant::TowerSessionsRedis
+        )
+    }
+
+    /// The app of this variant, over the stores `at` points to.
+    pub async fn app(self, at: &Backends) -> Result<Router, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Variant::Bare => bare::app(),
+            Variant::SessionkitMemory => sk::app(sessionkit::SessionLayer::new(
+                sessionkit::store::MemoryStore::new(),
+            )),
+            Variant::SessionkitRedis => sk::app(sessionkit::SessionLayer::new(
+                sessionkit_redis::RedisStore::connect(&at.redis_url).await?,
+            )),
+            Variant::SessionkitFile => sk::app(sessionkit::SessionLayer::new(
+                sessionkit_file::FileStore::new(&at.file_path)?,
+            )),
+            Variant::SessionkitMemcached => sk::app(sessionkit::SessionLayer::new(
+                sessionkit_memcached::MemcachedStore::new(&at.memcached_servers)?,
+            )),
+            Variant::TowerSessionsMemory => ts::memory_app(),
+            Variant::TowerSessionsRedis => ts::redis_app(&at.redis_url).await?,
+        })
+    }
+}
+
+/// Where the stores outside the process are.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// The Redis server, for the Redis variants.
+    pub redis_url: String,
+    /// The save path, for the file variant.
+    pub file_path: std::path::PathBuf,
+    /// `host:port`, for the memcached variant.
+    pub memcached_servers: String,
+}
+
+/// Serves `variant` on `addr` until the process is stopped; prints
+/// `listening on http://ADDR` once the socket is bound.
+pub async fn serve(
+    variant: Variant,
+    addr: SocketAddr,
+    at: &Backends,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let app = variant.app(at).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn routes<R1, R2, R3, T1, T2, T3>(read: R1, incr: R2, incr_locked: R3) -> Router
+where
+    R1: axum::handler::Handler<T1, ()>,
+    R2: axum::handler::Handler<T2, ()>,
+    R3: axum::handler::Handler<T3, ()>,
+    T1: 'static,
+    T2: 'static,
+    T3: 'static,
+{
+    Router::new()
+        .route("/read", get(read))
+        .route("/incr", post(incr))
+        .route("/incr-locked", post(incr_locked))
+        .route("/plain", get(plain))
+}
+
+async fn plain() -> &'static str {
+    "ok"
+}
+
+mod bare {
+    use super::*;
+
+    /// The emulated session: one counter for every client.
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn app() -> Router {
+        routes(read, incr, incr)
+    }
+
+    async fn read() -> String {
+        N.load(Ordering::Relaxed).to_string()
+    }
+
+    async fn incr() -> String {
+        (N.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+    }
+}
+
+mod sk {
+    use super::*;
+    use sessionkit::{Session, SessionLayer};
+
+    type Res = Result<String, sessionkit::Error>;
+
+    pub(super) fn app(layer: SessionLayer) -> Router {
+        routes(read, incr, incr_locked).layer(layer)
+    }
+
+    async fn read(session: Session) -> Res {
+        Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
+    }
+
+    async fn incr(session: Session) -> Res {
+        let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+        session.insert("n", &n)?;
+        Ok(n.to_string())
+    }
+
+    async fn incr_locked(session: Session) -> Res {
+        session.lock().await?;
+        let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+        session.insert("n", &n)?;
+        session.commit().await?;
+        Ok(n.to_string())
+    }
+}
+
+mod ts {
+    use super::*;
+    use tower_sessions::{Session, SessionManagerLayer, SessionStore};
+    use tower_sessions_redis_store::RedisStore;
+    use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+
+    type Res = Result<String, StatusCode>;
+
+    fn app<S: SessionStore + Clone>(store: S) -> Router {
+        // tower-sessions has no lock: `/incr-locked` is its plain `/incr`.
+        routes(read, incr, incr).layer(SessionManagerLayer::new(store))
+    }
+
+    pub(super) fn memory_app() -> Router {
+        app(tower_sessions::MemoryStore::default())
+    }
+
+    pub(super) async fn redis_app(url: &str) -> Result<Router, Box<dyn std::error::Error>> {
+        // The pool size of the store's own example.
+        let pool = Pool::new(Config::from_url(url)?, None, None, None, 6)?;
+        pool.connect();
+        pool.wait_for_connect().await?;
+        Ok(app(RedisStore::new(pool)))
+    }
+
+    fn fail(e: tower_sessions::session::Error) -> StatusCode {
+        eprintln!("tower-sessions: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    async fn read(session: Session) -> Res {
+        let n: u64 = session.get("n").await.map_err(fail)?.unwrap_or(0);
+        Ok(n.to_string())
+    }
+
+    async fn incr(session: Session) -> Res {
+        let n: u64 = session.get("n").await.map_err(fail)?.unwrap_or(0) + 1;
+        session.insert("n", n).await.map_err(fail)?;
+        Ok(n.to_string())
+    }
+}
