@@ -289,6 +289,12 @@ async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session
 /// Runs 400 locked increments of one session from 16 concurrent clients
 /// that alternate between two shop processes, and returns the final `n`.
 async fn locked_increments_across_two_processes(envs: &[(&str, &str)]) -> u64 {
+    increments_across_two_processes(envs, "/api/counter").await
+}
+
+/// Sends 400 increments to `route` for one session from 16 concurrent
+/// clients that alternate between two shop processes; returns the final `n`.
+async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> u64 {
     let a = Shop::start(envs);
     let b = Shop::start(envs);
     let client = browser();
@@ -303,7 +309,7 @@ async fn locked_increments_across_two_processes(envs: &[(&str, &str)]) -> u64 {
     let mut tasks = Vec::new();
     for t in 0..16 {
         let client = client.clone();
-        let urls = [a.url("/api/counter"), b.url("/api/counter")];
+        let urls = [a.url(route), b.url(route)];
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
                 let res = client.post(&urls[(t + i) % 2]).send().await.unwrap();
@@ -365,27 +371,7 @@ async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many(
         ("SESSION_DRIVER", "redis"),
         ("SESSION_REDIS_URL", url.as_str()),
     ];
-    let (a, b) = (Shop::start(&envs), Shop::start(&envs));
-    let client = browser();
-    client.get(a.url("/")).send().await.unwrap();
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let client = client.clone();
-        let urls = [
-            a.url("/api/counter/buffered"),
-            b.url("/api/counter/buffered"),
-        ];
-        tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
-                let res = client.post(&urls[(t + i) % 2]).send().await.unwrap();
-                assert_eq!(res.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let n = state(&client, &a).await["n"].as_u64().unwrap();
+    let n = increments_across_two_processes(&envs, "/api/counter/buffered").await;
     let lost = 400 - n;
     println!("buffered increments across two processes: {n} of 400 kept, {lost} lost");
     assert!((1..=400).contains(&n));
