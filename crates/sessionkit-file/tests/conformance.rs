@@ -5,68 +5,21 @@ use std::time::Duration;
 
 use sessionkit_core::record::{Delta, Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
-use sessionkit_core::testkit::{self, SuiteConfig};
+use sessionkit_core::testkit::{self, Guarded, SuiteConfig};
 use sessionkit_core::{LockToken, Result, SessionId};
 use sessionkit_file::{FileStore, FileStoreBuilder};
 use tempfile::TempDir;
 
 /// A `FileStore` that owns its temporary save path: the directory lives as
 /// long as the last clone.
-#[derive(Debug, Clone)]
-struct Scratch {
-    store: FileStore,
-    _dir: Arc<TempDir>,
-}
+type Scratch = Guarded<FileStore, TempDir>;
 
 fn scratch(configure: impl FnOnce(FileStoreBuilder) -> FileStoreBuilder) -> Scratch {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = configure(FileStore::builder().path(dir.path()))
         .build()
         .expect("a file store on a fresh temporary directory");
-    Scratch {
-        store,
-        _dir: Arc::new(dir),
-    }
-}
-
-impl SessionStore for Scratch {
-    fn name(&self) -> &'static str {
-        self.store.name()
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        self.store.load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        self.store.create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        self.store.apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        self.store.change_id(old, new, fence).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.store.destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        self.store.lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        self.store.renew_lock(id, token, ttl).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        self.store.unlock(id, token).await
-    }
+    Guarded::new(store, dir)
 }
 
 /// The file store has a millisecond clock (the host's), so the waits can be
@@ -92,7 +45,7 @@ async fn rewriting_touches_with_a_busy_sweep_pass_the_whole_suite() {
             .durable(false)
             .sweep_interval(Some(Duration::from_millis(50)))
     });
-    assert!(!store.store.mtime_expiry());
+    assert!(!store.store().mtime_expiry());
     testkit::run_all(&store, &timing()).await;
 }
 
@@ -103,14 +56,14 @@ async fn rewriting_touches_with_a_busy_sweep_pass_the_whole_suite() {
 async fn two_instances_on_one_save_path_pass_the_whole_suite() {
     let one = scratch(|b| b.sweep_interval(None).hash_ids(false).prefix("app:"));
     let two = FileStore::builder()
-        .path(one.store.path())
+        .path(one.store().path())
         .sweep_interval(None)
         .hash_ids(false)
         .prefix("app:")
         .build()
         .unwrap();
     let store = Alternating {
-        stores: Arc::new([one.store.clone(), two]),
+        stores: Arc::new([one.store().clone(), two]),
         next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         _dir: one,
     };

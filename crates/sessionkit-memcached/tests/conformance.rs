@@ -8,6 +8,6 @@
 
 mod common;
 
-use common::TwoServers;
+use common::two_servers;
 
-sessionkit_core::conformance_tests!(two_servers, TwoServers::start());
+sessionkit_core::conformance_tests!(two_servers, two_servers());

@@ -132,6 +132,7 @@ mod change_id;
 mod counting;
 mod deltas;
 mod expiry;
+mod guarded;
 mod locks;
 mod records;
 mod support;
@@ -148,6 +149,7 @@ pub use expiry::{
     absolute_deadline_is_never_extended, idle_expiry_removes_the_session,
     touch_keeps_a_session_alive, touch_waits_for_the_threshold,
 };
+pub use guarded::Guarded;
 pub use locks::{
     destroy_removes_the_lock, expired_lock_is_free, fenced_apply_requires_the_lock,
     fenced_release_commits_and_unlocks, lock_is_exclusive, locked_increments_are_never_lost,

@@ -4,13 +4,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sessionkit_core::record::{Delta, Record, Touch};
-use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
-use sessionkit_core::{LockToken, Result, SessionId};
+use sessionkit_core::SessionId;
+use sessionkit_core::testkit::Guarded;
 use sessionkit_memcached::{MemcachedStore, MemcachedStoreBuilder, ServerList};
 
 /// A memcached process on `127.0.0.1:<port>`, killed (by its PID) when
@@ -262,60 +260,14 @@ pub fn id_on(store: &MemcachedStore, server: &Memcached) -> SessionId {
 /// A [`MemcachedStore`] on two fresh memcached processes that it owns: the
 /// processes stop when the last clone is dropped. For the conformance
 /// suite, whose store expression must own its servers.
-#[derive(Debug, Clone)]
-pub struct TwoServers {
-    pub store: MemcachedStore,
-    pub servers: Arc<(Memcached, Memcached)>,
-}
+/// A store over two fresh memcached servers, which live as long as its last
+/// clone.
+pub type TwoServers = Guarded<MemcachedStore, (Memcached, Memcached)>;
 
-impl TwoServers {
-    pub fn start() -> TwoServers {
-        let a = Memcached::start();
-        let b = Memcached::start();
-        let store = builder(&[&a, &b]).build().expect("store");
-        TwoServers {
-            store,
-            servers: Arc::new((a, b)),
-        }
-    }
-}
-
-impl SessionStore for TwoServers {
-    fn name(&self) -> &'static str {
-        self.store.name()
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        self.store.load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        self.store.create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        self.store.apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        self.store.change_id(old, new, fence).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.store.destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        self.store.lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        self.store.renew_lock(id, token, ttl).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        self.store.unlock(id, token).await
-    }
+/// Starts two servers and a store over both.
+pub fn two_servers() -> TwoServers {
+    let a = Memcached::start();
+    let b = Memcached::start();
+    let store = builder(&[&a, &b]).build().expect("store");
+    Guarded::new(store, (a, b))
 }
