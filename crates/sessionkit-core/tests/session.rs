@@ -99,6 +99,44 @@ async fn a_waiter_gets_the_lock_once_it_is_released() {
     assert_eq!(stored_n(&store, &id).await, Some(11));
 }
 
+/// Requests of one process that want the same session's lock wait in a local
+/// line and take the store lock on their first try as it is handed on,
+/// instead of polling the store while it is held.
+#[cfg(feature = "testkit")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_take_the_lock_in_turn_without_polling_the_store() {
+    use sessionkit_core::testkit::CountingStore;
+
+    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+    let factory = SessionFactory::new(store.clone(), SessionConfig::default());
+    let id = stored(&factory).await;
+    store.take();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let factory = factory.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let s = factory.session(Some(id), true);
+                s.lock().await.unwrap();
+                let n = s.get::<u64>("n").await.unwrap().unwrap();
+                // Hold the lock across a yield, so that the others queue up.
+                tokio::task::yield_now().await;
+                s.insert("n", &(n + 1)).unwrap();
+                s.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(stored_n(store.inner(), &id).await, Some(200));
+    let calls = store.take();
+    assert_eq!(
+        calls.lock, 200,
+        "one store lock attempt per transaction: {calls:?}"
+    );
+}
+
 // The renewal task cannot run while this single-threaded test blocks its only
 // thread, so the lock lapses for real; then another request takes it.
 #[tokio::test(flavor = "current_thread")]

@@ -69,11 +69,15 @@ impl Session {
                         *m = meta;
                     }
                     if let (LockHold::Store(_), Some(token)) = (&state.lock, token) {
+                        // Nobody else knows the new id, so it needs no local
+                        // line; dropping the old lock's place lets waiters
+                        // for the old id find it gone.
                         state.lock = LockHold::Store(HeldLock::start(
-                            self.inner.store.clone(),
+                            self.inner.shared.store.clone(),
                             new,
                             token,
                             self.config().lock(),
+                            None,
                         ));
                     }
                     tracing::info!(old = %old.short_hash(), new = %new.short_hash(), "session id regenerated");
@@ -119,7 +123,9 @@ impl Session {
     /// ```
     pub async fn destroy(&self) -> Result<()> {
         let _op = self.inner.ops.lock().await;
-        let id = {
+        // The lock (and this process's line for the session) is let go only
+        // once the store has deleted the session and its lock.
+        let (id, _held) = {
             let mut state = self.state();
             state.used = true;
             let id = match state.stored {
@@ -127,9 +133,8 @@ impl Session {
                 _ => state.id,
             };
             state.become_fresh();
-            state.lock = LockHold::None;
             state.lock_depth = 0;
-            id
+            (id, std::mem::replace(&mut state.lock, LockHold::None))
         };
         if let Some(id) = id {
             self.store()
@@ -302,14 +307,16 @@ impl Drop for Inner {
         // cancelled mid-flight) releases the lock instead of blocking the
         // session until the TTL passes.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let (LockHold::Store(held), Some(id)) = (&state.lock, state.id) {
-            let token = held.token;
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let store = self.store.clone();
-                rt.spawn(async move {
-                    let _ = store.unlock(&id, &token).await;
-                });
-            }
+        let lock = std::mem::replace(&mut state.lock, LockHold::None);
+        if let (LockHold::Store(held), Some(id)) = (lock, state.id)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let store = self.shared.store.clone();
+            rt.spawn(async move {
+                let _ = store.unlock(&id, &held.token).await;
+                // The next local waiter asks the store only now.
+                drop(held);
+            });
         }
     }
 }

@@ -8,15 +8,20 @@ use tokio::task::JoinHandle;
 
 use crate::config::LockConfig;
 use crate::id::{LockToken, SessionId, random_u64};
+use crate::session::gate::Gate;
 use crate::store::DynSessionStore;
 
-/// A store lock held by a handle. Dropping it stops the renewal; the store
-/// lock itself is released by the handle (or lapses after its TTL).
+/// A store lock held by a handle. Dropping it stops the renewal and lets the
+/// next local waiter ask the store; the store lock itself is released by the
+/// handle (or lapses after its TTL), so drop this only once that is done.
 #[derive(Debug)]
 pub(crate) struct HeldLock {
     pub(crate) token: LockToken,
     lost: Arc<AtomicBool>,
     renewer: Option<JoinHandle<()>>,
+    /// The front of this process's line for the session, if the lock was
+    /// taken through it.
+    _gate: Option<Gate>,
 }
 
 impl HeldLock {
@@ -26,6 +31,7 @@ impl HeldLock {
         id: SessionId,
         token: LockToken,
         config: &LockConfig,
+        gate: Option<Gate>,
     ) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = tokio::runtime::Handle::try_current().ok().map(|rt| {
@@ -42,6 +48,7 @@ impl HeldLock {
             token,
             lost,
             renewer,
+            _gate: gate,
         }
     }
 

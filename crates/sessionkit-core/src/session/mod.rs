@@ -1,5 +1,6 @@
 //! The `Session` handle: lazy reads, buffered writes, locked transactions.
 
+mod gate;
 mod lock;
 mod state;
 
@@ -18,6 +19,7 @@ use crate::id::SessionId;
 use crate::record::Delta;
 use crate::store::{ArcStore, DynSessionStore, SessionStore};
 
+use self::gate::Gates;
 use self::state::{State, Stored};
 
 /// Makes [`Session`] handles for requests: the store and the settings they
@@ -35,9 +37,17 @@ use self::state::{State, Stored};
 /// ```
 #[derive(Debug, Clone)]
 pub struct SessionFactory {
+    shared: Arc<Shared>,
+}
+
+/// What every handle of a factory shares: one reference count per request
+/// instead of one per part.
+#[derive(Debug)]
+struct Shared {
     store: Arc<dyn DynSessionStore>,
-    config: Arc<SessionConfig>,
-    unknown_ids: Arc<AtomicU64>,
+    config: SessionConfig,
+    unknown_ids: AtomicU64,
+    gates: Arc<Gates>,
 }
 
 impl SessionFactory {
@@ -49,9 +59,12 @@ impl SessionFactory {
     /// A factory over a store that is already shared.
     pub fn from_arc(store: Arc<dyn DynSessionStore>, config: SessionConfig) -> Self {
         SessionFactory {
-            store,
-            config: Arc::new(config),
-            unknown_ids: Arc::default(),
+            shared: Arc::new(Shared {
+                store,
+                config,
+                unknown_ids: AtomicU64::new(0),
+                gates: Arc::default(),
+            }),
         }
     }
 
@@ -67,30 +80,28 @@ impl SessionFactory {
     pub fn session(&self, client_id: Option<SessionId>, had_cookie: bool) -> Session {
         Session {
             inner: Arc::new(Inner {
-                store: self.store.clone(),
-                config: self.config.clone(),
+                shared: self.shared.clone(),
                 state: Mutex::new(State::new(client_id, had_cookie)),
                 ops: tokio::sync::Mutex::new(()),
-                unknown_ids: self.unknown_ids.clone(),
             }),
         }
     }
 
     /// The shared store.
     pub fn store(&self) -> &Arc<dyn DynSessionStore> {
-        &self.store
+        &self.shared.store
     }
 
     /// The settings.
     pub fn config(&self) -> &SessionConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// How many well-formed ids sent by clients were unknown to the store
     /// (never issued, expired or destroyed) and so refused by strict mode,
     /// since the factory was made.
     pub fn unknown_ids(&self) -> u64 {
-        self.unknown_ids.load(Ordering::Relaxed)
+        self.shared.unknown_ids.load(Ordering::Relaxed)
     }
 }
 
@@ -146,14 +157,12 @@ pub struct Session {
 }
 
 struct Inner {
-    store: Arc<dyn DynSessionStore>,
-    config: Arc<SessionConfig>,
+    shared: Arc<Shared>,
     state: Mutex<State>,
     /// Serializes the async operations of one handle, so that a load, a lock
     /// and a commit started from clones of it do not interleave. The state
     /// mutex is never held across an `.await`.
     ops: tokio::sync::Mutex<()>,
-    unknown_ids: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Session {
@@ -223,11 +232,11 @@ impl Session {
     }
 
     fn config(&self) -> &SessionConfig {
-        &self.inner.config
+        &self.inner.shared.config
     }
 
     fn store(&self) -> &dyn DynSessionStore {
-        &*self.inner.store
+        &*self.inner.shared.store
     }
 
     // ----- reads ---------------------------------------------------------
@@ -456,7 +465,10 @@ impl Session {
     }
 
     fn strict_rejection(&self, id: &SessionId) {
-        self.inner.unknown_ids.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .shared
+            .unknown_ids
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             session = %id.short_hash(),
             "unknown or expired session id not adopted (strict mode)"

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::codec::encode_value;
-use crate::config::WritePolicy;
+use crate::config::{LockConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
@@ -66,6 +66,12 @@ impl Session {
         };
         let config = self.config().lock().clone();
         let deadline = tokio::time::Instant::now() + config.wait;
+        // Wait behind this process's other requests for the session first:
+        // they hand the lock on as soon as they release it (see `gate`).
+        let gate = tokio::time::timeout_at(deadline, self.inner.shared.gates.enter(id))
+            .await
+            .map_err(|_| self.lock_timeout(&id, &config))?;
+        let mut gate = Some(gate);
         let mut backoff = Backoff::new(&config);
         let mut waited = false;
         loop {
@@ -89,10 +95,11 @@ impl Session {
                         meta: record.meta,
                     };
                     state.lock = LockHold::Store(HeldLock::start(
-                        self.inner.store.clone(),
+                        self.inner.shared.store.clone(),
                         id,
                         token,
                         &config,
+                        gate.take(),
                     ));
                     state.lock_depth = 1;
                     if waited {
@@ -114,14 +121,7 @@ impl Session {
                     let pause = backoff.next_pause();
                     let now = tokio::time::Instant::now();
                     if now >= deadline {
-                        tracing::warn!(session = %id.short_hash(), wait = ?config.wait, "timed out waiting for the session lock");
-                        return Err(Error::new(ErrorKind::LockTimeout)
-                            .with_operation("lock")
-                            .with_store(self.store().name())
-                            .with_detail(format!(
-                                "held by another request for more than {:?}",
-                                config.wait
-                            )));
+                        return Err(self.lock_timeout(&id, &config));
                     }
                     if !waited {
                         tracing::debug!(session = %id.short_hash(), "waiting for the session lock");
@@ -263,7 +263,9 @@ impl Session {
         }
         if delta.is_empty() {
             if last {
-                self.state().lock = LockHold::None;
+                // Held until the store lock is released, so that the next
+                // local waiter finds it free.
+                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
                 self.store()
                     .unlock(&id, &token)
                     .await
@@ -309,6 +311,17 @@ impl Session {
                 Err(e.with_operation(how.name()))
             }
         }
+    }
+
+    fn lock_timeout(&self, id: &SessionId, config: &LockConfig) -> Error {
+        tracing::warn!(session = %id.short_hash(), wait = ?config.wait, "timed out waiting for the session lock");
+        Error::new(ErrorKind::LockTimeout)
+            .with_operation("lock")
+            .with_store(self.store().name())
+            .with_detail(format!(
+                "held by another request for more than {:?}",
+                config.wait
+            ))
     }
 
     pub(super) fn lock_lost_error(&self, id: &SessionId, op: &'static str) -> Error {
