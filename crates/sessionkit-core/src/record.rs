@@ -9,6 +9,10 @@
 use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod entries;
+
+pub use self::entries::Entries;
+
 /// Milliseconds since the Unix epoch, from the system clock.
 ///
 /// ```
@@ -207,114 +211,6 @@ impl Touch {
     }
 }
 
-/// The entries of a session: keys mapped to encoded values, kept sorted.
-///
-/// A sorted vector rather than a map, because sessions are small: one
-/// allocation for the table, lookups by binary search.
-///
-/// ```
-/// use sessionkit_core::record::Entries;
-///
-/// let mut entries = Entries::default();
-/// entries.insert("b", b"2".to_vec());
-/// entries.insert("a", b"1".to_vec());
-/// assert_eq!(entries.keys().collect::<Vec<_>>(), ["a", "b"]);
-/// assert_eq!(entries.get("a"), Some(&b"1"[..]));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entries(Vec<(Box<str>, Box<[u8]>)>);
-
-impl Entries {
-    fn position(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
-    }
-
-    /// The encoded value of `key`.
-    pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.position(key).ok().map(|i| &*self.0[i].1)
-    }
-
-    /// Whether `key` is present.
-    pub fn contains(&self, key: &str) -> bool {
-        self.position(key).is_ok()
-    }
-
-    /// Sets `key` to `value`.
-    pub fn insert(&mut self, key: &str, value: impl Into<Box<[u8]>>) {
-        match self.position(key) {
-            Ok(i) => self.0[i].1 = value.into(),
-            Err(i) => self.0.insert(i, (key.into(), value.into())),
-        }
-    }
-
-    /// Removes `key`; returns whether it was present.
-    pub fn remove(&mut self, key: &str) -> bool {
-        match self.position(key) {
-            Ok(i) => {
-                self.0.remove(i);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Removes every entry.
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Keys in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| &**k)
-    }
-
-    /// Entries in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
-    }
-
-    /// Frees spare capacity (the memory store does this before keeping a
-    /// record).
-    pub fn shrink_to_fit(&mut self) {
-        self.0.shrink_to_fit();
-    }
-
-    /// Applies a delta: first `clear` if set, then every change in order.
-    pub fn apply(&mut self, delta: &Delta) {
-        if delta.clear {
-            self.0.clear();
-        }
-        for (key, change) in &delta.changes {
-            match change {
-                Some(value) => self.insert(key, value.clone()),
-                None => {
-                    self.remove(key);
-                }
-            }
-        }
-    }
-}
-
-impl<K: AsRef<str>, V: Into<Box<[u8]>>> FromIterator<(K, V)> for Entries {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut entries = Entries::default();
-        for (k, v) in iter {
-            entries.insert(k.as_ref(), v);
-        }
-        entries
-    }
-}
-
 /// A stored session: its entries and expiry metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -403,7 +299,7 @@ impl Delta {
     }
 
     /// The changed keys in order: `Some(value)` to set, `None` to remove.
-    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + Clone {
         self.changes.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
