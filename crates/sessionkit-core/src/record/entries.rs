@@ -320,7 +320,7 @@ mod tests {
         for step in 0..500 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             let key = format!("k{}", (x >> 8) % 23);
-            if (x >> 4) % 3 == 0 {
+            if (x >> 4).is_multiple_of(3) {
                 assert_eq!(entries.remove(&key), model.remove(&key).is_some());
             } else {
                 let value = format!("v{step}").into_bytes();
