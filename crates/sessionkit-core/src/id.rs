@@ -15,6 +15,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeError, DecodeSliceError};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind};
@@ -89,18 +90,17 @@ impl SessionId {
                 bytes.len()
             )));
         }
-        if !bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        {
-            return Err(Error::new(ErrorKind::InvalidId)
-                .with_detail("character outside the base64url alphabet"));
-        }
         let mut out = [0u8; ID_BYTES];
-        // 43 characters carry 258 bits; the decoder rejects ids whose last two
-        // bits are not zero, so every id has exactly one spelling.
+        // One pass checks the alphabet and decodes (the decoder refuses any
+        // byte outside base64url, `=` included). 43 characters carry 258
+        // bits; it also refuses ids whose last two bits are not zero, so
+        // every id has exactly one spelling.
         match URL_SAFE_NO_PAD.decode_slice(bytes, &mut out) {
             Ok(ID_BYTES) => Ok(SessionId(out)),
+            Err(DecodeSliceError::DecodeError(DecodeError::InvalidByte(..))) => {
+                Err(Error::new(ErrorKind::InvalidId)
+                    .with_detail("character outside the base64url alphabet"))
+            }
             _ => Err(Error::new(ErrorKind::InvalidId).with_detail("not a canonical encoding")),
         }
     }

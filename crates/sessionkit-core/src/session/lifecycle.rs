@@ -228,7 +228,40 @@ impl Session {
         {
             error = Some(e);
         }
+        self.conclude(error)
+    }
 
+    /// [`Session::finish`] without waiting, when it has nothing to wait for:
+    /// no lock is held, no write is buffered and no operation of a clone is
+    /// in flight — the common case of a request that only read (whether the
+    /// response is a server error then changes nothing). Returns `None` when
+    /// the asynchronous `finish` is needed.
+    ///
+    /// The HTTP layer calls this first, so that read-only requests finish
+    /// without a boxed future.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("k", &1).unwrap();
+    /// assert!(session.finish_now().is_none()); // a write to flush
+    /// let _ = session.finish(false).await;
+    /// # }
+    /// ```
+    pub fn finish_now(&self) -> Option<Finished> {
+        let _op = self.inner.ops.try_lock().ok()?;
+        {
+            let state = self.state();
+            if state.lock_depth > 0 || !state.pending.is_empty() {
+                return None;
+            }
+        }
+        Some(self.conclude(None))
+    }
+
+    /// Marks the session finished and decides what the cookie must say.
+    fn conclude(&self, error: Option<Error>) -> Finished {
         let mut state = self.state();
         state.finished = true;
         // The expiry the client must learn about: the one the store reported

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
-use sessionkit_core::{CookieChange, ErrorKind, Session};
+use sessionkit_core::{CookieChange, ErrorKind, Finished, Session};
 use sync_wrapper::SyncFuture;
 
 use crate::middleware::layer::Shared;
@@ -80,6 +80,9 @@ where
                     if !session.needs_finish() {
                         return Poll::Ready(Ok(response));
                     }
+                    if let Some(finished) = session.finish_now() {
+                        return Poll::Ready(Ok(respond(finished, response, shared)));
+                    }
                     let fut: Pin<Box<dyn Future<Output = Response<B>> + Send>> =
                         Box::pin(finish(session, response, shared.clone()));
                     this.state.set(State::Finishing {
@@ -96,10 +99,20 @@ where
 
 async fn finish<B: Default>(
     session: Session,
-    mut response: Response<B>,
+    response: Response<B>,
     shared: Arc<Shared>,
 ) -> Response<B> {
     let finished = session.finish(response.status().is_server_error()).await;
+    respond(finished, response, &shared)
+}
+
+/// The response once the session is finished: the handler's, with the
+/// cookie change, or an error response if the session could not be saved.
+fn respond<B: Default>(
+    finished: Finished,
+    mut response: Response<B>,
+    shared: &Shared,
+) -> Response<B> {
     if let Some(err) = finished.error {
         let status =
             StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
