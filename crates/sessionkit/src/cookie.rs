@@ -387,14 +387,6 @@ impl CookieWriter {
         &self.keys
     }
 
-    fn value(&self, id: &SessionId) -> String {
-        if self.keys.is_empty() {
-            id.expose()
-        } else {
-            signing::sign(&self.keys, &self.name, id)
-        }
-    }
-
     /// Sets the cookie to `id`, valid for `max_age` (rounded up to whole
     /// seconds, so the cookie never expires before the server's session).
     /// The cookie is persistent if the configuration says so or `persistent`
@@ -406,17 +398,20 @@ impl CookieWriter {
         max_age: Duration,
         persistent: bool,
     ) {
-        let value = if self.persistent || persistent {
-            let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
-            format!(
-                "{}={}; Max-Age={secs}{}",
-                self.name,
-                self.value(id),
-                self.suffix
-            )
+        // One buffer of the right size: this runs for every new session.
+        let mut value = String::with_capacity(self.name.len() + 128 + self.suffix.len());
+        value.push_str(&self.name);
+        value.push('=');
+        if self.keys.is_empty() {
+            value.push_str(&id.expose());
         } else {
-            format!("{}={}{}", self.name, self.value(id), self.suffix)
-        };
+            value.push_str(&signing::sign(&self.keys, &self.name, id));
+        }
+        if self.persistent || persistent {
+            let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
+            let _ = write!(value, "; Max-Age={secs}");
+        }
+        value.push_str(&self.suffix);
         self.append(headers, value);
     }
 
@@ -445,6 +440,11 @@ impl CookieWriter {
 /// Adds `private` to `Cache-Control` and drops `public` and `s-maxage`, whose
 /// only purpose is shared caching; other directives the handler set stay.
 fn forbid_shared_caching(headers: &mut HeaderMap) {
+    if !headers.contains_key(CACHE_CONTROL) {
+        // The common case: the handler said nothing about caching.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     let existing = headers
         .get_all(CACHE_CONTROL)
         .iter()

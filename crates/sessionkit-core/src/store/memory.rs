@@ -16,6 +16,7 @@
 //! What is *not* kept: anything across a restart of the process, and anything
 //! across processes. Use the file store or Redis for that.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -113,13 +114,18 @@ struct Lock {
 impl Shard {
     /// The live record of `id`, removing it if it has expired.
     fn live(&mut self, id: &SessionId, now: u64) -> Option<&mut Record> {
-        let expired = self.sessions.get(id)?.meta.is_expired(now);
-        if expired {
-            self.remove(id);
-            tracing::debug!(session = %id.short_hash(), "session expired");
-            return None;
+        // One lookup: this runs on every request.
+        match self.sessions.entry(*id) {
+            Entry::Vacant(_) => None,
+            Entry::Occupied(entry) if !entry.get().meta.is_expired(now) => Some(entry.into_mut()),
+            Entry::Occupied(entry) => {
+                let expires = entry.remove().meta.expires();
+                self.by_expiry.remove(&(expires, *id));
+                self.locks.remove(id);
+                tracing::debug!(session = %id.short_hash(), "session expired");
+                None
+            }
         }
-        self.sessions.get_mut(id)
     }
 
     fn remove(&mut self, id: &SessionId) -> Option<Record> {
