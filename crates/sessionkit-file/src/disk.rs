@@ -714,13 +714,17 @@ impl Disk {
         let _stripe = self.stripe(name.stripe())?;
         let now = now_ms();
         self.prune_held(now);
-        let Some(current) = self.live(&name, now)? else {
+        let Some(mut current) = self.live(&name, now)? else {
             // A lock file without a live session is stale.
             remove(&self.lock_path(&name)).context("remove the lock of", || self.place(&name))?;
             return Ok(Locked::Absent);
         };
         if self.lock_in_force(&name, now)?.is_some() {
             return Ok(Locked::Held);
+        }
+        // A session is not idle while a request holds its lock.
+        if current.record.meta.touch_if_due(now, Touch::always()) {
+            self.persist_expiry(&name, &current)?;
         }
         let token = LockToken::generate();
         self.write_lock(
@@ -746,8 +750,14 @@ impl Disk {
         let name = self.naming.of(id);
         let _stripe = self.stripe(name.stripe())?;
         let now = now_ms();
-        if self.live(&name, now)?.is_none() || self.owned(&name, token, now)?.is_none() {
+        let Some(mut current) = self.live(&name, now)? else {
             return Ok(false);
+        };
+        if self.owned(&name, token, now)?.is_none() {
+            return Ok(false);
+        }
+        if current.record.meta.touch_if_due(now, Touch::always()) {
+            self.persist_expiry(&name, &current)?;
         }
         self.write_lock(
             &name,

@@ -986,6 +986,8 @@ impl SessionStore for MemcachedStore {
                     token,
                     expires_ms: now.saturating_add(ttl),
                 });
+                // A session is not idle while a request holds its lock.
+                item.record.meta.refresh(now);
                 let record = item.record.clone();
                 Step::Write(item, Locked::Acquired { token, record })
             })
@@ -1004,6 +1006,7 @@ impl SessionStore for MemcachedStore {
                             expires_ms: now.saturating_add(ttl),
                             ..lock
                         });
+                        item.record.meta.refresh(now);
                         Step::Write(item, true)
                     }
                     _ => Step::Answer(false),

@@ -90,6 +90,9 @@ impl Session {
                             .with_detail("the session changed id while the lock was awaited"));
                     }
                     let mut state = self.state();
+                    // Taking the lock refreshed the idle expiry: the cookie
+                    // tells the browser.
+                    state.expiry_moved = Some(record.meta);
                     state.stored = Stored::Live {
                         entries: record.entries,
                         meta: record.meta,

@@ -153,6 +153,17 @@ impl Shard {
         }
     }
 
+    /// Refreshes the idle expiry of `id` (a use of the session, like a
+    /// write) and returns its record.
+    fn refresh(&mut self, id: &SessionId, now: u64) -> Option<Record> {
+        let record = self.sessions.get_mut(id)?;
+        let before = record.meta.expires();
+        record.meta.refresh(now);
+        let record = record.clone();
+        self.reindex(id, before);
+        Some(record)
+    }
+
     fn lock_held_by(&self, id: &SessionId, token: &LockToken, now: u64) -> bool {
         matches!(self.locks.get(id), Some(l) if l.token == *token && l.expires > now)
     }
@@ -442,13 +453,14 @@ impl SessionStore for MemoryStore {
     async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
         let now = now_ms();
         let mut shard = self.shared.shard(id);
-        let Some(record) = shard.live(id, now) else {
+        if shard.live(id, now).is_none() {
             return Ok(Locked::Absent);
-        };
-        let record = record.clone();
+        }
         if matches!(shard.locks.get(id), Some(l) if l.expires > now) {
             return Ok(Locked::Held);
         }
+        // A session is not idle while a request holds its lock.
+        let record = shard.refresh(id, now).expect("checked live above");
         let token = LockToken::generate();
         shard.locks.insert(
             *id,
@@ -469,6 +481,7 @@ impl SessionStore for MemoryStore {
         if let Some(l) = shard.locks.get_mut(id) {
             l.expires = now.saturating_add(ttl.as_millis() as u64);
         }
+        shard.refresh(id, now);
         Ok(true)
     }
 

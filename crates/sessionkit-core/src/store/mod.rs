@@ -207,11 +207,13 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     fn destroy(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send;
 
     /// Tries once to take the session's lock for `ttl`, and loads the session
-    /// in the same step.
+    /// in the same step. Taking the lock refreshes the session's idle expiry
+    /// (a session is not idle while a request holds its lock); the record
+    /// returned carries the refreshed metadata.
     fn lock(&self, id: &SessionId, ttl: Duration) -> impl Future<Output = Result<Locked>> + Send;
 
-    /// Extends the lock to `ttl` from now if `token` still owns it; returns
-    /// whether it did.
+    /// Extends the lock to `ttl` from now if `token` still owns it, and
+    /// refreshes the session's idle expiry; returns whether it did.
     fn renew_lock(
         &self,
         id: &SessionId,

@@ -7,6 +7,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::id::LockToken;
+use crate::record::now_ms;
 use crate::store::{Applied, Locked, SessionStore};
 
 use super::SuiteConfig;
@@ -559,5 +560,62 @@ pub async fn locked_increments_are_never_lost<S: SessionStore + Clone>(
     )
     .await;
     unlock(store, &id, &token).await;
+    destroy_all(store, &[id]).await;
+}
+
+/// A held lock keeps its session alive: a session is not idle while a request
+/// holds its lock. `lock` refreshes the idle expiry (the record it returns
+/// shows the new [`Meta::expires`](crate::record::Meta::expires)), and so does
+/// each `renew_lock`, so a transaction that starts near the idle expiry, or
+/// runs past it under renewal, still commits. Timeline, in units of
+/// `short_lifetime`: created at 0 (expiry 1); locked at 0.5 (expiry 1.5);
+/// renewed at 1 (expiry 2); the fenced commit at 1.6 must apply, although
+/// the session would have expired at 1 without the lock's refresh, and at
+/// 1.5 without the renewal's.
+pub async fn locking_keeps_a_session_alive<S: SessionStore + Clone>(
+    store: &S,
+    config: &SuiteConfig,
+) {
+    check_timing(config);
+    let short = config.short_lifetime;
+    let start = Instant::now();
+    let created = record(short, entries(&[("n", &value(&1))]));
+    let id = create(store, &created).await;
+
+    sleep_until(start, short / 2).await;
+    let (token, seen) = acquire(
+        store,
+        &id,
+        config.lock_ttl,
+        "lock halfway through the idle lifetime",
+    )
+    .await;
+    assert!(
+        seen.meta.expires() > created.meta.expires(),
+        "lock must refresh the idle expiry of the session it locks (it stayed at {})",
+        created.meta.expires()
+    );
+
+    sleep_until(start, short).await;
+    assert!(
+        renew(store, &id, &token, config.lock_ttl).await,
+        "renew_lock at the original expiry must succeed: the lock refreshed the session"
+    );
+
+    sleep_until(start, short * 8 / 5).await;
+    let meta = applied(
+        store,
+        &id,
+        &set("n", &value(&2)),
+        fence(&token, true),
+        "a fenced commit after the expiry the lock set, before the one the renewal set",
+    )
+    .await;
+    assert!(
+        meta.expires() > now_ms(),
+        "the commit must leave the session live"
+    );
+    let after = load_live(store, &id, "after the commit").await;
+    assert_eq!(decode::<u64>(&after.entries, "n"), 2);
     destroy_all(store, &[id]).await;
 }

@@ -101,6 +101,7 @@
 //! | [`lock_is_exclusive`] | one owner at a time; unlock is compare-and-delete |
 //! | [`expired_lock_is_free`] | locks expire after their TTL |
 //! | [`renew_extends_only_for_the_owner`] | renewal is compare-and-set |
+//! | [`locking_keeps_a_session_alive`] | lock and renewal refresh the idle expiry |
 //! | [`fenced_apply_requires_the_lock`] | fenced writes need the unexpired lock |
 //! | [`fenced_release_commits_and_unlocks`] | commit + unlock in one step |
 //! | [`destroy_removes_the_lock`] | destroy takes the lock with it |
@@ -153,7 +154,7 @@ pub use guarded::Guarded;
 pub use locks::{
     destroy_removes_the_lock, expired_lock_is_free, fenced_apply_requires_the_lock,
     fenced_release_commits_and_unlocks, lock_is_exclusive, locked_increments_are_never_lost,
-    renew_extends_only_for_the_owner,
+    locking_keeps_a_session_alive, renew_extends_only_for_the_owner,
 };
 pub use records::{
     create_never_overwrites_a_live_session, create_then_load_returns_the_record,
@@ -178,6 +179,7 @@ pub const ALL_TESTS: &[&str] = &[
     "lock_is_exclusive",
     "expired_lock_is_free",
     "renew_extends_only_for_the_owner",
+    "locking_keeps_a_session_alive",
     "fenced_apply_requires_the_lock",
     "fenced_release_commits_and_unlocks",
     "destroy_removes_the_lock",
@@ -362,6 +364,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: &S, config: &SuiteConfig) {
         absolute_deadline_is_never_extended,
         expired_lock_is_free,
         renew_extends_only_for_the_owner,
+        locking_keeps_a_session_alive,
         fenced_apply_requires_the_lock,
         fenced_change_id_moves_the_lock,
         fenced_change_id_requires_the_lock,
@@ -474,6 +477,7 @@ macro_rules! conformance_tests {
                 lock_is_exclusive,
                 expired_lock_is_free,
                 renew_extends_only_for_the_owner,
+                locking_keeps_a_session_alive,
                 fenced_apply_requires_the_lock,
                 fenced_release_commits_and_unlocks,
                 destroy_removes_the_lock,
