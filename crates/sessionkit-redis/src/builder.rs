@@ -78,8 +78,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Whether keys carry the SHA-256 of the id (64 hex digits) instead of
-    /// the id itself. Default `true`.
+    /// Whether keys carry the SHA-256 of the id (43 characters of unpadded
+    /// base64url) instead of the id itself. Default `true`.
     ///
     /// # Security
     ///
@@ -90,8 +90,13 @@ impl RedisStoreBuilder {
     /// are 256 random bits, so an unsalted hash cannot be reversed.
     ///
     /// Switching this setting orphans the sessions stored under the other
-    /// naming (users are logged out); the two namings never collide (64
-    /// against 43 characters).
+    /// naming (users are logged out). Both namings are 43 characters of
+    /// base64url, so a hashed key's tag *looks like* an id: never turn
+    /// hashing off on a prefix that still holds hashed sessions (flush them,
+    /// or use another prefix), or whoever read the key names (a leaked dump)
+    /// could present them as cookies. The other way round is safe: a
+    /// hashed store looks up the hash of what it is given, and no one can
+    /// find an id whose hash is a given raw key.
     ///
     /// ```
     /// let builder = sessionkit_redis::RedisStore::builder().hash_ids(false);

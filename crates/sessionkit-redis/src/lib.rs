@@ -64,14 +64,14 @@
 //! One Redis hash per session, and one string per held lock, next to it:
 //!
 //! ```text
-//! sessionkit:{5e8c…(64 hex digits)…a1}         HASH    the session
-//! sessionkit:{5e8c…(64 hex digits)…a1}:lock    STRING  the lock's token, PX = lock TTL
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}        HASH    the session
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}:lock   STRING  the lock's token, PX = lock TTL
 //! ```
 //!
 //! The part in braces is the SHA-256 of the session id (of its 43-character
 //! text, [`SessionId::hashed`](sessionkit_core::SessionId::hashed)) in
-//! lowercase hex, or, with [`hash_ids(false)`](RedisStoreBuilder::hash_ids),
-//! the id itself. The braces make it the Redis Cluster *hash tag*: a
+//! unpadded base64url, 43 characters, or, with
+//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), the id itself. The braces make it the Redis Cluster *hash tag*: a
 //! session's data and lock always share a slot, so one script can touch
 //! both. The prefix is part of every key and is never stripped; it must not
 //! contain braces. [`RedisStore::keys_of`] gives the two keys of an id.
@@ -292,7 +292,11 @@
 //! - **Counting and listing** sessions are not offered: ids are hashed at
 //!   rest and a list of live bearer tokens is a liability.
 //! - Hashing at rest hides the ids from whoever reads the data, not the
-//!   data itself: use TLS and Redis ACLs for that.
+//!   data itself: use TLS and Redis ACLs for that. A hashed key's tag has
+//!   the form of a session id (43 characters of base64url), so never run a
+//!   store with [`hash_ids(false)`](RedisStoreBuilder::hash_ids) on a
+//!   prefix that holds hashed sessions: there, the key names of a leaked
+//!   dump would be valid cookies.
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -5,6 +5,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use sessionkit_core::record::{Delta, Entries, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
@@ -220,7 +223,7 @@ async fn every_operation_is_one_round_trip() {
 /// The documented layout: a hash of the session's entries (key as is, value
 /// as given) plus metadata fields named `\xff…`, native expiry at
 /// `expires`; the lock a string holding the token's hex, expiring with its
-/// TTL; both keys `{prefix}{<sha-256 hex>}` and `…:lock`.
+/// TTL; both keys `{prefix}{<sha-256 base64url>}` and `…:lock`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_layout_is_as_documented() {
     let prefix = unique_prefix("layout");
@@ -241,8 +244,9 @@ async fn data_layout_is_as_documented() {
     };
     assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
 
-    let hex: String = id.hashed().iter().map(|b| format!("{b:02x}")).collect();
-    let data_key = format!("{prefix}{{{hex}}}");
+    let tag = URL_SAFE_NO_PAD.encode(id.hashed());
+    assert_eq!(tag.len(), 43);
+    let data_key = format!("{prefix}{{{tag}}}");
     let (data, lock) = store.keys_of(&id);
     assert_eq!(data, data_key);
     assert_eq!(lock, format!("{data_key}:lock"));
