@@ -164,7 +164,9 @@ impl RedisStoreBuilder {
     ///
     /// The connection is a redis-rs [`ConnectionManager`]: one multiplexed
     /// connection shared by all clones of the store, reconnected in the
-    /// background after it breaks.
+    /// background after it breaks. Once connected, the store reads Redis's
+    /// clock (`TIME`), for deciding in this process when a read's touch is
+    /// due (see the [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> sessionkit_core::Result<()> {
@@ -225,12 +227,18 @@ impl RedisStoreBuilder {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
-        Ok(RedisStore::new(Connection::Single(conn), keys))
+        let store = RedisStore::new(Connection::Single(conn), keys);
+        store.sync_clock("connect").await?;
+        Ok(store)
     }
 
     /// Uses an existing [`ConnectionManager`], with its own reconnect and
     /// timeout settings ([`connect_timeout`](Self::connect_timeout) and
     /// [`response_timeout`](Self::response_timeout) do not apply).
+    ///
+    /// Not async, so the store reads Redis's clock (`TIME`) with its first
+    /// read that has a touch, instead of here (see the
+    /// [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -304,10 +312,16 @@ impl RedisStoreBuilder {
             .get_async_connection()
             .await
             .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
-        Ok(RedisStore::new(Connection::Cluster(conn), keys))
+        let store = RedisStore::new(Connection::Cluster(conn), keys);
+        store.sync_clock("connect").await?;
+        Ok(store)
     }
 
     /// Uses an existing cluster connection.
+    ///
+    /// Not async, so the store reads Redis's clock (`TIME`) with its first
+    /// read that has a touch, instead of here (see the
+    /// [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
