@@ -46,7 +46,16 @@ impl KeySpace {
 
     /// The data key and the lock key of `id`.
     pub(crate) fn keys(&self, id: &SessionId) -> SessionKeys {
-        let mut data = String::with_capacity(self.prefix.len() + 2 + 43 + LOCK_SUFFIX.len());
+        let data = self.data_key(id);
+        let mut lock = String::with_capacity(data.len() + LOCK_SUFFIX.len());
+        lock.push_str(&data);
+        lock.push_str(LOCK_SUFFIX);
+        SessionKeys { data, lock }
+    }
+
+    /// The data key of `id` alone, for a read, which needs no lock key.
+    pub(crate) fn data_key(&self, id: &SessionId) -> String {
+        let mut data = String::with_capacity(self.prefix.len() + 2 + 43);
         data.push_str(&self.prefix);
         data.push('{');
         if self.hash_ids {
@@ -57,10 +66,7 @@ impl KeySpace {
             data.push_str(&id.expose());
         }
         data.push('}');
-        let mut lock = String::with_capacity(data.len() + LOCK_SUFFIX.len());
-        lock.push_str(&data);
-        lock.push_str(LOCK_SUFFIX);
-        SessionKeys { data, lock }
+        data
     }
 }
 
@@ -83,6 +89,7 @@ mod tests {
         assert!(keys.data.starts_with("sessionkit:{"));
         assert!(keys.data.ends_with('}'));
         assert_eq!(keys.lock, format!("{}:lock", keys.data));
+        assert_eq!(space.data_key(&id), keys.data);
         assert_eq!(keys.data.len(), "sessionkit:{}".len() + 43);
         assert!(!keys.data.contains(&id.expose()));
         let tag = &keys.data["sessionkit:{".len()..keys.data.len() - 1];

@@ -247,13 +247,13 @@ impl RedisStore {
     async fn touch(
         &self,
         id: &SessionId,
-        keys: &SessionKeys,
+        data: &str,
         mut record: Record,
         touch: Touch,
     ) -> Result<Option<Loaded>> {
         const OP: &str = "load";
         let mut script = scripts::TOUCH.prepare_invoke();
-        script.key(&keys.data).arg(touch.permille());
+        script.key(data).arg(touch.permille());
         let sent = Instant::now();
         let (code, items) = self.run_coded(OP, &script).await?;
         if let Some(now) = reply::number(items.get(1)) {
@@ -398,13 +398,13 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         const OP: &str = "load";
-        let keys = self.keys(id);
+        let data = self.inner.keys.data_key(id);
         // A plain HGETALL, not a script: Redis's native expiry, set to agree
         // with the metadata, has already removed an expired session, so
         // reading is all there is to do, and it costs Redis a fraction of
         // a script.
         let mut hgetall = redis::cmd("HGETALL");
-        hgetall.arg(&keys.data);
+        hgetall.arg(&data);
         let reply = match self.inner.conn.query(&hgetall).await {
             Ok(reply) => reply,
             Err(err) if err.code() == Some("WRONGTYPE") => {
@@ -441,7 +441,7 @@ impl SessionStore for RedisStore {
                 touched: false,
             }));
         }
-        self.touch(id, &keys, record, touch).await
+        self.touch(id, &data, record, touch).await
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
