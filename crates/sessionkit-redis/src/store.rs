@@ -291,7 +291,7 @@ impl RedisStore {
         let mut take = scripts::TAKE.prepare_invoke();
         take.key(&from.data).key(&from.lock).arg(&token);
         let (code, mut items) = self.run_coded(OP, &take).await?;
-        let taken_at = std::time::Instant::now();
+        let taken_at = Instant::now();
         match code {
             0 => return Ok(IdChanged::Gone),
             3 => return Ok(IdChanged::LockLost),
