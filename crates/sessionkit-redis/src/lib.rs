@@ -110,10 +110,11 @@
 //!
 //! In memory, a session holding one small integer takes about 230 bytes of
 //! Redis's `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default
-//! prefix; measured by `tests/cost.rs`): the key (56 bytes, in a 64-byte
-//! allocation), the hash as a listpack (56 bytes, in 64), Redis's object
-//! header (16), and one entry each in the key space and in the table of
-//! expiring keys (32 each, plus their buckets). Each session key adds its
+//! prefix; measured by `tests/cost.rs`): the key (56 characters with the
+//! default prefix, in a 64-byte allocation), the hash as a listpack (56
+//! bytes, in 64), Redis's object header (16), and one entry each in the
+//! key space and in the table of expiring keys (32 each, plus their
+//! buckets). Each session key adds its
 //! name and value plus 2–3 bytes while the hash stays a listpack (up to 128
 //! fields of at most 64 bytes, Redis's defaults).
 //!
