@@ -78,8 +78,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Whether keys carry the SHA-256 of the id (64 hex digits) instead of
-    /// the id itself. Default `true`.
+    /// Whether keys carry the SHA-256 of the id (43 characters of unpadded
+    /// base64url) instead of the id itself. Default `true`.
     ///
     /// # Security
     ///
@@ -90,8 +90,13 @@ impl RedisStoreBuilder {
     /// are 256 random bits, so an unsalted hash cannot be reversed.
     ///
     /// Switching this setting orphans the sessions stored under the other
-    /// naming (users are logged out); the two namings never collide (64
-    /// against 43 characters).
+    /// naming (users are logged out). Both namings are 43 characters of
+    /// base64url, so a hashed key's tag *looks like* an id: never turn
+    /// hashing off on a prefix that still holds hashed sessions (flush them,
+    /// or use another prefix), or whoever read the key names (a leaked dump)
+    /// could present them as cookies. The other way round is safe: a
+    /// hashed store looks up the hash of what it is given, and no one can
+    /// find an id whose hash is a given raw key.
     ///
     /// ```
     /// let builder = sessionkit_redis::RedisStore::builder().hash_ids(false);
@@ -159,7 +164,9 @@ impl RedisStoreBuilder {
     ///
     /// The connection is a redis-rs [`ConnectionManager`]: one multiplexed
     /// connection shared by all clones of the store, reconnected in the
-    /// background after it breaks.
+    /// background after it breaks. Once connected, the store reads Redis's
+    /// clock (`TIME`), for deciding in this process when a read's touch is
+    /// due (see the [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> sessionkit_core::Result<()> {
@@ -220,12 +227,18 @@ impl RedisStoreBuilder {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
-        Ok(RedisStore::new(Connection::Single(conn), keys))
+        let store = RedisStore::new(Connection::Single(conn), keys);
+        store.sync_clock("connect").await?;
+        Ok(store)
     }
 
     /// Uses an existing [`ConnectionManager`], with its own reconnect and
     /// timeout settings ([`connect_timeout`](Self::connect_timeout) and
     /// [`response_timeout`](Self::response_timeout) do not apply).
+    ///
+    /// Not async, so the store reads Redis's clock (`TIME`) with its first
+    /// read that has a touch, instead of here (see the
+    /// [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -299,10 +312,16 @@ impl RedisStoreBuilder {
             .get_async_connection()
             .await
             .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
-        Ok(RedisStore::new(Connection::Cluster(conn), keys))
+        let store = RedisStore::new(Connection::Cluster(conn), keys);
+        store.sync_clock("connect").await?;
+        Ok(store)
     }
 
     /// Uses an existing cluster connection.
+    ///
+    /// Not async, so the store reads Redis's clock (`TIME`) with its first
+    /// read that has a touch, instead of here (see the
+    /// [crate docs](crate#clocks)).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,5 +1,7 @@
 //! Redis key names: prefix, hash tag, the id (hashed by default) and the lock suffix.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sessionkit_core::{Error, SessionId};
 
 /// The default key prefix.
@@ -11,8 +13,8 @@ const LOCK_SUFFIX: &str = ":lock";
 /// How a store names its keys.
 ///
 /// Data lives at `{prefix}{<tag>}` and the lock at `{prefix}{<tag>}:lock`,
-/// where `<tag>` is the 64 lowercase hex digits of the SHA-256 of the id
-/// (hashed at rest) or the 43-character id itself. The braces make `<tag>`
+/// where `<tag>` is the SHA-256 of the id in unpadded base64url, 43
+/// characters (hashed at rest), or the 43-character id itself. The braces make `<tag>`
 /// the Redis Cluster hash tag, so a session's data and lock share one slot
 /// and one script can touch both.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,19 +46,27 @@ impl KeySpace {
 
     /// The data key and the lock key of `id`.
     pub(crate) fn keys(&self, id: &SessionId) -> SessionKeys {
-        let mut data = String::with_capacity(self.prefix.len() + 2 + 64 + LOCK_SUFFIX.len());
-        data.push_str(&self.prefix);
-        data.push('{');
-        if self.hash_ids {
-            push_hex(&mut data, &id.hashed());
-        } else {
-            data.push_str(&id.expose());
-        }
-        data.push('}');
+        let data = self.data_key(id);
         let mut lock = String::with_capacity(data.len() + LOCK_SUFFIX.len());
         lock.push_str(&data);
         lock.push_str(LOCK_SUFFIX);
         SessionKeys { data, lock }
+    }
+
+    /// The data key of `id` alone, for a read, which needs no lock key.
+    pub(crate) fn data_key(&self, id: &SessionId) -> String {
+        let mut data = String::with_capacity(self.prefix.len() + 2 + 43);
+        data.push_str(&self.prefix);
+        data.push('{');
+        if self.hash_ids {
+            // Base64url rather than hex: 43 bytes instead of 64 in every
+            // key, which Redis keeps in memory once per session.
+            URL_SAFE_NO_PAD.encode_string(id.hashed(), &mut data);
+        } else {
+            data.push_str(&id.expose());
+        }
+        data.push('}');
+        data
     }
 }
 
@@ -65,14 +75,6 @@ impl KeySpace {
 pub(crate) struct SessionKeys {
     pub(crate) data: String,
     pub(crate) lock: String,
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
 }
 
 #[cfg(test)]
@@ -87,9 +89,25 @@ mod tests {
         assert!(keys.data.starts_with("sessionkit:{"));
         assert!(keys.data.ends_with('}'));
         assert_eq!(keys.lock, format!("{}:lock", keys.data));
-        assert_eq!(keys.data.len(), "sessionkit:{}".len() + 64);
+        assert_eq!(space.data_key(&id), keys.data);
+        assert_eq!(keys.data.len(), "sessionkit:{}".len() + 43);
         assert!(!keys.data.contains(&id.expose()));
-        assert!(keys.data.contains(&id.short_hash()));
+        let tag = &keys.data["sessionkit:{".len()..keys.data.len() - 1];
+        assert_eq!(URL_SAFE_NO_PAD.decode(tag).unwrap(), id.hashed());
+    }
+
+    #[test]
+    fn hashed_tag_is_base64url_of_the_sha256_of_the_id_text() {
+        // A fixed id, so that the naming cannot change unnoticed: stored
+        // sessions are found by it.
+        let id = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        let space = KeySpace::new("p:".to_owned(), true).unwrap();
+        // printf %s AAA…A (43 A) | sha256sum | xxd -r -p | basenc --base64url,
+        // without the trailing `=`.
+        assert_eq!(
+            space.keys(&id).data,
+            "p:{DwBzhbb51LfusnSGBa_hqYSgo7-j8BTQnip4TOnlzRo}"
+        );
     }
 
     #[test]

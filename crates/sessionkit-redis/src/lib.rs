@@ -1,4 +1,4 @@
-//! Redis and Redis Cluster store for sessionkit: one atomic Lua script, one round trip, per operation.
+//! Redis and Redis Cluster store for sessionkit: reads are one plain `HGETALL`, every write one atomic Lua script, each one round trip.
 //!
 //! Part of [sessionkit](https://docs.rs/sessionkit).
 //!
@@ -61,52 +61,82 @@
 //!
 //! # Data layout
 //!
-//! One Redis hash per session, and one string per held lock, next to it:
+//! Layout 2. One Redis hash per session, and one string per held lock,
+//! next to it:
 //!
 //! ```text
-//! sessionkit:{5e8c…(64 hex digits)…a1}         HASH    the session
-//! sessionkit:{5e8c…(64 hex digits)…a1}:lock    STRING  the lock's token, PX = lock TTL
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}        HASH    the session
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}:lock   STRING  the lock's token, PX = lock TTL
 //! ```
 //!
 //! The part in braces is the SHA-256 of the session id (of its 43-character
 //! text, [`SessionId::hashed`](sessionkit_core::SessionId::hashed)) in
-//! lowercase hex, or, with [`hash_ids(false)`](RedisStoreBuilder::hash_ids),
-//! the id itself. The braces make it the Redis Cluster *hash tag*: a
-//! session's data and lock always share a slot, so one script can touch
-//! both. The prefix is part of every key and is never stripped; it must not
-//! contain braces. [`RedisStore::keys_of`] gives the two keys of an id.
+//! unpadded base64url, 43 characters, or, with
+//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), the id itself. The
+//! braces make it the Redis Cluster *hash tag*: a session's data and lock
+//! always share a slot, so one script can touch both. The prefix is part of
+//! every key and is never stripped; it must not contain braces.
+//! [`RedisStore::keys_of`] gives the two keys of an id.
 //!
 //! The fields of the hash:
 //!
 //! | field | value |
 //! |---|---|
 //! | each session key, as the application named it | the value as the [codec](sessionkit_core::codec) encoded it (JSON), byte for byte |
-//! | `\xffversion` | `1`: the layout version |
-//! | `\xffcreated` | creation time, Unix milliseconds |
-//! | `\xffttl` | idle lifetime, milliseconds |
-//! | `\xffdeadline` | absolute deadline, Unix milliseconds; `0` for none |
-//! | `\xffexpires` | expiry, Unix milliseconds; the key's native expiry (`PEXPIREAT`) is set to it |
+//! | `\xff` (the single byte 0xFF) | the metadata: `2 <created> <ttl> <deadline> <expires>` |
 //!
-//! Metadata field names start with the byte `0xFF`, which never occurs in
-//! UTF-8, so no session key (a Rust `&str`) can collide with them, and
-//! session keys need no prefix of their own: `HGETALL` shows them as the
-//! application named them (`redis-cli` prints the metadata as
-//! `"\xffexpires"`). One field per key is what lets a delta change only its
-//! keys (`HSET`/`HDEL`), so concurrent requests that change different keys
-//! both persist.
+//! In the metadata, `2` is the layout and the four numbers are decimal
+//! milliseconds, separated by single spaces: creation time (Unix ms), idle
+//! lifetime, absolute deadline (Unix ms; `0` for none) and expiry (Unix ms
+//! by Redis's clock, except right after `create`; see [Clocks](#clocks)).
+//! For example `2 1700000000000 7200000 0 1700007200000`. One field rather
+//! than one per number, because Redis keeps every field of every session in
+//! memory with its own overhead; and `load` has to read only one field to
+//! know the session.
 //!
-//! # Scripts and round trips
+//! The byte 0xFF never occurs in UTF-8, so no session key (a Rust `&str`)
+//! can collide with the metadata, and session keys need no prefix of their
+//! own: `HGETALL` shows them as the application named them (`redis-cli`
+//! prints the metadata field as `"\xff"`). Other field names that start with
+//! 0xFF are reserved and ignored when read. One field per key is what lets a
+//! delta change only its keys (`HSET`/`HDEL`), so concurrent requests that
+//! change different keys both persist.
 //!
-//! Every operation is one `EVALSHA` of a Lua script (redis-rs
+//! Layout 2 is not compatible with layout 1 (earlier development versions
+//! of this crate: 64 hex digits in the key, five `\xff…` fields): sessions
+//! stored by them are not found under the new keys, and a layout-1 hash
+//! under a key would be [corrupt](#corrupt-or-foreign-data). Users are
+//! signed out once.
+//!
+//! In memory, a session holding one small integer takes about 230 bytes of
+//! Redis's `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default
+//! prefix; measured by `tests/cost.rs`): the key (56 characters with the
+//! default prefix, in a 64-byte allocation), the hash as a listpack (56
+//! bytes, in 64), Redis's object header (16), and one entry each in the
+//! key space and in the table of expiring keys (32 each, plus their
+//! buckets). Each session key adds its
+//! name and value plus 2–3 bytes while the hash stays a listpack (up to 128
+//! fields of at most 64 bytes, Redis's defaults).
+//!
+//! # Round trips
+//!
+//! A read is **one plain `HGETALL`**: one round trip and one command for
+//! Redis, no script. Redis's native expiry, set to agree with the metadata
+//! ([Expiry](#expiry)), has already removed an expired session, so reading
+//! is all there is to do. Every operation that must read and write
+//! atomically is one `EVALSHA` of a Lua script (redis-rs
 //! [`Script`](redis::Script): it sends `SCRIPT LOAD` and retries when the
 //! server answers `NOSCRIPT`, which happens once per script after Redis
 //! starts, costing two extra round trips that one time). Redis runs a
-//! script atomically. Inside, time is Redis's own clock (`redis.call('TIME')`),
-//! so app servers with drifting clocks agree on expiry.
+//! script atomically. Inside, time is Redis's own clock
+//! (`redis.call('TIME')`), so app servers with drifting clocks agree on
+//! expiry. The scripts read the metadata with one `HGET` of the `\xff`
+//! field.
 //!
-//! | operation | keys | what the script does | round trips |
+//! | operation | keys | what it does | round trips |
 //! |---|---|---|---|
-//! | `load` | data | checks the session is live (a hash of this layout whose `expires` is in the future); if a touch is given and due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), computed from [`Touch::permille`](sessionkit_core::record::Touch::permille)), moves `expires` to `min(now + ttl, deadline)` and `PEXPIREAT`s the key; returns `HGETALL` and whether it touched | 1 |
+//! | `load` | data | `HGETALL`; an empty reply is absent, a `WRONGTYPE` error or a hash without valid metadata is [corrupt](#corrupt-or-foreign-data) | 1 |
+//! | `load`, touch due | data | then, if the touch looks due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), by the [estimate of Redis's clock](#clocks)), the touch script: checks again that the session is live and the touch due by Redis's clock, moves `expires` to `min(now + ttl, deadline)` and `PEXPIREAT`s the key if that moves it; returns Redis's time and the metadata, and [`Loaded::touched`](sessionkit_core::store::Loaded) says whether it moved | 2 |
 //! | `create` | data, lock | answers `IdTaken` if the id is live; otherwise deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields, with native expiry | 1 |
 //! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
 //! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
@@ -115,18 +145,29 @@
 //! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE` | 1 |
 //! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
 //!
+//! With the session layer's default touch rule (refresh when less than 75 %
+//! of the idle lifetime is left), a session's reads find a touch due at
+//! most once per quarter of its idle lifetime, so nearly every read is one
+//! `HGETALL`; `MemcachedStore` has the same shape ("load 1, +1 when a touch
+//! is due"). The touch is a second round trip rather than part of the read
+//! because a script that reads costs Redis ten times a plain `HGETALL`
+//! (see [Cost](#cost)), on every read, to save a round trip on few.
+//!
 //! The counts are measured, not assumed: the crate's tests watch the
 //! server's `MONITOR` (which marks the commands a script runs as `lua`, so
 //! only commands that came over the wire count) around each operation and
-//! assert exactly one `EVALSHA` (one `DEL` for `destroy`). `INFO
-//! commandstats` cannot show this: it counts the commands inside scripts
-//! too.
+//! assert exactly the commands of the table: one `HGETALL` per read, one
+//! more `EVALSHA` when its touch is due, one `EVALSHA` per other operation,
+//! one `DEL` for `destroy`. `INFO commandstats` counts the commands inside
+//! scripts too; the tests use it to show that a read without a due touch
+//! makes Redis run exactly one command.
 //!
 //! To count round trips in other crates' tests (through HTTP, say), wrap the
 //! store in [`CountingStore`](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/struct.CountingStore.html) (one
-//! store call is one round trip, except a cluster `change_id`), or, to have
-//! the server itself count, include this crate's test harness, which needs
-//! nothing but `std`, `redis-server` and `redis-cli`:
+//! store call is one round trip, except a load whose touch is due and a
+//! cluster `change_id`), or, to have the server itself count, include this
+//! crate's test harness, which needs nothing but `std`, `redis-server` and
+//! `redis-cli`:
 //!
 //! ```text
 //! #[path = "../../sessionkit-redis/tests/support/mod.rs"]
@@ -136,40 +177,94 @@
 //! let monitor = server.monitor();
 //! let mark = monitor.mark();
 //! /* … requests … */
-//! let commands: Vec<String> = monitor.since(mark);      // e.g. ["evalsha", "evalsha"]
+//! let commands: Vec<String> = monitor.since(mark);      // e.g. ["hgetall", "evalsha"]
 //! ```
+//!
+//! ## Cost
+//!
+//! Redis CPU time per call, from `INFO commandstats` (`tests/cost.rs`:
+//! Redis 7.0, 20,000 calls each on sessions holding one small integer, 16 in
+//! flight; the numbers move by about 10 % between runs on a shared
+//! machine):
+//!
+//! | operation | commands Redis runs | µs |
+//! |---|---|---|
+//! | `load` | `HGETALL` | 1.1 |
+//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 12.7 |
+//! | `create` | `EVALSHA` (`TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 9.3 |
+//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced) | 12.3 |
+//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HGETALL`) | 13.4 |
+//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`) | 8.5 |
+//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.5 |
+//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 16.1 |
+//! | `destroy` | `DEL` | 1.1 |
+//!
+//! Each command a script runs costs Redis about as much as the same command
+//! sent by a client, and running a script at all about 1 µs more; so each
+//! script runs only the commands it needs and defines only the Lua helpers
+//! it uses.
 //!
 //! ## Clocks
 //!
-//! One exception to "Redis's clock": `create` stores the metadata it is
-//! given, as the contract requires (a created session loads back exactly).
-//! The session handle computes it from the app server's clock, so the first
-//! expiry of a new session follows that clock; every later refresh (touch,
-//! apply, `change_id`) uses Redis's.
+//! `create` stores the metadata it is given, as the contract requires (a
+//! created session loads back exactly). The session handle computes it from
+//! the app server's clock, so the first expiry of a new session follows
+//! that clock; every later refresh (touch, apply, `change_id`) uses Redis's.
+//!
+//! Whether a read's touch is due is first decided in this process, without
+//! asking Redis, from an estimate of Redis's clock: the store keeps the
+//! offset between Redis's clock and a local monotonic clock, measured with
+//! `TIME` when it connects (the midpoint of the round trip) and updated
+//! from the time every touch script returns. A store built on a connection
+//! handed to it ([`build_with_connection_manager`](RedisStoreBuilder::build_with_connection_manager),
+//! `build_with_cluster_connection`) sends that `TIME` with its first read
+//! that has a touch instead (one more round trip, once). The estimate is off
+//! by at most half a round trip plus what Redis's clock did since (a step
+//! of the app server's wall clock does not move it). It only decides
+//! whether to run the touch script, which decides by Redis's clock: an
+//! estimate slightly late delays a due touch by as much (a later read
+//! catches it); one slightly early costs a round trip that writes nothing.
+//! In a cluster the offset is learned from whichever node answered; keep the
+//! nodes' clocks in sync (NTP).
 //!
 //! ## Expiry
 //!
-//! The `\xffexpires` field decides whether a session is live (`now >=
-//! expires` is gone, to the millisecond); the key's native expiry, set to
-//! the same instant, makes Redis delete it, so expired sessions take no
-//! memory and need no sweep ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion)
-//! is not implemented: there is nothing to do). Locks expire by their own
-//! `PX`. A lock can outlive the session it locks; it then locks nothing
-//! (every operation checks the session first) and `create` deletes it when
-//! the id is used again. Idle lifetimes and lock TTLs are capped at 2^52 ms
-//! (about 142,000 years), where Lua's numbers stop being exact.
+//! Redis's native expiry decides. Every script that sets an expiry sets the
+//! key's `PEXPIREAT` to `expires - 1`: Redis deletes a key once its clock is
+//! *past* the expiry time, and the contract says a session is expired once
+//! the clock *reaches* `expires` (`now >= expires`), so the two agree to the
+//! millisecond, and a read needs no clock at all: a key that exists is a
+//! live session. (Redis refuses to set an expiry time that is not in the
+//! future and deletes the key instead, so a session written with exactly
+//! one millisecond left disappears a millisecond early.) The scripts that
+//! need liveness (`apply`, `lock`, `change_id`, `create`, the touch) also
+//! compare the metadata's `expires` with Redis's `TIME`, which agrees with
+//! the native expiry, and covers a key whose expiry someone removed by
+//! hand.
+//!
+//! Expired sessions take no memory and need no sweep
+//! ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion) is not
+//! implemented: there is nothing to do). Locks expire by their own `PX`. A
+//! lock can outlive the session it locks; it then locks nothing (every
+//! operation checks the session first) and `create` deletes it when the id
+//! is used again. Idle lifetimes and lock TTLs are capped at 2^52 ms (about
+//! 142,000 years), and computed expiries at 2^52 ms after the epoch, where
+//! Lua's numbers stop being exact.
 //!
 //! ## Corrupt or foreign data
 //!
-//! A key under the prefix that is not a hash of this layout (another type,
-//! another application's hash, a missing or non-numeric metadata field,
-//! another layout version) is treated as absent by every operation, logged
-//! at `warn` with `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
-//! never the id), and replaced by a `create` under its id. A hash with valid
-//! metadata but a field name that is not UTF-8 (this crate never writes one)
-//! is only seen when read: `load` and `lock` then delete it (one more round
-//! trip, on such data only) and answer absent. Nothing in Redis can make the
-//! store panic.
+//! A key under the prefix that is not a session of layout 2 (another type,
+//! another application's hash, a hash without the `\xff` field, metadata
+//! that does not parse as layout 2 — which includes this crate's layout 1)
+//! is treated as absent by every operation, logged at `warn` with
+//! `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
+//! never the id), and replaced by a `create` under its id. The scripts (a
+//! Lua pattern) and `load` (Rust) parse the metadata by the same grammar,
+//! tested against the same garbage, so they agree on what is corrupt. A
+//! hash with valid metadata but a field name that is not UTF-8 (this crate
+//! never writes one) is only seen when read: `load` and `lock` then delete
+//! it (one more round trip, on such data only) and answer absent. Nothing
+//! in Redis can make the store panic.
 //!
 //! # Locks
 //!
@@ -210,8 +305,8 @@
 //!
 //! With feature `cluster`, the same store runs on a Redis Cluster through
 //! redis-rs' `ClusterConnection`. A session's two keys share a hash tag, so
-//! every operation but one runs one script on one node, exactly as on a
-//! single server, with the same guarantees.
+//! every operation but one runs as on a single server (a read is one
+//! `HGETALL`, the rest one script), on one node, with the same guarantees.
 //!
 //! The exception is `change_id`: the old and the new id hash to different
 //! slots (almost always on different nodes), and a script may only touch
@@ -284,19 +379,24 @@
 //!   before may be granted again, so for that moment two requests can hold
 //!   it. Fencing protects against a lock that expired or was taken on the
 //!   same primary, not against a lost primary (no `WAIT`, no Redlock).
-//! - **Cost of large sessions**: a script blocks Redis while it runs, for a
-//!   time proportional to what it touches. `load` and `lock` read the whole
-//!   hash; `apply` touches only the delta's keys (a `clear` rewrites the
-//!   hash). Sessions of thousands of keys work (they are tested) but each
-//!   load copies them all.
+//! - **Cost of large sessions**: a command or script blocks Redis while it
+//!   runs, for a time proportional to what it touches. `load` and `lock`
+//!   read the whole hash; `apply` touches only the delta's keys (a `clear`
+//!   rewrites the hash). Sessions of thousands of keys work (they are
+//!   tested) but each load copies them all.
 //! - **Counting and listing** sessions are not offered: ids are hashed at
 //!   rest and a list of live bearer tokens is a liability.
 //! - Hashing at rest hides the ids from whoever reads the data, not the
-//!   data itself: use TLS and Redis ACLs for that.
+//!   data itself: use TLS and Redis ACLs for that. A hashed key's tag has
+//!   the form of a session id (43 characters of base64url), so never run a
+//!   store with [`hash_ids(false)`](RedisStoreBuilder::hash_ids) on a
+//!   prefix that holds hashed sessions: there, the key names of a leaked
+//!   dump would be valid cookies.
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod clock;
 mod connection;
 mod keys;
 mod reply;

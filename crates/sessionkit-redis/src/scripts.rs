@@ -1,10 +1,13 @@
-//! The Lua scripts: one per store operation, each one atomic round trip.
+//! The Lua scripts: one per store operation that must read and write atomically, each one round trip.
 //!
-//! Every script starts with the same prelude of helpers. Times come from
-//! `redis.call('TIME')`, Redis's own clock, so that app servers with drifting
-//! clocks agree on expiry. Numbers are handled as Lua doubles, exact up to
-//! 2^53; idle lifetimes are capped at 2^52 ms before they get here (see
-//! [`MAX_MS`]), so `now + ttl` stays exact.
+//! Each script is built from only the pieces of the prelude it uses (the
+//! `lua_*!` macros below): Redis runs a script's whole text on every call,
+//! so every helper defined but not needed would cost a closure per call.
+//! Times come from `redis.call('TIME')`, Redis's own clock, so that app
+//! servers with drifting clocks agree on expiry. Numbers are Lua doubles,
+//! exact up to 2^53; idle lifetimes and lock TTLs are capped at 2^52 ms
+//! before they get here (see [`MAX_MS`]) and computed expiries at 2^52 ms
+//! after the epoch, so every sum stays exact.
 //!
 //! Replies are small arrays whose first element is a status code; the
 //! callers in `store.rs` decode them.
@@ -17,148 +20,175 @@ use redis::Script;
 /// are given (about 142,000 years): keeps every sum exact in Lua's doubles.
 pub(crate) const MAX_MS: u64 = 1 << 52;
 
-/// Names of the metadata fields of a session hash. They start with the byte
-/// 0xFF, which never occurs in UTF-8, so no session key (a Rust `&str`) can
-/// collide with them.
-pub(crate) mod field {
-    pub(crate) const VERSION: &[u8] = b"\xffversion";
-    pub(crate) const CREATED: &[u8] = b"\xffcreated";
-    pub(crate) const TTL: &[u8] = b"\xffttl";
-    pub(crate) const DEADLINE: &[u8] = b"\xffdeadline";
-    pub(crate) const EXPIRES: &[u8] = b"\xffexpires";
-    /// The value of [`VERSION`]: the layout this crate reads and writes.
-    pub(crate) const LAYOUT: &[u8] = b"1";
-}
-
-/// Prepends the helpers every script uses.
-macro_rules! with_prelude {
-    ($body:literal) => {
-        concat!(
-            r"
-local VERSION, CREATED, TTL, DEADLINE, EXPIRES =
-  '\255version', '\255created', '\255ttl', '\255deadline', '\255expires'
-local LAYOUT = '1'
--- PEXPIREAT refuses times that overflow; no session lives that long anyway.
-local MAX_EXPIRY = 4503599627370496
-
--- Redis's clock in Unix milliseconds: one clock for every app server.
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function fmt(n)
-  return string.format('%.0f', n)
-end
-
--- Only plain decimal digits, as this crate writes them.
-local function num(s)
-  if type(s) ~= 'string' or not string.find(s, '^%d+$') then return nil end
-  return tonumber(s)
-end
-
-local function expire_at(key, at)
-  redis.call('PEXPIREAT', key, fmt(math.min(at, MAX_EXPIRY)))
-end
-
--- The metadata of the live session at `key`; or nil and why not:
--- 0 absent or expired, -1 corrupt or foreign (another type, another layout).
-local function live(key, now)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then return nil, 0 end
-  if kind ~= 'hash' then return nil, -1 end
-  local f = redis.call('HMGET', key, VERSION, CREATED, TTL, DEADLINE, EXPIRES)
-  local m = {
-    created = f[2], ttl_raw = f[3], deadline_raw = f[4],
-    ttl = num(f[3]), deadline = num(f[4]), expires = num(f[5]),
-  }
-  if f[1] ~= LAYOUT or not (num(f[2]) and m.ttl and m.deadline and m.expires) then
-    return nil, -1
-  end
-  -- Native expiry removes the key a millisecond later than the contract
-  -- says; the field decides.
-  if now >= m.expires then return nil, 0 end
-  return m
-end
-
--- Meta::refresh: now + ttl, never past the absolute deadline (0 = none).
-local function refreshed(m, now)
-  local at = now + m.ttl
-  if m.deadline > 0 and m.deadline < at then at = m.deadline end
-  return at
-end
-
--- The token in the lock key, or nil (no lock, or a foreign value).
-local function lock_owner(key)
-  local v = redis.pcall('GET', key)
-  if type(v) ~= 'string' then return nil end
-  return v
-end
-
--- `command key ARGV[first..last]`, in slices: unpack() is bounded by Lua's
--- C stack. Slices are even, so field/value pairs stay together.
-local function each_slice(command, key, first, last)
-  while first <= last do
-    local stop = math.min(first + 199, last)
-    redis.call(command, key, unpack(ARGV, first, stop))
-    first = stop + 1
-  end
-end
-",
-            $body
-        )
+/// `now`: Redis's clock in Unix milliseconds, one clock for every app
+/// server.
+macro_rules! lua_now {
+    () => {
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
     };
 }
 
-/// `load`: KEYS data; ARGV touch permille (`0`: no touch).
-///
-/// Reply: `{0}` absent, `{-1}` corrupt, `{1, touched, HGETALL}`.
-pub(crate) static LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+/// `meta(key, now)`: the live session at `key`, from its metadata field
+/// alone.
+macro_rules! lua_meta {
+    () => {
         r"
-local now = clock()
-local m, why = live(KEYS[1], now)
-if not m then return { why } end
-local touched = 0
-local permille = tonumber(ARGV[1])
-if permille > 0 then
-  -- Touch::is_due: less than permille/1000 of the idle lifetime is left.
-  if permille >= 1000 or (m.expires - now) * 1000 < m.ttl * permille then
-    local at = refreshed(m, now)
-    if at ~= m.expires then
-      redis.call('HSET', KEYS[1], EXPIRES, fmt(at))
-      expire_at(KEYS[1], at)
-      touched = 1
-    end
+-- The metadata of the live session at `key`: the field `\255` of layout 2,
+-- '2 <created> <ttl> <deadline> <expires>'. Or nil and why not: 0 gone
+-- (expired), -1 corrupt or foreign (not a hash: an error reply; a field
+-- that is not layout 2), -2 no field (no key, or a hash that is not ours).
+local function meta(key, now)
+  local v = redis.pcall('HGET', key, '\255')
+  if v == false then return nil, -2 end
+  if type(v) ~= 'string' then return nil, -1 end
+  local c, l, d, e = string.match(v, '^2 (%d+) (%d+) (%d+) (%d+)$')
+  if not c then return nil, -1 end
+  e = tonumber(e)
+  -- Native expiry has removed such a key already (see expire_at); this
+  -- covers a key whose TTL someone removed.
+  if now >= e then return nil, 0 end
+  return { raw = v, created = c, ttl = l, deadline = d, expires = e }
+end
+"
+    };
+}
+
+/// `absent(key, why)`: tells a missing key from a foreign hash, where that
+/// matters (a log line), after `meta` found no session.
+macro_rules! lua_absent {
+    () => {
+        r"
+-- Why a key has no live session: 0 absent, -1 corrupt or foreign.
+local function absent(key, why)
+  if why == -2 then
+    if redis.call('EXISTS', key) == 1 then return -1 end
+    return 0
+  end
+  return why
+end
+"
+    };
+}
+
+/// `expire_at(key, at)`: sets the native expiry to agree with `expires`.
+macro_rules! lua_expire_at {
+    () => {
+        r"
+-- Past this, Lua's doubles stop being exact; no session lives that long
+-- (it is in the year 144,683).
+local MAX_EXPIRY = 4503599627370496
+
+-- Redis deletes a key once its clock is past the expiry time; the contract
+-- says expired once the clock reaches `expires`: hence one millisecond
+-- less.
+local function expire_at(key, at)
+  redis.call('PEXPIREAT', key, string.format('%.0f', math.min(at, MAX_EXPIRY) - 1))
+end
+"
+    };
+}
+
+/// `refreshed(now, ttl, deadline)` and `field(created, ttl, deadline,
+/// at)`: the refreshed expiry and the metadata field that holds it. Needs
+/// [`lua_expire_at`] first.
+macro_rules! lua_refresh {
+    () => {
+        r"
+-- Meta::refresh: now + ttl, never past the absolute deadline (0 = none).
+local function refreshed(now, ttl, deadline)
+  local at = now + tonumber(ttl)
+  deadline = tonumber(deadline)
+  if deadline > 0 and deadline < at then at = deadline end
+  return math.min(at, MAX_EXPIRY)
+end
+
+local function field(created, ttl, deadline, at)
+  return '2 ' .. created .. ' ' .. ttl .. ' ' .. deadline .. ' ' .. string.format('%.0f', at)
+end
+"
+    };
+}
+
+/// `hset(key, meta_field, first, last)`: writes the metadata field and the
+/// field/value pairs `ARGV[first..last]`.
+macro_rules! lua_hset {
+    () => {
+        r"
+-- One HSET for the metadata and the first pairs (all of them in a small
+-- session); then slices, because unpack() is bounded by Lua's C stack.
+-- Slices are even, so field/value pairs stay together.
+local function hset(key, meta_field, first, last)
+  local stop = math.min(first + 199, last)
+  redis.call('HSET', key, '\255', meta_field, unpack(ARGV, first, stop))
+  first = stop + 1
+  while first <= last do
+    stop = math.min(first + 199, last)
+    redis.call('HSET', key, unpack(ARGV, first, stop))
+    first = stop + 1
   end
 end
-return { 1, touched, redis.call('HGETALL', KEYS[1]) }
+"
+    };
+}
+
+/// `touch` (the second round trip of a load, only when a touch is due):
+/// KEYS data; ARGV touch permille.
+///
+/// Reply: `{0, now}` absent, `{-1, now}` corrupt, `{1, now, touched,
+/// meta}` live, with the metadata field as it is now.
+pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_absent!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        r"
+local m, why = meta(KEYS[1], now)
+if not m then return { absent(KEYS[1], why), now } end
+-- Touch::is_due by Redis's clock: the caller's guess used an estimate.
+local permille = tonumber(ARGV[1])
+if permille < 1000 and (m.expires - now) * 1000 >= tonumber(m.ttl) * permille then
+  return { 1, now, 0, m.raw }
+end
+local at = refreshed(now, m.ttl, m.deadline)
+if at == m.expires then return { 1, now, 0, m.raw } end
+local f = field(m.created, m.ttl, m.deadline, at)
+redis.call('HSET', KEYS[1], '\255', f)
+expire_at(KEYS[1], at)
+return { 1, now, 1, f }
 "
     ))
 });
 
-/// `create`: KEYS data, lock; ARGV created, ttl, deadline, expires, then
+/// `create`: KEYS data, lock; ARGV metadata field, expires, then
 /// field/value pairs.
 ///
 /// Reply: `0` id taken, `1` created, `-1` created over corrupt data.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_expire_at!(),
+        lua_hset!(),
         r"
-local now = clock()
-local m, why = live(KEYS[1], now)
+local m, why = meta(KEYS[1], now)
 if m then return 0 end
 -- What is left under a free id (an expired or corrupt record, the lock of
--- an expired session) must not leak into the new session.
-redis.call('DEL', KEYS[1], KEYS[2])
-local at = num(ARGV[4])
+-- an expired session) must not leak into the new session. The data key
+-- alone first: whether it existed tells a foreign hash from no key.
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+local at = tonumber(ARGV[2])
 -- Born expired: accepted and gone at once, as the memory store does.
 if at > now then
-  redis.call('HSET', KEYS[1], VERSION, LAYOUT, CREATED, ARGV[1], TTL, ARGV[2],
-    DEADLINE, ARGV[3], EXPIRES, ARGV[4])
-  each_slice('HSET', KEYS[1], 5, #ARGV)
+  hset(KEYS[1], ARGV[1], 3, #ARGV)
   expire_at(KEYS[1], at)
 end
-if why == -1 then return -1 end
+if why == -1 or (why == -2 and existed == 1) then return -1 end
 return 1
 "
     ))
@@ -168,32 +198,39 @@ return 1
 /// (`1`/`0`), clear (`1`/`0`), new ttl (`''`: keep), number of pairs, the
 /// field/value pairs to set, then the fields to delete.
 ///
-/// Reply: `{0, why}` gone, `{2}` lock lost, `{1, created, ttl, deadline,
-/// expires}` applied.
+/// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_absent!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_hset!(),
         r"
-local now = clock()
-local m, why = live(KEYS[1], now)
-if not m then return { 0, why } end
+local m, why = meta(KEYS[1], now)
+if not m then return { 0, absent(KEYS[1], why) } end
 if ARGV[1] ~= '' then
-  if lock_owner(KEYS[2]) ~= ARGV[1] then return { 2 } end
+  -- pcall: a foreign value under the lock key is no owner, not an error.
+  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 2 } end
   if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
 end
-if ARGV[3] == '1' then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], VERSION, LAYOUT, CREATED, m.created, DEADLINE, m.deadline_raw)
-end
+-- A clear drops the hash; the metadata is written again below.
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+local ttl = m.ttl
+if ARGV[4] ~= '' then ttl = ARGV[4] end
+local at = refreshed(now, ttl, m.deadline)
+local f = field(m.created, ttl, m.deadline, at)
 local sets_end = 5 + 2 * tonumber(ARGV[5])
-each_slice('HSET', KEYS[1], 6, sets_end)
-each_slice('HDEL', KEYS[1], sets_end + 1, #ARGV)
-if ARGV[4] ~= '' then
-  m.ttl, m.ttl_raw = tonumber(ARGV[4]), ARGV[4]
+hset(KEYS[1], f, 6, sets_end)
+local first = sets_end + 1
+while first <= #ARGV do
+  local stop = math.min(first + 199, #ARGV)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, stop))
+  first = stop + 1
 end
-local at = refreshed(m, now)
-redis.call('HSET', KEYS[1], TTL, m.ttl_raw, EXPIRES, fmt(at))
 expire_at(KEYS[1], at)
-return { 1, m.created, m.ttl_raw, m.deadline_raw, fmt(at) }
+return { 1, f }
 "
     ))
 });
@@ -201,16 +238,18 @@ return { 1, m.created, m.ttl_raw, m.deadline_raw, fmt(at) }
 /// `change_id` on one server (all four keys in one script): KEYS old data,
 /// old lock, new data, new lock; ARGV fence token (`''`: none).
 ///
-/// Reply: `{0}` gone, `{2}` id taken, `{3}` lock lost, `{1, created, ttl,
-/// deadline, expires}` changed.
+/// Reply: `{0}` gone, `{2}` id taken, `{3}` lock lost, `{1, meta}` changed.
 pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_expire_at!(),
+        lua_refresh!(),
         r"
-local now = clock()
-local m = live(KEYS[1], now)
+local m = meta(KEYS[1], now)
 if not m then return { 0 } end
-if live(KEYS[3], now) then return { 2 } end
-if ARGV[1] ~= '' and lock_owner(KEYS[2]) ~= ARGV[1] then return { 3 } end
+if meta(KEYS[3], now) then return { 2 } end
+if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('RENAME', KEYS[1], KEYS[3])
 if ARGV[1] ~= '' then
@@ -219,10 +258,11 @@ if ARGV[1] ~= '' then
 else
   redis.call('DEL', KEYS[2])
 end
-local at = refreshed(m, now)
-redis.call('HSET', KEYS[3], EXPIRES, fmt(at))
+local at = refreshed(now, m.ttl, m.deadline)
+local f = field(m.created, m.ttl, m.deadline, at)
+redis.call('HSET', KEYS[3], '\255', f)
 expire_at(KEYS[3], at)
-return { 1, m.created, m.ttl_raw, m.deadline_raw, fmt(at) }
+return { 1, f }
 "
     ))
 });
@@ -234,14 +274,15 @@ return { 1, m.created, m.ttl_raw, m.deadline_raw, fmt(at) }
 /// Reply: `{0}` gone, `{3}` lock lost, `{1, lock_ms, HGETALL}` taken.
 #[cfg(feature = "cluster")]
 pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
         r"
-local now = clock()
-local m = live(KEYS[1], now)
+local m = meta(KEYS[1], now)
 if not m then return { 0 } end
 local lock_ms = 0
 if ARGV[1] ~= '' then
-  if lock_owner(KEYS[2]) ~= ARGV[1] then return { 3 } end
+  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
   lock_ms = redis.call('PTTL', KEYS[2])
 end
 local all = redis.call('HGETALL', KEYS[1])
@@ -256,26 +297,35 @@ return { 1, lock_ms, all }
 /// lock; ARGV lock token (`''`: none), lock ms, created, ttl, deadline,
 /// expires (`''`: refresh now), then field/value pairs.
 ///
-/// Reply: `{2}` id taken, `{0}` expired meanwhile, `{1, expires}` stored.
+/// Reply: `{2}` id taken, `{0}` expired meanwhile, `{1, meta}` stored.
 #[cfg(feature = "cluster")]
 pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_hset!(),
         r"
-local now = clock()
-if live(KEYS[1], now) then return { 2 } end
+if meta(KEYS[1], now) then return { 2 } end
 redis.call('DEL', KEYS[1], KEYS[2])
-local m = { ttl = num(ARGV[4]), deadline = num(ARGV[5]) }
-local at
-if ARGV[6] == '' then at = refreshed(m, now) else at = num(ARGV[6]) end
+local at, f
+if ARGV[6] == '' then
+  at = refreshed(now, ARGV[4], ARGV[5])
+  f = field(ARGV[3], ARGV[4], ARGV[5], at)
+else
+  -- Put back as it was, to the digit.
+  at = tonumber(ARGV[6])
+  f = '2 ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6]
+end
 if at <= now then return { 0 } end
-redis.call('HSET', KEYS[1], VERSION, LAYOUT, CREATED, ARGV[3], TTL, ARGV[4],
-  DEADLINE, ARGV[5], EXPIRES, fmt(at))
-each_slice('HSET', KEYS[1], 7, #ARGV)
+hset(KEYS[1], f, 7, #ARGV)
 expire_at(KEYS[1], at)
-if ARGV[1] ~= '' and num(ARGV[2]) and num(ARGV[2]) > 0 then
+local lock_ms = tonumber(ARGV[2])
+if ARGV[1] ~= '' and lock_ms and lock_ms > 0 then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-return { 1, fmt(at) }
+return { 1, f }
 "
     ))
 });
@@ -284,11 +334,13 @@ return { 1, fmt(at) }
 ///
 /// Reply: `{0, why}` absent, `{2}` held, `{1, HGETALL}` acquired.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        lua_absent!(),
         r"
-local now = clock()
-local m, why = live(KEYS[1], now)
-if not m then return { 0, why } end
+local m, why = meta(KEYS[1], now)
+if not m then return { 0, absent(KEYS[1], why) } end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 2 } end
 return { 1, redis.call('HGETALL', KEYS[1]) }
 "
@@ -298,11 +350,12 @@ return { 1, redis.call('HGETALL', KEYS[1]) }
 /// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Reply: `1` renewed,
 /// `0` not the owner (or the session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
         r"
-local now = clock()
-if not live(KEYS[1], now) then return 0 end
-if lock_owner(KEYS[2]) ~= ARGV[1] then return 0 end
+if not meta(KEYS[1], now) then return 0 end
+if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 "
@@ -312,11 +365,11 @@ return 1
 /// `unlock`: KEYS lock; ARGV token. Compare-and-delete. Reply: `1` released,
 /// `0` not the owner.
 pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(with_prelude!(
+    Script::new(
         r"
-if lock_owner(KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
-"
-    ))
+",
+    )
 });

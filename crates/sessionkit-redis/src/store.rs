@@ -1,20 +1,19 @@
-//! `RedisStore`: the `SessionStore` operations, each one Lua script round trip.
+//! `RedisStore`: the `SessionStore` operations, each one command or Lua script round trip.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{ScriptInvocation, Value};
-#[cfg(feature = "cluster")]
-use sessionkit_core::record::Meta;
 use sessionkit_core::record::{Delta, Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
 use sessionkit_core::{Error, ErrorKind, LockToken, Result, SessionId};
 
 use crate::builder::RedisStoreBuilder;
+use crate::clock::{self, RedisClock};
 use crate::connection::Connection;
 use crate::keys::{KeySpace, SessionKeys};
-use crate::reply::{self, Corrupt};
+use crate::reply::{self, Corrupt, RawSession};
 use crate::scripts::{self, MAX_MS};
 
 /// The name of this store in errors and logs.
@@ -43,6 +42,9 @@ pub struct RedisStore {
 struct Inner {
     conn: Connection,
     keys: KeySpace,
+    /// Redis's clock, estimated here to decide whether a load's touch is
+    /// due without asking Redis.
+    clock: RedisClock,
 }
 
 impl fmt::Debug for RedisStore {
@@ -107,8 +109,29 @@ impl RedisStore {
 
     pub(crate) fn new(conn: Connection, keys: KeySpace) -> Self {
         RedisStore {
-            inner: Arc::new(Inner { conn, keys }),
+            inner: Arc::new(Inner {
+                conn,
+                keys,
+                clock: RedisClock::new(),
+            }),
         }
+    }
+
+    /// Reads Redis's clock (`TIME`) and learns its offset from this
+    /// process's; returns Redis's time. Done when the store connects, and by
+    /// the first load of a store built on a connection handed to it.
+    pub(crate) async fn sync_clock(&self, operation: &'static str) -> Result<u64> {
+        let sent = Instant::now();
+        let reply = self
+            .inner
+            .conn
+            .query(&redis::cmd("TIME"))
+            .await
+            .map_err(|err| Error::store_unavailable(NAME, operation, err))?;
+        let received = Instant::now();
+        let now = clock::time_reply_ms(&reply).ok_or_else(|| unexpected(operation))?;
+        self.inner.clock.observe(now, sent, received);
+        Ok(now)
     }
 
     /// The key prefix of this store.
@@ -194,12 +217,17 @@ impl RedisStore {
         Ok((code, items))
     }
 
-    /// Deletes a record whose metadata the scripts accepted but whose
-    /// entries this process cannot read (a field name that is not UTF-8:
-    /// this crate never writes one). Deleting it makes every later operation
-    /// agree that the session is absent; it costs one more round trip, on
-    /// corrupt data only.
-    async fn discard(&self, id: &SessionId, operation: &'static str, why: Corrupt) -> Result<()> {
+    /// Deletes a record whose metadata the scripts accept but whose entries
+    /// this process cannot read (a field name that is not UTF-8: this crate
+    /// never writes one). Deleting it makes every later operation agree that
+    /// the session is absent; it costs one more round trip, on such data
+    /// only.
+    async fn discard(
+        &self,
+        id: &SessionId,
+        operation: &'static str,
+        why: &'static str,
+    ) -> Result<()> {
         corrupt(id, operation, why);
         let keys = self.keys(id);
         let mut del = redis::cmd("DEL");
@@ -210,6 +238,42 @@ impl RedisStore {
             .await
             .map_err(|err| Error::store_unavailable(NAME, operation, err))?;
         Ok(())
+    }
+
+    /// The second round trip of a load whose touch looks due: Redis checks
+    /// again by its own clock and refreshes the expiry if it is due and
+    /// moves. Its reply carries Redis's time, which keeps the clock estimate
+    /// fresh.
+    async fn touch(
+        &self,
+        id: &SessionId,
+        data: &str,
+        mut record: Record,
+        touch: Touch,
+    ) -> Result<Option<Loaded>> {
+        const OP: &str = "load";
+        let mut script = scripts::TOUCH.prepare_invoke();
+        script.key(data).arg(touch.permille());
+        let sent = Instant::now();
+        let (code, items) = self.run_coded(OP, &script).await?;
+        if let Some(now) = reply::number(items.get(1)) {
+            self.inner.clock.observe(now, sent, Instant::now());
+        }
+        match code {
+            // Expired or destroyed since the HGETALL: absent, as a load a
+            // moment later would find it.
+            0 => Ok(None),
+            -1 => {
+                corrupt(id, OP, "replaced by data not of this layout");
+                Ok(None)
+            }
+            1 => {
+                let touched = reply::int(items.get(2)).ok_or_else(|| unexpected(OP))? == 1;
+                record.meta = reply::meta(items.get(3)).ok_or_else(|| unexpected(OP))?;
+                Ok(Some(Loaded { record, touched }))
+            }
+            _ => Err(unexpected(OP)),
+        }
     }
 
     #[cfg(feature = "cluster")]
@@ -227,7 +291,7 @@ impl RedisStore {
         let mut take = scripts::TAKE.prepare_invoke();
         take.key(&from.data).key(&from.lock).arg(&token);
         let (code, mut items) = self.run_coded(OP, &take).await?;
-        let taken_at = std::time::Instant::now();
+        let taken_at = Instant::now();
         match code {
             0 => return Ok(IdChanged::Gone),
             3 => return Ok(IdChanged::LockLost),
@@ -235,18 +299,19 @@ impl RedisStore {
             _ => return Err(unexpected(OP)),
         }
         let lock_ms = reply::int(items.get(1)).ok_or_else(|| unexpected(OP))?;
-        let hash = reply::array(items.pop().ok_or_else(|| unexpected(OP))?)
-            .ok_or_else(|| unexpected(OP))?;
-        let session = match reply::RawSession::decode(hash) {
-            Ok(session) => session,
+        let hash = items.pop().ok_or_else(|| unexpected(OP))?;
+        let session = match RawSession::decode(hash) {
+            Ok(Some(session)) => session,
+            // The script checked the metadata, so only an entry can be
+            // broken; the session is deleted already, as a corrupt one would
+            // be by a `create`.
+            Ok(None) => return Err(unexpected(OP)),
             Err(why) => {
-                // The script checked the metadata, so only an entry can be
-                // broken; the session is deleted already, as a corrupt one
-                // would be by a `create`.
-                corrupt(old, OP, why);
+                corrupt(old, OP, why.why());
                 return Ok(IdChanged::Gone);
             }
         };
+        let meta = session.meta;
 
         // 2. On the new id's slot: store it unless the new id is live. The
         // lock keeps what was left of its TTL.
@@ -260,9 +325,9 @@ impl RedisStore {
                 .key(&keys.lock)
                 .arg(&token)
                 .arg(lock_ms)
-                .arg(session.created)
-                .arg(session.ttl)
-                .arg(session.deadline);
+                .arg(meta.created())
+                .arg(meta.ttl_ms())
+                .arg(meta.deadline().unwrap_or(0));
             match expires {
                 Some(at) => put.arg(at),
                 None => put.arg(""),
@@ -276,22 +341,16 @@ impl RedisStore {
             .run_coded(OP, &put(&to, lock_left(lock_ms), None))
             .await?;
         match code {
-            1 => {
-                let expires = reply::number(items.get(1)).ok_or_else(|| unexpected(OP))?;
-                Ok(IdChanged::Changed(Meta::from_parts(
-                    session.created,
-                    session.ttl,
-                    Some(session.deadline),
-                    expires,
-                )))
-            }
+            1 => reply::meta(items.get(1))
+                .map(IdChanged::Changed)
+                .ok_or_else(|| unexpected(OP)),
             // The absolute deadline passed between the two steps.
             0 => Ok(IdChanged::Gone),
             2 => {
                 // 3. The new id is taken: put the session back where it was,
                 // with its old expiry and what is left of its lock.
                 let (code, _) = self
-                    .run_coded(OP, &put(&from, lock_left(lock_ms), Some(session.expires)))
+                    .run_coded(OP, &put(&from, lock_left(lock_ms), Some(meta.expires())))
                     .await?;
                 if code != 1 {
                     tracing::error!(
@@ -306,17 +365,18 @@ impl RedisStore {
     }
 }
 
-/// A reply the scripts never give: a bug or a foreign script under our SHA.
+/// A reply Redis or the scripts never give: a bug, a foreign script under
+/// our SHA, or not Redis at all.
 fn unexpected(operation: &'static str) -> Error {
     Error::new(ErrorKind::StoreUnavailable)
         .with_store(NAME)
         .with_operation(operation)
-        .with_detail("unexpected reply from a redis script")
+        .with_detail("unexpected reply from redis")
 }
 
 /// Logs data under a session key that this crate cannot read; the caller
 /// treats the session as absent.
-fn corrupt(id: &SessionId, operation: &'static str, why: Corrupt) {
+fn corrupt(id: &SessionId, operation: &'static str, why: &'static str) {
     tracing::warn!(
         session = %id.short_hash(),
         operation,
@@ -338,31 +398,50 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         const OP: &str = "load";
-        let keys = self.keys(id);
-        let mut script = scripts::LOAD.prepare_invoke();
-        script
-            .key(&keys.data)
-            .arg(touch.map_or(0, |t| t.permille()));
-        let (code, mut items) = self.run_coded(OP, &script).await?;
-        match code {
-            0 => Ok(None),
-            -1 => {
-                corrupt(id, OP, "not a session hash of this layout");
-                Ok(None)
+        let data = self.inner.keys.data_key(id);
+        // A plain HGETALL, not a script: Redis's native expiry, set to agree
+        // with the metadata, has already removed an expired session, so
+        // reading is all there is to do, and it costs Redis a fraction of
+        // a script.
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(&data);
+        let reply = match self.inner.conn.query(&hgetall).await {
+            Ok(reply) => reply,
+            Err(err) if err.code() == Some("WRONGTYPE") => {
+                corrupt(id, OP, "not a hash");
+                return Ok(None);
             }
-            1 => {
-                let touched = reply::int(items.get(1)).ok_or_else(|| unexpected(OP))? == 1;
-                let hash = items.pop().ok_or_else(|| unexpected(OP))?;
-                match reply::record(hash) {
-                    Ok(record) => Ok(Some(Loaded { record, touched })),
-                    Err(why) => {
-                        self.discard(id, OP, why).await?;
-                        Ok(None)
-                    }
-                }
+            Err(err) => return Err(Error::store_unavailable(NAME, OP, err)),
+        };
+        let record = match RawSession::decode(reply) {
+            Ok(Some(session)) => session.into_record(),
+            Ok(None) => return Ok(None),
+            Err(Corrupt::Foreign(why)) => {
+                corrupt(id, OP, why);
+                return Ok(None);
             }
-            _ => Err(unexpected(OP)),
+            Err(Corrupt::Entry(why)) => {
+                self.discard(id, OP, why).await?;
+                return Ok(None);
+            }
+        };
+        let Some(touch) = touch else {
+            return Ok(Some(Loaded {
+                record,
+                touched: false,
+            }));
+        };
+        let now = match self.inner.clock.now() {
+            Some(now) => now,
+            None => self.sync_clock(OP).await?,
+        };
+        if !touch.is_due(&record.meta, now) {
+            return Ok(Some(Loaded {
+                record,
+                touched: false,
+            }));
         }
+        self.touch(id, &data, record, touch).await
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
@@ -373,9 +452,7 @@ impl SessionStore for RedisStore {
         script
             .key(&keys.data)
             .key(&keys.lock)
-            .arg(meta.created())
-            .arg(meta.ttl_ms())
-            .arg(meta.deadline().unwrap_or(0))
+            .arg(reply::format_meta(meta))
             .arg(meta.expires());
         for (k, v) in record.entries.iter() {
             script.arg(k.as_bytes()).arg(v);
@@ -433,7 +510,7 @@ impl SessionStore for RedisStore {
                 Ok(Applied::Gone)
             }
             2 => Ok(Applied::LockLost),
-            1 => reply::meta(&items[1..])
+            1 => reply::meta(items.get(1))
                 .map(Applied::Applied)
                 .ok_or_else(|| unexpected(OP)),
             _ => Err(unexpected(OP)),
@@ -466,7 +543,7 @@ impl SessionStore for RedisStore {
             0 => Ok(IdChanged::Gone),
             2 => Ok(IdChanged::IdTaken),
             3 => Ok(IdChanged::LockLost),
-            1 => reply::meta(&items[1..])
+            1 => reply::meta(items.get(1))
                 .map(IdChanged::Changed)
                 .ok_or_else(|| unexpected(OP)),
             _ => Err(unexpected(OP)),
@@ -506,13 +583,18 @@ impl SessionStore for RedisStore {
             2 => Ok(Locked::Held),
             1 => {
                 let hash = items.pop().ok_or_else(|| unexpected(OP))?;
-                match reply::record(hash) {
-                    Ok(record) => Ok(Locked::Acquired { token, record }),
+                match RawSession::decode(hash) {
+                    Ok(Some(session)) => Ok(Locked::Acquired {
+                        token,
+                        record: session.into_record(),
+                    }),
+                    // The script read the metadata, so the hash is not empty.
+                    Ok(None) => Err(unexpected(OP)),
                     Err(why) => {
                         // The script took the lock before this process could
                         // see the entries are unreadable; discarding the
                         // record drops the lock too.
-                        self.discard(id, OP, why).await?;
+                        self.discard(id, OP, why.why()).await?;
                         Ok(Locked::Absent)
                     }
                 }

@@ -5,6 +5,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use sessionkit_core::record::{Delta, Entries, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
@@ -87,10 +90,11 @@ fn one(command: &str) -> BTreeMap<String, u64> {
 }
 
 /// Every store operation is exactly one command at the server, as the
-/// server's `MONITOR` shows (commands run inside scripts excluded). Runs on
-/// a server of its own, so that no other client adds to the counts.
+/// server's `MONITOR` shows (commands run inside scripts excluded), except
+/// a load whose touch is due: two (`HGETALL`, then the touch script). Runs
+/// on a server of its own, so that no other client adds to the counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_is_one_round_trip() {
+async fn every_operation_is_one_round_trip_but_a_due_touch() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let monitor = server.monitor();
@@ -205,22 +209,199 @@ async fn every_operation_is_one_round_trip() {
     }
     eprintln!("{report}{cold}");
     for (name, commands) in table {
-        let expected = if name == "destroy" {
-            one("del")
-        } else {
-            one("evalsha")
+        let expected = match name {
+            "destroy" => one("del"),
+            "load" | "load + touch (not due)" | "load (absent)" => one("hgetall"),
+            "load + touch (due)" => {
+                BTreeMap::from([("hgetall".to_owned(), 1), ("evalsha".to_owned(), 1)])
+            }
+            _ => one("evalsha"),
         };
         assert_eq!(
             commands, expected,
-            "{name} must be exactly one command at the server{report}"
+            "{name}: wrong commands at the server{report}"
         );
     }
 }
 
-/// The documented layout: a hash of the session's entries (key as is, value
-/// as given) plus metadata fields named `\xff…`, native expiry at
-/// `expires`; the lock a string holding the token's hex, expiring with its
-/// TTL; both keys `{prefix}{<sha-256 hex>}` and `…:lock`.
+/// A read whose touch is not due makes Redis run exactly one command, a
+/// plain `HGETALL`, as `INFO commandstats` counts (which, unlike `MONITOR`,
+/// also counts what scripts run). On a server of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_without_a_due_touch_is_one_hgetall() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let mut conn = raw(&server.url()).await;
+    let ids: Vec<SessionId> = (0..20).map(|_| SessionId::generate()).collect();
+    for id in &ids {
+        let created = store
+            .create(id, &record(&[("n", b"1")], Duration::from_secs(600)))
+            .await
+            .unwrap();
+        assert_eq!(created, Created::Created);
+    }
+    // The session layer's default: touch when less than 75 % is left.
+    let touch = Touch::when_remaining_below(0.75).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for id in &ids {
+        let loaded = store.load(id, Some(touch)).await.unwrap().unwrap();
+        assert!(!loaded.touched);
+        assert_eq!(loaded.record.entries.get("n"), Some(&b"1"[..]));
+    }
+    let absent = SessionId::generate();
+    assert!(store.load(&absent, Some(touch)).await.unwrap().is_none());
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls: BTreeMap<String, u64> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        // This test's own commands.
+        .filter(|(name, _)| !name.starts_with("config") && name != "info")
+        .collect();
+    assert_eq!(
+        calls,
+        BTreeMap::from([("hgetall".to_owned(), ids.len() as u64 + 1)]),
+        "{info}"
+    );
+}
+
+/// A load whose touch is due moves the expiry, in the metadata field and in
+/// the key's native expiry (PTTL grows), and says so; one that is not due
+/// moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_touch_moves_the_expiry_and_says_so() {
+    let store = store_with_prefix(&unique_prefix("touch")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let id = SessionId::generate();
+    let now = now_ms();
+    // 20 s of a 60 s lifetime left: due under the default rule (< 75 %).
+    let record = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, None, now + 20_000),
+    };
+    assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
+    let (data, _) = store.keys_of(&id);
+    let pttl = |conn: &mut MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let data = data.clone();
+        async move {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&data)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            pttl
+        }
+    };
+    let before = pttl(&mut conn).await;
+    assert!((15_000..=20_000).contains(&before), "PTTL = {before}");
+
+    // Not due under a stricter rule (less than 10 % left): nothing moves.
+    let strict = Touch::when_remaining_below(0.1).unwrap();
+    let loaded = store.load(&id, Some(strict)).await.unwrap().unwrap();
+    assert!(!loaded.touched);
+    assert_eq!(loaded.record, record);
+    assert!(pttl(&mut conn).await <= before);
+
+    let touch = Touch::when_remaining_below(0.75).unwrap();
+    let loaded = store.load(&id, Some(touch)).await.unwrap().unwrap();
+    assert!(loaded.touched, "a due touch that moves the expiry says so");
+    let meta = loaded.record.meta;
+    assert_eq!(
+        (meta.created(), meta.ttl_ms(), meta.deadline()),
+        (now, 60_000, None)
+    );
+    assert!(
+        meta.expires() >= now + 60_000 && meta.expires() < now_ms() + 60_000 + 1_000,
+        "refreshed to Redis's now + ttl: {meta:?}"
+    );
+    assert_eq!(loaded.record.entries, record.entries);
+    let after = pttl(&mut conn).await;
+    assert!(after > before + 30_000, "PTTL grew: {before} -> {after}");
+    // The field and the native expiry agree: the key expires one
+    // millisecond before `expires` (Redis deletes once past its time).
+    let field: Vec<u8> = redis::cmd("HGET")
+        .arg(&data)
+        .arg(b"\xff")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(field).unwrap(),
+        format!("2 {now} 60000 0 {}", meta.expires())
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        meta.expires() as i64 - 1
+    );
+    // What the next load sees is what the touch reported.
+    let again = store.load(&id, None).await.unwrap().unwrap();
+    assert_eq!(again.record.meta, meta);
+    store.destroy(&id).await.unwrap();
+}
+
+/// The key's native expiry, Unix ms (`PEXPIRETIME`, Redis 7.0).
+async fn pexpiretime(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// A store built on a connection handed to it has not read Redis's clock
+/// yet: its first load that needs it (one with a touch) sends `TIME` once;
+/// every later load is one `HGETALL` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_given_connection_reads_the_clock_once() {
+    let server = RedisServer::start();
+    let manager = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let store = RedisStore::builder()
+        .build_with_connection_manager(manager)
+        .unwrap();
+    let id = SessionId::generate();
+    let _ = store
+        .create(&id, &record(&[("n", b"1")], Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let monitor = server.monitor();
+    let touch = Touch::when_remaining_below(0.5).unwrap();
+    let (loaded, c) = counted!(monitor, store.load(&id, Some(touch)));
+    assert!(!loaded.unwrap().touched);
+    assert_eq!(
+        c,
+        BTreeMap::from([("hgetall".to_owned(), 1), ("time".to_owned(), 1)])
+    );
+    let (loaded, c) = counted!(monitor, store.load(&id, Some(touch)));
+    assert!(!loaded.unwrap().touched);
+    assert_eq!(c, one("hgetall"));
+}
+
+/// The documented layout 2: a hash of the session's entries (key as is,
+/// value as given) plus one metadata field named `\xff`, native expiry one
+/// millisecond before `expires`; the lock a string holding the token's hex,
+/// expiring with its TTL; both keys `{prefix}{<sha-256 base64url>}` and
+/// `…:lock`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_layout_is_as_documented() {
     let prefix = unique_prefix("layout");
@@ -241,8 +422,9 @@ async fn data_layout_is_as_documented() {
     };
     assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
 
-    let hex: String = id.hashed().iter().map(|b| format!("{b:02x}")).collect();
-    let data_key = format!("{prefix}{{{hex}}}");
+    let tag = URL_SAFE_NO_PAD.encode(id.hashed());
+    assert_eq!(tag.len(), 43);
+    let data_key = format!("{prefix}{{{tag}}}");
     let (data, lock) = store.keys_of(&id);
     assert_eq!(data, data_key);
     assert_eq!(lock, format!("{data_key}:lock"));
@@ -258,17 +440,15 @@ async fn data_layout_is_as_documented() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    let meta = format!(
+        "2 {created} 60000 {} {}",
+        created + 3_600_000,
+        created + 60_000
+    );
     let expected: BTreeMap<Vec<u8>, Vec<u8>> = [
         (&b"user"[..], &b"\"ada\""[..]),
         (b"n", b"1"),
-        (b"\xffversion", b"1"),
-        (b"\xffcreated", created.to_string().as_bytes()),
-        (b"\xffttl", b"60000"),
-        (
-            b"\xffdeadline",
-            (created + 3_600_000).to_string().as_bytes(),
-        ),
-        (b"\xffexpires", (created + 60_000).to_string().as_bytes()),
+        (b"\xff", meta.as_bytes()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -282,6 +462,11 @@ async fn data_layout_is_as_documented() {
     assert!(
         (50_000..=60_000).contains(&pttl),
         "native expiry must follow meta.expires, PTTL = {pttl}"
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        (created + 60_000) as i64 - 1,
+        "Redis deletes a key once past its expiry time: one ms before `expires`"
     );
 
     let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(20)).await.unwrap()
@@ -305,7 +490,7 @@ async fn data_layout_is_as_documented() {
     let mut delta = Delta::default();
     delta.remove("n");
     delta.set("basket", b"[]".to_vec());
-    let Applied::Applied(_) = store
+    let Applied::Applied(applied) = store
         .apply(
             &id,
             &delta,
@@ -319,6 +504,24 @@ async fn data_layout_is_as_documented() {
     else {
         panic!("apply")
     };
+    let field: Vec<u8> = redis::cmd("HGET")
+        .arg(&data)
+        .arg(b"\xff")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(field).unwrap(),
+        format!(
+            "2 {created} 60000 {} {}",
+            created + 3_600_000,
+            applied.expires()
+        )
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        applied.expires() as i64 - 1
+    );
     let names: Vec<Vec<u8>> = redis::cmd("HKEYS")
         .arg(&data)
         .query_async(&mut conn)
@@ -331,6 +534,7 @@ async fn data_layout_is_as_documented() {
         .collect();
     users.sort();
     assert_eq!(users, [&b"basket"[..], b"user"]);
+    assert_eq!(names.len(), 3, "one metadata field: {names:?}");
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&lock)
         .query_async(&mut conn)
@@ -574,32 +778,51 @@ type Field<'a> = (&'a [u8], &'a [u8]);
 async fn corrupt_or_foreign_data_is_absent() {
     let store = store_with_prefix(&unique_prefix("corrupt")).await;
     let mut conn = raw(&support::shared().url()).await;
-    let valid_meta: [Field; 5] = [
-        (b"\xffversion", b"1"),
-        (b"\xffcreated", b"1"),
-        (b"\xffttl", b"600000"),
-        (b"\xffdeadline", b"0"),
-        (b"\xffexpires", b"99999999999999"),
+    // Live for years if it were valid.
+    let meta: Field = (b"\xff", b"2 1 600000 0 99999999999999");
+    let mut cases: Vec<(String, Vec<Field>)> = vec![
+        ("a string".into(), vec![]),
+        (
+            "a foreign hash".into(),
+            vec![(b"session_data", b"php serialized")],
+        ),
+        (
+            "layout 1 (this crate's previous layout)".into(),
+            vec![
+                (b"\xffversion", b"1"),
+                (b"\xffcreated", b"1"),
+                (b"\xffttl", b"600000"),
+                (b"\xffdeadline", b"0"),
+                (b"\xffexpires", b"99999999999999"),
+            ],
+        ),
+        (
+            "a non-UTF-8 session key".into(),
+            vec![meta, (b"\xc3\x28", b"1")],
+        ),
     ];
-    let cases: Vec<(&str, Vec<Field>)> = vec![
-        ("a string", vec![]),
-        ("a foreign hash", vec![(b"session_data", b"php serialized")]),
-        ("another layout version", {
-            let mut v = valid_meta.to_vec();
-            v[0] = (b"\xffversion", b"2");
-            v
-        }),
-        ("a broken expiry", {
-            let mut v = valid_meta.to_vec();
-            v[4] = (b"\xffexpires", b"soon");
-            v
-        }),
-        ("a non-UTF-8 session key", {
-            let mut v = valid_meta.to_vec();
-            v.push((b"\xc3\x28", b"1"));
-            v
-        }),
+    // Metadata fields that are not layout 2: the scripts (Lua) and the
+    // load (Rust) parse them apart, and must agree.
+    let garbage: [&[u8]; 12] = [
+        b"",
+        b"2",
+        b"3 1 600000 0 99999999999999",
+        b"2 1 600000 0 soon",
+        b"2 1 600000 99999999999999",
+        b"2 1 600000 0 99999999999999 ",
+        b" 2 1 600000 0 99999999999999",
+        b"2  1 600000 0 99999999999999",
+        b"2 1 600000 0 -99999999999999",
+        b"2 1 600000 0 9e13",
+        b"2 1 600000 0 99999999999999.0",
+        b"2 1 600000 0 99999999999999\n",
     ];
+    for value in garbage {
+        cases.push((
+            format!("metadata {:?}", String::from_utf8_lossy(value)),
+            vec![(b"\xff", value), (b"k", b"v")],
+        ));
+    }
     for (what, fields) in cases {
         let id = SessionId::generate();
         let (data, lock) = store.keys_of(&id);

@@ -63,18 +63,26 @@ async fn send(method: reqwest::Method, url: String, cookie: Option<&str>) -> req
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_per_request_are_counted_by_redis() {
     let redis = RedisServer::start();
-    // Touch on every read, so the read proves the touch rides along.
-    let config = SessionConfig::builder()
-        .touch_threshold(1.0)
-        .build()
-        .unwrap();
-    let app = App::over(&redis, config).await;
+    // The default touch rule: a read right after a write finds no touch due.
+    let app = App::over(&redis, SessionConfig::default()).await;
+    // The same sessions through an app that touches on every read, for the
+    // read whose touch is due.
+    let touching = App::over(
+        &redis,
+        SessionConfig::builder()
+            .touch_threshold(1.0)
+            .build()
+            .unwrap(),
+    )
+    .await;
     let monitor = redis.monitor();
     use reqwest::Method;
 
     // Warm up: the first use of each script loads it (NOSCRIPT, SCRIPT LOAD).
     let res = send(Method::POST, app.url("/incr"), None).await;
     let warm = cookie_id(&res).unwrap();
+    let res = send(Method::GET, touching.url("/get/n"), Some(&warm)).await;
+    assert_eq!(res.status(), 200);
     for (m, p) in [
         (Method::GET, "/get/n"),
         (Method::POST, "/set/k/v"),
@@ -100,14 +108,24 @@ async fn round_trips_per_request_are_counted_by_redis() {
 
     let mark = monitor.mark();
     let res = send(Method::GET, app.url("/get/n"), Some(&id)).await;
+    assert!(cookie_id(&res).is_none(), "the expiry did not move");
+    assert_eq!(res.text().await.unwrap(), "1");
+    assert_eq!(monitor.since(mark), ["hgetall"], "read, no touch due");
+
+    let mark = monitor.mark();
+    let res = send(Method::GET, touching.url("/get/n"), Some(&id)).await;
     assert!(cookie_id(&res).is_some(), "the touch moved the expiry");
-    assert_eq!(monitor.since(mark), ["evalsha"], "read, touch included");
+    assert_eq!(
+        monitor.since(mark),
+        ["hgetall", "evalsha"],
+        "read with a due touch: the read, then the touch"
+    );
 
     let mark = monitor.mark();
     send(Method::POST, app.url("/incr"), Some(&id)).await;
     assert_eq!(
         monitor.since(mark),
-        ["evalsha", "evalsha"],
+        ["hgetall", "evalsha"],
         "read + buffered write"
     );
 
