@@ -100,8 +100,9 @@ async fn a_waiter_gets_the_lock_once_it_is_released() {
 }
 
 /// Requests of one process that want the same session's lock wait in a local
-/// line and take the store lock on their first try as it is handed on,
-/// instead of polling the store while it is held.
+/// line instead of polling the store while it is held, and a holder with
+/// someone behind it hands the store lock on with its commit: the next
+/// transaction starts without a store call.
 #[cfg(feature = "testkit")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_waiters_take_the_lock_in_turn_without_polling_the_store() {
@@ -131,10 +132,80 @@ async fn local_waiters_take_the_lock_in_turn_without_polling_the_store() {
     }
     assert_eq!(stored_n(store.inner(), &id).await, Some(200));
     let calls = store.take();
+    // Every transaction starts with one store lock (never a `Held` retry)
+    // or a handed-on lock, and ends with one commit, handing on or not.
     assert_eq!(
-        calls.lock, 200,
-        "one store lock attempt per transaction: {calls:?}"
+        calls.lock + calls.apply_and_read,
+        200,
+        "one store lock or handoff per transaction: {calls:?}"
     );
+    assert_eq!(
+        calls.apply + calls.apply_and_read,
+        200,
+        "one commit per transaction: {calls:?}"
+    );
+    assert!(
+        calls.apply_and_read > 100,
+        "contended locks are mostly handed on: {calls:?}"
+    );
+    assert_eq!(calls.unlock, 0, "{calls:?}");
+}
+
+/// A lock handed on to a waiter that gave up meanwhile is released at the
+/// store, not left to lapse after its TTL.
+// On one thread, so that the waiter cannot run between the handoff and its
+// cancellation: the handed lock is left unclaimed.
+#[cfg(feature = "testkit")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_handed_lock_nobody_takes_is_released() {
+    use sessionkit_core::testkit::CountingStore;
+
+    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+    let factory = SessionFactory::new(store.clone(), quick_locks(2_000));
+    let id = stored(&factory).await;
+    let holder = factory.session(Some(id), true);
+    holder.lock().await.unwrap();
+    // A waiter that is in line when the holder commits, so that the lock is
+    // handed on, and that gives up right then.
+    let waiter = factory.session(Some(id), true);
+    let waiting = tokio::spawn(async move { waiter.lock().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    holder.insert("n", &5u64).unwrap();
+    holder.commit().await.unwrap();
+    assert_eq!(store.calls().apply_and_read, 1, "the lock was handed on");
+    waiting.abort();
+    assert!(
+        waiting.await.unwrap_err().is_cancelled(),
+        "the waiter was cancelled before it could take the handed lock"
+    );
+    // The unclaimed handoff releases the store lock at once, well before its
+    // 30 s TTL.
+    let start = Instant::now();
+    loop {
+        match store
+            .inner()
+            .lock(&id, Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            Locked::Acquired { token, record } => {
+                let n = record
+                    .entries
+                    .get("n")
+                    .map(|v| sessionkit_core::codec::decode_value::<u64>(v).unwrap());
+                assert_eq!(n, Some(5), "the holder's commit was written");
+                store.inner().unlock(&id, &token).await.unwrap();
+                break;
+            }
+            other => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "the handed lock was never released: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 // The renewal task cannot run while this single-threaded test blocks its only

@@ -68,16 +68,19 @@ impl Session {
                     if let Stored::Live { meta: m, .. } = &mut state.stored {
                         *m = meta;
                     }
-                    if let (LockHold::Store(_), Some(token)) = (&state.lock, token) {
-                        // Nobody else knows the new id, so it needs no local
-                        // line; dropping the old lock's place lets waiters
-                        // for the old id find it gone.
+                    if let (LockHold::Store(held), Some(token)) = (&state.lock, token) {
+                        // The lock moved with its expiry, so it keeps its
+                        // renewal schedule. Nobody else knows the new id, so
+                        // it needs no local line; dropping the old lock's
+                        // place lets waiters for the old id find it gone.
+                        let renewed_at = held.renewed_at();
                         state.lock = LockHold::Store(HeldLock::start(
                             self.inner.shared.store.clone(),
                             new,
                             token,
                             self.config().lock(),
                             None,
+                            renewed_at,
                         ));
                     }
                     tracing::info!(old = %old.short_hash(), new = %new.short_hash(), "session id regenerated");

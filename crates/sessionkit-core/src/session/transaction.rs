@@ -7,12 +7,13 @@ use serde::Serialize;
 use crate::codec::encode_value;
 use crate::config::{LockConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::SessionId;
+use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
 use crate::session::Session;
+use crate::session::gate::Gate;
 use crate::session::lock::{Backoff, HeldLock};
 use crate::session::state::{LockHold, Stored};
-use crate::store::{Applied, Created, Fence, Locked};
+use crate::store::{Applied, AppliedAndRead, Created, Fence, Locked};
 
 impl Session {
     /// Takes the session's exclusive lock, waiting (bounded) while another
@@ -67,14 +68,20 @@ impl Session {
         let config = self.config().lock().clone();
         let deadline = tokio::time::Instant::now() + config.wait;
         // Wait behind this process's other requests for the session first:
-        // they hand the lock on as soon as they release it (see `gate`).
-        let gate = tokio::time::timeout_at(deadline, self.inner.shared.gates.enter(id))
+        // they hand the lock on when they are done (see `gate`).
+        let mut gate = tokio::time::timeout_at(deadline, self.inner.shared.gates.enter(id))
             .await
             .map_err(|_| self.lock_timeout(&id, &config))?;
-        let mut gate = Some(gate);
+        if let Some(handoff) = gate.take_handoff() {
+            let (token, record, renewed_at) = handoff.accept();
+            return self
+                .adopt_lock(id, token, record, &config, gate, renewed_at)
+                .await;
+        }
         let mut backoff = Backoff::new(&config);
         let mut waited = false;
         loop {
+            let taken_at = tokio::time::Instant::now();
             let outcome = self
                 .store()
                 .lock(&id, config.ttl)
@@ -82,33 +89,12 @@ impl Session {
                 .map_err(|e| e.with_operation("lock"))?;
             match outcome {
                 Locked::Acquired { token, record } => {
-                    let same_id = self.state().id == Some(id);
-                    if !same_id {
-                        let _ = self.store().unlock(&id, &token).await;
-                        return Err(Error::new(ErrorKind::SessionGone)
-                            .with_operation("lock")
-                            .with_detail("the session changed id while the lock was awaited"));
-                    }
-                    let mut state = self.state();
-                    // Taking the lock refreshed the idle expiry: the cookie
-                    // tells the browser.
-                    state.expiry_moved = Some(record.meta);
-                    state.stored = Stored::Live {
-                        entries: record.entries,
-                        meta: record.meta,
-                    };
-                    state.lock = LockHold::Store(HeldLock::start(
-                        self.inner.shared.store.clone(),
-                        id,
-                        token,
-                        &config,
-                        gate.take(),
-                    ));
-                    state.lock_depth = 1;
                     if waited {
                         tracing::debug!(session = %id.short_hash(), "session lock acquired after waiting");
                     }
-                    return Ok(());
+                    return self
+                        .adopt_lock(id, token, record, &config, gate, taken_at)
+                        .await;
                 }
                 Locked::Absent => {
                     self.strict_rejection(&id);
@@ -134,6 +120,44 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Makes a store lock this handle's: taken from the store or handed on
+    /// by the previous local holder, with `record` read under it.
+    async fn adopt_lock(
+        &self,
+        id: SessionId,
+        token: LockToken,
+        record: Record,
+        config: &LockConfig,
+        gate: Gate,
+        renewed_at: tokio::time::Instant,
+    ) -> Result<()> {
+        if self.state().id != Some(id) {
+            // Regenerated or destroyed by a clone of this handle meanwhile.
+            let _ = self.store().unlock(&id, &token).await;
+            return Err(Error::new(ErrorKind::SessionGone)
+                .with_operation("lock")
+                .with_detail("the session changed id while the lock was awaited"));
+        }
+        let mut state = self.state();
+        // Taking the lock refreshed the idle expiry (so did the write that
+        // handed it on): the cookie tells the browser.
+        state.expiry_moved = Some(record.meta);
+        state.stored = Stored::Live {
+            entries: record.entries,
+            meta: record.meta,
+        };
+        state.lock = LockHold::Store(HeldLock::start(
+            self.inner.shared.store.clone(),
+            id,
+            token,
+            config,
+            Some(gate),
+            renewed_at,
+        ));
+        state.lock_depth = 1;
+        Ok(())
     }
 
     /// Writes the changes made under the lock (and any buffered before it) in
@@ -217,7 +241,7 @@ impl Session {
     }
 
     pub(super) async fn release_locked_op(&self, how: Release) -> Result<()> {
-        let (id, fence_token, last, delta, lost) = {
+        let (id, fence_token, last, delta, lost, waiters) = {
             let mut state = self.state();
             if state.lock_depth == 0 {
                 return Err(Error::new(ErrorKind::ModificationDenied)
@@ -240,11 +264,11 @@ impl Session {
                 }
                 Release::Unlock => {}
             }
-            let (token, lost) = match &state.lock {
-                LockHold::Store(held) => (Some(held.token), held.is_lost()),
-                _ => (None, false),
+            let (token, lost, waiters) = match &state.lock {
+                LockHold::Store(held) => (Some(held.token), held.is_lost(), held.has_waiters()),
+                _ => (None, false, false),
             };
-            (state.id, token, last, delta, lost)
+            (state.id, token, last, delta, lost, waiters)
         };
 
         let Some(token) = fence_token else {
@@ -263,6 +287,9 @@ impl Session {
         if lost {
             self.after_lock_lost(&id);
             return Err(self.lock_lost_error(&id, how.name()));
+        }
+        if last && waiters {
+            return self.hand_off_lock(id, token, delta, how).await;
         }
         if delta.is_empty() {
             if last {
@@ -295,17 +322,7 @@ impl Session {
                 self.after_lock_lost(&id);
                 Err(self.lock_lost_error(&id, how.name()))
             }
-            Ok(Applied::Gone) => {
-                let mut state = self.state();
-                state.lock = LockHold::None;
-                state.lock_depth = 0;
-                state.become_fresh();
-                tracing::info!(session = %id.short_hash(), "commit refused: the session was destroyed meanwhile");
-                Err(Error::new(ErrorKind::SessionGone)
-                    .with_operation(how.name())
-                    .with_store(self.store().name())
-                    .with_detail("the session was destroyed or expired while locked"))
-            }
+            Ok(Applied::Gone) => Err(self.gone_while_locked(&id, how)),
             Err(e) => {
                 // Put the changes back: the caller may retry or roll back.
                 let mut state = self.state();
@@ -314,6 +331,55 @@ impl Session {
                 Err(e.with_operation(how.name()))
             }
         }
+    }
+
+    /// Releases the last level of a store lock that another request of
+    /// this process is waiting for: writes `delta` (possibly empty) fenced,
+    /// keeps the store lock and hands it, with the session as read back in
+    /// the same store step, to the next in line. One store call, where
+    /// release + lock would take two.
+    async fn hand_off_lock(
+        &self,
+        id: SessionId,
+        token: LockToken,
+        delta: Delta,
+        how: Release,
+    ) -> Result<()> {
+        match self.store().apply_and_read(&id, &delta, &token).await {
+            Ok(AppliedAndRead::Applied(record)) => {
+                self.record_applied(&delta, record.meta);
+                let held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                if let LockHold::Store(held) = held {
+                    held.hand_off(self.inner.shared.store.clone(), id, record);
+                }
+                self.after_release(true);
+                Ok(())
+            }
+            Ok(AppliedAndRead::LockLost) => {
+                self.after_lock_lost(&id);
+                Err(self.lock_lost_error(&id, how.name()))
+            }
+            Ok(AppliedAndRead::Gone) => Err(self.gone_while_locked(&id, how)),
+            Err(e) => {
+                // Put the changes back: the caller may retry or roll back.
+                let mut state = self.state();
+                let later = std::mem::replace(&mut state.locked, delta);
+                state.locked.merge(&later);
+                Err(e.with_operation(how.name()))
+            }
+        }
+    }
+
+    fn gone_while_locked(&self, id: &SessionId, how: Release) -> Error {
+        let mut state = self.state();
+        state.lock = LockHold::None;
+        state.lock_depth = 0;
+        state.become_fresh();
+        tracing::info!(session = %id.short_hash(), "commit refused: the session was destroyed meanwhile");
+        Error::new(ErrorKind::SessionGone)
+            .with_operation(how.name())
+            .with_store(self.store().name())
+            .with_detail("the session was destroyed or expired while locked")
     }
 
     fn lock_timeout(&self, id: &SessionId, config: &LockConfig) -> Error {

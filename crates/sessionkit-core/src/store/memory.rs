@@ -26,7 +26,8 @@ use crate::error::Result;
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Record, Touch, now_ms};
 use crate::store::{
-    Applied, Countable, Created, ExpiredDeletion, Fence, IdChanged, Loaded, Locked, SessionStore,
+    Applied, AppliedAndRead, Countable, Created, ExpiredDeletion, Fence, IdChanged, Loaded, Locked,
+    SessionStore,
 };
 
 /// Sessions kept in this process. Cheap to clone; clones share the sessions.
@@ -470,6 +471,28 @@ impl SessionStore for MemoryStore {
             },
         );
         Ok(Locked::Acquired { token, record })
+    }
+
+    async fn apply_and_read(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        token: &LockToken,
+    ) -> Result<AppliedAndRead> {
+        let now = now_ms();
+        let mut shard = self.shared.shard(id);
+        if shard.live(id, now).is_none() {
+            return Ok(AppliedAndRead::Gone);
+        }
+        if !shard.lock_held_by(id, token, now) {
+            return Ok(AppliedAndRead::LockLost);
+        }
+        let record = shard.sessions.get_mut(id).expect("checked live above");
+        let before = record.meta.expires();
+        delta.apply_to(record, now);
+        let record = record.clone();
+        shard.reindex(id, before);
+        Ok(AppliedAndRead::Applied(record))
     }
 
     async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {

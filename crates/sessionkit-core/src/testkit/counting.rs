@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Record, Touch};
-use crate::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
+use crate::store::{
+    Applied, AppliedAndRead, Created, Fence, IdChanged, Loaded, Locked, SessionStore,
+};
 
 /// Wraps a store and counts every call, per operation.
 ///
@@ -46,6 +48,7 @@ struct Counters {
     lock: AtomicU64,
     renew_lock: AtomicU64,
     unlock: AtomicU64,
+    apply_and_read: AtomicU64,
 }
 
 /// Calls counted by a [`CountingStore`], per operation.
@@ -60,6 +63,7 @@ pub struct Calls {
     pub lock: u64,
     pub renew_lock: u64,
     pub unlock: u64,
+    pub apply_and_read: u64,
 }
 
 impl Calls {
@@ -73,6 +77,7 @@ impl Calls {
             + self.lock
             + self.renew_lock
             + self.unlock
+            + self.apply_and_read
     }
 }
 
@@ -118,6 +123,7 @@ impl<S> CountingStore<S> {
             lock: get(&c.lock),
             renew_lock: get(&c.renew_lock),
             unlock: get(&c.unlock),
+            apply_and_read: get(&c.apply_and_read),
         }
     }
 }
@@ -171,5 +177,14 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
         bump(&self.counters.unlock);
         self.inner.unlock(id, token).await
+    }
+    async fn apply_and_read(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        token: &LockToken,
+    ) -> Result<AppliedAndRead> {
+        bump(&self.counters.apply_and_read);
+        self.inner.apply_and_read(id, delta, token).await
     }
 }

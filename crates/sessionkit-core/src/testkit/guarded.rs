@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Record, Touch};
-use crate::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
+use crate::store::{
+    Applied, AppliedAndRead, Created, Fence, IdChanged, Loaded, Locked, SessionStore,
+};
 
 /// A store together with a guard that must outlive it: a temporary save
 /// path, the server processes the store talks to. Every call goes to the
@@ -94,5 +96,13 @@ impl<S: SessionStore, G: std::fmt::Debug + Send + Sync + 'static> SessionStore f
     }
     async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
         self.store.unlock(id, token).await
+    }
+    async fn apply_and_read(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        token: &LockToken,
+    ) -> Result<AppliedAndRead> {
+        self.store.apply_and_read(id, delta, token).await
     }
 }

@@ -7,8 +7,9 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::id::LockToken;
+use crate::record::Delta;
 use crate::record::now_ms;
-use crate::store::{Applied, Locked, SessionStore};
+use crate::store::{Applied, AppliedAndRead, Locked, SessionStore};
 
 use super::SuiteConfig;
 use super::support::{
@@ -618,4 +619,96 @@ pub async fn locking_keeps_a_session_alive<S: SessionStore + Clone>(
     let after = load_live(store, &id, "after the commit").await;
     assert_eq!(decode::<u64>(&after.entries, "n"), 2);
     destroy_all(store, &[id]).await;
+}
+
+/// Handing a lock on: [`SessionStore::apply_and_read`] with the owner's
+/// token applies the delta, keeps the lock (a `lock` still answers `Held`,
+/// and the token still fences later writes) and returns the session as it is
+/// after the write; with an empty delta it just reads under the lock. With a
+/// token that does not own the lock it answers `LockLost` and writes
+/// nothing; on a destroyed session, `Gone`.
+pub async fn apply_and_read_keeps_the_lock<S: SessionStore + Clone>(
+    store: &S,
+    config: &SuiteConfig,
+) {
+    let created = record(config.lifetime, entries(&[("a", &value(&1))]));
+    let id = create(store, &created).await;
+    let (token, _) = acquire(store, &id, config.lock_ttl, "lock a fresh session").await;
+
+    let after = match ok(
+        store
+            .apply_and_read(&id, &set("b", &value(&2)), &token)
+            .await,
+        "apply_and_read",
+    ) {
+        AppliedAndRead::Applied(record) => record,
+        other => panic!("apply_and_read by the owner should answer Applied, got {other:?}"),
+    };
+    assert_eq!(
+        after.entries,
+        entries(&[("a", &value(&1)), ("b", &value(&2))]),
+        "apply_and_read must return the session after the write"
+    );
+    assert!(
+        after.meta.expires() >= created.meta.expires(),
+        "apply_and_read must refresh the expiry like apply"
+    );
+    assert_held(store, &id, config, "after apply_and_read").await;
+
+    match ok(
+        store.apply_and_read(&id, &Delta::default(), &token).await,
+        "apply_and_read",
+    ) {
+        AppliedAndRead::Applied(record) => assert_eq!(
+            record.entries, after.entries,
+            "an empty apply_and_read must read the session unchanged"
+        ),
+        other => panic!("an empty apply_and_read should answer Applied, got {other:?}"),
+    }
+    assert_held(store, &id, config, "after an empty apply_and_read").await;
+
+    let stranger = LockToken::generate();
+    assert_eq!(
+        ok(
+            store
+                .apply_and_read(&id, &set("c", &value(&3)), &stranger)
+                .await,
+            "apply_and_read"
+        ),
+        AppliedAndRead::LockLost,
+        "apply_and_read with a token that does not own the lock"
+    );
+    applied(
+        store,
+        &id,
+        &set("n", &value(&4)),
+        fence(&token, true),
+        "the owner's fenced commit after apply_and_read",
+    )
+    .await;
+    let now = load_live(store, &id, "after the commit").await;
+    assert!(!now.entries.contains("c"), "a refused apply_and_read wrote");
+    assert_eq!(
+        ok(
+            store
+                .apply_and_read(&id, &set("c", &value(&3)), &token)
+                .await,
+            "apply_and_read"
+        ),
+        AppliedAndRead::LockLost,
+        "apply_and_read with a released lock's token"
+    );
+
+    destroy_all(store, &[id]).await;
+    assert_eq!(
+        ok(
+            store
+                .apply_and_read(&id, &set("c", &value(&3)), &token)
+                .await,
+            "apply_and_read"
+        ),
+        AppliedAndRead::Gone,
+        "apply_and_read on a destroyed session"
+    );
+    assert_absent(store, &id, "apply_and_read must not resurrect a session").await;
 }

@@ -104,6 +104,7 @@
 //! | [`locking_keeps_a_session_alive`] | lock and renewal refresh the idle expiry |
 //! | [`fenced_apply_requires_the_lock`] | fenced writes need the unexpired lock |
 //! | [`fenced_release_commits_and_unlocks`] | commit + unlock in one step |
+//! | [`apply_and_read_keeps_the_lock`] | commit + read, keeping the lock, to hand it on |
 //! | [`destroy_removes_the_lock`] | destroy takes the lock with it |
 //! | [`change_id_moves_the_session`] | change_id moves data and refreshes expiry |
 //! | [`change_id_never_overwrites`] | `IdTaken` on a live target |
@@ -152,9 +153,10 @@ pub use expiry::{
 };
 pub use guarded::Guarded;
 pub use locks::{
-    destroy_removes_the_lock, expired_lock_is_free, fenced_apply_requires_the_lock,
-    fenced_release_commits_and_unlocks, lock_is_exclusive, locked_increments_are_never_lost,
-    locking_keeps_a_session_alive, renew_extends_only_for_the_owner,
+    apply_and_read_keeps_the_lock, destroy_removes_the_lock, expired_lock_is_free,
+    fenced_apply_requires_the_lock, fenced_release_commits_and_unlocks, lock_is_exclusive,
+    locked_increments_are_never_lost, locking_keeps_a_session_alive,
+    renew_extends_only_for_the_owner,
 };
 pub use records::{
     create_never_overwrites_a_live_session, create_then_load_returns_the_record,
@@ -182,6 +184,7 @@ pub const ALL_TESTS: &[&str] = &[
     "locking_keeps_a_session_alive",
     "fenced_apply_requires_the_lock",
     "fenced_release_commits_and_unlocks",
+    "apply_and_read_keeps_the_lock",
     "destroy_removes_the_lock",
     "change_id_moves_the_session",
     "change_id_never_overwrites",
@@ -349,6 +352,7 @@ pub async fn run_all<S: SessionStore + Clone>(store: &S, config: &SuiteConfig) {
         concurrent_deltas_all_persist,
         lock_is_exclusive,
         fenced_release_commits_and_unlocks,
+        apply_and_read_keeps_the_lock,
         destroy_removes_the_lock,
         change_id_moves_the_session,
         change_id_never_overwrites,
@@ -480,6 +484,7 @@ macro_rules! conformance_tests {
                 locking_keeps_a_session_alive,
                 fenced_apply_requires_the_lock,
                 fenced_release_commits_and_unlocks,
+                apply_and_read_keeps_the_lock,
                 destroy_removes_the_lock,
                 change_id_moves_the_session,
                 change_id_never_overwrites,
