@@ -15,6 +15,13 @@ use crate::record::Touch;
 /// request does not lose it silently, and the wait backs off with jitter
 /// instead of polling at a fixed pace.
 ///
+/// Requests of one process (one [`SessionFactory`](crate::SessionFactory))
+/// that want the same session's lock don't poll at all: they wait in a local
+/// FIFO line, and a holder with someone behind it hands the store lock on
+/// with its commit, unreleased, together with the session as written (one
+/// store step instead of release + lock). The backoff only paces waits for
+/// holders in other processes. `wait` bounds the whole wait, line included.
+///
 /// Phalcon's settings map onto these: `lockExpiry` → [`LockConfig::ttl`];
 /// `lockRetries × lockWaitTime` → [`LockConfig::wait`] (the total);
 /// `lockWaitTime` → [`LockConfig::max_backoff`] (the pause between attempts
