@@ -34,8 +34,8 @@ use crate::store::{
 ///
 /// Built with [`MemoryStore::new`] (defaults) or [`MemoryStore::builder`].
 /// When created inside a Tokio runtime, a background task sweeps expired
-/// sessions every [`MemoryStoreBuilder::sweep_interval`]; it stops when the
-/// last clone of the store is dropped. [`MemoryStore::gc`] sweeps on demand.
+/// sessions every [`MemoryStoreBuilder::sweep_interval`]; it stops as soon as
+/// the last clone of the store is dropped. [`MemoryStore::gc`] sweeps on demand.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -64,6 +64,9 @@ pub struct MemoryStore {
 struct Shared {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
+    /// Dropped with the last clone of the store, which ends the sweep task
+    /// at once instead of at its next tick.
+    _stop_sweeping: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Hashes a [`SessionId`] by taking eight of its bytes.
@@ -251,23 +254,34 @@ impl MemoryStoreBuilder {
                     .max(16)
             })
             .next_power_of_two();
+        let sweeper = match (self.sweep_interval, tokio::runtime::Handle::try_current()) {
+            (Some(every), Ok(rt)) => Some((every, rt)),
+            _ => None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel();
         let shared = Arc::new(Shared {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             mask: shards - 1,
+            _stop_sweeping: sweeper.is_some().then_some(stop),
         });
-        if let (Some(every), Ok(rt)) = (self.sweep_interval, tokio::runtime::Handle::try_current())
-        {
-            rt.spawn(sweep_task(Arc::downgrade(&shared), every));
+        if let Some((every, rt)) = sweeper {
+            rt.spawn(sweep_task(Arc::downgrade(&shared), every, stopped));
         }
         MemoryStore { shared }
     }
 }
 
-async fn sweep_task(shared: Weak<Shared>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
+async fn sweep_task(
+    shared: Weak<Shared>,
+    every: Duration,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     loop {
-        ticker.tick().await;
+        // The sender is never used: it is dropped with the store, which
+        // completes this receiver (with an error) and ends the task.
+        if tokio::time::timeout(every, &mut stopped).await.is_ok() {
+            return;
+        }
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -539,6 +553,29 @@ mod tests {
             entries: [("k", b"1".to_vec())].into_iter().collect::<Entries>(),
             meta: Meta::new(now_ms(), ttl, None),
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_sweep_task_ends_with_the_store_not_at_its_next_tick() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let store = MemoryStore::builder()
+            .sweep_interval(Some(Duration::from_secs(3600)))
+            .build();
+        let copy = store.clone();
+        tokio::task::yield_now().await;
+        assert_eq!(tasks(), 1, "one sweep task per store");
+        drop(store);
+        tokio::task::yield_now().await;
+        assert_eq!(tasks(), 1, "a clone keeps the task");
+        drop(copy);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(tasks(), 0, "the task ends once the last clone is gone");
     }
 
     #[tokio::test]
