@@ -52,6 +52,7 @@ use crate::savepath;
 #[derive(Clone)]
 pub struct FileStore {
     disk: Arc<Disk>,
+    timeout: Option<Duration>,
 }
 
 /// Configures a [`FileStore`]; made by [`FileStore::builder`].
@@ -78,6 +79,7 @@ pub struct FileStoreBuilder {
     create_dir: bool,
     mtime_expiry: bool,
     sweep_interval: Option<Duration>,
+    operation_timeout: Option<Duration>,
 }
 
 impl Default for FileStoreBuilder {
@@ -90,9 +92,13 @@ impl Default for FileStoreBuilder {
             create_dir: true,
             mtime_expiry: true,
             sweep_interval: Some(Duration::from_secs(60)),
+            operation_timeout: Some(DEFAULT_OPERATION_TIMEOUT),
         }
     }
 }
+
+/// The default of [`FileStoreBuilder::operation_timeout`].
+const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl FileStoreBuilder {
     /// The save path: the directory that holds the session files.
@@ -250,6 +256,34 @@ impl FileStoreBuilder {
         self
     }
 
+    /// How long a request waits for one file operation before it fails with
+    /// [`StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable)
+    /// (a 503), as a network store fails when its server does not answer.
+    /// Default 5 s; `None` waits as long as the disk takes.
+    ///
+    /// File I/O runs on Tokio's blocking pool, where it cannot be cancelled:
+    /// on a hung disk (a stale NFS mount, a failing device) the timeout frees
+    /// the request, not the thread, and an operation that timed out may
+    /// still complete later — like a write whose reply a network store never
+    /// sent. Without it, every request for a session on that disk would hang
+    /// with it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    ///
+    /// let store = sessionkit_file::FileStore::builder()
+    ///     .path(dir.path())
+    ///     .operation_timeout(Some(Duration::from_secs(2)))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(store);
+    /// ```
+    pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
     /// Checks the settings and the save path and builds the store.
     ///
     /// Blocks briefly on file I/O (it creates the directory if needed and
@@ -301,7 +335,16 @@ impl FileStoreBuilder {
         {
             rt.spawn(sweep_task(Arc::downgrade(&disk), every));
         }
-        Ok(FileStore { disk })
+        if self.operation_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_config(
+                "operation_timeout",
+                "must be greater than zero (or None to wait as long as the disk takes)",
+            ));
+        }
+        Ok(FileStore {
+            disk,
+            timeout: self.operation_timeout,
+        })
     }
 }
 
@@ -478,10 +521,28 @@ impl FileStore {
     {
         let disk = self.disk.clone();
         let result = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(move || op(&disk))
-                .await
-                .map_err(|e| Error::store_unavailable(STORE, operation, e))?,
+            Ok(rt) => {
+                let task = rt.spawn_blocking(move || op(&disk));
+                let joined = match self.timeout {
+                    Some(limit) => tokio::time::timeout(limit, task).await.map_err(|_| {
+                        tracing::warn!(
+                            operation,
+                            dir = %self.disk.dir.display(),
+                            "file store operation timed out; is the save path's disk hung?"
+                        );
+                        Error::store_unavailable(
+                            STORE,
+                            operation,
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("the file operation did not finish within {limit:?}"),
+                            ),
+                        )
+                    })?,
+                    None => task.await,
+                };
+                joined.map_err(|e| Error::store_unavailable(STORE, operation, e))?
+            }
             Err(_) => op(&disk),
         };
         result.map_err(|failure| failure.into_error(operation))

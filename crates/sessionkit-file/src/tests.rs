@@ -533,3 +533,75 @@ fn bad_prefixes_are_refused() {
         .build()
         .unwrap();
 }
+
+/// A file operation that hangs (here: the session's file is a FIFO with no
+/// writer, so opening it blocks, as a read on a hung disk would) fails the
+/// request with StoreUnavailable after the operation timeout instead of
+/// holding it; other sessions are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_file_operation_fails_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = builder(dir.path())
+        .operation_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let id = SessionId::generate();
+    let fifo = store.disk().session_path(&store.disk().naming.of(&id));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // Whatever happens below, let the hung open finish (a writer appears),
+    // or the runtime would wait for its blocking thread forever.
+    struct Unblock(std::path::PathBuf);
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+            let _ = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nonblocking)
+                .open(&self.0);
+        }
+    }
+    let _unblock = Unblock(fifo.clone());
+
+    let start = std::time::Instant::now();
+    let err = store.load(&id, None).await.unwrap_err();
+    let waited = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    assert_eq!(err.operation(), Some("load"));
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("did not finish within")),
+        "{source:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // Another session is served while the first operation still hangs.
+    let other = SessionId::generate();
+    assert_eq!(
+        store
+            .create(&other, &record(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    assert!(store.load(&other, None).await.unwrap().is_some());
+}
+
+#[test]
+fn a_zero_operation_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = builder(dir.path())
+        .operation_timeout(Some(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), Some("operation_timeout"));
+}
