@@ -141,8 +141,8 @@
 //! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
 //! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
 //! | `destroy` | data, lock | plain `DEL` of both | 1 |
-//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; returns `HGETALL` | 1 |
-//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE` | 1 |
+//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns `HGETALL`, with the refreshed metadata | 1 |
+//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE`s the lock and refreshes the session's expiry as `apply` does | 1 |
 //! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
 //!
 //! With the session layer's default touch rule (refresh when less than 75 %
@@ -193,8 +193,8 @@
 //! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 12.7 |
 //! | `create` | `EVALSHA` (`TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 9.3 |
 //! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced) | 12.3 |
-//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HGETALL`) | 13.4 |
-//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`) | 8.5 |
+//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HSET`, `PEXPIREAT`, `HGETALL`) | 16.0 |
+//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`, `HSET`, `PEXPIREAT`) | 11.7 |
 //! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.5 |
 //! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 16.1 |
 //! | `destroy` | `DEL` | 1.1 |
@@ -209,7 +209,8 @@
 //! `create` stores the metadata it is given, as the contract requires (a
 //! created session loads back exactly). The session handle computes it from
 //! the app server's clock, so the first expiry of a new session follows
-//! that clock; every later refresh (touch, apply, `change_id`) uses Redis's.
+//! that clock; every later refresh (touch, apply, lock, renewal,
+//! `change_id`) uses Redis's.
 //!
 //! Whether a read's touch is due is first decided in this process, without
 //! asking Redis, from an estimate of Redis's clock: the store keeps the
@@ -237,10 +238,10 @@
 //! live session. (Redis refuses to set an expiry time that is not in the
 //! future and deletes the key instead, so a session written with exactly
 //! one millisecond left disappears a millisecond early.) The scripts that
-//! need liveness (`apply`, `lock`, `change_id`, `create`, the touch) also
-//! compare the metadata's `expires` with Redis's `TIME`, which agrees with
-//! the native expiry, and covers a key whose expiry someone removed by
-//! hand.
+//! need liveness (`apply`, `lock`, `renew_lock`, `change_id`, `create`, the
+//! touch) also compare the metadata's `expires` with Redis's `TIME`, which
+//! agrees with the native expiry, and covers a key whose expiry someone
+//! removed by hand.
 //!
 //! Expired sessions take no memory and need no sweep
 //! ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion) is not

@@ -112,6 +112,26 @@ end
     };
 }
 
+/// `refresh(key, m, now)`: moves the live session `m` at `key` to `now +
+/// ttl` (capped by its deadline), in the metadata field and the native
+/// expiry, as `apply` does; returns the new field, or nil if the expiry did
+/// not move (then nothing is written). Needs [`lua_expire_at`] and
+/// [`lua_refresh`] first.
+macro_rules! lua_refresh_meta {
+    () => {
+        r"
+local function refresh(key, m, now)
+  local at = refreshed(now, m.ttl, m.deadline)
+  if at == m.expires then return nil end
+  local f = field(m.created, m.ttl, m.deadline, at)
+  redis.call('HSET', key, '\255', f)
+  expire_at(key, at)
+  return f
+end
+"
+    };
+}
+
 /// `hset(key, meta_field, first, last)`: writes the metadata field and the
 /// field/value pairs `ARGV[first..last]`.
 macro_rules! lua_hset {
@@ -146,6 +166,7 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
         lua_absent!(),
         lua_expire_at!(),
         lua_refresh!(),
+        lua_refresh_meta!(),
         r"
 local m, why = meta(KEYS[1], now)
 if not m then return { absent(KEYS[1], why), now } end
@@ -154,11 +175,8 @@ local permille = tonumber(ARGV[1])
 if permille < 1000 and (m.expires - now) * 1000 >= tonumber(m.ttl) * permille then
   return { 1, now, 0, m.raw }
 end
-local at = refreshed(now, m.ttl, m.deadline)
-if at == m.expires then return { 1, now, 0, m.raw } end
-local f = field(m.created, m.ttl, m.deadline, at)
-redis.call('HSET', KEYS[1], '\255', f)
-expire_at(KEYS[1], at)
+local f = refresh(KEYS[1], m, now)
+if not f then return { 1, now, 0, m.raw } end
 return { 1, now, 1, f }
 "
     ))
@@ -245,6 +263,7 @@ pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
         lua_meta!(),
         lua_expire_at!(),
         lua_refresh!(),
+        lua_refresh_meta!(),
         r"
 local m = meta(KEYS[1], now)
 if not m then return { 0 } end
@@ -258,11 +277,9 @@ if ARGV[1] ~= '' then
 else
   redis.call('DEL', KEYS[2])
 end
-local at = refreshed(now, m.ttl, m.deadline)
-local f = field(m.created, m.ttl, m.deadline, at)
-redis.call('HSET', KEYS[3], '\255', f)
-expire_at(KEYS[3], at)
-return { 1, f }
+-- RENAME kept the native expiry, so an expiry that does not move needs no
+-- write.
+return { 1, refresh(KEYS[3], m, now) or m.raw }
 "
     ))
 });
@@ -332,31 +349,45 @@ return { 1, f }
 
 /// `lock`: KEYS data, lock; ARGV token, ttl ms.
 ///
+/// Taking the lock refreshes the idle expiry (a session is not idle while a
+/// request holds its lock), before the `HGETALL`, so the record returned
+/// carries the refreshed metadata.
+///
 /// Reply: `{0, why}` absent, `{2}` held, `{1, HGETALL}` acquired.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
         lua_meta!(),
         lua_absent!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_refresh_meta!(),
         r"
 local m, why = meta(KEYS[1], now)
 if not m then return { 0, absent(KEYS[1], why) } end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 2 } end
+refresh(KEYS[1], m, now)
 return { 1, redis.call('HGETALL', KEYS[1]) }
 "
     ))
 });
 
-/// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Reply: `1` renewed,
-/// `0` not the owner (or the session is gone).
+/// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Renewing refreshes
+/// the idle expiry too. Reply: `1` renewed, `0` not the owner (or the
+/// session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
         lua_meta!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_refresh_meta!(),
         r"
-if not meta(KEYS[1], now) then return 0 end
+local m = meta(KEYS[1], now)
+if not m then return 0 end
 if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+refresh(KEYS[1], m, now)
 return 1
 "
     ))

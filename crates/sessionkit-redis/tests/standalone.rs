@@ -356,6 +356,119 @@ async fn a_due_touch_moves_the_expiry_and_says_so() {
     store.destroy(&id).await.unwrap();
 }
 
+/// Taking a lock and renewing it refresh the idle expiry, in the metadata
+/// field and in the key's native expiry alike (`PEXPIRETIME` one
+/// millisecond before `expires`), never past the absolute deadline; a lock
+/// that is held, or a renewal by another token, refreshes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_renewal_refresh_the_expiry_as_apply_does() {
+    let store = store_with_prefix(&unique_prefix("lock-refresh")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let ttl = Duration::from_secs(30);
+    let id = SessionId::generate();
+    let now = now_ms();
+    // 20 s of a 60 s idle lifetime left; the deadline an hour away.
+    let record = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, Some(now + 3_600_000), now + 20_000),
+    };
+    assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
+    let (data, _) = store.keys_of(&id);
+
+    let Locked::Acquired {
+        token,
+        record: locked,
+    } = store.lock(&id, ttl).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    let meta = locked.meta;
+    assert_eq!(locked.entries, record.entries);
+    assert_eq!(
+        (meta.created(), meta.ttl_ms(), meta.deadline()),
+        (now, 60_000, Some(now + 3_600_000))
+    );
+    assert!(
+        meta.expires() >= now + 60_000 && meta.expires() < now_ms() + 60_000 + 1_000,
+        "lock refreshes to Redis's now + ttl: {meta:?}"
+    );
+    assert_eq!(
+        store.load(&id, None).await.unwrap().unwrap().record.meta,
+        meta
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        meta.expires() as i64 - 1
+    );
+
+    // Held: no refresh. Another token's renewal: none either.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.lock(&id, ttl).await.unwrap(), Locked::Held);
+    assert!(
+        !store
+            .renew_lock(&id, &LockToken::generate(), ttl)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.load(&id, None).await.unwrap().unwrap().record.meta,
+        meta
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        meta.expires() as i64 - 1
+    );
+
+    assert!(store.renew_lock(&id, &token, ttl).await.unwrap());
+    let renewed = store.load(&id, None).await.unwrap().unwrap().record.meta;
+    assert!(
+        renewed.expires() > meta.expires(),
+        "{meta:?} -> {renewed:?}"
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        renewed.expires() as i64 - 1
+    );
+    store.unlock(&id, &token).await.unwrap();
+
+    // Near the absolute deadline: both stop at it.
+    let capped = SessionId::generate();
+    let record = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, Some(now + 30_000), now + 20_000),
+    };
+    assert_eq!(
+        store.create(&capped, &record).await.unwrap(),
+        Created::Created
+    );
+    let Locked::Acquired {
+        token,
+        record: locked,
+    } = store.lock(&capped, ttl).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    assert_eq!(locked.meta.expires(), now + 30_000);
+    assert!(store.renew_lock(&capped, &token, ttl).await.unwrap());
+    let (data, _) = store.keys_of(&capped);
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        (now + 30_000) as i64 - 1
+    );
+    assert_eq!(
+        store
+            .load(&capped, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .meta,
+        locked.meta
+    );
+    store.destroy(&id).await.unwrap();
+    store.destroy(&capped).await.unwrap();
+}
+
 /// The key's native expiry, Unix ms (`PEXPIRETIME`, Redis 7.0).
 async fn pexpiretime(conn: &mut MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PEXPIRETIME")
