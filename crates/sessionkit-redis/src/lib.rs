@@ -83,16 +83,31 @@
 //! | field | value |
 //! |---|---|
 //! | each session key, as the application named it | the value as the [codec](sessionkit_core::codec) encoded it (JSON), byte for byte |
-//! | `\xff` (the single byte 0xFF) | the metadata: `2 <created> <ttl> <deadline> <expires>` |
+//! | `\xff` (the single byte 0xFF) | the metadata: `<created><expires><ttl>:<deadline>` |
 //!
-//! In the metadata, `2` is the layout and the four numbers are decimal
-//! milliseconds, separated by single spaces: creation time (Unix ms), idle
-//! lifetime, absolute deadline (Unix ms; `0` for none) and expiry (Unix ms
-//! by Redis's clock, except right after `create`; see [Clocks](#clocks)).
-//! For example `2 1700000000000 7200000 0 1700007200000`. One field rather
-//! than one per number, because Redis keeps every field of every session in
-//! memory with its own overhead; and `load` has to read only one field to
-//! know the session.
+//! The metadata is four numbers of milliseconds in lowercase hex: the
+//! creation time (Unix ms) and the expiry (Unix ms by Redis's clock,
+//! except right after `create`; see [Clocks](#clocks)) in exactly 11 digits
+//! each, zero-padded, then the idle lifetime and, after a `:`, the absolute
+//! deadline (Unix ms; `0` for none), each in as many digits as it takes (1
+//! to 16). For example `19a7afd1e0019a7b6afb006ddd00:0`: created at
+//! 1,763,000,000,000 (`19a7afd1e00`, 2025-11-13 02:13:20 UTC), expiring two
+//! hours later (`19a7b6afb00`), an idle lifetime of two hours (7,200,000,
+//! `6ddd00`), no deadline; 30 bytes, where the decimal numbers with
+//! separators of earlier development versions took 39.
+//!
+//! The form is chosen for size, because Redis keeps it in memory for every
+//! session: hex rather than decimal, and fixed widths rather than
+//! separators for the two times every session has. One field rather than
+//! one per number, because every field costs its own overhead; and `load`
+//! has to read only one field to know the session. Eleven hex digits hold
+//! every millisecond until the year 2527 (2^44 − 1 ms after the epoch):
+//! `create` refuses a session whose creation or expiry time is later, with
+//! an [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error naming
+//! the store and the operation, rather than store another time than it was
+//! given, and the scripts cap the expiries they compute there. The value
+//! carries no version: the field name says what it is, and a later form of
+//! the metadata would take another field name.
 //!
 //! The byte 0xFF never occurs in UTF-8, so no session key (a Rust `&str`)
 //! can collide with the metadata, and session keys need no prefix of their
@@ -103,20 +118,41 @@
 //! change different keys both persist.
 //!
 //! Layout 2 is not compatible with layout 1 (earlier development versions
-//! of this crate: 64 hex digits in the key, five `\xff…` fields): sessions
-//! stored by them are not found under the new keys, and a layout-1 hash
-//! under a key would be [corrupt](#corrupt-or-foreign-data). Users are
-//! signed out once.
+//! of this crate: 64 hex digits in the key, five `\xff…` fields), nor with
+//! the first development versions of layout 2 (decimal metadata,
+//! `2 <created> <ttl> <deadline> <expires>`): sessions stored by them are
+//! not found under the new keys, or their hash is
+//! [corrupt](#corrupt-or-foreign-data). Users are signed out once.
 //!
-//! In memory, a session holding one small integer takes about 230 bytes of
-//! Redis's `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default
-//! prefix; measured by `tests/cost.rs`): the key (56 characters with the
-//! default prefix, in a 64-byte allocation), the hash as a listpack (56
-//! bytes, in 64), Redis's object header (16), and one entry each in the
-//! key space and in the table of expiring keys (32 each, plus their
-//! buckets). Each session key adds its
-//! name and value plus 2–3 bytes while the hash stays a listpack (up to 128
-//! fields of at most 64 bytes, Redis's defaults).
+//! ## Memory per session
+//!
+//! A session holding one small integer takes about 214 bytes of Redis's
+//! `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default prefix, a
+//! two-hour idle lifetime; measured by `tests/cost.rs`; 230 with the
+//! decimal metadata). These are its allocations, each rounded up to
+//! jemalloc's size class:
+//!
+//! | what | bytes used | allocated |
+//! |---|---|---|
+//! | the key: 56 characters with the default prefix, a 3-byte header, a NUL | 60 | 64 |
+//! | its entry in the key space (key, value, next) | 24 | 32 |
+//! | the value's object header | 16 | 16 |
+//! | the hash, as a listpack: 7 bytes of header and end, then per element a 1–2 byte header, the content and a 1-byte length: `\xff` 3, the metadata 32, `n` 3, the integer 3 | 48 | 48 |
+//! | its entry in the table of expiring keys | 24 | 32 |
+//! | the bucket arrays of both tables, 8 bytes per slot, slots the power of two above the number of keys (131,072 for 100,000) | 21 | 21 |
+//! | total | | 213 |
+//!
+//! The last byte of the measurement is not the sessions': the server's
+//! other allocations grow a little while it runs (loading the same keys
+//! without the store measures 213.2–213.7). The listpack of such a session
+//! is 47 or 48 bytes (an integer up to 127 takes 2, up to 4,095 3): a byte
+//! or two more (a longer key name, a larger integer, an idle lifetime past
+//! 0xffffff ms or 4.6 hours, any deadline) takes it to the next class, 64.
+//! What is left above the size of the data is mostly the key: with the
+//! default prefix it needs 64 bytes, and would need at most 44 characters
+//! to fit 48. Each session key adds its name and value plus 2–3 bytes while
+//! the hash stays a listpack (up to 128 fields of at most 64 bytes, Redis's
+//! defaults).
 //!
 //! # Round trips
 //!
@@ -248,20 +284,25 @@
 //! implemented: there is nothing to do). Locks expire by their own `PX`. A
 //! lock can outlive the session it locks; it then locks nothing (every
 //! operation checks the session first) and `create` deletes it when the id
-//! is used again. Idle lifetimes and lock TTLs are capped at 2^52 ms (about
-//! 142,000 years), and computed expiries at 2^52 ms after the epoch, where
-//! Lua's numbers stop being exact.
+//! is used again. Lock TTLs and the idle lifetimes `apply` sets are capped
+//! at 2^52 ms (about 142,000 years), below where Lua's numbers stop being
+//! exact; the expiries the scripts compute at 2^44 − 1 ms after the epoch,
+//! the latest time the metadata holds (in the year 2527; see
+//! [Data layout](#data-layout)).
 //!
 //! ## Corrupt or foreign data
 //!
 //! A key under the prefix that is not a session of layout 2 (another type,
 //! another application's hash, a hash without the `\xff` field, metadata
-//! that does not parse as layout 2 — which includes this crate's layout 1)
+//! that does not parse — which includes this crate's layout 1 and the
+//! decimal metadata of its first layout-2 versions)
 //! is treated as absent by every operation, logged at `warn` with
 //! `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
 //! never the id), and replaced by a `create` under its id. The scripts (a
-//! Lua pattern) and `load` (Rust) parse the metadata by the same grammar,
-//! tested against the same garbage, so they agree on what is corrupt. A
+//! Lua pattern) and `load` (Rust) parse the metadata by the same strict
+//! grammar (exact widths, lowercase hex digits only, no sign, no `0x`, at
+//! most 16 digits so no overflow), tested with the same values, garbage and
+//! valid, so they agree on what is corrupt and on what the numbers are. A
 //! hash with valid metadata but a field name that is not UTF-8 (this crate
 //! never writes one) is only seen when read: `load` and `lock` then delete
 //! it (one more round trip, on such data only) and answer absent. Nothing
