@@ -72,11 +72,14 @@
 //! The part in braces is the SHA-256 of the session id (of its 43-character
 //! text, [`SessionId::hashed`](sessionkit_core::SessionId::hashed)) in
 //! unpadded base64url, 43 characters, or, with
-//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), the id itself. The
-//! braces make it the Redis Cluster *hash tag*: a session's data and lock
-//! always share a slot, so one script can touch both. The prefix is part of
-//! every key and is never stripped; it must not contain braces.
-//! [`RedisStore::keys_of`] gives the two keys of an id.
+//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), `raw.` and the id
+//! itself (`sessionkit:{raw.<id>}`): `.` is not in the base64url alphabet,
+//! so the two namings can never name the same key, and a hashed key's name
+//! is not a cookie for a store with hashing off. The braces make the part
+//! the Redis Cluster *hash tag*: a session's data and lock always share a
+//! slot, so one script can touch both. The prefix is part of every key and
+//! is never stripped; it must not contain braces. [`RedisStore::keys_of`]
+//! gives the two keys of an id.
 //!
 //! The fields of the hash:
 //!
@@ -149,8 +152,8 @@
 //! or two more (a longer key name, a larger integer, an idle lifetime past
 //! 0xffffff ms or 4.6 hours, any deadline) takes it to the next class, 64.
 //! What is left above the size of the data is mostly the key: with the
-//! default prefix it needs 64 bytes, and would need at most 44 characters
-//! to fit 48. Each session key adds its name and value plus 2–3 bytes while
+//! default prefix it needs 64 bytes (so does a raw key, 60 characters),
+//! and would need at most 44 characters to fit 48. Each session key adds its name and value plus 2–3 bytes while
 //! the hash stays a listpack (up to 128 fields of at most 64 bytes, Redis's
 //! defaults).
 //!
@@ -429,11 +432,11 @@
 //! - **Counting and listing** sessions are not offered: ids are hashed at
 //!   rest and a list of live bearer tokens is a liability.
 //! - Hashing at rest hides the ids from whoever reads the data, not the
-//!   data itself: use TLS and Redis ACLs for that. A hashed key's tag has
-//!   the form of a session id (43 characters of base64url), so never run a
-//!   store with [`hash_ids(false)`](RedisStoreBuilder::hash_ids) on a
-//!   prefix that holds hashed sessions: there, the key names of a leaked
-//!   dump would be valid cookies.
+//!   data itself: use TLS and Redis ACLs for that. With
+//!   [`hash_ids(false)`](RedisStoreBuilder::hash_ids), every key name holds
+//!   a live id. (Switching hashing off on a prefix that holds hashed
+//!   sessions orphans them but exposes nothing: the raw naming,
+//!   `{raw.<id>}`, never matches a hashed key.)
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

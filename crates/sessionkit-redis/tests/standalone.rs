@@ -807,6 +807,71 @@ async fn raw_ids_never_reach_redis() {
     assert!(found > 0, "the scan must be able to see ids in the clear");
 }
 
+/// An operator turns hashing off on a prefix that still holds hashed
+/// sessions, and a dump of the key names leaks. Each key's tag has the
+/// form of a session id; presented as a cookie to the raw store it must
+/// find nothing, because raw keys are `{raw.<id>}`. The sessions are
+/// orphaned (users sign in again), not exposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_hashed_key_names_are_not_cookies_for_a_raw_store() {
+    let prefix = unique_prefix("switched");
+    let hashed = store_with_prefix(&prefix).await;
+    let raw = RedisStore::builder()
+        .prefix(&prefix)
+        .hash_ids(false)
+        .connect(&support::shared().url())
+        .await
+        .unwrap();
+    let victim = SessionId::generate();
+    let lifetime = Duration::from_secs(60);
+    assert_eq!(
+        hashed
+            .create(&victim, &record(&[("user", b"\"ada\"")], lifetime))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let (leaked, _) = hashed.keys_of(&victim);
+    let tag = &leaked[prefix.len() + 1..leaked.len() - 1];
+    let cookie = SessionId::parse(tag).expect("a hashed tag has the form of an id");
+
+    assert!(
+        raw.load(&cookie, Some(Touch::always()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        raw.lock(&cookie, Duration::from_secs(5)).await.unwrap(),
+        Locked::Absent
+    );
+    assert_eq!(
+        raw.apply(&cookie, &set("user", b"\"eve\""), None)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(
+        raw.change_id(&cookie, &SessionId::generate(), None)
+            .await
+            .unwrap(),
+        IdChanged::Gone
+    );
+    // The raw store's own session under that id lives beside it, apart.
+    assert_eq!(
+        raw.create(&cookie, &record(&[("user", b"\"eve\"")], lifetime))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let (raw_key, _) = raw.keys_of(&cookie);
+    assert_eq!(raw_key, format!("{prefix}{{raw.{tag}}}"));
+    let still = hashed.load(&victim, None).await.unwrap().unwrap().record;
+    assert_eq!(still.entries.get("user"), Some(&b"\"ada\""[..]));
+    hashed.destroy(&victim).await.unwrap();
+    raw.destroy(&cookie).await.unwrap();
+}
+
 /// Two stores with different prefixes on one Redis never see each other's
 /// sessions, for any operation; everything each writes is under its prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
