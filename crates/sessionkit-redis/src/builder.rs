@@ -78,25 +78,27 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Whether keys carry the SHA-256 of the id (43 characters of unpadded
-    /// base64url) instead of the id itself. Default `true`.
+    /// Whether keys carry the SHA-256 of the id (`{<43 characters of
+    /// unpadded base64url>}`) instead of the id itself (`{raw.<id>}`).
+    /// Default `true`.
     ///
     /// # Security
     ///
     /// With hashing on, a dump of the Redis database, a `MONITOR` session or
     /// a replica's copy holds no id that a client could present as a cookie
     /// ([OWASP: session ids are bearer secrets](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-properties)).
-    /// Turn it off only to inspect sessions by id during development. Ids
-    /// are 256 random bits, so an unsalted hash cannot be reversed.
+    /// Turn it off only to inspect sessions by id during development: then
+    /// every key name is a live cookie. Ids are 256 random bits, so an
+    /// unsalted hash cannot be reversed.
     ///
     /// Switching this setting orphans the sessions stored under the other
-    /// naming (users are logged out). Both namings are 43 characters of
-    /// base64url, so a hashed key's tag *looks like* an id: never turn
-    /// hashing off on a prefix that still holds hashed sessions (flush them,
-    /// or use another prefix), or whoever read the key names (a leaked dump)
-    /// could present them as cookies. The other way round is safe: a
-    /// hashed store looks up the hash of what it is given, and no one can
-    /// find an id whose hash is a given raw key.
+    /// naming (users are signed out), and exposes none of them, in either
+    /// direction. A hashed key's tag has the form of a session id, but a
+    /// store with hashing off looks an id up under `raw.<id>`, a tag no
+    /// hashed key has (`.` is not in the base64url alphabet), so key names
+    /// leaked from hashed sessions are not cookies for it. A hashing store
+    /// looks up the hash of what it is given, and no one can find an id
+    /// whose hash is a given key.
     ///
     /// ```
     /// let builder = sessionkit_redis::RedisStore::builder().hash_ids(false);

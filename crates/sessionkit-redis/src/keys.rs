@@ -10,13 +10,19 @@ pub(crate) const DEFAULT_PREFIX: &str = "sessionkit:";
 /// The suffix that turns a session's data key into its lock key.
 const LOCK_SUFFIX: &str = ":lock";
 
+/// What starts the tag of a key that carries the id itself. `.` is not in
+/// the base64url alphabet, so no hashed tag (43 characters of base64url)
+/// ever starts like this: a hashed key's tag, presented as a cookie to a
+/// store with hashing off, names a key that does not exist.
+const RAW_TAG: &str = "raw.";
+
 /// How a store names its keys.
 ///
 /// Data lives at `{prefix}{<tag>}` and the lock at `{prefix}{<tag>}:lock`,
 /// where `<tag>` is the SHA-256 of the id in unpadded base64url, 43
-/// characters (hashed at rest), or the 43-character id itself. The braces make `<tag>`
-/// the Redis Cluster hash tag, so a session's data and lock share one slot
-/// and one script can touch both.
+/// characters (hashed at rest), or `raw.` and the 43-character id itself.
+/// The braces make `<tag>` the Redis Cluster hash tag, so a session's data
+/// and lock share one slot and one script can touch both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeySpace {
     prefix: String,
@@ -55,7 +61,7 @@ impl KeySpace {
 
     /// The data key of `id` alone, for a read, which needs no lock key.
     pub(crate) fn data_key(&self, id: &SessionId) -> String {
-        let mut data = String::with_capacity(self.prefix.len() + 2 + 43);
+        let mut data = String::with_capacity(self.prefix.len() + 2 + RAW_TAG.len() + 43);
         data.push_str(&self.prefix);
         data.push('{');
         if self.hash_ids {
@@ -63,6 +69,7 @@ impl KeySpace {
             // key, which Redis keeps in memory once per session.
             URL_SAFE_NO_PAD.encode_string(id.hashed(), &mut data);
         } else {
+            data.push_str(RAW_TAG);
             data.push_str(&id.expose());
         }
         data.push('}');
@@ -111,10 +118,35 @@ mod tests {
     }
 
     #[test]
-    fn raw_keys_carry_the_id() {
+    fn raw_keys_carry_the_id_after_raw_dot() {
         let space = KeySpace::new("app:".to_owned(), false).unwrap();
         let id = SessionId::generate();
-        assert_eq!(space.keys(&id).data, format!("app:{{{}}}", id.expose()));
+        let keys = space.keys(&id);
+        assert_eq!(keys.data, format!("app:{{raw.{}}}", id.expose()));
+        assert_eq!(keys.lock, format!("app:{{raw.{}}}:lock", id.expose()));
+        assert_eq!(space.data_key(&id), keys.data);
+    }
+
+    #[test]
+    fn a_hashed_tag_presented_as_an_id_never_names_a_key() {
+        // The operator's mistake this guards against: a prefix that holds
+        // hashed sessions, served by a store with hashing off. The key names
+        // of a leaked dump are well-formed ids; as cookies they must find
+        // nothing.
+        let hashed = KeySpace::new("p:".to_owned(), true).unwrap();
+        let raw = KeySpace::new("p:".to_owned(), false).unwrap();
+        for _ in 0..100 {
+            let victim = SessionId::generate();
+            let leaked = hashed.data_key(&victim);
+            let tag = &leaked["p:{".len()..leaked.len() - 1];
+            assert!(!tag.contains('.'), "{tag}");
+            let presented = SessionId::parse(tag).expect("a hashed tag has the form of an id");
+            assert_ne!(raw.data_key(&presented), leaked);
+            assert!(raw.data_key(&presented).starts_with("p:{raw."));
+            // The other way round: a raw tag is not an id at all.
+            let raw_tag = &raw.data_key(&victim)["p:{".len()..];
+            assert!(SessionId::parse(raw_tag.trim_end_matches('}')).is_err());
+        }
     }
 
     #[test]

@@ -72,27 +72,45 @@
 //! The part in braces is the SHA-256 of the session id (of its 43-character
 //! text, [`SessionId::hashed`](sessionkit_core::SessionId::hashed)) in
 //! unpadded base64url, 43 characters, or, with
-//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), the id itself. The
-//! braces make it the Redis Cluster *hash tag*: a session's data and lock
-//! always share a slot, so one script can touch both. The prefix is part of
-//! every key and is never stripped; it must not contain braces.
-//! [`RedisStore::keys_of`] gives the two keys of an id.
+//! [`hash_ids(false)`](RedisStoreBuilder::hash_ids), `raw.` and the id
+//! itself (`sessionkit:{raw.<id>}`): `.` is not in the base64url alphabet,
+//! so the two namings can never name the same key, and a hashed key's name
+//! is not a cookie for a store with hashing off. The braces make the part
+//! the Redis Cluster *hash tag*: a session's data and lock always share a
+//! slot, so one script can touch both. The prefix is part of every key and
+//! is never stripped; it must not contain braces. [`RedisStore::keys_of`]
+//! gives the two keys of an id.
 //!
 //! The fields of the hash:
 //!
 //! | field | value |
 //! |---|---|
 //! | each session key, as the application named it | the value as the [codec](sessionkit_core::codec) encoded it (JSON), byte for byte |
-//! | `\xff` (the single byte 0xFF) | the metadata: `2 <created> <ttl> <deadline> <expires>` |
+//! | `\xff` (the single byte 0xFF) | the metadata: `<created><expires><ttl>:<deadline>` |
 //!
-//! In the metadata, `2` is the layout and the four numbers are decimal
-//! milliseconds, separated by single spaces: creation time (Unix ms), idle
-//! lifetime, absolute deadline (Unix ms; `0` for none) and expiry (Unix ms
-//! by Redis's clock, except right after `create`; see [Clocks](#clocks)).
-//! For example `2 1700000000000 7200000 0 1700007200000`. One field rather
-//! than one per number, because Redis keeps every field of every session in
-//! memory with its own overhead; and `load` has to read only one field to
-//! know the session.
+//! The metadata is four numbers of milliseconds in lowercase hex: the
+//! creation time (Unix ms) and the expiry (Unix ms by Redis's clock,
+//! except right after `create`; see [Clocks](#clocks)) in exactly 11 digits
+//! each, zero-padded, then the idle lifetime and, after a `:`, the absolute
+//! deadline (Unix ms; `0` for none), each in as many digits as it takes (1
+//! to 16). For example `19a7afd1e0019a7b6afb006ddd00:0`: created at
+//! 1,763,000,000,000 (`19a7afd1e00`, 2025-11-13 02:13:20 UTC), expiring two
+//! hours later (`19a7b6afb00`), an idle lifetime of two hours (7,200,000,
+//! `6ddd00`), no deadline; 30 bytes, where the decimal numbers with
+//! separators of earlier development versions took 39.
+//!
+//! The form is chosen for size, because Redis keeps it in memory for every
+//! session: hex rather than decimal, and fixed widths rather than
+//! separators for the two times every session has. One field rather than
+//! one per number, because every field costs its own overhead; and `load`
+//! has to read only one field to know the session. Eleven hex digits hold
+//! every millisecond until the year 2527 (2^44 − 1 ms after the epoch):
+//! `create` refuses a session whose creation or expiry time is later, with
+//! an [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error naming
+//! the store and the operation, rather than store another time than it was
+//! given, and the scripts cap the expiries they compute there. The value
+//! carries no version: the field name says what it is, and a later form of
+//! the metadata would take another field name.
 //!
 //! The byte 0xFF never occurs in UTF-8, so no session key (a Rust `&str`)
 //! can collide with the metadata, and session keys need no prefix of their
@@ -103,20 +121,41 @@
 //! change different keys both persist.
 //!
 //! Layout 2 is not compatible with layout 1 (earlier development versions
-//! of this crate: 64 hex digits in the key, five `\xff…` fields): sessions
-//! stored by them are not found under the new keys, and a layout-1 hash
-//! under a key would be [corrupt](#corrupt-or-foreign-data). Users are
-//! signed out once.
+//! of this crate: 64 hex digits in the key, five `\xff…` fields), nor with
+//! the first development versions of layout 2 (decimal metadata,
+//! `2 <created> <ttl> <deadline> <expires>`): sessions stored by them are
+//! not found under the new keys, or their hash is
+//! [corrupt](#corrupt-or-foreign-data). Users are signed out once.
 //!
-//! In memory, a session holding one small integer takes about 230 bytes of
-//! Redis's `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default
-//! prefix; measured by `tests/cost.rs`): the key (56 characters with the
-//! default prefix, in a 64-byte allocation), the hash as a listpack (56
-//! bytes, in 64), Redis's object header (16), and one entry each in the
-//! key space and in the table of expiring keys (32 each, plus their
-//! buckets). Each session key adds its
-//! name and value plus 2–3 bytes while the hash stays a listpack (up to 128
-//! fields of at most 64 bytes, Redis's defaults).
+//! ## Memory per session
+//!
+//! A session holding one small integer takes about 214 bytes of Redis's
+//! `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default prefix, a
+//! two-hour idle lifetime; measured by `tests/cost.rs`; 230 with the
+//! decimal metadata). These are its allocations, each rounded up to
+//! jemalloc's size class:
+//!
+//! | what | bytes used | allocated |
+//! |---|---|---|
+//! | the key: 56 characters with the default prefix, a 3-byte header, a NUL | 60 | 64 |
+//! | its entry in the key space (key, value, next) | 24 | 32 |
+//! | the value's object header | 16 | 16 |
+//! | the hash, as a listpack: 7 bytes of header and end, then per element a 1–2 byte header, the content and a 1-byte length: `\xff` 3, the metadata 32, `n` 3, the integer 3 | 48 | 48 |
+//! | its entry in the table of expiring keys | 24 | 32 |
+//! | the bucket arrays of both tables, 8 bytes per slot, slots the power of two above the number of keys (131,072 for 100,000) | 21 | 21 |
+//! | total | | 213 |
+//!
+//! The last byte of the measurement is not the sessions': the server's
+//! other allocations grow a little while it runs (loading the same keys
+//! without the store measures 213.2–213.7). The listpack of such a session
+//! is 47 or 48 bytes (an integer up to 127 takes 2, up to 4,095 3): a byte
+//! or two more (a longer key name, a larger integer, an idle lifetime past
+//! 0xffffff ms or 4.6 hours, any deadline) takes it to the next class, 64.
+//! What is left above the size of the data is mostly the key: with the
+//! default prefix it needs 64 bytes (so does a raw key, 60 characters),
+//! and would need at most 44 characters to fit 48. Each session key adds its name and value plus 2–3 bytes while
+//! the hash stays a listpack (up to 128 fields of at most 64 bytes, Redis's
+//! defaults).
 //!
 //! # Round trips
 //!
@@ -141,8 +180,8 @@
 //! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
 //! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
 //! | `destroy` | data, lock | plain `DEL` of both | 1 |
-//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; returns `HGETALL` | 1 |
-//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE` | 1 |
+//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns `HGETALL`, with the refreshed metadata | 1 |
+//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE`s the lock and refreshes the session's expiry as `apply` does | 1 |
 //! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
 //!
 //! With the session layer's default touch rule (refresh when less than 75 %
@@ -184,20 +223,25 @@
 //!
 //! Redis CPU time per call, from `INFO commandstats` (`tests/cost.rs`:
 //! Redis 7.0, 20,000 calls each on sessions holding one small integer, 16 in
-//! flight; the numbers move by about 10 % between runs on a shared
-//! machine):
+//! flight; the median of three runs on one machine; the numbers move by
+//! about 10 % between runs on a shared machine):
 //!
 //! | operation | commands Redis runs | µs |
 //! |---|---|---|
-//! | `load` | `HGETALL` | 1.1 |
-//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 12.7 |
-//! | `create` | `EVALSHA` (`TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 9.3 |
-//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced) | 12.3 |
-//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HGETALL`) | 13.4 |
-//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`) | 8.5 |
-//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.5 |
-//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 16.1 |
-//! | `destroy` | `DEL` | 1.1 |
+//! | `load` | `HGETALL` | 0.9 |
+//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 11.7 |
+//! | `create` | `EVALSHA` (`TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 8.5 |
+//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced: 11.8) | 10.7 |
+//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HSET`, `PEXPIREAT`, `HGETALL`; held: `TIME`, `HGET`, `SET`, 7.6) | 15.4 |
+//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`, `HSET`, `PEXPIREAT`) | 11.0 |
+//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.2 |
+//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 13.8 |
+//! | `destroy` | `DEL` | 0.9 |
+//!
+//! Refreshing the expiry (`HSET` of the metadata and `PEXPIREAT`) is what
+//! makes `lock` and `renew_lock` cost about 4 µs more than they would
+//! without; it is skipped when the expiry would not move (at the absolute
+//! deadline, or twice in one millisecond).
 //!
 //! Each command a script runs costs Redis about as much as the same command
 //! sent by a client, and running a script at all about 1 µs more; so each
@@ -209,7 +253,8 @@
 //! `create` stores the metadata it is given, as the contract requires (a
 //! created session loads back exactly). The session handle computes it from
 //! the app server's clock, so the first expiry of a new session follows
-//! that clock; every later refresh (touch, apply, `change_id`) uses Redis's.
+//! that clock; every later refresh (touch, apply, lock, renewal,
+//! `change_id`) uses Redis's.
 //!
 //! Whether a read's touch is due is first decided in this process, without
 //! asking Redis, from an estimate of Redis's clock: the store keeps the
@@ -237,30 +282,35 @@
 //! live session. (Redis refuses to set an expiry time that is not in the
 //! future and deletes the key instead, so a session written with exactly
 //! one millisecond left disappears a millisecond early.) The scripts that
-//! need liveness (`apply`, `lock`, `change_id`, `create`, the touch) also
-//! compare the metadata's `expires` with Redis's `TIME`, which agrees with
-//! the native expiry, and covers a key whose expiry someone removed by
-//! hand.
+//! need liveness (`apply`, `lock`, `renew_lock`, `change_id`, `create`, the
+//! touch) also compare the metadata's `expires` with Redis's `TIME`, which
+//! agrees with the native expiry, and covers a key whose expiry someone
+//! removed by hand.
 //!
 //! Expired sessions take no memory and need no sweep
 //! ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion) is not
 //! implemented: there is nothing to do). Locks expire by their own `PX`. A
 //! lock can outlive the session it locks; it then locks nothing (every
 //! operation checks the session first) and `create` deletes it when the id
-//! is used again. Idle lifetimes and lock TTLs are capped at 2^52 ms (about
-//! 142,000 years), and computed expiries at 2^52 ms after the epoch, where
-//! Lua's numbers stop being exact.
+//! is used again. Lock TTLs and the idle lifetimes `apply` sets are capped
+//! at 2^52 ms (about 142,000 years), below where Lua's numbers stop being
+//! exact; the expiries the scripts compute at 2^44 − 1 ms after the epoch,
+//! the latest time the metadata holds (in the year 2527; see
+//! [Data layout](#data-layout)).
 //!
 //! ## Corrupt or foreign data
 //!
 //! A key under the prefix that is not a session of layout 2 (another type,
 //! another application's hash, a hash without the `\xff` field, metadata
-//! that does not parse as layout 2 — which includes this crate's layout 1)
+//! that does not parse — which includes this crate's layout 1 and the
+//! decimal metadata of its first layout-2 versions)
 //! is treated as absent by every operation, logged at `warn` with
 //! `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
 //! never the id), and replaced by a `create` under its id. The scripts (a
-//! Lua pattern) and `load` (Rust) parse the metadata by the same grammar,
-//! tested against the same garbage, so they agree on what is corrupt. A
+//! Lua pattern) and `load` (Rust) parse the metadata by the same strict
+//! grammar (exact widths, lowercase hex digits only, no sign, no `0x`, at
+//! most 16 digits so no overflow), tested with the same values, garbage and
+//! valid, so they agree on what is corrupt and on what the numbers are. A
 //! hash with valid metadata but a field name that is not UTF-8 (this crate
 //! never writes one) is only seen when read: `load` and `lock` then delete
 //! it (one more round trip, on such data only) and answer absent. Nothing
@@ -387,11 +437,11 @@
 //! - **Counting and listing** sessions are not offered: ids are hashed at
 //!   rest and a list of live bearer tokens is a liability.
 //! - Hashing at rest hides the ids from whoever reads the data, not the
-//!   data itself: use TLS and Redis ACLs for that. A hashed key's tag has
-//!   the form of a session id (43 characters of base64url), so never run a
-//!   store with [`hash_ids(false)`](RedisStoreBuilder::hash_ids) on a
-//!   prefix that holds hashed sessions: there, the key names of a leaked
-//!   dump would be valid cookies.
+//!   data itself: use TLS and Redis ACLs for that. With
+//!   [`hash_ids(false)`](RedisStoreBuilder::hash_ids), every key name holds
+//!   a live id. (Switching hashing off on a prefix that holds hashed
+//!   sessions orphans them but exposes nothing: the raw naming,
+//!   `{raw.<id>}`, never matches a hashed key.)
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

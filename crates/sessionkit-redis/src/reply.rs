@@ -1,4 +1,4 @@
-//! Decoding replies and session hashes into sessionkit's types, and the `\xff` metadata field of layout 2.
+//! Decoding replies and session hashes into sessionkit's types, and the `\xff` metadata field.
 
 use redis::Value;
 use sessionkit_core::record::{Entries, Meta, Record};
@@ -28,57 +28,84 @@ impl Corrupt {
     }
 }
 
-/// The value of the metadata field: `2 <created> <ttl> <deadline>
-/// <expires>`, decimal milliseconds, `0` for no deadline.
-pub(crate) fn format_meta(meta: &Meta) -> String {
-    format!(
-        "2 {} {} {} {}",
-        meta.created(),
-        meta.ttl_ms(),
-        meta.deadline().unwrap_or(0),
-        meta.expires()
-    )
-}
+/// The latest creation or expiry time the metadata field holds: 11 hex
+/// digits, 2^44 - 1 ms after the epoch, in the year 2527. The scripts cap
+/// the expiries they compute at the same time (`MAX_EXPIRY`).
+pub(crate) const MAX_TIME: u64 = 0xfff_ffff_ffff;
 
-/// Parses the metadata field; `None` unless it is exactly layout 2: the
-/// digit `2` and four decimal numbers (ASCII digits only), separated by
-/// single spaces.
+/// The value of the metadata field: `<created><expires><ttl>:<deadline>`,
+/// milliseconds in lowercase hex; created and expires exactly 11 digits
+/// (zero-padded), ttl and deadline without padding, `0` for no deadline.
+/// For example `19a7afd1e0019a7b6afb006ddd00:0`: 30 bytes for a two-hour
+/// lifetime and no deadline, where decimals with separators took 39, and
+/// which keeps a small session's hash within a 48-byte allocation (see the
+/// crate docs, "Data layout").
 ///
-/// The same grammar as the scripts' Lua pattern `^2 (%d+) (%d+) (%d+)
-/// (%d+)$`, so that this process and the scripts always agree on what is
-/// corrupt. A number too large for a `u64` (this crate never writes one)
-/// saturates, as it would in Lua's doubles, instead of being refused.
-pub(crate) fn parse_meta(value: &[u8]) -> Option<Meta> {
-    let mut parts = value.split(|&b| b == b' ');
-    if parts.next()? != b"2" {
+/// `None` if created or expires is past [`MAX_TIME`]; the callers refuse
+/// to write such a session.
+pub(crate) fn format_meta(meta: &Meta) -> Option<String> {
+    let (created, expires) = (meta.created(), meta.expires());
+    if created > MAX_TIME || expires > MAX_TIME {
         return None;
     }
-    let mut next = || saturating_digits(parts.next()?);
-    let (created, ttl, deadline, expires) = (next()?, next()?, next()?, next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Meta::from_parts(created, ttl, Some(deadline), expires))
+    Some(format!(
+        "{created:011x}{expires:011x}{:x}:{:x}",
+        meta.ttl_ms(),
+        meta.deadline().unwrap_or(0)
+    ))
 }
 
-/// A decimal number as this crate writes it: digits only, no sign, no
-/// spaces.
+/// Parses the metadata field; `None` unless it is exactly the grammar
+/// [`format_meta`] writes: 11 and 11 lowercase hex digits, then 1 to 16
+/// (what a `u64` holds), `:`, and 1 to 16 again; leading zeros allowed,
+/// nothing else (no sign, no `0x`, no space, no upper case).
+///
+/// The same grammar as the scripts' Lua pattern
+/// `^([0-9a-f]×11)([0-9a-f]×11)([0-9a-f]+):([0-9a-f]+)$` with its check of
+/// at most 16 digits, so that this process and the scripts always agree on
+/// what is corrupt (tests/support/meta_cases.rs feeds both the same
+/// values).
+pub(crate) fn parse_meta(value: &[u8]) -> Option<Meta> {
+    let (times, rest) = value.split_at_checked(22)?;
+    let (created, expires) = times.split_at(11);
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let (ttl, deadline) = (&rest[..colon], &rest[colon + 1..]);
+    Some(Meta::from_parts(
+        hex(created)?,
+        hex(ttl)?,
+        Some(hex(deadline)?),
+        hex(expires)?,
+    ))
+}
+
+/// 1 to 16 lowercase hex digits; 16 cannot overflow a `u64`.
+fn hex(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(digit))
+    })
+}
+
+/// A time as the metadata holds it, for the scripts that rebuild the field
+/// from its parts: exactly 11 lowercase hex digits, or `None` past
+/// [`MAX_TIME`].
+pub(crate) fn hex_time(ms: u64) -> Option<String> {
+    (ms <= MAX_TIME).then(|| format!("{ms:011x}"))
+}
+
+/// A decimal number as Redis writes one: digits only, no sign, no spaces.
 fn digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(b).ok()?.parse().ok()
-}
-
-/// A decimal number of ASCII digits, saturating at `u64::MAX`.
-fn saturating_digits(b: &[u8]) -> Option<u64> {
-    if b.is_empty() {
-        return None;
-    }
-    b.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit()
-            .then(|| n.saturating_mul(10).saturating_add(u64::from(d - b'0')))
-    })
 }
 
 /// The elements of an array reply.
@@ -145,7 +172,7 @@ impl RawSession {
             };
             if name == META_FIELD {
                 meta = Some(
-                    parse_meta(&value).ok_or(Corrupt::Foreign("metadata is not of layout 2"))?,
+                    parse_meta(&value).ok_or(Corrupt::Foreign("metadata field does not parse"))?,
                 );
             } else if name.first() == Some(&0xff) {
                 // Other names starting with 0xFF (no UTF-8 session key
@@ -189,64 +216,73 @@ mod tests {
         Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
     }
 
-    const META: (&[u8], &[u8]) = (b"\xff", b"2 10 20 0 30");
+    // GARBAGE_META and VALID_META, shared with tests/standalone.rs, which
+    // checks that the scripts judge them alike.
+    include!("../tests/support/meta_cases.rs");
+
+    /// created 0x10, expires 0x30, ttl 0x20, no deadline.
+    const META: (&[u8], &[u8]) = (b"\xff", b"000000000100000000003020:0");
 
     #[test]
     fn meta_field_round_trips() {
         for meta in [
-            Meta::from_parts(1_700_000_000_000, 7_200_000, None, 1_700_007_200_000),
+            Meta::from_parts(1_763_000_000_000, 7_200_000, None, 1_763_007_200_000),
             Meta::from_parts(1, 2, Some(3), 4),
             Meta::from_parts(0, 0, None, 0),
-            Meta::from_parts(u64::MAX, u64::MAX, Some(u64::MAX), u64::MAX),
+            Meta::from_parts(MAX_TIME, u64::MAX, Some(u64::MAX), MAX_TIME),
         ] {
-            let text = format_meta(&meta);
+            let text = format_meta(&meta).unwrap();
             assert_eq!(parse_meta(text.as_bytes()), Some(meta), "{text}");
         }
+        // The example of the crate docs: 30 bytes for two hours, no deadline.
+        let text = format_meta(&Meta::from_parts(
+            1_763_000_000_000,
+            7_200_000,
+            None,
+            1_763_007_200_000,
+        ))
+        .unwrap();
+        assert_eq!(text, "19a7afd1e0019a7b6afb006ddd00:0");
+        assert_eq!(text.len(), 30);
         assert_eq!(
-            format_meta(&Meta::from_parts(10, 20, Some(40), 30)),
-            "2 10 20 40 30"
+            format_meta(&Meta::from_parts(16, 32, Some(64), 48)).unwrap(),
+            "000000000100000000003020:40"
         );
-        assert_eq!(
-            parse_meta(b"2 10 20 0 30"),
-            Some(Meta::from_parts(10, 20, None, 30))
-        );
-        assert_eq!(
-            parse_meta(b"2 010 20 0 30"),
-            Some(Meta::from_parts(10, 20, None, 30)),
-            "leading zeros are digits too, for Lua's %d+"
-        );
-        // Too large for a u64 (never written): saturates, as in Lua.
-        assert_eq!(
-            parse_meta(b"2 10 20 0 99999999999999999999999").map(|m| m.expires()),
-            Some(u64::MAX)
-        );
+        assert_eq!(parse_meta(META.1), Some(Meta::from_parts(16, 32, None, 48)));
+    }
+
+    #[test]
+    fn times_past_the_year_2527_are_not_written() {
+        let ok = Meta::from_parts(MAX_TIME, 1, None, MAX_TIME);
+        assert_eq!(format_meta(&ok).unwrap(), "ffffffffffffffffffffff1:0");
+        for meta in [
+            Meta::from_parts(MAX_TIME + 1, 1, None, MAX_TIME),
+            Meta::from_parts(0, 1, None, MAX_TIME + 1),
+            Meta::from_parts(0, 1, None, u64::MAX),
+        ] {
+            assert_eq!(format_meta(&meta), None, "{meta:?}");
+        }
+        assert_eq!(hex_time(MAX_TIME).as_deref(), Some("fffffffffff"));
+        assert_eq!(hex_time(1).as_deref(), Some("00000000001"));
+        assert_eq!(hex_time(MAX_TIME + 1), None);
     }
 
     #[test]
     fn garbage_meta_fields_are_refused() {
-        for bad in [
-            &b""[..],
-            b"2",
-            b"2 ",
-            b"1 10 20 0 30",
-            b"3 10 20 0 30",
-            b"20 10 20 0 30",
-            b"2 10 20 0",
-            b"2 10 20 0 30 40",
-            b"2 10 20 0 30 ",
-            b" 2 10 20 0 30",
-            b"2  10 20 0 30",
-            b"2 10 20 0 -30",
-            b"2 10 20 0 +30",
-            b"2 10 20 0 3e1",
-            b"2 10 20 0 30.0",
-            b"2 10 20 0 0x1e",
-            b"2\t10 20 0 30",
-            b"2 10 20 0 30\n",
-            b"2 \xc3\x28 20 0 30",
-            b"version 1",
-        ] {
-            assert_eq!(parse_meta(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        for (bad, why) in GARBAGE_META {
+            assert_eq!(parse_meta(bad), None, "{why}: {:?}", bad.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn valid_meta_fields_are_read_as_the_scripts_read_them() {
+        for (good, [created, ttl, deadline, expires]) in VALID_META {
+            assert_eq!(
+                parse_meta(good),
+                Some(Meta::from_parts(*created, *ttl, Some(*deadline), *expires)),
+                "{:?}",
+                good.escape_ascii()
+            );
         }
     }
 
@@ -256,19 +292,19 @@ mod tests {
             .unwrap()
             .unwrap();
         let record = raw.into_record();
-        assert_eq!(record.meta, Meta::from_parts(10, 20, None, 30));
+        assert_eq!(record.meta, Meta::from_parts(16, 32, None, 48));
         assert_eq!(record.entries.keys().collect::<Vec<_>>(), ["alpha", "zeta"]);
     }
 
     #[test]
     fn decodes_resp3_maps_and_ignores_reserved_names() {
         let map = Value::Map(vec![
-            (bulk(b"\xff"), bulk(b"2 1 2 3 4")),
+            (bulk(b"\xff"), bulk(b"00000000001000000000024:3")),
             (bulk(b"\xffnext"), bulk(b"reserved")),
             (bulk(b"k"), bulk(b"v")),
         ]);
         let record = RawSession::decode(map).unwrap().unwrap().into_record();
-        assert_eq!(record.meta, Meta::from_parts(1, 2, Some(3), 4));
+        assert_eq!(record.meta, Meta::from_parts(1, 4, Some(3), 2));
         assert_eq!(record.entries.keys().collect::<Vec<_>>(), ["k"]);
     }
 
@@ -290,8 +326,9 @@ mod tests {
                 (b"\xffdeadline", b"0"),
                 (b"\xffexpires", b"1"),
             ],
-            vec![(b"\xff", b"2 1 2 0 soon")],
-            vec![(b"\xff", b"1 1 2 0 3")],
+            vec![(b"\xff", b"00000000001fffffffffff2:soon")],
+            // The decimals of earlier development versions.
+            vec![(b"\xff", b"2 1 2 0 3")],
         ];
         for pairs in foreign {
             assert!(

@@ -5,9 +5,12 @@
 //! so every helper defined but not needed would cost a closure per call.
 //! Times come from `redis.call('TIME')`, Redis's own clock, so that app
 //! servers with drifting clocks agree on expiry. Numbers are Lua doubles,
-//! exact up to 2^53; idle lifetimes and lock TTLs are capped at 2^52 ms
-//! before they get here (see [`MAX_MS`]) and computed expiries at 2^52 ms
-//! after the epoch, so every sum stays exact.
+//! exact up to 2^53: computed expiries are capped at `MAX_EXPIRY`, the
+//! latest time the metadata's 11 hex digits hold (2^44 - 1 ms, in the year
+//! 2527), and lock TTLs at 2^52 ms before they get here (see [`MAX_MS`]),
+//! so every time a script writes is exact. The metadata's idle lifetime and
+//! deadline are kept as the hex digits they were stored as and only read
+//! as numbers to compute an expiry, so they stay exact too.
 //!
 //! Replies are small arrays whose first element is a status code; the
 //! callers in `store.rs` decode them.
@@ -17,7 +20,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// The largest idle lifetime or lock TTL, in milliseconds, that the scripts
-/// are given (about 142,000 years): keeps every sum exact in Lua's doubles.
+/// are given (about 142,000 years): keeps `now + ttl` exact in Lua's
+/// doubles, and within what Redis accepts for `PX`.
 pub(crate) const MAX_MS: u64 = 1 << 52;
 
 /// `now`: Redis's clock in Unix milliseconds, one clock for every app
@@ -32,25 +36,31 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 }
 
 /// `meta(key, now)`: the live session at `key`, from its metadata field
-/// alone.
+/// alone, as a status and the field's parts.
 macro_rules! lua_meta {
     () => {
         r"
--- The metadata of the live session at `key`: the field `\255` of layout 2,
--- '2 <created> <ttl> <deadline> <expires>'. Or nil and why not: 0 gone
+-- The metadata of the session at `key`, from the field `\255`:
+-- <created><expires><ttl>:<deadline> in lowercase hex, created and expires
+-- exactly 11 digits each, ttl and deadline 1 to 16 (what a u64 holds, as
+-- reply::parse_meta reads them).
+-- Returns 1 (live), created, expires (a number), ttl, deadline (the other
+-- three as their hex digits) and the whole field; or just why not: 0 gone
 -- (expired), -1 corrupt or foreign (not a hash: an error reply; a field
--- that is not layout 2), -2 no field (no key, or a hash that is not ours).
+-- of another grammar), -2 no field (no key, or a hash that is not ours).
+-- Several values rather than a table: a table per call costs Redis
+-- measurably more.
 local function meta(key, now)
   local v = redis.pcall('HGET', key, '\255')
-  if v == false then return nil, -2 end
-  if type(v) ~= 'string' then return nil, -1 end
-  local c, l, d, e = string.match(v, '^2 (%d+) (%d+) (%d+) (%d+)$')
-  if not c then return nil, -1 end
-  e = tonumber(e)
+  if v == false then return -2 end
+  if type(v) ~= 'string' then return -1 end
+  local c, e, l, d = string.match(v, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f]+):([0-9a-f]+)$')
+  if not c or #l > 16 or #d > 16 then return -1 end
+  e = tonumber(e, 16)
   -- Native expiry has removed such a key already (see expire_at); this
   -- covers a key whose TTL someone removed.
-  if now >= e then return nil, 0 end
-  return { raw = v, created = c, ttl = l, deadline = d, expires = e }
+  if now >= e then return 0 end
+  return 1, c, e, l, d, v
 end
 "
     };
@@ -77,36 +87,60 @@ end
 macro_rules! lua_expire_at {
     () => {
         r"
--- Past this, Lua's doubles stop being exact; no session lives that long
--- (it is in the year 144,683).
-local MAX_EXPIRY = 4503599627370496
+-- The latest time the metadata holds (11 hex digits, in the year 2527);
+-- computed expiries stop there.
+local MAX_EXPIRY = 17592186044415
 
 -- Redis deletes a key once its clock is past the expiry time; the contract
 -- says expired once the clock reaches `expires`: hence one millisecond
 -- less.
 local function expire_at(key, at)
-  redis.call('PEXPIREAT', key, string.format('%.0f', math.min(at, MAX_EXPIRY) - 1))
+  redis.call('PEXPIREAT', key, string.format('%.0f', at - 1))
 end
 "
     };
 }
 
 /// `refreshed(now, ttl, deadline)` and `field(created, ttl, deadline,
-/// at)`: the refreshed expiry and the metadata field that holds it. Needs
-/// [`lua_expire_at`] first.
+/// at)`: the refreshed expiry and the metadata field that holds it. `ttl`
+/// and `deadline` are the hex digits of the field. Needs [`lua_expire_at`]
+/// first.
 macro_rules! lua_refresh {
     () => {
         r"
 -- Meta::refresh: now + ttl, never past the absolute deadline (0 = none).
 local function refreshed(now, ttl, deadline)
-  local at = now + tonumber(ttl)
-  deadline = tonumber(deadline)
+  local at = now + tonumber(ttl, 16)
+  deadline = tonumber(deadline, 16)
   if deadline > 0 and deadline < at then at = deadline end
   return math.min(at, MAX_EXPIRY)
 end
 
+-- reply::format_meta. %011x is exact here: Redis's Lua formats %x through
+-- a C long, 64 bits, and `at` is an integer of at most 44 bits.
 local function field(created, ttl, deadline, at)
-  return '2 ' .. created .. ' ' .. ttl .. ' ' .. deadline .. ' ' .. string.format('%.0f', at)
+  return string.format('%s%011x%s:%s', created, at, ttl, deadline)
+end
+"
+    };
+}
+
+/// `refresh(key, now, created, expires, ttl, deadline)`: moves the live
+/// session at `key`, whose metadata `meta` returned, to `now + ttl` (capped
+/// by its deadline), in the metadata field and the native expiry, as
+/// `apply` does; returns the new field, or nil if the expiry did not move
+/// (then nothing is written). Needs [`lua_expire_at`] and [`lua_refresh`]
+/// first.
+macro_rules! lua_refresh_meta {
+    () => {
+        r"
+local function refresh(key, now, c, e, l, d)
+  local at = refreshed(now, l, d)
+  if at == e then return nil end
+  local f = field(c, l, d, at)
+  redis.call('HSET', key, '\255', f)
+  expire_at(key, at)
+  return f
 end
 "
     };
@@ -146,19 +180,17 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
         lua_absent!(),
         lua_expire_at!(),
         lua_refresh!(),
+        lua_refresh_meta!(),
         r"
-local m, why = meta(KEYS[1], now)
-if not m then return { absent(KEYS[1], why), now } end
+local live, c, e, l, d, v = meta(KEYS[1], now)
+if live ~= 1 then return { absent(KEYS[1], live), now } end
 -- Touch::is_due by Redis's clock: the caller's guess used an estimate.
 local permille = tonumber(ARGV[1])
-if permille < 1000 and (m.expires - now) * 1000 >= tonumber(m.ttl) * permille then
-  return { 1, now, 0, m.raw }
+if permille < 1000 and (e - now) * 1000 >= tonumber(l, 16) * permille then
+  return { 1, now, 0, v }
 end
-local at = refreshed(now, m.ttl, m.deadline)
-if at == m.expires then return { 1, now, 0, m.raw } end
-local f = field(m.created, m.ttl, m.deadline, at)
-redis.call('HSET', KEYS[1], '\255', f)
-expire_at(KEYS[1], at)
+local f = refresh(KEYS[1], now, c, e, l, d)
+if not f then return { 1, now, 0, v } end
 return { 1, now, 1, f }
 "
     ))
@@ -175,8 +207,8 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
         lua_expire_at!(),
         lua_hset!(),
         r"
-local m, why = meta(KEYS[1], now)
-if m then return 0 end
+local live = meta(KEYS[1], now)
+if live == 1 then return 0 end
 -- What is left under a free id (an expired or corrupt record, the lock of
 -- an expired session) must not leak into the new session. The data key
 -- alone first: whether it existed tells a foreign hash from no key.
@@ -188,14 +220,14 @@ if at > now then
   hset(KEYS[1], ARGV[1], 3, #ARGV)
   expire_at(KEYS[1], at)
 end
-if why == -1 or (why == -2 and existed == 1) then return -1 end
+if live == -1 or (live == -2 and existed == 1) then return -1 end
 return 1
 "
     ))
 });
 
 /// `apply`: KEYS data, lock; ARGV fence token (`''`: none), release
-/// (`1`/`0`), clear (`1`/`0`), new ttl (`''`: keep), number of pairs, the
+/// (`1`/`0`), clear (`1`/`0`), new ttl in hex (`''`: keep), number of pairs, the
 /// field/value pairs to set, then the fields to delete.
 ///
 /// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied.
@@ -208,8 +240,8 @@ pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh!(),
         lua_hset!(),
         r"
-local m, why = meta(KEYS[1], now)
-if not m then return { 0, absent(KEYS[1], why) } end
+local live, c, e, l, d = meta(KEYS[1], now)
+if live ~= 1 then return { 0, absent(KEYS[1], live) } end
 if ARGV[1] ~= '' then
   -- pcall: a foreign value under the lock key is no owner, not an error.
   if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 2 } end
@@ -217,10 +249,9 @@ if ARGV[1] ~= '' then
 end
 -- A clear drops the hash; the metadata is written again below.
 if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-local ttl = m.ttl
-if ARGV[4] ~= '' then ttl = ARGV[4] end
-local at = refreshed(now, ttl, m.deadline)
-local f = field(m.created, ttl, m.deadline, at)
+if ARGV[4] ~= '' then l = ARGV[4] end
+local at = refreshed(now, l, d)
+local f = field(c, l, d, at)
 local sets_end = 5 + 2 * tonumber(ARGV[5])
 hset(KEYS[1], f, 6, sets_end)
 local first = sets_end + 1
@@ -245,10 +276,11 @@ pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
         lua_meta!(),
         lua_expire_at!(),
         lua_refresh!(),
+        lua_refresh_meta!(),
         r"
-local m = meta(KEYS[1], now)
-if not m then return { 0 } end
-if meta(KEYS[3], now) then return { 2 } end
+local live, c, e, l, d, v = meta(KEYS[1], now)
+if live ~= 1 then return { 0 } end
+if meta(KEYS[3], now) == 1 then return { 2 } end
 if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('RENAME', KEYS[1], KEYS[3])
@@ -258,11 +290,9 @@ if ARGV[1] ~= '' then
 else
   redis.call('DEL', KEYS[2])
 end
-local at = refreshed(now, m.ttl, m.deadline)
-local f = field(m.created, m.ttl, m.deadline, at)
-redis.call('HSET', KEYS[3], '\255', f)
-expire_at(KEYS[3], at)
-return { 1, f }
+-- RENAME kept the native expiry, so an expiry that does not move needs no
+-- write.
+return { 1, refresh(KEYS[3], now, c, e, l, d) or v }
 "
     ))
 });
@@ -278,8 +308,7 @@ pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
         lua_now!(),
         lua_meta!(),
         r"
-local m = meta(KEYS[1], now)
-if not m then return { 0 } end
+if meta(KEYS[1], now) ~= 1 then return { 0 } end
 local lock_ms = 0
 if ARGV[1] ~= '' then
   if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
@@ -294,8 +323,9 @@ return { 1, lock_ms, all }
 
 /// Second step of `change_id` in a cluster (and the undo of the first):
 /// stores a taken session under an id unless that id is live. KEYS data,
-/// lock; ARGV lock token (`''`: none), lock ms, created, ttl, deadline,
-/// expires (`''`: refresh now), then field/value pairs.
+/// lock; ARGV lock token (`''`: none), lock ms, then the metadata's parts
+/// in its hex digits: created, ttl, deadline, expires (`''`: refresh now);
+/// then field/value pairs.
 ///
 /// Reply: `{2}` id taken, `{0}` expired meanwhile, `{1, meta}` stored.
 #[cfg(feature = "cluster")]
@@ -307,7 +337,7 @@ pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh!(),
         lua_hset!(),
         r"
-if meta(KEYS[1], now) then return { 2 } end
+if meta(KEYS[1], now) == 1 then return { 2 } end
 redis.call('DEL', KEYS[1], KEYS[2])
 local at, f
 if ARGV[6] == '' then
@@ -315,8 +345,8 @@ if ARGV[6] == '' then
   f = field(ARGV[3], ARGV[4], ARGV[5], at)
 else
   -- Put back as it was, to the digit.
-  at = tonumber(ARGV[6])
-  f = '2 ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6]
+  at = tonumber(ARGV[6], 16)
+  f = ARGV[3] .. ARGV[6] .. ARGV[4] .. ':' .. ARGV[5]
 end
 if at <= now then return { 0 } end
 hset(KEYS[1], f, 7, #ARGV)
@@ -332,31 +362,45 @@ return { 1, f }
 
 /// `lock`: KEYS data, lock; ARGV token, ttl ms.
 ///
+/// Taking the lock refreshes the idle expiry (a session is not idle while a
+/// request holds its lock), before the `HGETALL`, so the record returned
+/// carries the refreshed metadata.
+///
 /// Reply: `{0, why}` absent, `{2}` held, `{1, HGETALL}` acquired.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
         lua_meta!(),
         lua_absent!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_refresh_meta!(),
         r"
-local m, why = meta(KEYS[1], now)
-if not m then return { 0, absent(KEYS[1], why) } end
+local live, c, e, l, d = meta(KEYS[1], now)
+if live ~= 1 then return { 0, absent(KEYS[1], live) } end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 2 } end
+refresh(KEYS[1], now, c, e, l, d)
 return { 1, redis.call('HGETALL', KEYS[1]) }
 "
     ))
 });
 
-/// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Reply: `1` renewed,
-/// `0` not the owner (or the session is gone).
+/// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Renewing refreshes
+/// the idle expiry too. Reply: `1` renewed, `0` not the owner (or the
+/// session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
         lua_meta!(),
+        lua_expire_at!(),
+        lua_refresh!(),
+        lua_refresh_meta!(),
         r"
-if not meta(KEYS[1], now) then return 0 end
+local live, c, e, l, d = meta(KEYS[1], now)
+if live ~= 1 then return 0 end
 if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+refresh(KEYS[1], now, c, e, l, d)
 return 1
 "
     ))

@@ -319,26 +319,31 @@ impl RedisStore {
             let spent = i64::try_from(taken_at.elapsed().as_millis()).unwrap_or(i64::MAX);
             lock_ms.saturating_sub(spent).max(0)
         };
-        let put = |keys: &SessionKeys, lock_ms: i64, expires: Option<u64>| {
+        // The metadata's parts as the field holds them. Read from the
+        // field, so they fit; refused like a `create` if they did not.
+        let created = reply::hex_time(meta.created()).ok_or_else(|| past_2527(OP))?;
+        let expires = reply::hex_time(meta.expires()).ok_or_else(|| past_2527(OP))?;
+        let (ttl, deadline) = (
+            format!("{:x}", meta.ttl_ms()),
+            format!("{:x}", meta.deadline().unwrap_or(0)),
+        );
+        let put = |keys: &SessionKeys, lock_ms: i64, expires: &str| {
             let mut put = scripts::PUT.prepare_invoke();
             put.key(&keys.data)
                 .key(&keys.lock)
                 .arg(&token)
                 .arg(lock_ms)
-                .arg(meta.created())
-                .arg(meta.ttl_ms())
-                .arg(meta.deadline().unwrap_or(0));
-            match expires {
-                Some(at) => put.arg(at),
-                None => put.arg(""),
-            };
+                .arg(&created)
+                .arg(&ttl)
+                .arg(&deadline)
+                .arg(expires);
             for (k, v) in &session.entries {
                 put.arg(k.as_bytes()).arg(&v[..]);
             }
             put
         };
         let (code, items) = self
-            .run_coded(OP, &put(&to, lock_left(lock_ms), None))
+            .run_coded(OP, &put(&to, lock_left(lock_ms), ""))
             .await?;
         match code {
             1 => reply::meta(items.get(1))
@@ -350,7 +355,7 @@ impl RedisStore {
                 // 3. The new id is taken: put the session back where it was,
                 // with its old expiry and what is left of its lock.
                 let (code, _) = self
-                    .run_coded(OP, &put(&from, lock_left(lock_ms), Some(meta.expires())))
+                    .run_coded(OP, &put(&from, lock_left(lock_ms), &expires))
                     .await?;
                 if code != 1 {
                     tracing::error!(
@@ -372,6 +377,18 @@ fn unexpected(operation: &'static str) -> Error {
         .with_store(NAME)
         .with_operation(operation)
         .with_detail("unexpected reply from redis")
+}
+
+/// A session whose creation or expiry time the metadata field cannot hold
+/// (past 2^44 - 1 ms, in the year 2527; see `reply::MAX_TIME`): refused
+/// rather than stored with another time than it was given.
+fn past_2527(operation: &'static str) -> Error {
+    Error::codec(
+        "a creation or expiry time after the year 2527 does not fit the metadata field (11 hex digits)",
+        None,
+    )
+    .with_store(NAME)
+    .with_operation(operation)
 }
 
 /// Logs data under a session key that this crate cannot read; the caller
@@ -448,11 +465,12 @@ impl SessionStore for RedisStore {
         const OP: &str = "create";
         let keys = self.keys(id);
         let meta = &record.meta;
+        let field = reply::format_meta(meta).ok_or_else(|| past_2527(OP))?;
         let mut script = scripts::CREATE.prepare_invoke();
         script
             .key(&keys.data)
             .key(&keys.lock)
-            .arg(reply::format_meta(meta))
+            .arg(field)
             .arg(meta.expires());
         for (k, v) in record.entries.iter() {
             script.arg(k.as_bytes()).arg(v);
@@ -486,7 +504,8 @@ impl SessionStore for RedisStore {
         };
         script.arg(if delta.clears() { "1" } else { "0" });
         match delta.ttl_ms() {
-            Some(ttl) => script.arg(ttl.clamp(1, MAX_MS)),
+            // In hex, as the metadata field holds it.
+            Some(ttl) => script.arg(format!("{:x}", ttl.clamp(1, MAX_MS))),
             None => script.arg(""),
         };
         let sets = delta.changes().filter(|(_, v)| v.is_some()).count();
@@ -588,8 +607,10 @@ impl SessionStore for RedisStore {
                         token,
                         record: session.into_record(),
                     }),
-                    // The script read the metadata, so the hash is not empty.
-                    Ok(None) => Err(unexpected(OP)),
+                    // The refresh expired it at once (an idle lifetime of a
+                    // millisecond: Redis deletes a key whose expiry time is
+                    // not in the future); the lock it took locks nothing.
+                    Ok(None) => Ok(Locked::Absent),
                     Err(why) => {
                         // The script took the lock before this process could
                         // see the entries are unreadable; discarding the

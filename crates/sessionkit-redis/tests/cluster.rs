@@ -210,16 +210,21 @@ async fn change_id_onto_a_taken_id_puts_the_session_back() {
     let a_record = record();
     assert_eq!(store.create(&a, &a_record).await.unwrap(), Created::Created);
     assert_eq!(store.create(&b, &record()).await.unwrap(), Created::Created);
-    let Locked::Acquired { token, .. } = store.lock(&a, Duration::from_secs(30)).await.unwrap()
+    // Taking the lock refreshed the expiry: the record as it is now.
+    let Locked::Acquired {
+        token,
+        record: locked,
+    } = store.lock(&a, Duration::from_secs(30)).await.unwrap()
     else {
         panic!("lock")
     };
+    assert_eq!(locked.entries, a_record.entries);
     assert_eq!(
         store.change_id(&a, &b, Some(&token)).await.unwrap(),
         IdChanged::IdTaken
     );
     let back = store.load(&a, None).await.unwrap().unwrap().record;
-    assert_eq!(back, a_record, "data and metadata restored exactly");
+    assert_eq!(back, locked, "data and metadata restored exactly");
     assert_eq!(
         store.lock(&a, Duration::from_secs(1)).await.unwrap(),
         Locked::Held

@@ -344,7 +344,7 @@ async fn a_due_touch_moves_the_expiry_and_says_so() {
         .unwrap();
     assert_eq!(
         String::from_utf8(field).unwrap(),
-        format!("2 {now} 60000 0 {}", meta.expires())
+        format!("{now:011x}{:011x}ea60:0", meta.expires())
     );
     assert_eq!(
         pexpiretime(&mut conn, &data).await,
@@ -354,6 +354,119 @@ async fn a_due_touch_moves_the_expiry_and_says_so() {
     let again = store.load(&id, None).await.unwrap().unwrap();
     assert_eq!(again.record.meta, meta);
     store.destroy(&id).await.unwrap();
+}
+
+/// Taking a lock and renewing it refresh the idle expiry, in the metadata
+/// field and in the key's native expiry alike (`PEXPIRETIME` one
+/// millisecond before `expires`), never past the absolute deadline; a lock
+/// that is held, or a renewal by another token, refreshes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_renewal_refresh_the_expiry_as_apply_does() {
+    let store = store_with_prefix(&unique_prefix("lock-refresh")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let ttl = Duration::from_secs(30);
+    let id = SessionId::generate();
+    let now = now_ms();
+    // 20 s of a 60 s idle lifetime left; the deadline an hour away.
+    let record = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, Some(now + 3_600_000), now + 20_000),
+    };
+    assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
+    let (data, _) = store.keys_of(&id);
+
+    let Locked::Acquired {
+        token,
+        record: locked,
+    } = store.lock(&id, ttl).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    let meta = locked.meta;
+    assert_eq!(locked.entries, record.entries);
+    assert_eq!(
+        (meta.created(), meta.ttl_ms(), meta.deadline()),
+        (now, 60_000, Some(now + 3_600_000))
+    );
+    assert!(
+        meta.expires() >= now + 60_000 && meta.expires() < now_ms() + 60_000 + 1_000,
+        "lock refreshes to Redis's now + ttl: {meta:?}"
+    );
+    assert_eq!(
+        store.load(&id, None).await.unwrap().unwrap().record.meta,
+        meta
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        meta.expires() as i64 - 1
+    );
+
+    // Held: no refresh. Another token's renewal: none either.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.lock(&id, ttl).await.unwrap(), Locked::Held);
+    assert!(
+        !store
+            .renew_lock(&id, &LockToken::generate(), ttl)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.load(&id, None).await.unwrap().unwrap().record.meta,
+        meta
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        meta.expires() as i64 - 1
+    );
+
+    assert!(store.renew_lock(&id, &token, ttl).await.unwrap());
+    let renewed = store.load(&id, None).await.unwrap().unwrap().record.meta;
+    assert!(
+        renewed.expires() > meta.expires(),
+        "{meta:?} -> {renewed:?}"
+    );
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        renewed.expires() as i64 - 1
+    );
+    store.unlock(&id, &token).await.unwrap();
+
+    // Near the absolute deadline: both stop at it.
+    let capped = SessionId::generate();
+    let record = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, Some(now + 30_000), now + 20_000),
+    };
+    assert_eq!(
+        store.create(&capped, &record).await.unwrap(),
+        Created::Created
+    );
+    let Locked::Acquired {
+        token,
+        record: locked,
+    } = store.lock(&capped, ttl).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    assert_eq!(locked.meta.expires(), now + 30_000);
+    assert!(store.renew_lock(&capped, &token, ttl).await.unwrap());
+    let (data, _) = store.keys_of(&capped);
+    assert_eq!(
+        pexpiretime(&mut conn, &data).await,
+        (now + 30_000) as i64 - 1
+    );
+    assert_eq!(
+        store
+            .load(&capped, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .meta,
+        locked.meta
+    );
+    store.destroy(&id).await.unwrap();
+    store.destroy(&capped).await.unwrap();
 }
 
 /// The key's native expiry, Unix ms (`PEXPIRETIME`, Redis 7.0).
@@ -440,11 +553,14 @@ async fn data_layout_is_as_documented() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // <created><expires><ttl>:<deadline>, in hex: 11, 11, then as short
+    // as it goes.
     let meta = format!(
-        "2 {created} 60000 {} {}",
-        created + 3_600_000,
-        created + 60_000
+        "{created:011x}{:011x}ea60:{:x}",
+        created + 60_000,
+        created + 3_600_000
     );
+    assert_eq!(meta.len(), 11 + 11 + 4 + 1 + 11);
     let expected: BTreeMap<Vec<u8>, Vec<u8>> = [
         (&b"user"[..], &b"\"ada\""[..]),
         (b"n", b"1"),
@@ -513,9 +629,9 @@ async fn data_layout_is_as_documented() {
     assert_eq!(
         String::from_utf8(field).unwrap(),
         format!(
-            "2 {created} 60000 {} {}",
-            created + 3_600_000,
-            applied.expires()
+            "{created:011x}{:011x}ea60:{:x}",
+            applied.expires(),
+            created + 3_600_000
         )
     );
     assert_eq!(
@@ -691,6 +807,71 @@ async fn raw_ids_never_reach_redis() {
     assert!(found > 0, "the scan must be able to see ids in the clear");
 }
 
+/// An operator turns hashing off on a prefix that still holds hashed
+/// sessions, and a dump of the key names leaks. Each key's tag has the
+/// form of a session id; presented as a cookie to the raw store it must
+/// find nothing, because raw keys are `{raw.<id>}`. The sessions are
+/// orphaned (users sign in again), not exposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_hashed_key_names_are_not_cookies_for_a_raw_store() {
+    let prefix = unique_prefix("switched");
+    let hashed = store_with_prefix(&prefix).await;
+    let raw = RedisStore::builder()
+        .prefix(&prefix)
+        .hash_ids(false)
+        .connect(&support::shared().url())
+        .await
+        .unwrap();
+    let victim = SessionId::generate();
+    let lifetime = Duration::from_secs(60);
+    assert_eq!(
+        hashed
+            .create(&victim, &record(&[("user", b"\"ada\"")], lifetime))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let (leaked, _) = hashed.keys_of(&victim);
+    let tag = &leaked[prefix.len() + 1..leaked.len() - 1];
+    let cookie = SessionId::parse(tag).expect("a hashed tag has the form of an id");
+
+    assert!(
+        raw.load(&cookie, Some(Touch::always()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        raw.lock(&cookie, Duration::from_secs(5)).await.unwrap(),
+        Locked::Absent
+    );
+    assert_eq!(
+        raw.apply(&cookie, &set("user", b"\"eve\""), None)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(
+        raw.change_id(&cookie, &SessionId::generate(), None)
+            .await
+            .unwrap(),
+        IdChanged::Gone
+    );
+    // The raw store's own session under that id lives beside it, apart.
+    assert_eq!(
+        raw.create(&cookie, &record(&[("user", b"\"eve\"")], lifetime))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let (raw_key, _) = raw.keys_of(&cookie);
+    assert_eq!(raw_key, format!("{prefix}{{raw.{tag}}}"));
+    let still = hashed.load(&victim, None).await.unwrap().unwrap().record;
+    assert_eq!(still.entries.get("user"), Some(&b"\"ada\""[..]));
+    hashed.destroy(&victim).await.unwrap();
+    raw.destroy(&cookie).await.unwrap();
+}
+
 /// Two stores with different prefixes on one Redis never see each other's
 /// sessions, for any operation; everything each writes is under its prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,8 +959,8 @@ type Field<'a> = (&'a [u8], &'a [u8]);
 async fn corrupt_or_foreign_data_is_absent() {
     let store = store_with_prefix(&unique_prefix("corrupt")).await;
     let mut conn = raw(&support::shared().url()).await;
-    // Live for years if it were valid.
-    let meta: Field = (b"\xff", b"2 1 600000 0 99999999999999");
+    // Live until 2527 if it were valid.
+    let meta: Field = (b"\xff", b"00000000001fffffffffff927c0:0");
     let mut cases: Vec<(String, Vec<Field>)> = vec![
         ("a string".into(), vec![]),
         (
@@ -801,25 +982,12 @@ async fn corrupt_or_foreign_data_is_absent() {
             vec![meta, (b"\xc3\x28", b"1")],
         ),
     ];
-    // Metadata fields that are not layout 2: the scripts (Lua) and the
-    // load (Rust) parse them apart, and must agree.
-    let garbage: [&[u8]; 12] = [
-        b"",
-        b"2",
-        b"3 1 600000 0 99999999999999",
-        b"2 1 600000 0 soon",
-        b"2 1 600000 99999999999999",
-        b"2 1 600000 0 99999999999999 ",
-        b" 2 1 600000 0 99999999999999",
-        b"2  1 600000 0 99999999999999",
-        b"2 1 600000 0 -99999999999999",
-        b"2 1 600000 0 9e13",
-        b"2 1 600000 0 99999999999999.0",
-        b"2 1 600000 0 99999999999999\n",
-    ];
-    for value in garbage {
+    // Metadata fields that do not parse: the scripts (Lua) and the load
+    // (Rust) parse them apart, and must agree (their unit tests parse the
+    // same values in Rust alone).
+    for (value, why) in GARBAGE_META {
         cases.push((
-            format!("metadata {:?}", String::from_utf8_lossy(value)),
+            format!("metadata {:?} ({why})", value.escape_ascii().to_string()),
             vec![(b"\xff", value), (b"k", b"v")],
         ));
     }
@@ -889,6 +1057,116 @@ async fn corrupt_or_foreign_data_is_absent() {
         assert_eq!(loaded, fresh, "{what}: create must replace the data");
         store.destroy(&id).await.unwrap();
     }
+}
+
+// GARBAGE_META and VALID_META: metadata values both parsers must judge
+// alike, shared with the unit tests of src/reply.rs.
+include!("support/meta_cases.rs");
+
+/// The other half of the agreement: metadata the load (Rust) reads is
+/// metadata the scripts (Lua) read, as the same numbers. `create` is the
+/// probe for the scripts: it answers `IdTaken` exactly when its script
+/// finds a live session, and writes nothing then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_metadata_reads_alike_in_the_scripts_and_the_load() {
+    let store = store_with_prefix(&unique_prefix("valid-meta")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    for (value, [created, ttl, deadline, expires]) in VALID_META {
+        let what = value.escape_ascii().to_string();
+        let id = SessionId::generate();
+        let (data, _) = store.keys_of(&id);
+        let _: i64 = redis::cmd("HSET")
+            .arg(&data)
+            .arg(b"\xff")
+            .arg(*value)
+            .arg("k")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let loaded = store.load(&id, None).await.unwrap();
+        let want = Meta::from_parts(*created, *ttl, Some(*deadline), *expires);
+        assert_eq!(
+            loaded.map(|l| l.record.meta),
+            Some(want),
+            "{what}: the load reads it"
+        );
+        assert_eq!(
+            store
+                .create(&id, &record(&[("k", b"new")], Duration::from_secs(60)))
+                .await
+                .unwrap(),
+            Created::IdTaken,
+            "{what}: the scripts read a live session"
+        );
+        let stored: Vec<u8> = redis::cmd("HGET")
+            .arg(&data)
+            .arg(b"\xff")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(&stored[..], *value, "{what}: untouched");
+        store.destroy(&id).await.unwrap();
+    }
+}
+
+/// The metadata holds times up to 2^44 - 1 ms (in the year 2527): `create`
+/// refuses a later creation or expiry time by name (store, operation) and
+/// writes nothing; an expiry the scripts compute from a longer idle
+/// lifetime stops there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_past_2527_are_refused_or_capped() {
+    const MAX_TIME: u64 = 0xfff_ffff_ffff;
+    let store = store_with_prefix(&unique_prefix("year-2527")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let now = now_ms();
+    for meta in [
+        Meta::from_parts(now, 60_000, None, MAX_TIME + 1),
+        Meta::from_parts(MAX_TIME + 1, 60_000, None, now + 60_000),
+        // What `Meta::new` makes of a lifetime of `Duration::MAX`.
+        Meta::new(now, Duration::MAX, None),
+    ] {
+        let id = SessionId::generate();
+        let record = Record {
+            entries: [("n", b"1".to_vec())].into_iter().collect(),
+            meta,
+        };
+        let err = store.create(&id, &record).await.unwrap_err();
+        assert_eq!(err.kind(), sessionkit_core::ErrorKind::Codec, "{meta:?}");
+        assert_eq!(
+            (err.store(), err.operation()),
+            (Some("redis"), Some("create"))
+        );
+        let (data, _) = store.keys_of(&id);
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&data)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "{meta:?}: nothing written");
+    }
+
+    let id = SessionId::generate();
+    assert_eq!(
+        store
+            .create(&id, &record(&[("n", b"1")], Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let mut forever = Delta::default();
+    forever.set_ttl(Duration::from_secs(1_000 * 366 * 86_400));
+    let Applied::Applied(meta) = store.apply(&id, &forever, None).await.unwrap() else {
+        panic!("apply")
+    };
+    assert_eq!(meta.expires(), MAX_TIME);
+    assert_eq!(
+        store.load(&id, None).await.unwrap().unwrap().record.meta,
+        meta
+    );
+    let (data, _) = store.keys_of(&id);
+    assert_eq!(pexpiretime(&mut conn, &data).await, MAX_TIME as i64 - 1);
+    store.destroy(&id).await.unwrap();
 }
 
 /// Large sessions go through the scripts' sliced `HSET`/`HDEL` (Lua's
