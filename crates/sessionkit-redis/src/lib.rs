@@ -105,10 +105,12 @@
 //! one per number, because every field costs its own overhead; and `load`
 //! has to read only one field to know the session. Eleven hex digits hold
 //! every millisecond until the year 2527 (2^44 − 1 ms after the epoch):
-//! `create` refuses a session whose creation or expiry time is later, with
-//! an [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error naming
-//! the store and the operation, rather than store another time than it was
-//! given, and the scripts cap the expiries they compute there. The value
+//! a later expiry is capped there, by `create` and by the scripts alike (a
+//! session given a lifetime of centuries lives until 2527), and `create`
+//! refuses a session whose *creation* time is later — only a clock set that
+//! far ahead makes one — with an
+//! [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error naming the
+//! store and the operation. The value
 //! carries no version: the field name says what it is, and a later form of
 //! the metadata would take another field name.
 //!

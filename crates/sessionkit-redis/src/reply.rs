@@ -41,11 +41,13 @@ pub(crate) const MAX_TIME: u64 = 0xfff_ffff_ffff;
 /// which keeps a small session's hash within a 48-byte allocation (see the
 /// crate docs, "Data layout").
 ///
-/// `None` if created or expires is past [`MAX_TIME`]; the callers refuse
-/// to write such a session.
+/// An expiry past [`MAX_TIME`] is written as `MAX_TIME`, as the scripts
+/// cap the expiries they compute (a session meant to live for centuries
+/// lives until 2527); `None` if the creation time is past it (a clock in the
+/// year 2527), which the callers refuse.
 pub(crate) fn format_meta(meta: &Meta) -> Option<String> {
-    let (created, expires) = (meta.created(), meta.expires());
-    if created > MAX_TIME || expires > MAX_TIME {
+    let (created, expires) = (meta.created(), meta.expires().min(MAX_TIME));
+    if created > MAX_TIME {
         return None;
     }
     Some(format!(
@@ -252,16 +254,19 @@ mod tests {
     }
 
     #[test]
-    fn times_past_the_year_2527_are_not_written() {
+    fn expiries_past_the_year_2527_are_capped_and_creation_times_refused() {
         let ok = Meta::from_parts(MAX_TIME, 1, None, MAX_TIME);
         assert_eq!(format_meta(&ok).unwrap(), "ffffffffffffffffffffff1:0");
-        for meta in [
-            Meta::from_parts(MAX_TIME + 1, 1, None, MAX_TIME),
-            Meta::from_parts(0, 1, None, MAX_TIME + 1),
-            Meta::from_parts(0, 1, None, u64::MAX),
-        ] {
-            assert_eq!(format_meta(&meta), None, "{meta:?}");
+        for expires in [MAX_TIME + 1, u64::MAX] {
+            let meta = Meta::from_parts(0, 1, None, expires);
+            assert_eq!(
+                format_meta(&meta).unwrap(),
+                "00000000000fffffffffff1:0",
+                "{meta:?}"
+            );
         }
+        let meta = Meta::from_parts(MAX_TIME + 1, 1, None, MAX_TIME);
+        assert_eq!(format_meta(&meta), None, "{meta:?}");
         assert_eq!(hex_time(MAX_TIME).as_deref(), Some("fffffffffff"));
         assert_eq!(hex_time(1).as_deref(), Some("00000000001"));
         assert_eq!(hex_time(MAX_TIME + 1), None);

@@ -379,12 +379,13 @@ fn unexpected(operation: &'static str) -> Error {
         .with_detail("unexpected reply from redis")
 }
 
-/// A session whose creation or expiry time the metadata field cannot hold
-/// (past 2^44 - 1 ms, in the year 2527; see `reply::MAX_TIME`): refused
-/// rather than stored with another time than it was given.
+/// A session whose creation time the metadata field cannot hold (past
+/// 2^44 - 1 ms, in the year 2527; see `reply::MAX_TIME`): only a clock set
+/// that far ahead makes one. Refused rather than stored with another
+/// creation time than it was given.
 fn past_2527(operation: &'static str) -> Error {
     Error::codec(
-        "a creation or expiry time after the year 2527 does not fit the metadata field (11 hex digits)",
+        "a creation time after the year 2527 does not fit the metadata field (11 hex digits)",
         None,
     )
     .with_store(NAME)
@@ -471,7 +472,7 @@ impl SessionStore for RedisStore {
             .key(&keys.data)
             .key(&keys.lock)
             .arg(field)
-            .arg(meta.expires());
+            .arg(meta.expires().min(reply::MAX_TIME));
         for (k, v) in record.entries.iter() {
             script.arg(k.as_bytes()).arg(v);
         }

@@ -1111,9 +1111,9 @@ async fn valid_metadata_reads_alike_in_the_scripts_and_the_load() {
 }
 
 /// The metadata holds times up to 2^44 - 1 ms (in the year 2527): `create`
-/// refuses a later creation or expiry time by name (store, operation) and
-/// writes nothing; an expiry the scripts compute from a longer idle
-/// lifetime stops there.
+/// caps a later expiry there (a lifetime of `Duration::MAX` works), refuses
+/// a later creation time by name (store, operation) and writes nothing; an
+/// expiry the scripts compute from a longer idle lifetime stops there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_past_2527_are_refused_or_capped() {
     const MAX_TIME: u64 = 0xfff_ffff_ffff;
@@ -1122,7 +1122,6 @@ async fn times_past_2527_are_refused_or_capped() {
     let now = now_ms();
     for meta in [
         Meta::from_parts(now, 60_000, None, MAX_TIME + 1),
-        Meta::from_parts(MAX_TIME + 1, 60_000, None, now + 60_000),
         // What `Meta::new` makes of a lifetime of `Duration::MAX`.
         Meta::new(now, Duration::MAX, None),
     ] {
@@ -1131,20 +1130,36 @@ async fn times_past_2527_are_refused_or_capped() {
             entries: [("n", b"1".to_vec())].into_iter().collect(),
             meta,
         };
-        let err = store.create(&id, &record).await.unwrap_err();
-        assert_eq!(err.kind(), sessionkit_core::ErrorKind::Codec, "{meta:?}");
         assert_eq!(
-            (err.store(), err.operation()),
-            (Some("redis"), Some("create"))
+            store.create(&id, &record).await.unwrap(),
+            Created::Created,
+            "{meta:?}"
         );
+        let loaded = store.load(&id, None).await.unwrap().expect("stored");
+        assert_eq!(loaded.record.meta.expires(), MAX_TIME, "{meta:?}: capped");
         let (data, _) = store.keys_of(&id);
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(&data)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(exists, 0, "{meta:?}: nothing written");
+        assert_eq!(pexpiretime(&mut conn, &data).await, MAX_TIME as i64 - 1);
+        store.destroy(&id).await.unwrap();
     }
+
+    let id = SessionId::generate();
+    let from_2527 = Record {
+        entries: [("n", b"1".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(MAX_TIME + 1, 60_000, None, now + 60_000),
+    };
+    let err = store.create(&id, &from_2527).await.unwrap_err();
+    assert_eq!(err.kind(), sessionkit_core::ErrorKind::Codec);
+    assert_eq!(
+        (err.store(), err.operation()),
+        (Some("redis"), Some("create"))
+    );
+    let (data, _) = store.keys_of(&id);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&data)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "nothing written");
 
     let id = SessionId::generate();
     assert_eq!(
