@@ -226,11 +226,13 @@ return 1
     ))
 });
 
-/// `apply`: KEYS data, lock; ARGV fence token (`''`: none), release
-/// (`1`/`0`), clear (`1`/`0`), new ttl in hex (`''`: keep), number of pairs, the
+/// `apply` and `apply_and_read`: KEYS data, lock; ARGV fence token (`''`:
+/// none), release (`1` release, `0` keep, `r` keep and read the session
+/// back), clear (`1`/`0`), new ttl in hex (`''`: keep), number of pairs, the
 /// field/value pairs to set, then the fields to delete.
 ///
-/// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied.
+/// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied, `{1, meta,
+/// HGETALL}` applied and read.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
@@ -261,6 +263,7 @@ while first <= #ARGV do
   first = stop + 1
 end
 expire_at(KEYS[1], at)
+if ARGV[2] == 'r' then return { 1, f, redis.call('HGETALL', KEYS[1]) } end
 return { 1, f }
 "
     ))

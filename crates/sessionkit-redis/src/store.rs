@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use redis::{ScriptInvocation, Value};
 use sessionkit_core::record::{Delta, Record, Touch};
-use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
+use sessionkit_core::store::{
+    Applied, AppliedAndRead, Created, Fence, IdChanged, Loaded, Locked, SessionStore,
+};
 use sessionkit_core::{Error, ErrorKind, LockToken, Result, SessionId};
 
 use crate::builder::RedisStoreBuilder;
@@ -370,6 +372,41 @@ impl RedisStore {
     }
 }
 
+/// The `APPLY` script call for `delta` on `keys`: `token` fences it (`""`:
+/// no fence), `release` is `1`, `0` or `r` (see `scripts::APPLY`).
+fn apply_invocation<'a>(
+    keys: &SessionKeys,
+    delta: &Delta,
+    token: &str,
+    release: &str,
+) -> ScriptInvocation<'a> {
+    let mut script = scripts::APPLY.prepare_invoke();
+    script
+        .key(&keys.data)
+        .key(&keys.lock)
+        .arg(token)
+        .arg(release);
+    script.arg(if delta.clears() { "1" } else { "0" });
+    match delta.ttl_ms() {
+        // In hex, as the metadata field holds it.
+        Some(ttl) => script.arg(format!("{:x}", ttl.clamp(1, MAX_MS))),
+        None => script.arg(""),
+    };
+    let sets = delta.changes().filter(|(_, v)| v.is_some()).count();
+    script.arg(sets);
+    for (k, v) in delta.changes() {
+        if let Some(v) = v {
+            script.arg(k.as_bytes()).arg(v);
+        }
+    }
+    for (k, v) in delta.changes() {
+        if v.is_none() {
+            script.arg(k.as_bytes());
+        }
+    }
+    script
+}
+
 /// A reply Redis or the scripts never give: a bug, a foreign script under
 /// our SHA, or not Redis at all.
 fn unexpected(operation: &'static str) -> Error {
@@ -494,33 +531,12 @@ impl SessionStore for RedisStore {
         fence: Option<Fence<'_>>,
     ) -> Result<Applied> {
         const OP: &str = "apply";
-        let keys = self.keys(id);
-        let mut script = scripts::APPLY.prepare_invoke();
-        script.key(&keys.data).key(&keys.lock);
-        match fence {
-            Some(f) => script
-                .arg(f.token.to_hex())
-                .arg(if f.release { "1" } else { "0" }),
-            None => script.arg("").arg("0"),
+        let release = match fence {
+            Some(Fence { release: true, .. }) => "1",
+            _ => "0",
         };
-        script.arg(if delta.clears() { "1" } else { "0" });
-        match delta.ttl_ms() {
-            // In hex, as the metadata field holds it.
-            Some(ttl) => script.arg(format!("{:x}", ttl.clamp(1, MAX_MS))),
-            None => script.arg(""),
-        };
-        let sets = delta.changes().filter(|(_, v)| v.is_some()).count();
-        script.arg(sets);
-        for (k, v) in delta.changes() {
-            if let Some(v) = v {
-                script.arg(k.as_bytes()).arg(v);
-            }
-        }
-        for (k, v) in delta.changes() {
-            if v.is_none() {
-                script.arg(k.as_bytes());
-            }
-        }
+        let token = fence.map(|f| f.token.to_hex()).unwrap_or_default();
+        let script = apply_invocation(&self.keys(id), delta, &token, release);
         let (code, items) = self.run_coded(OP, &script).await?;
         match code {
             0 => {
@@ -533,6 +549,47 @@ impl SessionStore for RedisStore {
             1 => reply::meta(items.get(1))
                 .map(Applied::Applied)
                 .ok_or_else(|| unexpected(OP)),
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    /// One script: the fenced write, keeping the lock, and an `HGETALL` of
+    /// the result.
+    async fn apply_and_read(
+        &self,
+        id: &SessionId,
+        delta: &Delta,
+        token: &LockToken,
+    ) -> Result<AppliedAndRead> {
+        const OP: &str = "apply_and_read";
+        let script = apply_invocation(&self.keys(id), delta, &token.to_hex(), "r");
+        let (code, mut items) = self.run_coded(OP, &script).await?;
+        match code {
+            0 => {
+                if reply::int(items.get(1)) == Some(-1) {
+                    corrupt(id, OP, "not a session hash of this layout");
+                }
+                Ok(AppliedAndRead::Gone)
+            }
+            2 => Ok(AppliedAndRead::LockLost),
+            1 if items.len() == 3 => {
+                let hash = items.pop().expect("three items");
+                match RawSession::decode(hash) {
+                    Ok(Some(session)) => Ok(AppliedAndRead::Applied(session.into_record())),
+                    Ok(None) => Err(unexpected(OP)),
+                    Err(Corrupt::Foreign(why)) => {
+                        corrupt(id, OP, why);
+                        Ok(AppliedAndRead::Gone)
+                    }
+                    Err(Corrupt::Entry(why)) => {
+                        // The script accepted the metadata, so an entry is
+                        // unreadable; discarding the session drops the lock
+                        // too.
+                        self.discard(id, OP, why).await?;
+                        Ok(AppliedAndRead::Gone)
+                    }
+                }
+            }
             _ => Err(unexpected(OP)),
         }
     }

@@ -9,7 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use sessionkit_core::record::{Delta, Entries, Meta, Record, Touch, now_ms};
-use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
+use sessionkit_core::store::{
+    Applied, AppliedAndRead, Created, Fence, IdChanged, Locked, SessionStore,
+};
 use sessionkit_core::testkit::SuiteConfig;
 use sessionkit_core::{LockToken, SessionId};
 use sessionkit_redis::RedisStore;
@@ -159,6 +161,13 @@ async fn every_operation_is_one_round_trip_but_a_due_touch() {
         let (applied, c) = counted!(monitor, store.apply(&id, &set("b", b"3"), Some(fence)));
         assert!(matches!(applied, Applied::Applied(_)));
         row("apply (fenced)", c);
+
+        let (read, c) = counted!(monitor, store.apply_and_read(&id, &set("h", b"5"), &token));
+        let AppliedAndRead::Applied(record) = read else {
+            panic!("apply_and_read: {read:?}")
+        };
+        assert_eq!(record.entries.get("h"), Some(&b"5"[..]));
+        row("apply_and_read (lock kept)", c);
 
         let fence = Fence {
             token: &token,
