@@ -20,6 +20,11 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# Code behind a feature gate can be dead without it: check the library
+# crates with their default features too.
+step "cargo clippy (library crates, default features, -D warnings)"
+cargo clippy -p sessionkit-core -p sessionkit -p sessionkit-redis \
+    -p sessionkit-memcached -p sessionkit-file --lib -- -D warnings
 
 step "cargo doc (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet

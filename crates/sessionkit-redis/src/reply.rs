@@ -97,7 +97,8 @@ fn hex(b: &[u8]) -> Option<u64> {
 
 /// A time as the metadata holds it, for the scripts that rebuild the field
 /// from its parts: exactly 11 lowercase hex digits, or `None` past
-/// [`MAX_TIME`].
+/// [`MAX_TIME`]. Only the cluster's two-step `change_id` rebuilds a field.
+#[cfg(any(feature = "cluster", test))]
 pub(crate) fn hex_time(ms: u64) -> Option<String> {
     (ms <= MAX_TIME).then(|| format!("{ms:011x}"))
 }
