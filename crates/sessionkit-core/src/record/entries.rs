@@ -115,24 +115,33 @@ impl Entries {
         self.packed.as_deref().unwrap_or(&[])
     }
 
-    /// The key and value of entry `i`.
-    fn entry(&self, i: usize) -> (&str, &[u8]) {
+    /// The key (as bytes) and value of entry `i`.
+    fn raw_entry(&self, i: usize) -> (&[u8], &[u8]) {
         let buf = self.buf();
         let at = word(buf, WORD * (1 + i));
-        let key_len = word(buf, at);
-        let key_end = at + WORD + key_len;
-        let value_len = word(buf, key_end);
+        let key_end = at + WORD + word(buf, at);
         let value_at = key_end + WORD;
-        // Keys come from `&str`s and the buffer is never changed in place.
-        let key = std::str::from_utf8(&buf[at + WORD..key_end]).expect("keys are UTF-8");
-        (key, &buf[value_at..value_at + value_len])
+        (
+            &buf[at + WORD..key_end],
+            &buf[value_at..value_at + word(buf, key_end)],
+        )
     }
 
+    /// The key and value of entry `i`.
+    fn entry(&self, i: usize) -> (&str, &[u8]) {
+        let (key, value) = self.raw_entry(i);
+        // Keys come from `&str`s and the buffer is never changed in place.
+        (std::str::from_utf8(key).expect("keys are UTF-8"), value)
+    }
+
+    /// Binary search by key. Compares bytes: for UTF-8, byte order is the
+    /// order of `str`, and lookups skip re-validating the stored keys.
     fn position(&self, key: &str) -> Result<usize, usize> {
+        let key = key.as_bytes();
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.entry(mid).0.cmp(key) {
+            match self.raw_entry(mid).0.cmp(key) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
                 std::cmp::Ordering::Equal => return Ok(mid),
@@ -143,7 +152,7 @@ impl Entries {
 
     /// The encoded value of `key`.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.position(key).ok().map(|i| self.entry(i).1)
+        self.position(key).ok().map(|i| self.raw_entry(i).1)
     }
 
     /// Whether `key` is present.
