@@ -13,9 +13,9 @@ use crate::store::{Applied, AppliedAndRead, Locked, SessionStore};
 
 use super::SuiteConfig;
 use super::support::{
-    acquire, applied, apply, assert_absent, assert_held, backoff, check_timing, create, create_at,
-    decode, destroy_all, entries, fence, join_all, load_live, lock, ok, record, renew, set,
-    sleep_until, unlock, value,
+    acquire, applied, apply, apply_and_read, assert_absent, assert_held, backoff, check_timing,
+    create, create_at, decode, destroy_all, entries, fence, join_all, load_live, lock, ok, record,
+    renew, set, sleep_until, unlock, value,
 };
 
 /// Lock exclusion: `lock` on a missing session answers `Absent` and takes no
@@ -635,12 +635,7 @@ pub async fn apply_and_read_keeps_the_lock<S: SessionStore + Clone>(
     let id = create(store, &created).await;
     let (token, _) = acquire(store, &id, config.lock_ttl, "lock a fresh session").await;
 
-    let after = match ok(
-        store
-            .apply_and_read(&id, &set("b", &value(&2)), &token)
-            .await,
-        "apply_and_read",
-    ) {
+    let after = match apply_and_read(store, &id, &set("b", &value(&2)), &token).await {
         AppliedAndRead::Applied(record) => record,
         other => panic!("apply_and_read by the owner should answer Applied, got {other:?}"),
     };
@@ -655,10 +650,7 @@ pub async fn apply_and_read_keeps_the_lock<S: SessionStore + Clone>(
     );
     assert_held(store, &id, config, "after apply_and_read").await;
 
-    match ok(
-        store.apply_and_read(&id, &Delta::default(), &token).await,
-        "apply_and_read",
-    ) {
+    match apply_and_read(store, &id, &Delta::default(), &token).await {
         AppliedAndRead::Applied(record) => assert_eq!(
             record.entries, after.entries,
             "an empty apply_and_read must read the session unchanged"
@@ -669,12 +661,7 @@ pub async fn apply_and_read_keeps_the_lock<S: SessionStore + Clone>(
 
     let stranger = LockToken::generate();
     assert_eq!(
-        ok(
-            store
-                .apply_and_read(&id, &set("c", &value(&3)), &stranger)
-                .await,
-            "apply_and_read"
-        ),
+        apply_and_read(store, &id, &set("c", &value(&3)), &stranger).await,
         AppliedAndRead::LockLost,
         "apply_and_read with a token that does not own the lock"
     );
@@ -689,24 +676,14 @@ pub async fn apply_and_read_keeps_the_lock<S: SessionStore + Clone>(
     let now = load_live(store, &id, "after the commit").await;
     assert!(!now.entries.contains("c"), "a refused apply_and_read wrote");
     assert_eq!(
-        ok(
-            store
-                .apply_and_read(&id, &set("c", &value(&3)), &token)
-                .await,
-            "apply_and_read"
-        ),
+        apply_and_read(store, &id, &set("c", &value(&3)), &token).await,
         AppliedAndRead::LockLost,
         "apply_and_read with a released lock's token"
     );
 
     destroy_all(store, &[id]).await;
     assert_eq!(
-        ok(
-            store
-                .apply_and_read(&id, &set("c", &value(&3)), &token)
-                .await,
-            "apply_and_read"
-        ),
+        apply_and_read(store, &id, &set("c", &value(&3)), &token).await,
         AppliedAndRead::Gone,
         "apply_and_read on a destroyed session"
     );

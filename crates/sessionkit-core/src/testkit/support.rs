@@ -14,7 +14,7 @@ use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
-use crate::store::{Applied, Created, Fence, Locked, SessionStore};
+use crate::store::{Applied, AppliedAndRead, Created, Fence, Locked, SessionStore};
 
 use super::SuiteConfig;
 
@@ -157,6 +157,19 @@ pub(crate) async fn applied<S: SessionStore>(
         Applied::Applied(meta) => meta,
         other => panic!("{context}: apply should answer Applied, got {other:?}"),
     }
+}
+
+/// Applies a delta fenced by `token`, keeping the lock, and reads back.
+pub(crate) async fn apply_and_read<S: SessionStore>(
+    store: &S,
+    id: &SessionId,
+    delta: &Delta,
+    token: &LockToken,
+) -> AppliedAndRead {
+    ok(
+        store.apply_and_read(id, delta, token).await,
+        "apply_and_read",
+    )
 }
 
 /// Tries to take a lock.
