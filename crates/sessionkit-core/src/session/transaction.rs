@@ -323,13 +323,7 @@ impl Session {
                 Err(self.lock_lost_error(&id, how.name()))
             }
             Ok(Applied::Gone) => Err(self.gone_while_locked(&id, how)),
-            Err(e) => {
-                // Put the changes back: the caller may retry or roll back.
-                let mut state = self.state();
-                let later = std::mem::replace(&mut state.locked, delta);
-                state.locked.merge(&later);
-                Err(e.with_operation(how.name()))
-            }
+            Err(e) => Err(self.keep_unwritten(delta, e, how)),
         }
     }
 
@@ -360,14 +354,17 @@ impl Session {
                 Err(self.lock_lost_error(&id, how.name()))
             }
             Ok(AppliedAndRead::Gone) => Err(self.gone_while_locked(&id, how)),
-            Err(e) => {
-                // Put the changes back: the caller may retry or roll back.
-                let mut state = self.state();
-                let later = std::mem::replace(&mut state.locked, delta);
-                state.locked.merge(&later);
-                Err(e.with_operation(how.name()))
-            }
+            Err(e) => Err(self.keep_unwritten(delta, e, how)),
         }
+    }
+
+    /// A commit the store could not take: its changes go back under the
+    /// lock, so that the caller may retry or roll back.
+    fn keep_unwritten(&self, delta: Delta, err: Error, how: Release) -> Error {
+        let mut state = self.state();
+        let later = std::mem::replace(&mut state.locked, delta);
+        state.locked.merge(&later);
+        err.with_operation(how.name())
     }
 
     fn gone_while_locked(&self, id: &SessionId, how: Release) -> Error {
