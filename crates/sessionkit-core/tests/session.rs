@@ -468,3 +468,136 @@ async fn clones_share_one_session() {
     a.insert("k", "v").unwrap();
     assert_eq!(b.get::<String>("k").await.unwrap().as_deref(), Some("v"));
 }
+
+/// A memory store that uses the two-step default of `apply_and_read`, and
+/// whose next `load` can be made to miss (as if the session moved between
+/// the two steps).
+#[derive(Debug, Clone)]
+struct TwoStep {
+    inner: MemoryStore,
+    miss_next_load: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SessionStore for TwoStep {
+    fn name(&self) -> &'static str {
+        "two-step"
+    }
+    async fn load(
+        &self,
+        id: &SessionId,
+        touch: Option<sessionkit_core::record::Touch>,
+    ) -> sessionkit_core::Result<Option<sessionkit_core::store::Loaded>> {
+        if self
+            .miss_next_load
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
+        self.inner.load(id, touch).await
+    }
+    async fn create(
+        &self,
+        id: &SessionId,
+        record: &sessionkit_core::record::Record,
+    ) -> sessionkit_core::Result<sessionkit_core::store::Created> {
+        self.inner.create(id, record).await
+    }
+    async fn apply(
+        &self,
+        id: &SessionId,
+        delta: &sessionkit_core::record::Delta,
+        fence: Option<sessionkit_core::store::Fence<'_>>,
+    ) -> sessionkit_core::Result<sessionkit_core::store::Applied> {
+        self.inner.apply(id, delta, fence).await
+    }
+    async fn change_id(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<&sessionkit_core::LockToken>,
+    ) -> sessionkit_core::Result<sessionkit_core::store::IdChanged> {
+        self.inner.change_id(old, new, fence).await
+    }
+    async fn destroy(&self, id: &SessionId) -> sessionkit_core::Result<()> {
+        self.inner.destroy(id).await
+    }
+    async fn lock(&self, id: &SessionId, ttl: Duration) -> sessionkit_core::Result<Locked> {
+        self.inner.lock(id, ttl).await
+    }
+    async fn renew_lock(
+        &self,
+        id: &SessionId,
+        token: &sessionkit_core::LockToken,
+        ttl: Duration,
+    ) -> sessionkit_core::Result<bool> {
+        self.inner.renew_lock(id, token, ttl).await
+    }
+    async fn unlock(
+        &self,
+        id: &SessionId,
+        token: &sessionkit_core::LockToken,
+    ) -> sessionkit_core::Result<()> {
+        self.inner.unlock(id, token).await
+    }
+}
+
+/// The two-step default of `apply_and_read` never reports a write it made
+/// as failed: when the read after it misses, it answers `AppliedUnread`, and
+/// a commit that was to hand its lock on succeeds and releases the lock
+/// instead (found by the reliability model: a regenerate between the two
+/// steps made an applied increment look refused).
+#[tokio::test(flavor = "current_thread")]
+async fn a_handoff_whose_read_misses_still_commits_and_releases() {
+    use sessionkit_core::store::AppliedAndRead;
+
+    let store = TwoStep {
+        inner: MemoryStore::builder().sweep_interval(None).build(),
+        miss_next_load: Default::default(),
+    };
+    let factory = SessionFactory::new(store.clone(), quick_locks(2_000));
+    let id = stored(&factory).await;
+
+    // The store method itself.
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(30)).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    store
+        .miss_next_load
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut delta = sessionkit_core::record::Delta::default();
+    delta.set("n", sessionkit_core::codec::encode_value(&1u64).unwrap());
+    let answer = store.apply_and_read(&id, &delta, &token).await.unwrap();
+    assert!(
+        matches!(answer, AppliedAndRead::AppliedUnread(_)),
+        "{answer:?}"
+    );
+    assert_eq!(
+        stored_n(&store.inner, &id).await,
+        Some(1),
+        "the write is there"
+    );
+    store.unlock(&id, &token).await.unwrap();
+
+    // Through the session: a holder with a waiter behind it commits.
+    let holder = factory.session(Some(id), true);
+    holder.lock().await.unwrap();
+    let waiter = factory.session(Some(id), true);
+    let waiting = tokio::spawn(async move {
+        waiter.lock().await.unwrap();
+        let n = waiter.get::<u64>("n").await.unwrap().unwrap();
+        waiter.insert("n", &(n + 1)).unwrap();
+        waiter.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    holder.insert("n", &10u64).unwrap();
+    store
+        .miss_next_load
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    holder
+        .commit()
+        .await
+        .expect("the commit was written: it must not fail");
+    waiting.await.unwrap();
+    assert_eq!(stored_n(&store.inner, &id).await, Some(11));
+}

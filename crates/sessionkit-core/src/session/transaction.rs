@@ -349,6 +349,16 @@ impl Session {
                 self.after_release(true);
                 Ok(())
             }
+            Ok(AppliedAndRead::AppliedUnread(meta)) => {
+                // Written, but nothing to hand on: release the lock as a
+                // plain commit would have, and let the next in line ask the
+                // store.
+                self.record_applied(&delta, meta);
+                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                let _ = self.store().unlock(&id, &token).await;
+                self.after_release(true);
+                Ok(())
+            }
             Ok(AppliedAndRead::LockLost) => {
                 self.after_lock_lost(&id);
                 Err(self.lock_lost_error(&id, how.name()))

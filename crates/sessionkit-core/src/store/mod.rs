@@ -136,6 +136,12 @@ pub enum AppliedAndRead {
     /// The delta was applied, the lock is still held by the token, and this
     /// is the session as it is after the write.
     Applied(Record),
+    /// The delta was applied (the session's metadata after it) and the lock
+    /// kept, but the session could not be read back: only a store that does
+    /// the two in separate steps (the default implementation) answers this,
+    /// when the session moved, ended or could not be read in between. The
+    /// caller releases the lock instead of handing it on.
+    AppliedUnread(Meta),
     /// The session is missing or expired; nothing was written.
     Gone,
     /// The token no longer owns the lock; nothing was written.
@@ -247,8 +253,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// of releasing the lock and taking it again (two more round trips).
     ///
     /// The default makes two calls, a fenced [`apply`](Self::apply) without
-    /// release and a [`load`](Self::load); stores that can do both in one
-    /// round trip override it.
+    /// release and a [`load`](Self::load), and answers
+    /// [`AppliedAndRead::AppliedUnread`] when the write succeeded but the
+    /// read did not; stores that can do both in one atomic step override it.
     fn apply_and_read(
         &self,
         id: &SessionId,
@@ -261,9 +268,11 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
                 release: false,
             };
             match self.apply(id, delta, Some(fence)).await? {
-                Applied::Applied(_) => Ok(match self.load(id, None).await? {
-                    Some(loaded) => AppliedAndRead::Applied(loaded.record),
-                    None => AppliedAndRead::Gone,
+                // The write is done whatever the read gives: never report
+                // it as failed (the caller could write it again).
+                Applied::Applied(meta) => Ok(match self.load(id, None).await {
+                    Ok(Some(loaded)) => AppliedAndRead::Applied(loaded.record),
+                    Ok(None) | Err(_) => AppliedAndRead::AppliedUnread(meta),
                 }),
                 Applied::Gone => Ok(AppliedAndRead::Gone),
                 Applied::LockLost => Ok(AppliedAndRead::LockLost),
