@@ -278,6 +278,28 @@ impl RedisStore {
         }
     }
 
+    /// The session a script returned (`HGETALL`) after writing or locking
+    /// it; `None` if it is gone after all: its refresh expired it at once
+    /// (an idle lifetime of a millisecond: Redis deletes a key whose expiry
+    /// time is not in the future), or it cannot be read — the script
+    /// accepted its metadata, so an entry is unreadable, and it is
+    /// discarded, which drops the lock the script kept or took.
+    async fn read_back(
+        &self,
+        id: &SessionId,
+        operation: &'static str,
+        hash: Value,
+    ) -> Result<Option<Record>> {
+        match RawSession::decode(hash) {
+            Ok(Some(session)) => Ok(Some(session.into_record())),
+            Ok(None) => Ok(None),
+            Err(why) => {
+                self.discard(id, operation, why.why()).await?;
+                Ok(None)
+            }
+        }
+    }
+
     #[cfg(feature = "cluster")]
     async fn change_id_across_slots(
         &self,
@@ -429,6 +451,14 @@ fn past_2527(operation: &'static str) -> Error {
     .with_operation(operation)
 }
 
+/// Logs the foreign data a script found where a session should be (its
+/// absent answer `{0, -1}`); the caller treats the session as absent.
+fn note_foreign(id: &SessionId, operation: &'static str, items: &[Value]) {
+    if reply::int(items.get(1)) == Some(-1) {
+        corrupt(id, operation, "not a session hash of this layout");
+    }
+}
+
 /// Logs data under a session key that this crate cannot read; the caller
 /// treats the session as absent.
 fn corrupt(id: &SessionId, operation: &'static str, why: &'static str) {
@@ -540,9 +570,7 @@ impl SessionStore for RedisStore {
         let (code, items) = self.run_coded(OP, &script).await?;
         match code {
             0 => {
-                if reply::int(items.get(1)) == Some(-1) {
-                    corrupt(id, OP, "not a session hash of this layout");
-                }
+                note_foreign(id, OP, &items);
                 Ok(Applied::Gone)
             }
             2 => Ok(Applied::LockLost),
@@ -566,29 +594,16 @@ impl SessionStore for RedisStore {
         let (code, mut items) = self.run_coded(OP, &script).await?;
         match code {
             0 => {
-                if reply::int(items.get(1)) == Some(-1) {
-                    corrupt(id, OP, "not a session hash of this layout");
-                }
+                note_foreign(id, OP, &items);
                 Ok(AppliedAndRead::Gone)
             }
             2 => Ok(AppliedAndRead::LockLost),
             1 if items.len() == 3 => {
                 let hash = items.pop().expect("three items");
-                match RawSession::decode(hash) {
-                    Ok(Some(session)) => Ok(AppliedAndRead::Applied(session.into_record())),
-                    Ok(None) => Err(unexpected(OP)),
-                    Err(Corrupt::Foreign(why)) => {
-                        corrupt(id, OP, why);
-                        Ok(AppliedAndRead::Gone)
-                    }
-                    Err(Corrupt::Entry(why)) => {
-                        // The script accepted the metadata, so an entry is
-                        // unreadable; discarding the session drops the lock
-                        // too.
-                        self.discard(id, OP, why).await?;
-                        Ok(AppliedAndRead::Gone)
-                    }
-                }
+                Ok(match self.read_back(id, OP, hash).await? {
+                    Some(record) => AppliedAndRead::Applied(record),
+                    None => AppliedAndRead::Gone,
+                })
             }
             _ => Err(unexpected(OP)),
         }
@@ -652,31 +667,16 @@ impl SessionStore for RedisStore {
         let (code, mut items) = self.run_coded(OP, &script).await?;
         match code {
             0 => {
-                if reply::int(items.get(1)) == Some(-1) {
-                    corrupt(id, OP, "not a session hash of this layout");
-                }
+                note_foreign(id, OP, &items);
                 Ok(Locked::Absent)
             }
             2 => Ok(Locked::Held),
             1 => {
                 let hash = items.pop().ok_or_else(|| unexpected(OP))?;
-                match RawSession::decode(hash) {
-                    Ok(Some(session)) => Ok(Locked::Acquired {
-                        token,
-                        record: session.into_record(),
-                    }),
-                    // The refresh expired it at once (an idle lifetime of a
-                    // millisecond: Redis deletes a key whose expiry time is
-                    // not in the future); the lock it took locks nothing.
-                    Ok(None) => Ok(Locked::Absent),
-                    Err(why) => {
-                        // The script took the lock before this process could
-                        // see the entries are unreadable; discarding the
-                        // record drops the lock too.
-                        self.discard(id, OP, why.why()).await?;
-                        Ok(Locked::Absent)
-                    }
-                }
+                Ok(match self.read_back(id, OP, hash).await? {
+                    Some(record) => Locked::Acquired { token, record },
+                    None => Locked::Absent,
+                })
             }
             _ => Err(unexpected(OP)),
         }
