@@ -479,11 +479,7 @@ impl Session {
 
     fn write(&self, f: impl FnOnce(&mut Delta)) -> Result<()> {
         let mut state = self.state();
-        state.used = true;
-        if state.finished {
-            return Err(Error::new(ErrorKind::ModificationDenied)
-                .with_detail("the response was already produced"));
-        }
+        state.begin_change()?;
         if state.lock_depth > 0 {
             state.id_for_write();
             f(&mut state.locked);

@@ -1,5 +1,6 @@
 //! The per-request state behind a `Session` handle, and its merged view.
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta};
 use crate::session::lock::HeldLock;
@@ -74,6 +75,17 @@ impl State {
             finished: false,
             used: false,
         }
+    }
+
+    /// Marks the session used by a change (a write or a lock); refused once
+    /// the response was produced.
+    pub(crate) fn begin_change(&mut self) -> Result<()> {
+        self.used = true;
+        if self.finished {
+            return Err(Error::new(ErrorKind::ModificationDenied)
+                .with_detail("the response was already produced"));
+        }
+        Ok(())
     }
 
     /// The value of `key` as the handler sees it: changes under the lock, then

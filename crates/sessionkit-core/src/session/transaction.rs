@@ -47,11 +47,7 @@ impl Session {
     pub(super) async fn lock_locked_op(&self) -> Result<()> {
         let id = {
             let mut state = self.state();
-            state.used = true;
-            if state.finished {
-                return Err(Error::new(ErrorKind::ModificationDenied)
-                    .with_detail("the response was already produced"));
-            }
+            state.begin_change()?;
             if state.lock_depth > 0 {
                 state.lock_depth += 1;
                 return Ok(());
