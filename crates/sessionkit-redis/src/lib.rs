@@ -178,7 +178,7 @@
 //! |---|---|---|---|
 //! | `load` | data | `HGETALL`; an empty reply is absent, a `WRONGTYPE` error or a hash without valid metadata is [corrupt](#corrupt-or-foreign-data) | 1 |
 //! | `load`, touch due | data | then, if the touch looks due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), by the [estimate of Redis's clock](#clocks)), the touch script: checks again that the session is live and the touch due by Redis's clock, moves `expires` to `min(now + ttl, deadline)` and `PEXPIREAT`s the key if that moves it; returns Redis's time and the metadata, and [`Loaded::touched`](sessionkit_core::store::Loaded) says whether it moved | 2 |
-//! | `create` | data, lock | answers `IdTaken` if the id is live; otherwise deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields, with native expiry | 1 |
+//! | `create` | data, lock | when neither key exists (the usual case: a fresh random id) writes all fields with native expiry, without reading the clock (a `PEXPIREAT` in the past deletes a session born expired at once); otherwise answers `IdTaken` if the id is live, or deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields | 1 |
 //! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
 //! | `apply_and_read` | data, lock | `apply` fenced by the token, keeping the lock, then `HGETALL` in the same script: the session handle hands a contended lock to the next request of its process with it | 1 |
 //! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
@@ -231,15 +231,15 @@
 //!
 //! | operation | commands Redis runs | µs |
 //! |---|---|---|
-//! | `load` | `HGETALL` | 0.9 |
-//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 11.7 |
-//! | `create` | `EVALSHA` (`TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 8.5 |
-//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced: 11.8) | 10.7 |
-//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HSET`, `PEXPIREAT`, `HGETALL`; held: `TIME`, `HGET`, `SET`, 7.6) | 15.4 |
-//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`, `HSET`, `PEXPIREAT`) | 11.0 |
-//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.2 |
-//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 13.8 |
-//! | `destroy` | `DEL` | 0.9 |
+//! | `load` | `HGETALL` | 1.2 |
+//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 12.5 |
+//! | `create` | `EVALSHA` (`EXISTS`, `HSET`, `PEXPIREAT`; when something is under the id: `EXISTS`, `TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 7.0 |
+//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced: 12.4) | 10.9 |
+//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HSET`, `PEXPIREAT`, `HGETALL`; held: `TIME`, `HGET`, `SET`, 7.7) | 16.0 |
+//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`, `HSET`, `PEXPIREAT`) | 11.4 |
+//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.5 |
+//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 14.8 |
+//! | `destroy` | `DEL` | 1.2 |
 //!
 //! Refreshing the expiry (`HSET` of the metadata and `PEXPIREAT`) is what
 //! makes `lock` and `renew_lock` cost about 4 µs more than they would

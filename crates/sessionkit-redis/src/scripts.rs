@@ -199,13 +199,31 @@ return { 1, now, 1, f }
 /// `create`: KEYS data, lock; ARGV metadata field, expires, then
 /// field/value pairs.
 ///
+/// The usual case — nothing at all under a fresh random id — runs first
+/// and costs three commands (`EXISTS`, `HSET`, `PEXPIREAT`) and no clock:
+/// an expiry already past makes `PEXPIREAT` delete the key at once, which
+/// is what a session born expired must come to. Only when something is
+/// under the id does the script read the clock and the metadata (the
+/// prelude comes after the fast path, so the fast path does not pay for
+/// defining its helpers).
+///
 /// Reply: `0` id taken, `1` created, `-1` created over corrupt data.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
         lua_expire_at!(),
         lua_hset!(),
+        r"
+local at = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
+  if at > 1 then
+    hset(KEYS[1], ARGV[1], 3, #ARGV)
+    expire_at(KEYS[1], at)
+  end
+  return 1
+end
+",
+        lua_now!(),
+        lua_meta!(),
         r"
 local live = meta(KEYS[1], now)
 if live == 1 then return 0 end
@@ -214,7 +232,6 @@ if live == 1 then return 0 end
 -- alone first: whether it existed tells a foreign hash from no key.
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
-local at = tonumber(ARGV[2])
 -- Born expired: accepted and gone at once, as the memory store does.
 if at > now then
   hset(KEYS[1], ARGV[1], 3, #ARGV)

@@ -1068,6 +1068,73 @@ async fn corrupt_or_foreign_data_is_absent() {
     }
 }
 
+/// `create` of a session whose expiry has already passed is accepted and
+/// leaves nothing behind (as on the memory store), whether the id was free
+/// (the script's fast path, where `PEXPIREAT` of a past time deletes the
+/// key) or held an expired session's leftovers (its slow path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_born_expired_is_accepted_and_leaves_no_key() {
+    let store = store_with_prefix(&unique_prefix("born-expired")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let expired = Record {
+        entries: [("k", b"v".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now_ms() - 5_000, 1_000, None, now_ms() - 4_000),
+    };
+    for leftover in [false, true] {
+        let id = SessionId::generate();
+        let (data, _) = store.keys_of(&id);
+        if leftover {
+            let _: () = redis::cmd("SET")
+                .arg(&data)
+                .arg("left over")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.create(&id, &expired).await.unwrap(), Created::Created);
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&data)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "leftover {leftover}: the key must be gone");
+        assert!(store.load(&id, None).await.unwrap().is_none());
+    }
+}
+
+/// A lock left by an expired session (its key outlived the data) does not
+/// pass to a new session created under the same id: `create` deletes it, so
+/// the new session's first lock is taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_clears_a_stale_lock_under_a_free_id() {
+    let store = store_with_prefix(&unique_prefix("stale-lock")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let id = SessionId::generate();
+    let (data, lock) = store.keys_of(&id);
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg("a token of nobody's")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh = record(&[("k", b"v")], Duration::from_secs(60));
+    assert_eq!(store.create(&id, &fresh).await.unwrap(), Created::Created);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&lock)
+        .arg(&data)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "the data key alone must remain");
+    assert!(matches!(
+        store.lock(&id, Duration::from_secs(5)).await.unwrap(),
+        Locked::Acquired { .. }
+    ));
+    store.destroy(&id).await.unwrap();
+}
+
 // GARBAGE_META and VALID_META: metadata values both parsers must judge
 // alike, shared with the unit tests of src/reply.rs.
 include!("support/meta_cases.rs");
