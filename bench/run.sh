@@ -152,7 +152,7 @@ run_scenario() { # scenario variant
         a) args=(--users 1000 --concurrency 64 --duration "${duration}" --warmup "${warmup}"
                  --mix /read:90,/incr:10)
            # bare keeps one counter for everybody: nothing to check per user.
-           [ "${variant}" = bare ] || args+=(--check) ;;
+           case "${variant}" in bare*) ;; *) args+=(--check) ;; esac ;;
         b) args=(--no-cookies --concurrency 64 --duration "${duration}" --warmup "${warmup}"
                  --mix /incr) ;;
         # One session, 8 in flight: 1 priming increment + 1,999 = 2,000.

@@ -21,6 +21,13 @@ pub enum Variant {
     /// axum without a session layer: the ceiling of the machine. The session
     /// work is emulated with one global atomic counter.
     Bare,
+    /// `Bare` with a session's wire traffic: every `/incr` answers with the
+    /// `Set-Cookie` and `Cache-Control: private` headers sessionkit sends
+    /// (a constant id), so the load generator holds, sends and parses the
+    /// same cookie bytes as for a session variant while the server does no
+    /// session work. The ratio to it is what the session layer costs the
+    /// server; the ratio to `Bare` adds what the cookie costs the client.
+    BareCookie,
     /// sessionkit over its in-process `MemoryStore`.
     SessionkitMemory,
     /// sessionkit over `sessionkit-redis`.
@@ -51,6 +58,7 @@ impl Variant {
     /// Every variant this build can serve, in table order.
     pub const ALL: &'static [Variant] = &[
         Variant::Bare,
+        Variant::BareCookie,
         Variant::SessionkitMemory,
         Variant::TowerSessionsMemory,
         Variant::SessionkitRedis,
@@ -63,6 +71,7 @@ impl Variant {
     pub fn name(self) -> &'static str {
         match self {
             Variant::Bare => "bare",
+            Variant::BareCookie => "bare-cookie",
             Variant::SessionkitMemory => "sessionkit-memory",
             Variant::SessionkitRedis => "sessionkit-redis",
             Variant::SessionkitFile => "sessionkit-file",
@@ -99,6 +108,7 @@ impl Variant {
     pub async fn app(self, at: &Backends) -> Result<Router, Box<dyn std::error::Error>> {
         Ok(match self {
             Variant::Bare => bare::app(),
+            Variant::BareCookie => bare::cookie_app(),
             Variant::SessionkitMemory => sk::app(sessionkit::SessionLayer::new(
                 sessionkit::store::MemoryStore::new(),
             )),
@@ -178,6 +188,25 @@ mod bare {
 
     async fn incr() -> String {
         (N.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+    }
+
+    pub(super) fn cookie_app() -> Router {
+        routes(read, incr_with_cookie, incr_with_cookie)
+    }
+
+    /// The headers sessionkit's defaults put on a response that wrote the
+    /// session, byte for byte but for the id.
+    const SET_COOKIE: &str = "session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; \
+                              Max-Age=7200; Path=/; HttpOnly; Secure; SameSite=Lax";
+
+    async fn incr_with_cookie() -> ([(axum::http::HeaderName, &'static str); 2], String) {
+        (
+            [
+                (axum::http::header::SET_COOKIE, SET_COOKIE),
+                (axum::http::header::CACHE_CONTROL, "private"),
+            ],
+            incr().await,
+        )
     }
 }
 
