@@ -107,6 +107,21 @@ impl SessionId {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// Appends [`SessionId::expose`]'s text to `out`, for a header being
+    /// built in one buffer (no string of its own).
+    ///
+    /// ```
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// let mut header = String::from("session=");
+    /// id.expose_into(&mut header);
+    /// assert_eq!(header, format!("session={}", id.expose()));
+    /// ```
+    pub fn expose_into(&self, out: &mut String) {
+        URL_SAFE_NO_PAD.encode_string(self.0, out);
+    }
+
     /// The 32 random bytes of the id.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -403,7 +403,7 @@ impl CookieWriter {
         value.push_str(&self.name);
         value.push('=');
         if self.keys.is_empty() {
-            value.push_str(&id.expose());
+            id.expose_into(&mut value);
         } else {
             value.push_str(&signing::sign(&self.keys, &self.name, id));
         }

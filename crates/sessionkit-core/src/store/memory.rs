@@ -140,10 +140,12 @@ impl Shard {
     }
 
     fn insert(&mut self, id: SessionId, record: Record) {
-        self.by_expiry.insert((record.meta.expires(), id));
+        let expires = record.meta.expires();
+        // The old entry's index goes first: it may hold the same expiry.
         if let Some(old) = self.sessions.insert(id, record) {
             self.by_expiry.remove(&(old.meta.expires(), id));
         }
+        self.by_expiry.insert((expires, id));
     }
 
     /// Re-indexes `id` after its expiry changed from `before`.
@@ -358,15 +360,32 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
         let now = now_ms();
-        let mut shard = self.shared.shard(id);
-        if shard.live(id, now).is_some() {
-            return Ok(Created::IdTaken);
-        }
-        if record.meta.is_expired(now) {
+        let mut guard = self.shared.shard(id);
+        let shard = &mut *guard;
+        // One lookup: every new session comes through here.
+        let born_expired = record.meta.is_expired(now);
+        match shard.sessions.entry(*id) {
+            Entry::Occupied(entry) if !entry.get().meta.is_expired(now) => {
+                return Ok(Created::IdTaken);
+            }
+            Entry::Occupied(mut entry) => {
+                // An expired session under the id: it and its lock go.
+                shard.locks.remove(id);
+                shard.by_expiry.remove(&(entry.get().meta.expires(), *id));
+                if born_expired {
+                    entry.remove();
+                } else {
+                    *entry.get_mut() = record.clone();
+                    shard.by_expiry.insert((record.meta.expires(), *id));
+                }
+            }
             // Born expired: accepted and gone at once, as in a TTL store.
-            return Ok(Created::Created);
+            Entry::Vacant(_) if born_expired => {}
+            Entry::Vacant(entry) => {
+                entry.insert(record.clone());
+                shard.by_expiry.insert((record.meta.expires(), *id));
+            }
         }
-        shard.insert(*id, record.clone());
         Ok(Created::Created)
     }
 
@@ -620,6 +639,43 @@ mod tests {
         assert!(store.load(&id, None).await.unwrap().is_some());
         let shard = store.shared.shard(&id);
         assert_eq!(shard.by_expiry.len(), shard.sessions.len());
+    }
+
+    /// A sweep removes a session by its index entry alone, so `create` over
+    /// an expired session must leave exactly the new session's entry.
+    #[tokio::test]
+    async fn create_over_an_expired_session_reindexes_it() {
+        let store = MemoryStore::builder().sweep_interval(None).build();
+        let id = SessionId::generate();
+        let short = record(Duration::from_millis(20));
+        assert_eq!(store.create(&id, &short).await.unwrap(), Created::Created);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let long = record(Duration::from_secs(60));
+        assert_eq!(store.create(&id, &long).await.unwrap(), Created::Created);
+        {
+            let shard = store.shared.shard(&id);
+            let entries: Vec<_> = shard.by_expiry.iter().copied().collect();
+            assert_eq!(entries, [(long.meta.expires(), id)]);
+        }
+        // The old expiry has passed: a stale entry would sweep the new session.
+        assert_eq!(store.gc(), 0);
+        assert_eq!(store.load(&id, None).await.unwrap().unwrap().record, long);
+
+        // Born expired over an expired session: both gone, index too.
+        let other = SessionId::generate();
+        let _ = store.create(&other, &short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let expired = Record {
+            meta: Meta::from_parts(now_ms() - 10, 1, None, now_ms() - 5),
+            ..short.clone()
+        };
+        assert_eq!(
+            store.create(&other, &expired).await.unwrap(),
+            Created::Created
+        );
+        assert!(store.load(&other, None).await.unwrap().is_none());
+        let shard = store.shared.shard(&other);
+        assert!(shard.by_expiry.iter().all(|(_, i)| *i != other));
     }
 
     #[tokio::test]
