@@ -506,7 +506,7 @@ impl SessionStore for RedisStore {
                 return Ok(None);
             }
             Err(Corrupt::Entry(why)) => {
-                self.discard(id, OP, why).await?;
+                Box::pin(self.discard(id, OP, why)).await?;
                 return Ok(None);
             }
         };
@@ -518,7 +518,7 @@ impl SessionStore for RedisStore {
         };
         let now = match self.inner.clock.now() {
             Some(now) => now,
-            None => self.sync_clock(OP).await?,
+            None => Box::pin(self.sync_clock(OP)).await?,
         };
         if !touch.is_due(&record.meta, now) {
             return Ok(Some(Loaded {
@@ -526,7 +526,9 @@ impl SessionStore for RedisStore {
                 touched: false,
             }));
         }
-        self.touch(id, &data, record, touch).await
+        // The rare branches are boxed so that every read's future (boxed
+        // itself by the session handle) is the size of the HGETALL alone.
+        Box::pin(self.touch(id, &data, record, touch)).await
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
