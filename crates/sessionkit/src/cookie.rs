@@ -287,21 +287,7 @@ pub(crate) struct Incoming {
 /// planted by a sibling domain) and count as none. Nothing here allocates or
 /// panics, whatever the input.
 pub(crate) fn read(headers: &HeaderMap, name: &str, keys: &[SigningKey]) -> Incoming {
-    let name_bytes = name.as_bytes();
-    let mut found: Option<&[u8]> = None;
-    let mut count = 0usize;
-    for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|b| *b == b';') {
-            let pair = trim(pair);
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                continue;
-            };
-            if trim(&pair[..eq]) == name_bytes {
-                count += 1;
-                found = Some(trim(&pair[eq + 1..]));
-            }
-        }
-    }
+    let (count, found) = find_pairs(headers, name.as_bytes());
     let parsed = match (count, found) {
         (0, _) | (_, None) => None,
         (1, Some(value)) => {
@@ -335,6 +321,47 @@ pub(crate) fn read(headers: &HeaderMap, name: &str, keys: &[SigningKey]) -> Inco
             refused: Some(why),
         },
     }
+}
+
+/// How many pairs of `Cookie` headers are named `name`, and the value of
+/// the last: each header split at `;`, each pair trimmed of spaces and tabs
+/// and split at its first `=`.
+///
+/// This runs for every request, so it looks at each pair once: `memchr`
+/// finds the `;`, and a pair is only examined further when it starts with
+/// the name. A cookie name holds no `=` nor blanks (letters, digits, `_`
+/// and `-`: [`validate_name`]), so "the first `=` ends the name" is the same as "the name,
+/// optional spaces or tabs, then `=`".
+fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8]>) {
+    let mut found = None;
+    let mut count = 0usize;
+    for header in headers.get_all(COOKIE) {
+        let mut rest = header.as_bytes();
+        loop {
+            let (pair, next) = match memchr::memchr(b';', rest) {
+                Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                None => (rest, None),
+            };
+            if let Some(after) = trim_start(pair).strip_prefix(name)
+                && let [b'=', value @ ..] = trim_start(after)
+            {
+                count += 1;
+                found = Some(trim(value));
+            }
+            match next {
+                Some(next) => rest = next,
+                None => break,
+            }
+        }
+    }
+    (count, found)
+}
+
+fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -475,6 +502,85 @@ fn forbid_shared_caching(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule as first written, one byte at a time: the reference for
+    /// `find_pairs`.
+    fn find_pairs_reference<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8]>) {
+        let mut found = None;
+        let mut count = 0;
+        for header in headers.get_all(COOKIE) {
+            for pair in header.as_bytes().split(|b| *b == b';') {
+                let pair = trim(pair);
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                    continue;
+                };
+                if trim(&pair[..eq]) == name {
+                    count += 1;
+                    found = Some(trim(&pair[eq + 1..]));
+                }
+            }
+        }
+        (count, found)
+    }
+
+    #[test]
+    fn find_pairs_agrees_with_the_byte_by_byte_rule() {
+        // Pieces that sit on every edge of the rule, joined in every order
+        // of three (with repeats) into one or two headers.
+        let pieces: &[&[u8]] = &[
+            b"session=abc",
+            b" session = abc ",
+            b"\tsession\t=\tabc",
+            b"session=",
+            b"session",
+            b"sessionx=1",
+            b"xsession=1",
+            b"session x=1",
+            b"session==1",
+            b"=session",
+            b"a=1",
+            b"",
+            b" ",
+            b";",
+            b";;",
+            b"session=\"q\"",
+            b"session=a;b",
+            b"SESSION=1",
+            b"session=a=b",
+            b"\xffsession=1",
+            b"session=\xff",
+        ];
+        let mut cases = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let joined = [*a, *b, *c].join(&b";"[..]);
+                    let mut one = HeaderMap::new();
+                    let mut two = HeaderMap::new();
+                    let (Ok(all), Ok(first), Ok(rest)) = (
+                        HeaderValue::from_bytes(&joined),
+                        HeaderValue::from_bytes(a),
+                        HeaderValue::from_bytes(&[*b, *c].join(&b"; "[..])),
+                    ) else {
+                        continue;
+                    };
+                    one.append(COOKIE, all);
+                    two.append(COOKIE, first);
+                    two.append(COOKIE, rest);
+                    for h in [&one, &two] {
+                        assert_eq!(
+                            find_pairs(h, b"session"),
+                            find_pairs_reference(h, b"session"),
+                            "{:?}",
+                            h
+                        );
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 5000, "{cases}");
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut h = HeaderMap::new();

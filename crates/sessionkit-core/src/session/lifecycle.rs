@@ -33,7 +33,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn regenerate(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         let (old, token) = {
             let mut state = self.state();
             state.used = true;
@@ -125,7 +125,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn destroy(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         // The lock (and this process's line for the session) is let go only
         // once the store has deleted the session and its lock.
         let (id, _held) = {
@@ -187,7 +187,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn finish(&self, server_error: bool) -> Finished {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         let mut error = None;
 
         // Whole-request locking: blind writes are serialized like the rest.

@@ -224,6 +224,16 @@ mod transaction;
 pub use self::bag::Bag;
 
 impl Session {
+    /// Takes the operation lock, which orders the store calls of one
+    /// request's clones of the handle. Uncontended nearly always (one
+    /// request is one handler), so it is tried without a future first.
+    async fn op(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.inner.ops.try_lock() {
+            Ok(op) => op,
+            Err(_) => self.inner.ops.lock().await,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while the state is locked cannot leave it half-updated in a
         // way that breaks invariants the store relies on (the store is only
@@ -391,7 +401,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn reload(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         {
             let mut state = self.state();
             state.used = true;
@@ -414,7 +424,7 @@ impl Session {
         if self.config().lock_policy() == LockPolicy::WholeRequest && !self.is_finished() {
             return self.lock().await;
         }
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.load_locked_op().await
     }
 

@@ -40,7 +40,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn lock(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.lock_locked_op().await
     }
 
@@ -176,7 +176,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn commit(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.release_locked_op(Release::Commit).await
     }
 
@@ -193,7 +193,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn rollback(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.release_locked_op(Release::Rollback).await
     }
 
@@ -213,7 +213,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn unlock(&self) -> Result<()> {
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.release_locked_op(Release::Unlock).await
     }
 
@@ -230,7 +230,7 @@ impl Session {
     /// ```
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = encode_value(value)?;
-        let _op = self.inner.ops.lock().await;
+        let _op = self.op().await;
         self.lock_locked_op().await?;
         self.state().locked.set(key, bytes);
         self.release_locked_op(Release::Commit).await
