@@ -140,7 +140,13 @@ impl SessionId {
     /// assert_eq!(id.hashed(), id.hashed());
     /// ```
     pub fn hashed(&self) -> [u8; 32] {
-        Sha256::digest(self.expose().as_bytes()).into()
+        // The text on the stack: stores hash an id on every operation.
+        let mut text = [0u8; SESSION_ID_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut text)
+            .expect("32 bytes encode to 43 characters");
+        debug_assert_eq!(written, SESSION_ID_LEN);
+        Sha256::digest(text).into()
     }
 
     /// A short, non-reversible tag for logs: the first 8 hex digits of

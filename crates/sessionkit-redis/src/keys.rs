@@ -70,7 +70,7 @@ impl KeySpace {
             URL_SAFE_NO_PAD.encode_string(id.hashed(), &mut data);
         } else {
             data.push_str(RAW_TAG);
-            data.push_str(&id.expose());
+            id.expose_into(&mut data);
         }
         data.push('}');
         data
