@@ -10,7 +10,7 @@
 #   BENCH_DURATION   measured seconds of each run of scenarios a, b, d
 #                    (default 5)
 #   BENCH_ROUNDS     runs of scenarios a, b, d per variant, the variants
-#                    taking turns; the table shows the best run (default 2)
+#                    taking turns; the table shows the best run (default 3)
 #   BENCH_WARMUP     unmeasured seconds before each run (default 1)
 #   BENCH_VARIANTS   space-separated variants (default: every one built;
 #                    see target/release/bench-server --list)
@@ -31,7 +31,7 @@ cargo build --release -p bench --bins
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 duration=${BENCH_DURATION:-5}
-rounds=${BENCH_ROUNDS:-2}
+rounds=${BENCH_ROUNDS:-3}
 warmup=${BENCH_WARMUP:-1}
 variants=${BENCH_VARIANTS:-$("${bin}/bench-server" --list | tr '\n' ' ')}
 scenarios=${BENCH_SCENARIOS:-a b c-incr c-locked d r e}
