@@ -601,3 +601,37 @@ async fn a_handoff_whose_read_misses_still_commits_and_releases() {
     waiting.await.unwrap();
     assert_eq!(stored_n(&store.inner, &id).await, Some(11));
 }
+
+/// Review finding 1: request A locks, request B destroys the session, A
+/// reloads (finding it gone) and commits. That used to panic ("a store lock
+/// implies an id"); the commit must fail with "session gone", write nothing,
+/// and the finish must not panic either.
+#[tokio::test]
+async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    a.lock().await.unwrap();
+    factory.session(Some(id), true).destroy().await.unwrap();
+    a.reload().await.unwrap();
+    a.insert("n", &7u64).unwrap();
+    let err = a.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SessionGone);
+    assert!(!a.is_locked());
+    assert_eq!(stored_n(&store, &id).await, None);
+    assert!(store.load(&id, None).await.unwrap().is_none());
+
+    // The same interleaving, ended by the layer's finish instead.
+    let id = stored(&factory).await;
+    let a = factory.session(Some(id), true);
+    a.lock().await.unwrap();
+    a.insert("n", &8u64).unwrap();
+    factory.session(Some(id), true).destroy().await.unwrap();
+    a.reload().await.unwrap();
+    let finished = a.finish(false).await;
+    assert_eq!(
+        finished.error.map(|e| e.kind()),
+        Some(ErrorKind::SessionGone)
+    );
+    assert!(store.load(&id, None).await.unwrap().is_none());
+}

@@ -88,16 +88,7 @@ impl Session {
                 }
                 IdChanged::Gone => {
                     // Expired or destroyed meanwhile: nothing to carry over.
-                    // What was buffered starts a new session under a new id.
-                    let mut state = self.state();
-                    let pending = std::mem::take(&mut state.pending);
-                    state.become_fresh();
-                    state.pending = pending;
-                    state.lock = if state.lock_depth > 0 {
-                        LockHold::Local
-                    } else {
-                        LockHold::None
-                    };
+                    self.state().found_gone();
                     return Ok(());
                 }
                 IdChanged::IdTaken => continue,
@@ -344,12 +335,12 @@ impl Drop for Inner {
         // session until the TTL passes.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let lock = std::mem::replace(&mut state.lock, LockHold::None);
-        if let (LockHold::Store(held), Some(id)) = (lock, state.id)
+        if let LockHold::Store(held) = lock
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let store = self.shared.store.clone();
             rt.spawn(async move {
-                let _ = store.unlock(&id, &held.token).await;
+                let _ = store.unlock(&held.id, &held.token).await;
                 // The next local waiter asks the store only now.
                 drop(held);
             });

@@ -19,6 +19,11 @@ use crate::store::DynSessionStore;
 /// or hand the lock on with [`HeldLock::hand_off`].
 #[derive(Debug)]
 pub(crate) struct HeldLock {
+    /// The id the lock was taken on. The lock carries it because the
+    /// handle's current id can change under a held lock: a reload that finds
+    /// the session destroyed clears it, and the commit must still go to the
+    /// locked id (where the store then answers "gone").
+    pub(crate) id: SessionId,
     pub(crate) token: LockToken,
     lost: Arc<AtomicBool>,
     /// When the store lock was last taken or renewed: a lock handed from
@@ -55,6 +60,7 @@ impl HeldLock {
             ))
         });
         HeldLock {
+            id,
             token,
             lost,
             renewed_at,

@@ -456,10 +456,7 @@ impl Session {
             }
             None => {
                 self.strict_rejection(&id);
-                let pending = std::mem::take(&mut state.pending);
-                state.become_fresh();
-                // Blind writes made before the read now start the new session.
-                state.pending = pending;
+                state.found_gone();
             }
         }
         Ok(())

@@ -126,6 +126,18 @@ impl State {
         self.expiry_moved = None;
     }
 
+    /// The store does not know the session (any more): never issued, expired
+    /// or destroyed by another request. What was read and the id are
+    /// forgotten; the request's own unwritten changes are kept: blind writes
+    /// start a new session, and changes made under a store lock stay with
+    /// that lock, which remembers its id, so that the commit asks the store
+    /// and fails as "session gone" instead of writing them elsewhere.
+    pub(crate) fn found_gone(&mut self) {
+        self.id = None;
+        self.stored = Stored::Fresh;
+        self.expiry_moved = None;
+    }
+
     /// The id for a write, minting one for a fresh session.
     pub(crate) fn id_for_write(&mut self) -> SessionId {
         *self.id.get_or_insert_with(SessionId::generate)

@@ -95,9 +95,7 @@ impl Session {
                 Locked::Absent => {
                     self.strict_rejection(&id);
                     let mut state = self.state();
-                    let pending = std::mem::take(&mut state.pending);
-                    state.become_fresh();
-                    state.pending = pending;
+                    state.found_gone();
                     state.lock = LockHold::Local;
                     state.lock_depth = 1;
                     return Ok(());
@@ -237,7 +235,7 @@ impl Session {
     }
 
     pub(super) async fn release_locked_op(&self, how: Release) -> Result<()> {
-        let (id, fence_token, last, delta, lost, waiters) = {
+        let (fence, last, delta, lost, waiters) = {
             let mut state = self.state();
             if state.lock_depth == 0 {
                 return Err(Error::new(ErrorKind::ModificationDenied)
@@ -260,14 +258,18 @@ impl Session {
                 }
                 Release::Unlock => {}
             }
-            let (token, lost, waiters) = match &state.lock {
-                LockHold::Store(held) => (Some(held.token), held.is_lost(), held.has_waiters()),
+            let (fence, lost, waiters) = match &state.lock {
+                LockHold::Store(held) => (
+                    Some((held.id, held.token)),
+                    held.is_lost(),
+                    held.has_waiters(),
+                ),
                 _ => (None, false, false),
             };
-            (state.id, token, last, delta, lost, waiters)
+            (fence, last, delta, lost, waiters)
         };
 
-        let Some(token) = fence_token else {
+        let Some((id, token)) = fence else {
             // A local lock: a new session nobody else knows.
             if !delta.is_empty()
                 && let Err(e) = self.flush_fresh(delta).await
@@ -278,8 +280,6 @@ impl Session {
             self.after_release(last);
             return Ok(());
         };
-        let id = id.expect("a store lock implies an id");
-
         if lost {
             self.after_lock_lost(&id);
             return Err(self.lock_lost_error(&id, how.name()));
