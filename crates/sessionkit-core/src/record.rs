@@ -238,11 +238,27 @@ pub struct Record {
 /// entries.apply(&delta);
 /// assert_eq!(entries.keys().collect::<Vec<_>>(), ["n"]);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     clear: bool,
     changes: Vec<(String, Option<Vec<u8>>)>,
     ttl: Option<u64>,
+}
+
+/// Key names and value sizes, never values (see [`Entries`]' `Debug`).
+impl std::fmt::Debug for Delta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let changes: Vec<_> = self
+            .changes
+            .iter()
+            .map(|(k, v)| (k, v.as_ref().map(|v| entries::ValueSize(v.len()))))
+            .collect();
+        f.debug_struct("Delta")
+            .field("clear", &self.clear)
+            .field("changes", &changes)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 impl Delta {

@@ -635,3 +635,37 @@ async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking(
     );
     assert!(store.load(&id, None).await.unwrap().is_none());
 }
+
+/// Review finding 3: `Debug` of a session (as `#[tracing::instrument]` logs
+/// it) showed every value. It shows key names, never values, in every state:
+/// loaded, with buffered writes, and with changes under a lock.
+#[tokio::test]
+async fn debug_output_never_shows_values() {
+    const SECRET: &str = "refresh-token-5ecr3t";
+    let (factory, _store) = factory();
+    let s = factory.session(None, false);
+    s.insert("oauth_refresh", SECRET).unwrap();
+    assert!(s.finish(false).await.error.is_none());
+    let id = s.id().unwrap();
+
+    let s = factory.session(Some(id), true);
+    s.get::<String>("oauth_refresh").await.unwrap();
+    s.insert("csrf", SECRET).unwrap();
+    let loaded = format!("{s:?} {s:#?}");
+    s.lock().await.unwrap();
+    s.insert("locked", SECRET).unwrap();
+    let locked = format!("{s:?}");
+    for shown in [&loaded, &locked] {
+        assert!(!shown.contains(SECRET), "a value in Debug output: {shown}");
+        assert!(
+            !shown.contains(&id.expose()),
+            "the id in Debug output: {shown}"
+        );
+        assert!(
+            shown.contains("oauth_refresh"),
+            "key names help debugging: {shown}"
+        );
+    }
+    assert!(locked.contains("locked"));
+    s.rollback().await.unwrap();
+}

@@ -259,11 +259,22 @@ impl Entries {
     }
 }
 
+/// Key names and value sizes only: values are often secrets (tokens, personal
+/// data), and `Debug` output ends up in logs (`#[tracing::instrument]`).
 impl fmt::Debug for Entries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+            .entries(self.iter().map(|(k, v)| (k, ValueSize(v.len()))))
             .finish()
+    }
+}
+
+/// How a value shows in `Debug` output: its size, never its bytes.
+pub(crate) struct ValueSize(pub(crate) usize);
+
+impl fmt::Debug for ValueSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
     }
 }
 

@@ -165,12 +165,17 @@ struct Inner {
     ops: tokio::sync::Mutex<()>,
 }
 
+/// The id as a short hash, whether and what was loaded, the names of pending
+/// keys and the lock: never a value, nor the id itself, so that a handler
+/// under `#[tracing::instrument]` logs no secret.
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.state();
         f.debug_struct("Session")
             .field("id", &state.id)
             .field("stored", &state.stored)
+            .field("pending", &state.pending)
+            .field("locked", &state.locked)
             .field("lock_depth", &state.lock_depth)
             .finish_non_exhaustive()
     }
