@@ -40,5 +40,5 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::{LockToken, SESSION_ID_LEN, SessionId};
-pub use session::{Bag, CookieChange, Finished, Session, SessionFactory};
+pub use session::{Bag, CookieChange, Finished, Presented, Session, SessionFactory};
 pub use store::SessionStore;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, COOKIE, HeaderMap, SET_COOKIE};
-use sessionkit_core::{Error, ErrorKind, SessionId};
+use sessionkit_core::{Error, ErrorKind, Presented, SessionId};
 
 use crate::signing::{self, Refused, SigningKey};
 
@@ -269,72 +269,98 @@ fn is_attribute_value(s: &str) -> bool {
 }
 
 /// What the request's `Cookie` headers say about the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Incoming {
-    /// The id, if exactly one well-formed (and, when signing, well-signed)
-    /// session cookie was sent.
-    pub(crate) id: Option<SessionId>,
-    /// Whether any cookie of the session's name was sent, valid or not.
-    pub(crate) present: bool,
-    /// Why a present cookie gave no id.
+    /// The ids presented, for the session to try.
+    pub(crate) presented: Presented,
+    /// Why a present cookie gave no id, or `Ambiguous` for several cookies.
     pub(crate) refused: Option<Refused>,
 }
+
+/// How many session cookies of one request are looked at, at most: the
+/// work per request stays bounded whatever the client sends.
+const EXAMINED: usize = 8;
 
 /// Reads the session cookie from every `Cookie` header.
 ///
 /// Works on raw bytes: a header that is not UTF-8 is scanned all the same.
-/// Several cookies of the session's name are ambiguous (one may have been
-/// planted by a sibling domain) and count as none. Nothing here allocates or
-/// panics, whatever the input.
+/// Several cookies of the session's name (one may have been planted by a
+/// sibling domain: see [`Presented`]'s `# Security`) give their well-formed
+/// ids in the order sent, without repeats, from the first [`EXAMINED`] of
+/// them, at most [`Presented::MAX_CANDIDATES`]. Nothing here panics, whatever the input,
+/// and only the several-cookies case allocates.
 pub(crate) fn read(headers: &HeaderMap, name: &str, keys: &[SigningKey]) -> Incoming {
-    let (count, found) = find_pairs(headers, name.as_bytes());
-    let parsed = match (count, found) {
-        (0, _) | (_, None) => None,
-        (1, Some(value)) => {
-            // RFC 6265 §4.1.1 allows the value in double quotes.
-            let value = match value {
-                [b'"', inner @ .., b'"'] => inner,
-                v => v,
-            };
-            Some(if keys.is_empty() {
-                SessionId::parse_bytes(value).map_err(|_| Refused::Malformed)
-            } else {
-                signing::verify(keys, name, value)
-            })
+    let found = find_pairs(headers, name.as_bytes());
+    let parse = |value: &[u8]| {
+        // RFC 6265 §4.1.1 allows the value in double quotes.
+        let value = match value {
+            [b'"', inner @ .., b'"'] => inner,
+            v => v,
+        };
+        if keys.is_empty() {
+            SessionId::parse_bytes(value).map_err(|_| Refused::Malformed)
+        } else {
+            signing::verify(keys, name, value)
         }
-        _ => Some(Err(Refused::Ambiguous)),
     };
-    match parsed {
-        None => Incoming {
-            id: None,
-            present: false,
+    match found.values() {
+        [] => Incoming {
+            presented: Presented::Nothing,
             refused: None,
         },
-        Some(Ok(id)) => Incoming {
-            id: Some(id),
-            present: true,
-            refused: None,
+        [value] if found.count == 1 => match parse(value) {
+            Ok(id) => Incoming {
+                presented: Presented::One(Some(id)),
+                refused: None,
+            },
+            Err(why) => Incoming {
+                presented: Presented::One(None),
+                refused: Some(why),
+            },
         },
-        Some(Err(why)) => Incoming {
-            id: None,
-            present: true,
-            refused: Some(why),
+        values => Incoming {
+            presented: Presented::Several(values.iter().filter_map(|v| parse(v).ok()).fold(
+                Vec::new(),
+                |mut ids, id| {
+                    if ids.len() < Presented::MAX_CANDIDATES && !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                    ids
+                },
+            )),
+            refused: Some(Refused::Ambiguous),
         },
     }
 }
 
-/// How many pairs of `Cookie` headers are named `name`, and the value of
-/// the last: each header split at `;`, each pair trimmed of spaces and tabs
-/// and split at its first `=`.
+/// The pairs named like the session cookie: how many, and the values of
+/// the first [`EXAMINED`].
+#[derive(Debug, PartialEq, Eq)]
+struct Found<'h> {
+    count: usize,
+    first: [&'h [u8]; EXAMINED],
+}
+
+impl<'h> Found<'h> {
+    fn values(&self) -> &[&'h [u8]] {
+        &self.first[..self.count.min(EXAMINED)]
+    }
+}
+
+/// How many pairs of `Cookie` headers are named `name`, and the values of
+/// the first [`EXAMINED`]: each header split at `;`, each pair trimmed of
+/// spaces and tabs and split at its first `=`.
 ///
 /// This runs for every request, so it looks at each pair once: `memchr`
 /// finds the `;`, and a pair is only examined further when it starts with
 /// the name. A cookie name holds no `=` nor blanks (letters, digits, `_`
 /// and `-`: [`validate_name`]), so "the first `=` ends the name" is the same as "the name,
 /// optional spaces or tabs, then `=`".
-fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8]>) {
-    let mut found = None;
-    let mut count = 0usize;
+fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> Found<'h> {
+    let mut found = Found {
+        count: 0,
+        first: [&[]; EXAMINED],
+    };
     for header in headers.get_all(COOKIE) {
         let mut rest = header.as_bytes();
         loop {
@@ -345,8 +371,10 @@ fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8
             if let Some(after) = trim_start(pair).strip_prefix(name)
                 && let [b'=', value @ ..] = trim_start(after)
             {
-                count += 1;
-                found = Some(trim(value));
+                if let Some(slot) = found.first.get_mut(found.count) {
+                    *slot = trim(value);
+                }
+                found.count += 1;
             }
             match next {
                 Some(next) => rest = next,
@@ -354,7 +382,7 @@ fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8
             }
         }
     }
-    (count, found)
+    found
 }
 
 fn trim_start(mut s: &[u8]) -> &[u8] {
@@ -505,8 +533,8 @@ mod tests {
 
     /// The rule as first written, one byte at a time: the reference for
     /// `find_pairs`.
-    fn find_pairs_reference<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Option<&'h [u8]>) {
-        let mut found = None;
+    fn find_pairs_reference<'h>(headers: &'h HeaderMap, name: &[u8]) -> (usize, Vec<&'h [u8]>) {
+        let mut found = Vec::new();
         let mut count = 0;
         for header in headers.get_all(COOKIE) {
             for pair in header.as_bytes().split(|b| *b == b';') {
@@ -516,7 +544,9 @@ mod tests {
                 };
                 if trim(&pair[..eq]) == name {
                     count += 1;
-                    found = Some(trim(&pair[eq + 1..]));
+                    if found.len() < EXAMINED {
+                        found.push(trim(&pair[eq + 1..]));
+                    }
                 }
             }
         }
@@ -568,8 +598,9 @@ mod tests {
                     two.append(COOKIE, first);
                     two.append(COOKIE, rest);
                     for h in [&one, &two] {
+                        let found = find_pairs(h, b"session");
                         assert_eq!(
-                            find_pairs(h, b"session"),
+                            (found.count, found.values().to_vec()),
                             find_pairs_reference(h, b"session"),
                             "{:?}",
                             h
@@ -595,7 +626,10 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("a=1; session={}; b=2", id.expose());
         let got = read(&headers(&[line.as_bytes()]), "session", &[]);
-        assert_eq!((got.id, got.present, got.refused), (Some(id), true, None));
+        assert_eq!(
+            (got.presented, got.refused),
+            (Presented::One(Some(id)), None)
+        );
     }
 
     #[test]
@@ -603,20 +637,38 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("session=\"{}\"", id.expose());
         assert_eq!(
-            read(&headers(&[line.as_bytes()]), "session", &[]).id,
-            Some(id)
+            read(&headers(&[line.as_bytes()]), "session", &[]).presented,
+            Presented::One(Some(id))
         );
     }
 
     #[test]
-    fn duplicates_across_headers_count_as_none() {
-        let a = format!("session={}", SessionId::generate().expose());
-        let b = format!("session={}", SessionId::generate().expose());
+    fn several_cookies_give_their_well_formed_ids_in_order_bounded() {
+        let ids: Vec<SessionId> = (0..6).map(|_| SessionId::generate()).collect();
+        let a = format!("session={}; session=junk", ids[0].expose());
+        let b = format!("session={}", ids[1].expose());
         let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session", &[]);
         assert_eq!(
-            (got.id, got.present, got.refused),
-            (None, true, Some(Refused::Ambiguous))
+            (got.presented, got.refused),
+            (
+                Presented::Several(vec![ids[0], ids[1]]),
+                Some(Refused::Ambiguous)
+            )
         );
+        // Many cookies: at most MAX_CANDIDATES ids, from the first ones.
+        let line = ids
+            .iter()
+            .map(|id| format!("session={}", id.expose()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let got = read(&headers(&[line.as_bytes()]), "session", &[]);
+        assert_eq!(
+            got.presented,
+            Presented::Several(ids[..Presented::MAX_CANDIDATES].to_vec())
+        );
+        // Only malformed ones: several, none to try.
+        let got = read(&headers(&[b"session=a; session=b"]), "session", &[]);
+        assert_eq!(got.presented, Presented::Several(vec![]));
     }
 
     #[test]
@@ -629,12 +681,15 @@ mod tests {
         ] {
             let got = read(&headers(&[bad]), "session", &[]);
             assert_eq!(
-                (got.id, got.present, got.refused),
-                (None, true, Some(Refused::Malformed)),
+                (got.presented, got.refused),
+                (Presented::One(None), Some(Refused::Malformed)),
                 "{bad:?}"
             );
         }
-        assert!(!read(&headers(&[b"sessionx=1; xsession=2"]), "session", &[]).present);
+        assert_eq!(
+            read(&headers(&[b"sessionx=1; xsession=2"]), "session", &[]).presented,
+            Presented::Nothing
+        );
     }
 
     #[test]
@@ -652,7 +707,7 @@ mod tests {
             "session",
             std::slice::from_ref(&key),
         );
-        assert_eq!(got.id, Some(id));
+        assert_eq!(got.presented, Presented::One(Some(id)));
         // An unsigned id is refused when signing is on.
         let bare = format!("session={}", id.expose());
         let got = read(
@@ -660,11 +715,17 @@ mod tests {
             "session",
             std::slice::from_ref(&key),
         );
-        assert_eq!((got.id, got.refused), (None, Some(Refused::Malformed)));
+        assert_eq!(
+            (got.presented, got.refused),
+            (Presented::One(None), Some(Refused::Malformed))
+        );
         // A signature made with another key is refused.
         let other = SigningKey::new(vec![8; 32]).unwrap();
         let got = read(&headers(&[pair.as_bytes()]), "session", &[other]);
-        assert_eq!((got.id, got.refused), (None, Some(Refused::BadSignature)));
+        assert_eq!(
+            (got.presented, got.refused),
+            (Presented::One(None), Some(Refused::BadSignature))
+        );
     }
 
     #[test]

@@ -209,7 +209,6 @@ async fn forged_well_formed_id_is_not_adopted() {
 async fn malformed_cookies_give_a_fresh_session_and_no_store_call() {
     let server = Server::start().await;
     let good = new_session(&server).await;
-    let other = sessionkit::SessionId::generate().expose();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("too long", format!("session={good}A").into_bytes()),
         ("too short", format!("session={}", &good[..42]).into_bytes()),
@@ -219,10 +218,6 @@ async fn malformed_cookies_give_a_fresh_session_and_no_store_call() {
         ),
         ("empty", b"session=".to_vec()),
         ("non-utf8", [b"session=".as_slice(), &[0xff; 43]].concat()),
-        (
-            "several of one name",
-            format!("session={good}; session={other}").into_bytes(),
-        ),
         ("4 KB", format!("session={}", "A".repeat(4096)).into_bytes()),
         (
             "injection",
@@ -585,8 +580,58 @@ async fn rejections_are_counted_by_reason() {
             .unwrap();
     }
     let r = server.layer.rejections();
+    // The two ids of the ambiguous request are each tried and unknown.
     assert_eq!(
         (r.malformed, r.ambiguous, r.unknown, r.bad_signature),
-        (1, 1, 1, 0)
+        (1, 1, 3, 0)
     );
+}
+
+/// Review finding 5 (cookie tossing): a sibling subdomain plants a cookie of
+/// the session's name, so the browser sends two. The server used to answer a
+/// plain read with a removal of the cookie, which deletes the victim's
+/// host-only cookie and leaves the planted one. Now the first id the store
+/// knows is the session, whatever the order, and the cookie is never
+/// cleared for a request that sent several.
+#[tokio::test]
+async fn several_session_cookies_pick_the_known_one_and_never_clear_the_cookie() {
+    let server = Server::start().await;
+    let client = raw();
+    let res = client
+        .post(server.url("/set/user/alice"))
+        .send()
+        .await
+        .unwrap();
+    let victim = cookie_id(&res).unwrap();
+    let planted = sessionkit::SessionId::generate().expose();
+    for header in [
+        format!("session={victim}; session={planted}"),
+        format!("session={planted}; session={victim}"),
+    ] {
+        let res = client
+            .get(server.url("/get/user"))
+            .header("cookie", &header)
+            .send()
+            .await
+            .unwrap();
+        assert!(set_cookies(&res).is_empty(), "{:?}", set_cookies(&res));
+        assert_eq!(res.text().await.unwrap(), "alice", "{header}");
+    }
+    // Neither known: a fresh session, and still no removal.
+    let res = client
+        .get(server.url("/get/user"))
+        .header("cookie", format!("session={planted}; session=junk"))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&res).is_empty(), "{:?}", set_cookies(&res));
+    assert_eq!(res.text().await.unwrap(), "<none>");
+    // A write then starts a new session with a host-only cookie.
+    let res = client
+        .post(server.url("/set/k/v"))
+        .header("cookie", format!("session={planted}; session={planted}x"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie_id(&res).is_some());
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::now_ms;
 use crate::session::lock::HeldLock;
-use crate::session::state::{LockHold, Stored};
+use crate::session::state::{LockHold, Sent, Stored};
 use crate::session::transaction::Release;
 use crate::session::{CookieChange, Finished, Inner, Session};
 use crate::store::{Applied, IdChanged};
@@ -266,7 +266,10 @@ impl Session {
         };
         let new_id = state.id != state.client_id;
         let cookie = match (state.id, &state.stored, meta) {
-            (_, Stored::Fresh, _) if state.client_had_cookie => CookieChange::Remove,
+            // Only a single cookie is cleared: with several, the host-only
+            // one the removal would reach may be the only genuine one (see
+            // `Presented`).
+            (_, Stored::Fresh, _) if state.sent == Sent::One => CookieChange::Remove,
             (Some(id), Stored::Live { .. } | Stored::Unloaded, Some(meta))
                 if new_id || state.expiry_moved.is_some() =>
             {
@@ -307,10 +310,24 @@ impl Session {
                 Ok(())
             }
             Applied::Gone if blind => {
+                let retry = {
+                    let mut state = self.state();
+                    if state.next_candidate().is_some() {
+                        // The client sent several ids: the write goes to the
+                        // first the store knows, as a read would have.
+                        state.pending = delta.clone();
+                        true
+                    } else {
+                        state.become_fresh();
+                        false
+                    }
+                };
+                if retry {
+                    return Box::pin(self.flush_pending()).await;
+                }
                 // The request never read the session, so its changes do not
                 // depend on the old data: they start a new session.
                 tracing::debug!(session = %id.short_hash(), "blind write to an ended session starts a new one");
-                self.state().become_fresh();
                 self.flush_fresh(delta).await
             }
             Applied::Gone => {

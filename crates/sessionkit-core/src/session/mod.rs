@@ -78,10 +78,29 @@ impl SessionFactory {
     /// a session cookie at all (a malformed one is dropped before it gets
     /// here, but its presence decides whether the response clears it).
     pub fn session(&self, client_id: Option<SessionId>, had_cookie: bool) -> Session {
+        self.session_for(match (client_id, had_cookie) {
+            (None, false) => Presented::Nothing,
+            (id, _) => Presented::One(id),
+        })
+    }
+
+    /// A handle for one request that presented `ids`: what the HTTP layer
+    /// read from the request's cookies.
+    ///
+    /// ```
+    /// use sessionkit_core::{Presented, SessionConfig, SessionFactory, SessionId};
+    /// use sessionkit_core::store::MemoryStore;
+    ///
+    /// let factory = SessionFactory::new(MemoryStore::new(), SessionConfig::default());
+    /// let tossed = Presented::Several(vec![SessionId::generate(), SessionId::generate()]);
+    /// let session = factory.session_for(tossed);
+    /// assert!(session.id().is_some()); // the first candidate, until a load says otherwise
+    /// ```
+    pub fn session_for(&self, ids: Presented) -> Session {
         Session {
             inner: Arc::new(Inner {
                 shared: self.shared.clone(),
-                state: Mutex::new(State::new(client_id, had_cookie)),
+                state: Mutex::new(State::new(ids)),
                 ops: tokio::sync::Mutex::new(()),
             }),
         }
@@ -103,6 +122,46 @@ impl SessionFactory {
     pub fn unknown_ids(&self) -> u64 {
         self.shared.unknown_ids.load(Ordering::Relaxed)
     }
+}
+
+/// The session ids a request presented, as the HTTP layer read them from
+/// its cookies.
+///
+/// # Security
+///
+/// Several cookies of the session's name in one request are what a *cookie
+/// tossing* attack looks like: a sibling subdomain (or a script on one) plants
+/// a cookie of the same name with a `Domain` or a longer `Path`, and the
+/// browser then sends both. The session tries the well-formed ids in the
+/// order they were sent, at most [`Presented::MAX_CANDIDATES`] of them (one
+/// store read each, only in this case), and adopts the first the store knows.
+/// It never answers such a request with a removal of the cookie: a removal
+/// can only reach the host-only cookie, which is the victim's, and would
+/// leave the planted one as the only cookie. When none is known, the
+/// response leaves the cookies alone (a write sets a new host-only cookie).
+///
+/// Which cookie comes first is up to the browser (longer `Path` first), so a
+/// planted cookie can win; the defence against tossing is the `__Host-`
+/// cookie name prefix, which forbids `Domain` and requires `Path=/` and
+/// `Secure`, so that no other host can set a cookie of that name
+/// ([OWASP: cookie prefixes](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#cookie-prefixes)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Presented {
+    /// No session cookie.
+    #[default]
+    Nothing,
+    /// One session cookie, with its id when well-formed (`None` for a
+    /// malformed or badly signed cookie: its presence alone makes the
+    /// response clear it).
+    One(Option<SessionId>),
+    /// Several session cookies: their well-formed ids, in the order sent.
+    Several(Vec<SessionId>),
+}
+
+impl Presented {
+    /// How many of several ids a request is tried with, at most.
+    pub const MAX_CANDIDATES: usize = 4;
 }
 
 /// The session of one request.
@@ -435,36 +494,38 @@ impl Session {
 
     /// Loads if still unloaded; the caller holds the ops lock.
     async fn load_locked_op(&self) -> Result<()> {
-        let id = {
-            let state = self.state();
-            match (&state.stored, state.id) {
-                (Stored::Unloaded, Some(id)) => id,
-                _ => return Ok(()),
-            }
-        };
-        let loaded = self.store().load(&id, Some(self.config().touch())).await;
-        let loaded = loaded.map_err(|e| e.with_operation("load"))?;
-        let mut state = self.state();
-        if state.id != Some(id) {
-            // Regenerated or destroyed meanwhile by another clone; nothing to do.
-            return Ok(());
-        }
-        match loaded {
-            Some(loaded) => {
-                if loaded.touched {
-                    state.expiry_moved = Some(loaded.record.meta);
+        loop {
+            let id = {
+                let state = self.state();
+                match (&state.stored, state.id) {
+                    (Stored::Unloaded, Some(id)) => id,
+                    _ => return Ok(()),
                 }
-                state.stored = Stored::Live {
-                    entries: loaded.record.entries,
-                    meta: loaded.record.meta,
-                };
+            };
+            let loaded = self.store().load(&id, Some(self.config().touch())).await;
+            let loaded = loaded.map_err(|e| e.with_operation("load"))?;
+            let mut state = self.state();
+            if state.id != Some(id) {
+                // Regenerated or destroyed meanwhile by another clone; nothing to do.
+                return Ok(());
             }
-            None => {
-                self.strict_rejection(&id);
-                state.found_gone();
+            match loaded {
+                Some(loaded) => {
+                    if loaded.touched {
+                        state.expiry_moved = Some(loaded.record.meta);
+                    }
+                    state.adopt_live(loaded.record.entries, loaded.record.meta);
+                    return Ok(());
+                }
+                None => {
+                    self.strict_rejection(&id);
+                    if state.next_candidate().is_none() {
+                        state.found_gone();
+                        return Ok(());
+                    }
+                }
             }
         }
-        Ok(())
     }
 
     /// The error for a store that called every fresh id taken: only a broken

@@ -3,6 +3,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta};
+use crate::session::Presented;
 use crate::session::lock::HeldLock;
 
 /// What the handle knows about the stored session.
@@ -30,15 +31,28 @@ pub(crate) enum LockHold {
     Store(HeldLock),
 }
 
+/// How many session cookies (or headers) the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Nothing,
+    One,
+    Several,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     /// The current id: the client's, a regenerated one, or one minted for a
     /// new session. `None` for a fresh session not yet written.
     pub(crate) id: Option<SessionId>,
-    /// The id the client sent, if it was well-formed.
+    /// The id the client sent, if it was well-formed; with several cookies,
+    /// the candidate being tried (then the one adopted).
     pub(crate) client_id: Option<SessionId>,
-    /// Whether the client sent a session cookie at all (even a malformed one).
-    pub(crate) client_had_cookie: bool,
+    /// The client's other well-formed ids, to try in turn when `client_id`
+    /// is unknown to the store (several cookies of one name, see
+    /// [`Presented::Several`]).
+    pub(crate) candidates: Vec<SessionId>,
+    /// How many session cookies the client sent.
+    pub(crate) sent: Sent,
     pub(crate) stored: Stored,
     /// Buffered writes made outside a lock.
     pub(crate) pending: Delta,
@@ -57,11 +71,21 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(client_id: Option<SessionId>, client_had_cookie: bool) -> Self {
+    pub(crate) fn new(presented: Presented) -> Self {
+        let (client_id, candidates, sent) = match presented {
+            Presented::Nothing => (None, Vec::new(), Sent::Nothing),
+            Presented::One(id) => (id, Vec::new(), Sent::One),
+            Presented::Several(mut ids) => {
+                ids.truncate(Presented::MAX_CANDIDATES);
+                ids.reverse(); // popped from the back, in the order sent
+                (ids.pop(), ids, Sent::Several)
+            }
+        };
         State {
             id: client_id,
             client_id,
-            client_had_cookie,
+            candidates,
+            sent,
             stored: if client_id.is_some() {
                 Stored::Unloaded
             } else {
@@ -136,6 +160,24 @@ impl State {
         self.id = None;
         self.stored = Stored::Fresh;
         self.expiry_moved = None;
+    }
+
+    /// The session as the store holds it: the id is known, so the client's
+    /// other candidate ids (if it sent several) are not needed any more.
+    pub(crate) fn adopt_live(&mut self, entries: Entries, meta: Meta) {
+        self.stored = Stored::Live { entries, meta };
+        self.candidates = Vec::new();
+    }
+
+    /// Moves on to the client's next candidate id after the current one
+    /// turned out unknown, if there is one; the session is then unloaded
+    /// again under that id.
+    pub(crate) fn next_candidate(&mut self) -> Option<SessionId> {
+        let next = self.candidates.pop()?;
+        self.id = Some(next);
+        self.client_id = Some(next);
+        self.stored = Stored::Unloaded;
+        Some(next)
     }
 
     /// The id for a write, minting one for a fresh session.

@@ -94,10 +94,21 @@ impl Session {
                 }
                 Locked::Absent => {
                     self.strict_rejection(&id);
-                    let mut state = self.state();
-                    state.found_gone();
-                    state.lock = LockHold::Local;
-                    state.lock_depth = 1;
+                    let retry = {
+                        let mut state = self.state();
+                        let retry = state.next_candidate().is_some();
+                        if !retry {
+                            state.found_gone();
+                            state.lock = LockHold::Local;
+                            state.lock_depth = 1;
+                        }
+                        retry
+                    };
+                    if retry {
+                        // Another of the client's ids: its own line and lock.
+                        drop(gate);
+                        return Box::pin(self.lock_locked_op()).await;
+                    }
                     return Ok(());
                 }
                 Locked::Held => {
@@ -138,10 +149,7 @@ impl Session {
         // Taking the lock refreshed the idle expiry (so did the write that
         // handed it on): the cookie tells the browser.
         state.expiry_moved = Some(record.meta);
-        state.stored = Stored::Live {
-            entries: record.entries,
-            meta: record.meta,
-        };
+        state.adopt_live(record.entries, record.meta);
         state.lock = LockHold::Store(HeldLock::start(
             self.inner.shared.store.clone(),
             id,
@@ -432,6 +440,7 @@ impl Session {
         } else {
             // Written blind: the handle never saw the rest of the data.
         }
+        state.candidates = Vec::new();
         state.expiry_moved = Some(meta);
     }
 

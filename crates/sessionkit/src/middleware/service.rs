@@ -39,7 +39,7 @@ where
         if let Some(why) = incoming.refused {
             self.shared.rejections.record(why);
         }
-        let session = self.shared.factory.session(incoming.id, incoming.present);
+        let session = self.shared.factory.session_for(incoming.presented);
         req.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(req), session, self.shared.clone())
     }
