@@ -57,7 +57,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
+async fn handler(req: Request<()>) -> Result<Response<String>, Infallible> {
     let session = req.extensions().get::<Session>().cloned().unwrap();
     // Errors are fine here (a locked-only policy refuses some writes, the
     // noop store forgets); panics are not.
@@ -69,7 +69,7 @@ async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
     let _ = session.insert("k", "v");
     let _ = session.regenerate().await;
     let _ = session.put("p", &2u8).await;
-    Ok(Response::new(()))
+    Ok(Response::new(String::new()))
 }
 
 fuzz_target!(|input: Vec<(u8, String)>| {

@@ -139,7 +139,7 @@ fn expected_id(value: &[u8], setup: &Setup) -> Option<SessionId> {
 }
 
 /// The handler: reads the session, as most handlers do.
-async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
+async fn handler(req: Request<()>) -> Result<Response<String>, Infallible> {
     let session = req
         .extensions()
         .get::<Session>()
@@ -150,7 +150,7 @@ async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
         matches!(value, Ok(None)),
         "the store is empty, so nothing can be read: {value:?}"
     );
-    Ok(Response::new(()))
+    Ok(Response::new(String::new()))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -5,12 +5,13 @@
 //! (which the `sessionkit` facade's `axum` feature turns on), so the core
 //! crate depends on `axum-core` only when asked.
 
+use axum_core::body::Body;
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
-use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::{Error, ErrorKind};
+use crate::response::ReportedError;
 use crate::session::Session;
 
 /// Takes the request's [`Session`] from the extensions the session layer put
@@ -30,24 +31,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
-/// Answers with [`Error::status_code`] and [`Error::public_message`]; the
-/// details are logged, never sent.
+/// Answers with [`Error::to_response`], the same response the session layer
+/// gives when a flush fails, and marks it with a [`ReportedError`] so that
+/// the layer's `on_error` hook can replace it.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "session error");
-        } else {
-            tracing::info!(error = %self, "session error");
-        }
-        let mut response = (status, self.public_message()).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-        }
+        let mut response = self.to_response().map(Body::from);
+        response.extensions_mut().insert(ReportedError::new(self));
         response
     }
 }

@@ -44,14 +44,23 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         .map_err(|e| Error::codec("could not decode a session value", Some(Box::new(e))))
 }
 
-const MAGIC: &[u8; 3] = b"SK\x01";
-const HEADER_LEN: usize = 3 + 8 * 4 + 4;
+/// Format 2: format 1 plus a flags byte after the metadata.
+const MAGIC: &[u8; 3] = b"SK\x02";
+/// Format 1 (no flags), still read: a session it holds is not remembered.
+const MAGIC_1: &[u8; 3] = b"SK\x01";
+const HEADER_LEN: usize = 3 + 8 * 4 + 1 + 4;
+
+/// The bit of the flags byte that says the session is
+/// [remembered](Meta::remembered).
+const FLAG_REMEMBERED: u8 = 1;
 
 /// Encodes a record as one blob.
 ///
-/// Layout (all integers little-endian): `b"SK\x01"`, created, ttl (ms),
-/// deadline (0 = none), expires, entry count (`u32`), then per entry the key
+/// Layout (all integers little-endian): `b"SK\x02"`, created, ttl (ms),
+/// deadline (0 = none), expires, a flags byte (bit 0: [remembered](Meta::remembered);
+/// the other bits are zero), entry count (`u32`), then per entry the key
 /// length (`u32`), the key (UTF-8), the value length (`u32`), the value.
+/// Blobs of format 1 (`b"SK\x01"`, no flags byte) are still read.
 ///
 /// ```
 /// use std::time::Duration;
@@ -81,6 +90,11 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
     ] {
         out.extend_from_slice(&n.to_le_bytes());
     }
+    out.push(if meta.remembered() {
+        FLAG_REMEMBERED
+    } else {
+        0
+    });
     out.extend_from_slice(&len_u32(record.entries.len()).to_le_bytes());
     for (k, v) in record.entries.iter() {
         out.extend_from_slice(&len_u32(k.len()).to_le_bytes());
@@ -104,13 +118,19 @@ fn len_u32(len: usize) -> u32 {
 /// duplicate or unsorted keys, trailing bytes) is a codec error.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
     let mut r = Reader { bytes, pos: 0 };
-    if r.take(MAGIC.len())? != MAGIC {
-        return Err(Error::codec("not a sessionkit record (bad magic)", None));
-    }
+    let with_flags = match r.take(MAGIC.len())? {
+        magic if magic == MAGIC => true,
+        magic if magic == MAGIC_1 => false,
+        _ => return Err(Error::codec("not a sessionkit record (bad magic)", None)),
+    };
     let created = r.u64()?;
     let ttl = r.u64()?;
     let deadline = r.u64()?;
     let expires = r.u64()?;
+    let flags = if with_flags { r.take(1)?[0] } else { 0 };
+    if flags & !FLAG_REMEMBERED != 0 {
+        return Err(Error::codec("record has unknown flags", None));
+    }
     let count = r.u32()? as usize;
     // Each entry takes at least 8 bytes, which bounds the count by the input.
     if count > r.remaining() / 8 {
@@ -136,7 +156,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
     let entries: Entries = list.into_iter().collect();
     Ok(Record {
         entries,
-        meta: Meta::from_parts(created, ttl, Some(deadline), expires),
+        meta: Meta::from_parts(created, ttl, Some(deadline), expires)
+            .with_remembered(flags & FLAG_REMEMBERED != 0),
     })
 }
 

@@ -160,13 +160,77 @@ pub enum WritePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ReleasePolicy {
-    /// Commit unless the response is a server error (5xx). Default.
+    /// Commit when the response is a success or a redirect (1xx, 2xx, 3xx);
+    /// roll back on client and server errors (4xx, 5xx). Default.
+    ///
+    /// A handler that locks, changes the session and then returns early with
+    /// an error status (`lock(); insert("qty", -5); return 400`) did not mean
+    /// to keep its half-done change; with this rule it is not kept. Buffered
+    /// writes made outside a lock are flushed whatever the status (a flash
+    /// message on an error page, a counter of failed logins): only locked,
+    /// uncommitted changes follow this rule. To make a transaction's scope
+    /// explicit, use [`Session::transaction`](crate::Session::transaction).
     #[default]
+    CommitOnSuccess,
+    /// Commit unless the response is a server error (5xx): a 4xx keeps the
+    /// locked changes (the rule before 0.2).
     CommitUnlessServerError,
     /// Always commit.
     Commit,
     /// Always roll back: only explicit commits persist.
     Rollback,
+}
+
+impl ReleasePolicy {
+    /// Whether locks still held when a request with this `outcome` ends
+    /// commit their changes.
+    ///
+    /// ```
+    /// use sessionkit_core::{Outcome, ReleasePolicy};
+    ///
+    /// assert!(ReleasePolicy::default().commits(Outcome::Success));
+    /// assert!(!ReleasePolicy::default().commits(Outcome::ClientError));
+    /// assert!(ReleasePolicy::CommitUnlessServerError.commits(Outcome::ClientError));
+    /// ```
+    pub fn commits(self, outcome: Outcome) -> bool {
+        match self {
+            ReleasePolicy::CommitOnSuccess => outcome == Outcome::Success,
+            ReleasePolicy::CommitUnlessServerError => outcome != Outcome::ServerError,
+            ReleasePolicy::Commit => true,
+            ReleasePolicy::Rollback => false,
+        }
+    }
+}
+
+/// How the request a session served ended, as its response's status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// 1xx, 2xx or 3xx.
+    Success,
+    /// 4xx.
+    ClientError,
+    /// 5xx (and anything outside 100..=599).
+    ServerError,
+}
+
+impl Outcome {
+    /// The outcome of a response with HTTP status `status`.
+    ///
+    /// ```
+    /// use sessionkit_core::Outcome;
+    ///
+    /// assert_eq!(Outcome::from_status(303), Outcome::Success);
+    /// assert_eq!(Outcome::from_status(404), Outcome::ClientError);
+    /// assert_eq!(Outcome::from_status(503), Outcome::ServerError);
+    /// ```
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            100..=399 => Outcome::Success,
+            400..=499 => Outcome::ClientError,
+            _ => Outcome::ServerError,
+        }
+    }
 }
 
 /// The settings of the session life cycle.

@@ -29,6 +29,8 @@ mod config;
 mod error;
 mod id;
 pub mod record;
+#[cfg(feature = "http")]
+mod response;
 mod session;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -36,9 +38,12 @@ pub mod store;
 pub mod testkit;
 
 pub use config::{
-    LockConfig, LockPolicy, ReleasePolicy, SessionConfig, SessionConfigBuilder, WritePolicy,
+    LockConfig, LockPolicy, Outcome, ReleasePolicy, SessionConfig, SessionConfigBuilder,
+    WritePolicy,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::{LockToken, SESSION_ID_LEN, SessionId};
+#[cfg(feature = "http")]
+pub use response::ReportedError;
 pub use session::{Bag, CookieChange, Finished, Presented, Session, SessionFactory};
 pub use store::SessionStore;

@@ -49,12 +49,31 @@ fn duration_ms(d: Duration) -> u64 {
 /// later.refresh(50_000);
 /// assert_eq!(later.expires(), 91_000); // capped by the absolute deadline
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     created: u64,
+    /// The idle lifetime in milliseconds, and in the top bit whether it is
+    /// the session's own ([`Meta::remembered`]): one word instead of two
+    /// keeps the memory store's idle session small, and lifetimes never come
+    /// near 2^63 ms (stores cap them far lower).
     ttl: u64,
     deadline: Option<NonZeroU64>,
     expires: u64,
+}
+
+/// The bit of `Meta::ttl` that says "remembered".
+const REMEMBERED: u64 = 1 << 63;
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta")
+            .field("created", &self.created)
+            .field("ttl", &self.ttl_ms())
+            .field("remembered", &self.remembered())
+            .field("deadline", &self.deadline())
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 impl Meta {
@@ -66,7 +85,7 @@ impl Meta {
             .and_then(NonZeroU64::new);
         let mut meta = Meta {
             created: now,
-            ttl: duration_ms(ttl),
+            ttl: duration_ms(ttl).min(!REMEMBERED),
             deadline,
             expires: 0,
         };
@@ -80,10 +99,39 @@ impl Meta {
     pub fn from_parts(created: u64, ttl_ms: u64, deadline: Option<u64>, expires: u64) -> Self {
         Meta {
             created,
-            ttl: ttl_ms,
+            ttl: ttl_ms.min(!REMEMBERED),
             deadline: deadline.and_then(NonZeroU64::new),
             expires,
         }
+    }
+
+    /// The same metadata, marked as [remembered](Meta::remembered) or not
+    /// (for store implementations that rebuild it from stored parts).
+    ///
+    /// ```
+    /// use sessionkit_core::record::Meta;
+    ///
+    /// let meta = Meta::from_parts(0, 60_000, None, 60_000).with_remembered(true);
+    /// assert!(meta.remembered());
+    /// assert_eq!(meta.ttl_ms(), 60_000);
+    /// ```
+    pub fn with_remembered(mut self, remembered: bool) -> Self {
+        if remembered {
+            self.ttl |= REMEMBERED;
+        } else {
+            self.ttl &= !REMEMBERED;
+        }
+        self
+    }
+
+    /// Whether the session was given an idle lifetime of its own
+    /// ([`Delta::set_ttl`], which `Session::set_lifetime` records: "remember
+    /// me"). Stores keep this fact with the session, so the HTTP layer knows
+    /// on every later request that the session's cookie must persist
+    /// (carry `Max-Age`) even where the default is a browser-session cookie,
+    /// without inferring it from the lifetime's value.
+    pub fn remembered(&self) -> bool {
+        self.ttl & REMEMBERED != 0
     }
 
     /// When the session was created.
@@ -93,12 +141,12 @@ impl Meta {
 
     /// The idle lifetime in milliseconds.
     pub fn ttl_ms(&self) -> u64 {
-        self.ttl
+        self.ttl & !REMEMBERED
     }
 
     /// The idle lifetime.
     pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl)
+        Duration::from_millis(self.ttl_ms())
     }
 
     /// The absolute deadline, if the session has one.
@@ -122,14 +170,15 @@ impl Meta {
     }
 
     /// Sets a new idle lifetime (the per-session override behind
-    /// "remember me"); takes effect at the next [`Meta::refresh`].
+    /// "remember me") and marks the session [remembered](Meta::remembered);
+    /// takes effect at the next [`Meta::refresh`].
     pub fn set_ttl(&mut self, ttl_ms: u64) {
-        self.ttl = ttl_ms;
+        self.ttl = ttl_ms.min(!REMEMBERED) | REMEMBERED;
     }
 
     /// Moves the idle expiry to `now + ttl`, capped by the absolute deadline.
     pub fn refresh(&mut self, now: u64) {
-        let idle = now.saturating_add(self.ttl);
+        let idle = now.saturating_add(self.ttl_ms());
         self.expires = match self.deadline {
             Some(deadline) => idle.min(deadline.get()),
             None => idle,
@@ -207,7 +256,7 @@ impl Touch {
             return true;
         }
         let remaining = meta.expires.saturating_sub(now) as u128;
-        remaining * 1000 < meta.ttl as u128 * self.permille as u128
+        remaining * 1000 < meta.ttl_ms() as u128 * self.permille as u128
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use sessionkit_core::record::now_ms;
 use sessionkit_core::store::{Locked, MemoryStore, SessionStore};
 use sessionkit_core::{
-    CookieChange, ErrorKind, LockConfig, LockPolicy, ReleasePolicy, Session, SessionConfig,
-    SessionFactory, SessionId, WritePolicy,
+    CookieChange, ErrorKind, LockConfig, LockPolicy, Outcome, ReleasePolicy, Session,
+    SessionConfig, SessionFactory, SessionId, WritePolicy,
 };
 
 fn factory_with(config: SessionConfig) -> (SessionFactory, MemoryStore) {
@@ -415,18 +415,19 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
     let CookieChange::Set {
         id,
         max_age,
-        lifetime,
+        remembered,
     } = finished.cookie
     else {
         panic!("expected a cookie");
     };
-    assert_eq!(lifetime, Duration::from_secs(30 * 24 * 3600));
+    assert!(remembered);
     assert!(max_age > Duration::from_secs(29 * 24 * 3600), "{max_age:?}");
     let loaded = store.load(&id, None).await.unwrap().unwrap();
     assert_eq!(
         loaded.record.meta.ttl(),
         Duration::from_secs(30 * 24 * 3600)
     );
+    assert!(loaded.record.meta.remembered());
     assert!(loaded.record.meta.expires() > now_ms() + 29 * 24 * 3600 * 1000);
     assert_eq!(
         s.set_lifetime(Duration::ZERO).unwrap_err().kind(),
@@ -668,4 +669,63 @@ async fn debug_output_never_shows_values() {
     }
     assert!(locked.contains("locked"));
     s.rollback().await.unwrap();
+}
+
+/// Review finding 8, in the core: locked changes still uncommitted when a
+/// request ends with a client error are rolled back by default, committed
+/// under `CommitUnlessServerError`; buffered writes are flushed either way.
+#[tokio::test]
+async fn finish_rolls_back_locked_changes_on_client_errors_by_default() {
+    for (policy, kept) in [
+        (ReleasePolicy::default(), None),
+        (ReleasePolicy::CommitUnlessServerError, Some(9)),
+    ] {
+        let config = SessionConfig::builder()
+            .release_policy(policy)
+            .build()
+            .unwrap();
+        let (factory, store) = factory_with(config);
+        let id = stored(&factory).await;
+        let s = factory.session(Some(id), true);
+        s.insert("note", "buffered").unwrap();
+        s.lock().await.unwrap();
+        s.insert("qty", &9u64).unwrap();
+        let finished = s.finish_with(Outcome::ClientError).await;
+        assert!(finished.error.is_none(), "{policy:?}");
+        let record = store.load(&id, None).await.unwrap().unwrap().record;
+        let qty = record
+            .entries
+            .get("qty")
+            .map(|v| sessionkit_core::codec::decode_value::<u64>(v).unwrap());
+        assert_eq!(qty, kept, "{policy:?}");
+        assert!(record.entries.get("note").is_some(), "{policy:?}");
+    }
+}
+
+/// `transaction` commits on `Ok`, rolls back on `Err`, and leaves no lock
+/// either way.
+#[tokio::test]
+async fn transactions_commit_on_ok_and_roll_back_on_err() {
+    let (factory, store) = factory();
+    let id = stored(&factory).await;
+    let s = factory.session(Some(id), true);
+    let refused: Result<(), sessionkit_core::Error> = s
+        .transaction(|s| async move {
+            s.insert("n", &5u64)?;
+            Err(sessionkit_core::Error::new(ErrorKind::ModificationDenied))
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::ModificationDenied);
+    assert!(!s.is_locked());
+    assert_eq!(stored_n(&store, &id).await, Some(0));
+    let n = s
+        .transaction(|s| async move {
+            let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
+            s.insert("n", &n)?;
+            Ok::<_, sessionkit_core::Error>(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!((n, stored_n(&store, &id).await), (1, Some(1)));
+    assert!(!s.is_locked());
 }

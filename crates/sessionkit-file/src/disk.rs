@@ -335,6 +335,7 @@ impl Disk {
             None => mtime,
         };
         Meta::from_parts(meta.created(), meta.ttl_ms(), meta.deadline(), expires)
+            .with_remembered(meta.remembered())
     }
 
     /// The live session of `name`, removing it (and its lock) if it has

@@ -35,7 +35,9 @@ pub(crate) const MAX_TIME: u64 = 0xfff_ffff_ffff;
 
 /// The value of the metadata field: `<created><expires><ttl>:<deadline>`,
 /// milliseconds in lowercase hex; created and expires exactly 11 digits
-/// (zero-padded), ttl and deadline without padding, `0` for no deadline.
+/// (zero-padded), ttl and deadline without padding, `0` for no deadline;
+/// ttl prefixed with `r` when the session is
+/// [remembered](Meta::remembered) (see [`format_ttl`]).
 /// For example `19a7afd1e0019a7b6afb006ddd00:0`: 30 bytes for a two-hour
 /// lifetime and no deadline, where decimals with separators took 39, and
 /// which keeps a small session's hash within a 48-byte allocation (see the
@@ -51,19 +53,31 @@ pub(crate) fn format_meta(meta: &Meta) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{created:011x}{expires:011x}{:x}:{:x}",
-        meta.ttl_ms(),
+        "{created:011x}{expires:011x}{}:{:x}",
+        format_ttl(meta.ttl_ms(), meta.remembered()),
         meta.deadline().unwrap_or(0)
     ))
 }
 
+/// The ttl part of the metadata field: the idle lifetime in hex, prefixed
+/// with `r` for a remembered session (one whose lifetime is its own, set by
+/// `Delta::set_ttl`). The scripts keep the part as it is when they rewrite
+/// the field, so the mark survives every refresh.
+pub(crate) fn format_ttl(ttl_ms: u64, remembered: bool) -> String {
+    if remembered {
+        format!("r{ttl_ms:x}")
+    } else {
+        format!("{ttl_ms:x}")
+    }
+}
+
 /// Parses the metadata field; `None` unless it is exactly the grammar
-/// [`format_meta`] writes: 11 and 11 lowercase hex digits, then 1 to 16
-/// (what a `u64` holds), `:`, and 1 to 16 again; leading zeros allowed,
+/// [`format_meta`] writes: 11 and 11 lowercase hex digits, then an optional
+/// `r` and 1 to 16 (what a `u64` holds), `:`, and 1 to 16 again; leading zeros allowed,
 /// nothing else (no sign, no `0x`, no space, no upper case).
 ///
 /// The same grammar as the scripts' Lua pattern
-/// `^([0-9a-f]×11)([0-9a-f]×11)([0-9a-f]+):([0-9a-f]+)$` with its check of
+/// `^([0-9a-f]×11)([0-9a-f]×11)(r?[0-9a-f]+):([0-9a-f]+)$` with its check of
 /// at most 16 digits, so that this process and the scripts always agree on
 /// what is corrupt (tests/support/meta_cases.rs feeds both the same
 /// values).
@@ -72,12 +86,19 @@ pub(crate) fn parse_meta(value: &[u8]) -> Option<Meta> {
     let (created, expires) = times.split_at(11);
     let colon = rest.iter().position(|&b| b == b':')?;
     let (ttl, deadline) = (&rest[..colon], &rest[colon + 1..]);
-    Some(Meta::from_parts(
-        hex(created)?,
-        hex(ttl)?,
-        Some(hex(deadline)?),
-        hex(expires)?,
-    ))
+    let (ttl, remembered) = match ttl {
+        [b'r', digits @ ..] => (digits, true),
+        digits => (digits, false),
+    };
+    Some(
+        Meta::from_parts(
+            hex(created)?,
+            hex(ttl)?,
+            Some(hex(deadline)?),
+            hex(expires)?,
+        )
+        .with_remembered(remembered),
+    )
 }
 
 /// 1 to 16 lowercase hex digits; 16 cannot overflow a `u64`.

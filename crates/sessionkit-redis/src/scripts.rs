@@ -43,7 +43,8 @@ macro_rules! lua_meta {
 -- The metadata of the session at `key`, from the field `\255`:
 -- <created><expires><ttl>:<deadline> in lowercase hex, created and expires
 -- exactly 11 digits each, ttl and deadline 1 to 16 (what a u64 holds, as
--- reply::parse_meta reads them).
+-- reply::parse_meta reads them); ttl is prefixed with `r` when the session
+-- is remembered (its lifetime is its own: Meta::remembered).
 -- Returns 1 (live), created, expires (a number), ttl, deadline (the other
 -- three as their hex digits) and the whole field; or just why not: 0 gone
 -- (expired), -1 corrupt or foreign (not a hash: an error reply; a field
@@ -54,8 +55,8 @@ local function meta(key, now)
   local v = redis.pcall('HGET', key, '\255')
   if v == false then return -2 end
   if type(v) ~= 'string' then return -1 end
-  local c, e, l, d = string.match(v, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f]+):([0-9a-f]+)$')
-  if not c or #l > 16 or #d > 16 then return -1 end
+  local c, e, l, d = string.match(v, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+)$')
+  if not c or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return -1 end
   e = tonumber(e, 16)
   -- Native expiry has removed such a key already (see expire_at); this
   -- covers a key whose TTL someone removed.
@@ -101,16 +102,23 @@ end
     };
 }
 
-/// `refreshed(now, ttl, deadline)` and `field(created, ttl, deadline,
-/// at)`: the refreshed expiry and the metadata field that holds it. `ttl`
-/// and `deadline` are the hex digits of the field. Needs [`lua_expire_at`]
+/// `ttl_ms(ttl)`, `refreshed(now, ttl, deadline)` and `field(created, ttl,
+/// deadline, at)`: the idle lifetime, the refreshed expiry and the metadata
+/// field that holds it. `ttl` and `deadline` are the field's parts. Needs [`lua_expire_at`]
 /// first.
 macro_rules! lua_refresh {
     () => {
         r"
+-- The idle lifetime in ms of the field's ttl part (`r` marks a remembered
+-- session and is kept wherever the part is written back).
+local function ttl_ms(ttl)
+  if string.byte(ttl) == 114 then ttl = string.sub(ttl, 2) end
+  return tonumber(ttl, 16)
+end
+
 -- Meta::refresh: now + ttl, never past the absolute deadline (0 = none).
 local function refreshed(now, ttl, deadline)
-  local at = now + tonumber(ttl, 16)
+  local at = now + ttl_ms(ttl)
   deadline = tonumber(deadline, 16)
   if deadline > 0 and deadline < at then at = deadline end
   return math.min(at, MAX_EXPIRY)
@@ -186,7 +194,7 @@ local live, c, e, l, d, v = meta(KEYS[1], now)
 if live ~= 1 then return { absent(KEYS[1], live), now } end
 -- Touch::is_due by Redis's clock: the caller's guess used an estimate.
 local permille = tonumber(ARGV[1])
-if permille < 1000 and (e - now) * 1000 >= tonumber(l, 16) * permille then
+if permille < 1000 and (e - now) * 1000 >= ttl_ms(l) * permille then
   return { 1, now, 0, v }
 end
 local f = refresh(KEYS[1], now, c, e, l, d)
@@ -245,7 +253,8 @@ return 1
 
 /// `apply` and `apply_and_read`: KEYS data, lock; ARGV fence token (`''`:
 /// none), release (`1` release, `0` keep, `r` keep and read the session
-/// back), clear (`1`/`0`), new ttl in hex (`''`: keep), number of pairs, the
+/// back), clear (`1`/`0`), new ttl part as the field holds it (`r<hex>`, see
+/// `reply::format_ttl`; `''`: keep), number of pairs, the
 /// field/value pairs to set, then the fields to delete.
 ///
 /// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied, `{1, meta,

@@ -348,7 +348,7 @@ impl RedisStore {
         let created = reply::hex_time(meta.created()).ok_or_else(|| past_2527(OP))?;
         let expires = reply::hex_time(meta.expires()).ok_or_else(|| past_2527(OP))?;
         let (ttl, deadline) = (
-            format!("{:x}", meta.ttl_ms()),
+            reply::format_ttl(meta.ttl_ms(), meta.remembered()),
             format!("{:x}", meta.deadline().unwrap_or(0)),
         );
         let put = |keys: &SessionKeys, lock_ms: i64, expires: &str| {
@@ -410,8 +410,9 @@ fn apply_invocation<'a>(
         .arg(release);
     script.arg(if delta.clears() { "1" } else { "0" });
     match delta.ttl_ms() {
-        // In hex, as the metadata field holds it.
-        Some(ttl) => script.arg(format!("{:x}", ttl.clamp(1, MAX_MS))),
+        // As the metadata field holds it: a lifetime set by the delta is the
+        // session's own, so it is marked remembered.
+        Some(ttl) => script.arg(reply::format_ttl(ttl.clamp(1, MAX_MS), true)),
         None => script.arg(""),
     };
     let sets = delta.changes().filter(|(_, v)| v.is_some()).count();

@@ -488,6 +488,17 @@ impl CookieWriter {
     }
 }
 
+/// Marks a response that read or wrote the session, but sets no cookie, as
+/// personal: `Cache-Control: private`, unless the handler chose its own
+/// `Cache-Control` (then that stands: a handler that answers the same for
+/// everyone may say `public`). A body that came from the session (a user's
+/// name, a basket) must not be served by a shared cache to someone else.
+pub(crate) fn keep_private(headers: &mut HeaderMap) {
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
 /// Makes a response that sets the session cookie uncacheable by shared
 /// caches, so that a proxy never hands one user's cookie to another
 /// ([OWASP: Web Content Caching](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#web-content-caching)).

@@ -635,3 +635,198 @@ async fn several_session_cookies_pick_the_known_one_and_never_clear_the_cookie()
         .unwrap();
     assert!(cookie_id(&res).is_some());
 }
+
+/// A request that reads, then writes after a concurrent destroy: its flush
+/// fails with "session gone" in the layer (409).
+async fn flush_refused_as_gone(server: &Server) -> reqwest::Response {
+    let id = new_session(server).await;
+    let slow = {
+        let url = server.url("/slow-read-write/k?ms=300");
+        let cookie = cookie(&id);
+        tokio::spawn(async move {
+            raw()
+                .post(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(send_as(server, "POST", "/destroy", &id).await.status(), 200);
+    slow.await.unwrap()
+}
+
+fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Review finding 9: a failure met by the layer (the flush) answered with an
+/// empty body and no content type, a handler's error with a text body. Both
+/// now come from one mapping.
+#[tokio::test]
+async fn a_flush_failure_answers_like_the_same_error_from_a_handler() {
+    let server = Server::start().await;
+    let from_layer = flush_refused_as_gone(&server).await;
+    let id = new_session(&server).await;
+    let from_handler = send_as(&server, "POST", "/fail/gone", &id).await;
+    for res in [&from_layer, &from_handler] {
+        assert_eq!(res.status(), 409);
+        assert_eq!(
+            header(res, "content-type").as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let (a, b) = (
+        from_layer.text().await.unwrap(),
+        from_handler.text().await.unwrap(),
+    );
+    assert_eq!(a, b);
+    assert!(a.contains("nothing was saved"), "{a}");
+
+    let unavailable = send_as(&server, "POST", "/fail/unavailable", &id).await;
+    assert_eq!(unavailable.status(), 503);
+    assert_eq!(header(&unavailable, "retry-after").as_deref(), Some("1"));
+}
+
+/// The application's `on_error` page replaces both kinds of error response.
+#[tokio::test]
+async fn on_error_replaces_handler_and_flush_errors() {
+    let store = sessionkit_core::testkit::CountingStore::new(
+        sessionkit::store::MemoryStore::builder()
+            .sweep_interval(None)
+            .build(),
+    );
+    let server = Server::built(store, |b| {
+        b.on_error(|err| {
+            http::Response::builder()
+                .status(err.status_code())
+                .header("content-type", "text/html")
+                .body(format!("<h1>our page: {:?}</h1>", err.kind()))
+                .unwrap()
+        })
+    })
+    .await;
+    let from_layer = flush_refused_as_gone(&server).await;
+    let id = new_session(&server).await;
+    let from_handler = send_as(&server, "POST", "/fail/unavailable", &id).await;
+    assert_eq!(from_layer.status(), 409);
+    assert_eq!(from_handler.status(), 503);
+    for res in [&from_layer, &from_handler] {
+        assert_eq!(header(res, "content-type").as_deref(), Some("text/html"));
+    }
+    assert_eq!(
+        from_layer.text().await.unwrap(),
+        "<h1>our page: SessionGone</h1>"
+    );
+    assert_eq!(
+        from_handler.text().await.unwrap(),
+        "<h1>our page: StoreUnavailable</h1>"
+    );
+}
+
+/// Review finding 6: a response whose body came from the session carried no
+/// cache directive when no cookie was sent. Any response of a request that
+/// used its session is `private`, unless the handler chose its own.
+#[tokio::test]
+async fn responses_that_used_the_session_are_private_unless_the_handler_says_otherwise() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    send_as(&server, "POST", "/set/user/alice", &id).await;
+    let res = send_as(&server, "GET", "/get/user", &id).await;
+    assert!(set_cookies(&res).is_empty(), "no touch due, no cookie");
+    assert_eq!(header(&res, "cache-control").as_deref(), Some("private"));
+    assert_eq!(res.text().await.unwrap(), "alice");
+
+    let res = send_as(&server, "GET", "/cached-read/user", &id).await;
+    assert_eq!(
+        header(&res, "cache-control").as_deref(),
+        Some("public, max-age=60")
+    );
+    // A request that never touches the session is left alone.
+    let res = send_as(&server, "GET", "/plain", &id).await;
+    assert_eq!(header(&res, "cache-control"), None);
+}
+
+/// Review finding 8: `lock(); insert(..); return 400` persisted the change.
+/// Locked changes still uncommitted when the response is a 4xx are rolled
+/// back by default.
+#[tokio::test]
+async fn locked_changes_are_rolled_back_on_an_early_4xx() {
+    let server = Server::start().await;
+    let id = new_session(&server).await;
+    send_as(&server, "POST", "/set/qty/3", &id).await;
+    let res = send_as(&server, "POST", "/lock-then-400/-5", &id).await;
+    assert_eq!(res.status(), 400);
+    let res = send_as(&server, "GET", "/get/qty", &id).await;
+    assert_eq!(res.text().await.unwrap(), "3");
+}
+
+/// Review finding 7: with browser-session cookies by default, a session
+/// given a lifetime equal to the configured one lost its persistent cookie
+/// (the layer compared lifetimes). "Remembered" is now recorded with the
+/// session, so every later cookie of it persists too, also after a blind
+/// write that never loaded it.
+#[tokio::test]
+async fn remember_me_keeps_a_persistent_cookie_whatever_the_lifetime() {
+    let lifetime = Duration::from_secs(3600);
+    let config = SessionConfig::builder()
+        .lifetime(lifetime)
+        .touch_threshold(1.0)
+        .build()
+        .unwrap();
+    let server = Server::with(config, CookieConfig::default().persistent(false)).await;
+    let max_age = |res: &reqwest::Response| {
+        set_cookies(res).iter().find_map(|c| {
+            c.split("; ")
+                .find_map(|a| a.strip_prefix("Max-Age="))
+                .map(str::to_owned)
+        })
+    };
+    // Not remembered: a browser-session cookie.
+    let res = raw().post(server.url("/set/a/1")).send().await.unwrap();
+    assert!(cookie_id(&res).is_some());
+    assert_eq!(max_age(&res), None);
+    // Remembered with exactly the configured lifetime: persistent.
+    let res = raw()
+        .post(server.url("/remember/3600"))
+        .send()
+        .await
+        .unwrap();
+    let id = cookie_id(&res).unwrap();
+    assert_eq!(max_age(&res).as_deref(), Some("3600"));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A later read (touch on every read here) and a blind write re-send it
+    // persistent.
+    for (method, path) in [("GET", "/get/user"), ("POST", "/set/b/2")] {
+        let res = send_as(&server, method, path, &id).await;
+        let age: u64 = max_age(&res)
+            .unwrap_or_else(|| panic!("{path}: {:?}", set_cookies(&res)))
+            .parse()
+            .unwrap();
+        assert!((3590..=3600).contains(&age), "{path}: {age}");
+    }
+}
+
+/// An absolute lifetime shorter than a remember-me lifetime wins: the
+/// session ends at its absolute deadline, and the cookie says so.
+#[tokio::test]
+async fn an_absolute_lifetime_caps_a_remember_me_cookie() {
+    let config = SessionConfig::builder()
+        .absolute_lifetime(Some(Duration::from_secs(600)))
+        .build()
+        .unwrap();
+    let server = Server::with(config, CookieConfig::default().persistent(false)).await;
+    let res = raw()
+        .post(server.url(&format!("/remember/{}", 30 * 24 * 3600)))
+        .send()
+        .await
+        .unwrap();
+    let cookies = set_cookies(&res);
+    assert!(
+        cookies.iter().any(|c| c.contains("Max-Age=600;")),
+        "{cookies:?}"
+    );
+}

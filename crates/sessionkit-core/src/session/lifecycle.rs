@@ -1,7 +1,7 @@
 //! The ends of a session's life in a request: new ids, destruction, and the
 //! finish when the response is produced.
 
-use crate::config::{LockPolicy, ReleasePolicy};
+use crate::config::{LockPolicy, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::now_ms;
@@ -154,7 +154,7 @@ impl Session {
     /// response is produced.
     ///
     /// Releases every lock still held (committing or rolling back as the
-    /// [`ReleasePolicy`] says, given whether the response is a server error),
+    /// [`ReleasePolicy`](crate::ReleasePolicy) says, given whether the response is a server error),
     /// flushes buffered writes in one store operation, and says what to do
     /// with the cookie. After it, writes through any clone of the handle are
     /// refused.
@@ -178,6 +178,31 @@ impl Session {
     /// # }
     /// ```
     pub async fn finish(&self, server_error: bool) -> Finished {
+        self.finish_with(if server_error {
+            Outcome::ServerError
+        } else {
+            Outcome::Success
+        })
+        .await
+    }
+
+    /// [`Session::finish`] for a response whose status gave `outcome`: locks
+    /// still held commit or roll back as the [`ReleasePolicy`](crate::ReleasePolicy) says for it
+    /// (by default, commit only on success).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sessionkit_core::Outcome;
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("k", &1).unwrap();
+    /// session.lock().await.unwrap();
+    /// session.insert("qty", &-5).unwrap();
+    /// let finished = session.finish_with(Outcome::ClientError).await; // a 400
+    /// assert!(finished.error.is_none());
+    /// # }
+    /// ```
+    pub async fn finish_with(&self, outcome: Outcome) -> Finished {
         let _op = self.op().await;
         let mut error = None;
 
@@ -192,11 +217,7 @@ impl Session {
             }
         }
 
-        let commit = match self.config().release_policy() {
-            ReleasePolicy::CommitUnlessServerError => !server_error,
-            ReleasePolicy::Commit => true,
-            ReleasePolicy::Rollback => false,
-        };
+        let commit = self.config().release_policy().commits(outcome);
         while self.state().lock_depth > 0 {
             let depth = self.state().lock_depth;
             if depth > 1 {
@@ -276,7 +297,7 @@ impl Session {
                 CookieChange::Set {
                     id,
                     max_age: meta.remaining(now_ms()),
-                    lifetime: meta.ttl(),
+                    remembered: meta.remembered(),
                 }
             }
             _ => CookieChange::Keep,

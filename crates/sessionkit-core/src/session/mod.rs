@@ -253,10 +253,11 @@ pub enum CookieChange {
         id: SessionId,
         /// Time until the server expires the session.
         max_age: Duration,
-        /// The session's idle lifetime. It differs from the configured one
-        /// when [`Session::set_lifetime`] gave the session its own ("remember
-        /// me"); the layer then always sends a persistent cookie.
-        lifetime: Duration,
+        /// Whether [`Session::set_lifetime`] gave the session a lifetime of
+        /// its own ("remember me", recorded with the session in the store:
+        /// [`Meta::remembered`](crate::record::Meta::remembered)); the layer
+        /// then always sends a persistent cookie.
+        remembered: bool,
     },
     /// Expire the client's cookie: its session is gone.
     Remove,

@@ -242,6 +242,70 @@ impl Session {
         self.release_locked_op(Release::Commit).await
     }
 
+    /// Runs `f` as one locked transaction: locks, runs it, and commits only
+    /// when it returns `Ok`; an `Err` (or a `?` inside it) rolls back and is
+    /// returned as is. Early returns are safe by construction: no path out of
+    /// `f` leaves its changes half-committed.
+    ///
+    /// `f` gets a clone of the handle (cheap; it is the same session). A
+    /// failing commit is returned through `E: From<Error>`. A rollback that
+    /// fails after `f`'s error (the store went away) is logged, and `f`'s
+    /// error returned: the lock then lapses after its TTL.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::{Error, ErrorKind};
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("qty", &3i64)?;
+    ///
+    /// // Refused midway: nothing of the transaction is kept.
+    /// let refused: Result<(), Error> = session
+    ///     .transaction(|s| async move {
+    ///         let qty: i64 = s.get("qty").await?.unwrap_or(0) - 5;
+    ///         s.insert("qty", &qty)?;
+    ///         if qty < 0 {
+    ///             return Err(Error::new(ErrorKind::ModificationDenied).with_detail("not enough"));
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .await;
+    /// assert!(refused.is_err());
+    /// assert_eq!(session.get::<i64>("qty").await?, Some(3));
+    ///
+    /// // Accepted: committed.
+    /// let left = session
+    ///     .transaction(|s| async move {
+    ///         let qty: i64 = s.get("qty").await?.unwrap_or(0) - 2;
+    ///         s.insert("qty", &qty)?;
+    ///         Ok::<_, Error>(qty)
+    ///     })
+    ///     .await?;
+    /// assert_eq!(left, 1);
+    /// assert!(!session.is_locked());
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, E, F, Fut>(&self, f: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+        E: From<Error>,
+    {
+        self.lock().await?;
+        match f(self.clone()).await {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(rollback) = self.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a failed transaction failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
     pub(super) async fn release_locked_op(&self, how: Release) -> Result<()> {
         let (fence, last, delta, lost, waiters) = {
             let mut state = self.state();
@@ -459,7 +523,8 @@ impl Session {
             .unwrap_or(config.lifetime());
         let record = Record {
             entries,
-            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime()),
+            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime())
+                .with_remembered(delta.ttl_ms().is_some()),
         };
         let mut id = self.state().id_for_write();
         for _ in 0..4 {

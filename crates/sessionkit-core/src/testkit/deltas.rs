@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 
+use crate::id::SessionId;
 use crate::record::{Delta, Touch};
 use crate::store::SessionStore;
 
@@ -165,8 +166,11 @@ pub async fn apply_merges_per_key<S: SessionStore + Clone>(store: &S, config: &S
 /// then is, which is what a later load returns: a record last refreshed
 /// 10 seconds ago gets its expiry moved forward, keeps its creation time and
 /// lifetime. A delta with [`Delta::set_ttl`] (and no entries) changes the
-/// idle lifetime in the metadata, moves the expiry by the new lifetime and
-/// leaves the entries alone; later applies and touches keep the new lifetime.
+/// idle lifetime in the metadata, marks the session
+/// [remembered](crate::record::Meta::remembered), moves the expiry by the new
+/// lifetime and leaves the entries alone; later applies, touches and a
+/// `change_id` keep the new lifetime and the mark, and `create` keeps the
+/// mark of a record that has it.
 pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
     store: &S,
     config: &SuiteConfig,
@@ -204,6 +208,10 @@ pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
         None,
         "apply must not invent an absolute deadline"
     );
+    assert!(
+        !meta.remembered(),
+        "a session without set_ttl must not be remembered"
+    );
     assert_eq!(
         load_live(store, &id, "after apply").await.meta,
         meta,
@@ -218,6 +226,10 @@ pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
         with_ttl.ttl(),
         longer,
         "Delta::set_ttl must set the idle lifetime in the metadata"
+    );
+    assert!(
+        with_ttl.remembered(),
+        "Delta::set_ttl must mark the session remembered"
     );
     assert!(
         with_ttl.expires() >= meta.expires() + ms(config.lifetime) / 2,
@@ -249,8 +261,35 @@ pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
         longer,
         "a touch must keep the overridden lifetime"
     );
+    assert!(
+        later.remembered() && touched.record.meta.remembered(),
+        "later applies and touches must keep the remembered mark"
+    );
+    let new = SessionId::generate();
+    match ok(store.change_id(&id, &new, None).await, "change_id") {
+        crate::store::IdChanged::Changed(meta) => assert!(
+            meta.remembered()
+                && load_live(store, &new, "after change_id")
+                    .await
+                    .meta
+                    .remembered(),
+            "change_id must keep the remembered mark"
+        ),
+        other => panic!("change_id of a live session: {other:?}"),
+    }
 
-    destroy_all(store, &[id]).await;
+    let mut remembered = aged_record(config.lifetime, Duration::ZERO, entries(&[("k", b"v")]));
+    remembered.meta = remembered.meta.with_remembered(true);
+    let born = create(store, &remembered).await;
+    assert!(
+        load_live(store, &born, "a remembered record")
+            .await
+            .meta
+            .remembered(),
+        "create must keep the remembered mark"
+    );
+
+    destroy_all(store, &[new, born]).await;
 }
 
 /// Lossless concurrent writes: `2 × tasks` tasks each apply, all at once, a

@@ -5,11 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, StatusCode};
+use http::Response;
 use pin_project_lite::pin_project;
-use sessionkit_core::{CookieChange, ErrorKind, Finished, Session};
+use sessionkit_core::{CookieChange, ErrorKind, Finished, Outcome, Session};
 use sync_wrapper::SyncFuture;
 
+use crate::cookie;
 use crate::middleware::layer::Shared;
 
 type Finishing<B> = SyncFuture<Pin<Box<dyn Future<Output = Response<B>> + Send>>>;
@@ -62,7 +63,7 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Default + Send + 'static,
+    B: From<String> + Send + 'static,
 {
     type Output = Result<Response<B>, E>;
 
@@ -75,7 +76,7 @@ where
                     session,
                     shared,
                 } => {
-                    let response = ready!(future.poll(cx))?;
+                    let response = shared.on_handler_error(ready!(future.poll(cx))?);
                     let session = session.take().expect("polled after completion");
                     if !session.needs_finish() {
                         return Poll::Ready(Ok(response));
@@ -97,59 +98,43 @@ where
     }
 }
 
-async fn finish<B: Default>(
+async fn finish<B: From<String>>(
     session: Session,
     response: Response<B>,
     shared: Arc<Shared>,
 ) -> Response<B> {
-    let finished = session.finish(response.status().is_server_error()).await;
+    let outcome = Outcome::from_status(response.status().as_u16());
+    let finished = session.finish_with(outcome).await;
     respond(finished, response, &shared)
 }
 
 /// The response once the session is finished: the handler's, with the
-/// cookie change, or an error response if the session could not be saved.
-fn respond<B: Default>(
+/// cookie change and a cache directive, or the error response if the
+/// session could not be saved.
+fn respond<B: From<String>>(
     finished: Finished,
     mut response: Response<B>,
     shared: &Shared,
 ) -> Response<B> {
     if let Some(err) = finished.error {
-        let status =
-            StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(error = %err, source = ?std::error::Error::source(&err), "session could not be saved");
-        } else {
-            tracing::warn!(error = %err, "session could not be saved");
-        }
-        let mut failed = Response::new(B::default());
-        *failed.status_mut() = status;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            failed.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-        }
+        let mut failed = shared.error_response(&err);
         if err.kind() == ErrorKind::SessionGone {
             shared.cookie.remove(failed.headers_mut());
         }
         return failed;
     }
     match finished.cookie {
+        // A remembered session always gets a persistent cookie, even where
+        // the default is a browser-session cookie.
         CookieChange::Set {
             id,
             max_age,
-            lifetime,
-        } => {
-            // A session with a lifetime of its own ("remember me") always
-            // gets a persistent cookie, even where the default is a
-            // browser-session cookie.
-            let remembered = lifetime != shared.factory.config().lifetime();
-            shared
-                .cookie
-                .set(response.headers_mut(), &id, max_age, remembered)
-        }
+            remembered,
+        } => shared
+            .cookie
+            .set(response.headers_mut(), &id, max_age, remembered),
         CookieChange::Remove => shared.cookie.remove(response.headers_mut()),
-        _ => {}
+        _ => cookie::keep_private(response.headers_mut()),
     }
     response
 }

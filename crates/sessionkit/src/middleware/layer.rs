@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::Response;
 use sessionkit_core::store::ArcStore;
-use sessionkit_core::{Error, SessionConfig, SessionFactory, SessionStore};
+use sessionkit_core::{Error, ReportedError, SessionConfig, SessionFactory, SessionStore};
 use tower_layer::Layer;
 
 use crate::cookie::{CookieConfig, CookieWriter};
@@ -20,11 +21,49 @@ pub struct SessionLayer {
     pub(crate) shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) factory: SessionFactory,
     pub(crate) cookie: CookieWriter,
     pub(crate) rejections: RejectionCounters,
+    pub(crate) on_error: Option<ErrorHook>,
+}
+
+/// The application's error page: see [`SessionLayerBuilder::on_error`].
+pub(crate) type ErrorHook = Arc<dyn Fn(&Error) -> Response<String> + Send + Sync>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("factory", &self.factory)
+            .field("cookie", &self.cookie)
+            .field("on_error", &self.on_error.as_ref().map(|_| "<fn>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The response for a session error the layer met (a failed flush): the
+    /// application's page if it set one, else [`Error::to_response`] — the
+    /// same response a handler's `Err(error)` gives.
+    pub(crate) fn error_response<B: From<String>>(&self, err: &Error) -> Response<B> {
+        match &self.on_error {
+            Some(hook) => hook(err),
+            None => err.to_response(),
+        }
+        .map(B::from)
+    }
+
+    /// A handler's response: replaced by the application's page when it
+    /// reports a session error (see [`ReportedError`]) and a hook is set.
+    pub(crate) fn on_handler_error<B: From<String>>(&self, response: Response<B>) -> Response<B> {
+        let Some(hook) = &self.on_error else {
+            return response;
+        };
+        match response.extensions().get::<ReportedError>() {
+            Some(reported) => hook(reported.error()).map(B::from),
+            None => response,
+        }
+    }
 }
 
 /// Counts of refused session cookies since the layer was built, for
@@ -104,6 +143,7 @@ impl SessionLayer {
             store: ArcStore::new(store),
             config: SessionConfig::default(),
             cookie: CookieConfig::default(),
+            on_error: None,
         }
     }
 
@@ -134,11 +174,23 @@ impl SessionLayer {
 }
 
 /// Builds a [`SessionLayer`]; see [`SessionLayer::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionLayerBuilder {
     store: ArcStore,
     config: SessionConfig,
     cookie: CookieConfig,
+    on_error: Option<ErrorHook>,
+}
+
+impl std::fmt::Debug for SessionLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayerBuilder")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .field("cookie", &self.cookie)
+            .field("on_error", &self.on_error.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
 }
 
 impl SessionLayerBuilder {
@@ -154,6 +206,46 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// The application's own response for session errors, in place of
+    /// [`Error::to_response`] (a short `text/plain` message with the status
+    /// of [`Error::status_code`]).
+    ///
+    /// It answers both kinds: an error a handler returned (`Err(error)`
+    /// through axum's `IntoResponse`, which marks the response with a
+    /// [`ReportedError`]) and an error the layer met itself when saving the
+    /// session at the end of the request (the store went away: 503; the
+    /// session was destroyed meanwhile: 409). The hook runs on the request's
+    /// task; keep it quick, and never put the error's `Display` (meant for
+    /// logs) in the body.
+    ///
+    /// ```
+    /// use sessionkit::{ErrorKind, SessionLayer};
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// let layer = SessionLayer::builder(MemoryStore::new())
+    ///     .on_error(|err| {
+    ///         let body = match err.kind() {
+    ///             ErrorKind::StoreUnavailable => "<h1>We are back in a minute</h1>",
+    ///             _ => "<h1>Something went wrong</h1>",
+    ///         };
+    ///         http::Response::builder()
+    ///             .status(err.status_code())
+    ///             .header("content-type", "text/html; charset=utf-8")
+    ///             .body(body.to_owned())
+    ///             .unwrap()
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    pub fn on_error(
+        mut self,
+        hook: impl Fn(&Error) -> Response<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+
     /// Validates the cookie settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer, Error> {
         let cookie = CookieWriter::new(&self.cookie)?;
@@ -162,6 +254,7 @@ impl SessionLayerBuilder {
                 factory: SessionFactory::from_arc_store(self.store, self.config),
                 cookie,
                 rejections: RejectionCounters::default(),
+                on_error: self.on_error,
             }),
         })
     }

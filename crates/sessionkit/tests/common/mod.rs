@@ -10,7 +10,9 @@ use axum::Router;
 use axum::extract::{Path, Query};
 use axum::routing::{get, post};
 use sessionkit::store::MemoryStore;
-use sessionkit::{CookieConfig, Session, SessionConfig, SessionLayer};
+use sessionkit::{
+    CookieConfig, Error, ErrorKind, Session, SessionConfig, SessionLayer, SessionLayerBuilder,
+};
 use sessionkit_core::testkit::CountingStore;
 
 pub struct Server {
@@ -42,11 +44,15 @@ impl Server {
         config: SessionConfig,
         cookie: CookieConfig,
     ) -> Server {
-        let layer = SessionLayer::builder(store.clone())
-            .config(config)
-            .cookie(cookie)
-            .build()
-            .unwrap();
+        Server::built(store, |b| b.config(config).cookie(cookie)).await
+    }
+
+    /// A server whose layer `build` sets up.
+    pub async fn built(
+        store: CountingStore<MemoryStore>,
+        build: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder,
+    ) -> Server {
+        let layer = build(SessionLayer::builder(store.clone())).build().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = routes().layer(layer.clone());
@@ -80,6 +86,44 @@ pub fn routes() -> Router {
         .route("/slow-read-write/{key}", post(slow_read_write))
         .route("/slow-blind-write/{key}", post(slow_blind_write))
         .route("/fail-after-write", post(fail_after_write))
+        .route("/remember/{secs}", post(remember))
+        .route("/cached-read/{key}", get(cached_read))
+        .route("/lock-then-400/{value}", post(lock_then_400))
+        .route("/fail/{kind}", post(fail))
+}
+
+async fn remember(session: Session, Path(secs): Path<u64>) -> Res<&'static str> {
+    session.insert("user", "ada")?;
+    session.set_lifetime(Duration::from_secs(secs))?;
+    Ok("ok")
+}
+
+/// A read whose handler chose its own caching.
+async fn cached_read(
+    session: Session,
+    Path(key): Path<String>,
+) -> Res<impl axum::response::IntoResponse> {
+    let value = session.get::<String>(&key).await?.unwrap_or_default();
+    Ok(([("cache-control", "public, max-age=60")], value))
+}
+
+/// An early return with an error status after a locked change.
+async fn lock_then_400(
+    session: Session,
+    Path(value): Path<i64>,
+) -> Res<(axum::http::StatusCode, &'static str)> {
+    session.lock().await?;
+    session.insert("qty", &value)?;
+    Ok((axum::http::StatusCode::BAD_REQUEST, "refused"))
+}
+
+/// A handler that fails with a session error of `kind`.
+async fn fail(session: Session, Path(kind): Path<String>) -> Res<&'static str> {
+    let _ = session.get::<String>("k").await?;
+    Err(Error::new(match kind.as_str() {
+        "gone" => ErrorKind::SessionGone,
+        _ => ErrorKind::StoreUnavailable,
+    }))
 }
 
 async fn get_key(session: Session, Path(key): Path<String>) -> Res<String> {
