@@ -379,7 +379,7 @@ impl SessionConfigBuilder {
         self
     }
 
-    /// The release policy. Default [`ReleasePolicy::CommitUnlessServerError`].
+    /// The release policy. Default [`ReleasePolicy::CommitOnSuccess`].
     pub fn release_policy(mut self, policy: ReleasePolicy) -> Self {
         self.config.release_policy = policy;
         self

@@ -4,8 +4,8 @@
 //! # Why not the `cookie` crate
 //!
 //! Reading needs one thing: the value of one cookie name, from raw header
-//! bytes that may not be UTF-8, without allocating, and with duplicates
-//! detected. Writing needs one line whose attributes never change after
+//! bytes that may not be UTF-8, without allocating in the common case, and
+//! with duplicates detected (and tried in order: see `Presented`). Writing needs one line whose attributes never change after
 //! start-up. Both are a few lines here; the attributes are validated once
 //! when the layer is built and kept as a ready-made suffix, so a response
 //! costs one `format!`.
@@ -103,7 +103,15 @@ impl CookieConfig {
     ///
     /// A generic name does not reveal the framework
     /// ([OWASP: Session ID Name Fingerprinting](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-name-fingerprinting)).
-    /// `__Host-` pins the cookie to one host over HTTPS.
+    ///
+    /// Prefer a `__Host-` name (for example `__Host-session`) wherever the
+    /// site is served over HTTPS: it pins the cookie to one host, and no
+    /// sibling subdomain can then plant a cookie of the same name next to
+    /// the user's (*cookie tossing*). Without it, a request may carry
+    /// several cookies of the name; the layer then tries their ids in the
+    /// order sent and never clears the cookie (see
+    /// [`Presented`](sessionkit_core::Presented)), but it cannot tell which
+    /// one the browser got from this host.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self

@@ -154,7 +154,7 @@ impl Session {
     /// response is produced.
     ///
     /// Releases every lock still held (committing or rolling back as the
-    /// [`ReleasePolicy`](crate::ReleasePolicy) says, given whether the response is a server error),
+    /// [`ReleasePolicy`](crate::ReleasePolicy) says, given whether the response is a success),
     /// flushes buffered writes in one store operation, and says what to do
     /// with the cookie. After it, writes through any clone of the handle are
     /// refused.

@@ -186,7 +186,8 @@ impl Presented {
 ///
 /// The layer finishes the session when the response is produced
 /// ([`Session::finish`]): it flushes buffered writes and releases every lock
-/// still held, committing unless the response is a server error.
+/// still held, committing when the response is a success or a redirect (see
+/// [`ReleasePolicy`](crate::ReleasePolicy)).
 ///
 /// # Examples
 ///
