@@ -35,7 +35,12 @@ pub async fn idle_expiry_removes_the_session<S: SessionStore + Clone>(
     let moved_from = create(store, &record(short, entries(&[("k", b"from")]))).await;
     let mover = create(store, &record(long, entries(&[("k", b"mover")]))).await;
     let moved_onto = store.new_id_for(&mover);
-    create_at(store, &moved_onto, &record(short, entries(&[("k", b"onto")]))).await;
+    create_at(
+        store,
+        &moved_onto,
+        &record(short, entries(&[("k", b"onto")])),
+    )
+    .await;
     let locked = create(store, &record(short, entries(&[("k", b"locked")]))).await;
     let shortened = create(store, &record(long, entries(&[("k", b"shortened")]))).await;
     let lengthened = create(store, &record(short, entries(&[("k", b"lengthened")]))).await;
