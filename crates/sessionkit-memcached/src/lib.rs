@@ -102,16 +102,17 @@
 //! | `renew_lock` | not the owner, or expired | 1 | `mg` |
 //! | `unlock` | owner | 2 | `mg`; `ms C` |
 //! | `unlock` | not the owner, no lock, or expired | 1 | `mg` |
-//! | `change_id` | moved, both ids on one server | 3 | `mg` old + `mg` new; `md C` old; `ms ME` new |
-//! | `change_id` | moved, ids on two servers | 3 (4 batches) | `mg` old ‖ `mg` new; `md C` old; `ms ME` new |
-//! | `change_id` | gone, new id taken, or lock lost | 1 | `mg` old + `mg` new |
+//! | `change_id` | moved (the new id from `new_id_for`: one server) | 4 | `mg` old; `ms ME` new (pending copy); `ms C` old (tombstone: the commit); `ms C` new (finished) |
+//! | `change_id` | new id taken by a live session | 3 | `mg` old; `ms ME` new; `mg` new |
+//! | `change_id` | gone, or lock lost | 1 | `mg` old |
+//! | `load` (and every operation) | first read of a copy left pending (its move committed but step 4 failed) | 1 + 2 | `mg` new; `mg` old (the tombstone); `ms C` new |
 //! | `destroy` | | **1** | `md` |
 //!
-//! Every compare-and-swap conflict repeats the cycle it interrupted. In
-//! `change_id`, when the old and new ids live on different servers, the
-//! first step reads both servers at once (two batches, one round trip of
-//! latency). Writing over a new id whose item has expired but is still held
-//! uses `ms C` instead of `ms ME`.
+//! Every compare-and-swap conflict repeats the cycle it interrupted.
+//! Writing over a new id whose item has expired but is still held uses
+//! `mg` and `ms C` after the `ms ME`. See
+//! [`change_id` across failures](#change_id-across-failures) for why a
+//! move takes four.
 //!
 //! Why some operations cost two: memcached applies a command to one item
 //! and has no server-side scripts, so what Redis does in one Lua call — a
@@ -179,17 +180,11 @@
 //!   session created again under the same id starts unlocked, and no stale
 //!   lock item can outlive its session (the lock expires with it too).
 //! - **`change_id`** moves the item, lock included (the same token and
-//!   expiry when fenced; no lock when unfenced, as the contract says). It
-//!   reads both ids, then deletes the old item with `md C<cas>` — the
-//!   compare-and-delete in which the fence is checked: it succeeds only if
-//!   the old item is still exactly the one whose lock was checked — and
-//!   then adds the new item (`ms ME`, which never overwrites). A write to
-//!   the old id in between makes the delete fail and the move start again,
-//!   so no concurrent write is lost. The old id is deleted *before* the new
-//!   one is written, so the session is never under both ids; should
-//!   another session take the new id in between (with 256-bit random ids,
-//!   practically never), the old item is put back exactly as it was and
-//!   the move decides again (`IdTaken`).
+//!   expiry when fenced; no lock when unfenced, as the contract says). Its
+//!   commit is a compare-and-swap on the old item against the read whose
+//!   lock was checked, so a write or a lock taken on the old id in between
+//!   makes the move start again, and no concurrent write is lost; see
+//!   [`change_id` across failures](#change_id-across-failures).
 //!
 //! Lock expiry is judged by the app server's clock when the item is read.
 //! A lock that runs out between a fenced write's read and its write cannot
@@ -235,16 +230,10 @@
 //!   session belongs on Redis with persistence, or on files. An evicted
 //!   session takes its lock with it: the holder's commit answers `Gone`.
 //! - **Availability** of a down server's sessions (see above).
-//! - **`change_id` across a failure.** Memcached cannot move an item
-//!   atomically (two keys, possibly two servers), so the move is a delete
-//!   and an add, one round trip apart. If the app server dies in that
-//!   round trip, or the add fails in a way that may have reached the
-//!   server (a timeout, a broken connection), the session may be lost —
-//!   the user gets a fresh session, as after expiry — but it is never
-//!   under both ids. When the add surely never reached the server (the
-//!   connection was refused), the session is put back under the old id
-//!   and the error reported. While a move is in flight, a concurrent
-//!   request on the old id sees no session.
+//! - **`change_id` when its commit's outcome cannot be learnt** (the
+//!   commit and the read that follows it both time out): the session is
+//!   under exactly one id, but `change_id` reports an error while it may be
+//!   under the new one, which the client then does not know. See below.
 //! - **One clock.** Expiry and lock TTLs are decided by the app servers'
 //!   clocks, at millisecond precision (memcached has no millisecond clock
 //!   to use instead): keep them in sync (NTP). Skew makes a lock last a
@@ -256,12 +245,52 @@
 //!   [`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion);
 //!   memcached expires items natively.
 //!
+//! # `change_id` across failures
+//!
+//! Memcached has no write that spans two keys, so a session cannot change
+//! its key in one atomic step. Versions up to 0.1 deleted the old item and
+//! then added the new one, and lost the session when the add failed in a
+//! way that may have reached the server, or the process died in between.
+//! Now a move takes four round trips:
+//!
+//! 1. read the old item with its CAS (`Gone`, `LockLost`);
+//! 2. add a *pending copy* under the new id that names the old key
+//!    (`IdTaken` if a live session holds it); a pending copy is no session
+//!    by itself;
+//! 3. **the commit**: replace the old item, compare-and-swap against step
+//!    1, by a *tombstone* that names the new key (a mismatch deletes the
+//!    copy and starts again; a timeout is resolved by reading the old key);
+//! 4. rewrite the copy as a plain session item.
+//!
+//! Every read applies one rule: a tombstone is no session, and a pending
+//! copy is the session only if its old key holds a tombstone naming it
+//! (then the read finishes it, two more round trips, only in that state).
+//! So whatever stops a move — a failed or timed-out step, the process
+//! dying between steps — the session is under **exactly one** id, and
+//! under the old one whenever `change_id` answered an error, unless the
+//! commit's outcome could not be learnt (its timeout, then a failed read).
+//! The table of every case is in the source, `src/store/change_id.rs`,
+//! and `tests/faults.rs` checks each: a failure injected at each step on
+//! two real servers, and every state a crash between steps leaves.
+//!
+//! [`MemcachedStore`]'s [`new_id_for`](sessionkit_core::SessionStore::new_id_for)
+//! draws the new id on the old id's server (fresh ids until one's key
+//! lands there: N draws on average for N servers of equal weight, a few
+//! microseconds), so a move touches one server, and a server that fails
+//! takes both ids or neither. A tombstone is a small item (its magic and
+//! the new key's part) that lives as long as the moved session, so that a
+//! pending copy always finds it unless memcached evicts it.
+//!
+//! **Security**: the drawn id is uniform among the fresh ids of that
+//! server (rejection sampling), so it keeps 256 − log2(N) bits of entropy,
+//! far above the 64 bits the
+//! [OWASP Session Management Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-entropy)
+//! asks for.
+//!
 //! # Connections
 //!
 //! The client is part of this crate. The store needs, together: the meta
-//! protocol with CAS and TTL flags; pipelines of several commands in one
-//! write (the two reads of `change_id` when one server holds both ids);
-//! several servers with a pool of connections each; timeouts on connect and
+//! protocol with CAS and TTL flags; several servers with a pool of connections each; timeouts on connect and
 //! on every request; reconnection after a server restart; and a count of
 //! round trips. Of the crates on crates.io, `memcache` is synchronous,
 //! `memcache-async` speaks only the classic commands on one connection, and

@@ -13,7 +13,9 @@ use crate::client::proto::{MAX_KEY_LEN, valid_key};
 use crate::client::{Client, ClientConfig, ClientError, Cmd, Counters, Reply, SetMode};
 use crate::ring::{Ring, key_point};
 use crate::servers::{Server, ServerList};
-use crate::value::{Item, Lock, decode_item, encode_item, exptime};
+use crate::value::{Item, Lock, Stored, decode, encode_item, exptime};
+
+mod change_id;
 
 const STORE: &str = "memcached";
 
@@ -370,17 +372,35 @@ struct Key {
 /// A session item as read.
 enum Found {
     Missing,
-    /// Present but expired or undecodable: absent for every purpose, but
-    /// replacing it needs its CAS.
+    /// Present but no live session — expired, undecodable, a tombstone, a
+    /// pending copy of a move that did not commit: absent for every
+    /// purpose, but replacing it needs its CAS.
     Dead {
         cas: u64,
     },
     Live {
         item: Item,
         cas: u64,
-        /// The bytes as stored, to put back exactly if a move must be undone.
-        raw: Vec<u8>,
     },
+}
+
+/// A reply to a `Get` of a session key, classified at a time.
+enum Read {
+    Found(Found),
+    /// A live copy written by `change_id`, live only if the move committed.
+    Pending {
+        item: Item,
+        cas: u64,
+        from: String,
+    },
+}
+
+/// The outcome of [`Inner::put_new`].
+enum Put {
+    /// Stored; the item's CAS, when the server gave it.
+    Stored(Option<u64>),
+    /// A live session holds the key; nothing was written.
+    Taken,
 }
 
 /// What a read-check-write cycle does with the live item it read.
@@ -399,10 +419,20 @@ impl Inner {
         } else {
             id.expose()
         };
-        let server = self.ring.locate(key_point(&part));
+        self.key_of_part(&part)
+    }
+
+    /// The key whose part (the key without the prefix) is `part`.
+    fn key_of_part(&self, part: &str) -> Key {
+        let server = self.ring.locate(key_point(part));
         let key = format!("{}{part}", self.prefix);
         debug_assert!(valid_key(&key), "build() checks the key length");
         Key { key, server }
+    }
+
+    /// The part of `key`: what pending copies and tombstones name.
+    fn part<'k>(&self, key: &'k Key) -> &'k str {
+        &key.key[self.prefix.len()..]
     }
 
     async fn exec<const N: usize>(
@@ -483,34 +513,129 @@ impl Inner {
     }
 
     /// Classifies the reply to a `Get` of a session item at `now`.
-    fn session(
+    fn classify(
         &self,
         op: &'static str,
         server: usize,
         reply: Reply,
         now: u64,
         id: &SessionId,
-    ) -> Result<Found> {
+    ) -> Result<Read> {
         match reply {
-            Reply::Miss => Ok(Found::Missing),
-            Reply::Value { data, cas } => match decode_item(&data) {
-                Ok(item) if !item.record.meta.is_expired(now) => Ok(Found::Live {
-                    item,
-                    cas,
-                    raw: data,
-                }),
-                Ok(_) => Ok(Found::Dead { cas }),
+            Reply::Miss => Ok(Read::Found(Found::Missing)),
+            Reply::Value { data, cas } => match decode(&data) {
+                Ok(Stored::Session(item)) if !item.record.meta.is_expired(now) => {
+                    Ok(Read::Found(Found::Live { item, cas }))
+                }
+                Ok(Stored::Pending { item, from }) if !item.record.meta.is_expired(now) => {
+                    Ok(Read::Pending { item, cas, from })
+                }
+                Ok(_) => Ok(Read::Found(Found::Dead { cas })),
                 Err(err) => {
                     tracing::warn!(
                         session = %id.short_hash(),
                         error = %err,
                         "memcached holds an undecodable session item; treating it as absent"
                     );
-                    Ok(Found::Dead { cas })
+                    Ok(Read::Found(Found::Dead { cas }))
                 }
             },
             _ => Err(self.unexpected(op, server)),
         }
+    }
+
+    /// Reads the session at `key` with its CAS (`mg … v c`). A pending copy
+    /// of a `change_id` is resolved on the way (see [`change_id`]): if the
+    /// move committed it is finished — rewritten as the session — and read
+    /// again; otherwise it is absent. That costs two more round trips, only
+    /// in that rare state.
+    async fn read(&self, op: &'static str, id: &SessionId, key: &Key) -> Result<Found> {
+        for attempt in 0..self.cas_attempts {
+            self.backoff(attempt).await;
+            let [reply] = self
+                .exec(op, key.server, &[Cmd::Get { key: &key.key }])
+                .await?;
+            let now = now_ms();
+            match self.classify(op, key.server, reply, now, id)? {
+                Read::Found(found) => return Ok(found),
+                Read::Pending { item, cas, from } => {
+                    // A part that makes no valid key is none of ours.
+                    let source = valid_key(&format!("{}{from}", self.prefix))
+                        .then(|| self.key_of_part(&from));
+                    let committed = match source {
+                        Some(source) => self.moved(op, &source, self.part(key)).await?,
+                        None => false,
+                    };
+                    if !committed {
+                        return Ok(Found::Dead { cas });
+                    }
+                    if let Some(cas) = self.finish_move(op, key, &item, Some(cas), now).await? {
+                        return Ok(Found::Live { item, cas });
+                    }
+                    self.conflict();
+                }
+            }
+        }
+        Err(self.contention(op, key.server))
+    }
+
+    /// Stores `value` under `key` unless a live session holds it: `add`,
+    /// and when the key holds a dead item (expired but not yet dropped by
+    /// memcached, whose TTLs are rounded up; a tombstone; a pending copy
+    /// that did not commit) a compare-and-swap over it.
+    async fn put_new(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        key: &Key,
+        value: &[u8],
+        exptime: i64,
+    ) -> Result<Put> {
+        for attempt in 0..self.cas_attempts {
+            self.backoff(attempt).await;
+            let [reply] = self
+                .exec(
+                    op,
+                    key.server,
+                    &[Cmd::Set {
+                        key: &key.key,
+                        value,
+                        exptime,
+                        mode: SetMode::Add,
+                        cas: None,
+                    }],
+                )
+                .await?;
+            match reply {
+                Reply::Stored { cas } => return Ok(Put::Stored(cas)),
+                Reply::NotStored => {}
+                _ => return Err(self.unexpected(op, key.server)),
+            }
+            let cas = match self.read(op, id, key).await? {
+                Found::Live { .. } => return Ok(Put::Taken),
+                Found::Missing => continue,
+                Found::Dead { cas } => cas,
+            };
+            let [reply] = self
+                .exec(
+                    op,
+                    key.server,
+                    &[Cmd::Set {
+                        key: &key.key,
+                        value,
+                        exptime,
+                        mode: SetMode::Set,
+                        cas: Some(cas),
+                    }],
+                )
+                .await?;
+            match reply {
+                Reply::Stored { cas } => return Ok(Put::Stored(cas)),
+                Reply::Exists | Reply::NotFound => self.conflict(),
+                _ => return Err(self.unexpected(op, key.server)),
+            }
+        }
+        Err(self.contention(op, key.server))
     }
 
     /// The exptime for an item that expires at `expires_ms`, at `now` (ms).
@@ -549,14 +674,10 @@ impl Inner {
     ) -> Result<T> {
         for attempt in 0..self.cas_attempts {
             self.backoff(attempt).await;
-            let [reply] = self
-                .exec(op, key.server, &[Cmd::Get { key: &key.key }])
-                .await?;
-            let now = now_ms();
-            let Found::Live { item, cas, .. } = self.session(op, key.server, reply, now, id)?
-            else {
+            let Found::Live { item, cas } = self.read(op, id, key).await? else {
                 return Ok(absent);
             };
+            let now = now_ms();
             let (item, answer) = match step(item, now) {
                 Step::Answer(answer) => return Ok(answer),
                 Step::Write(item, answer) => (item, answer),
@@ -583,63 +704,6 @@ impl Inner {
             }
         }
         Err(self.contention(op, key.server))
-    }
-
-    /// Puts a session item back exactly as it was read (`raw`), if its key
-    /// is still free; returns whether it did. Undoes step 2 of `change_id`.
-    async fn restore(
-        &self,
-        op: &'static str,
-        key: &Key,
-        raw: &[u8],
-        expires_ms: u64,
-    ) -> Result<bool> {
-        let [reply] = self
-            .exec(
-                op,
-                key.server,
-                &[Cmd::Set {
-                    key: &key.key,
-                    value: raw,
-                    exptime: self.exptime_at(expires_ms, now_ms()),
-                    mode: SetMode::Add,
-                    cas: None,
-                }],
-            )
-            .await?;
-        match reply {
-            Reply::Stored { .. } => Ok(true),
-            Reply::NotStored => Ok(false),
-            _ => Err(self.unexpected(op, key.server)),
-        }
-    }
-}
-
-impl Inner {
-    /// [`Inner::restore`], logging when the session could not be put back
-    /// (it is lost then).
-    async fn restore_or_warn(
-        &self,
-        op: &'static str,
-        id: &SessionId,
-        key: &Key,
-        raw: &[u8],
-        expires_ms: u64,
-    ) -> Result<bool> {
-        let restored = self.restore(op, key, raw, expires_ms).await;
-        match &restored {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                session = %id.short_hash(),
-                "memcached: change_id could not put the session back (its old id was taken meanwhile); it is lost"
-            ),
-            Err(err) => tracing::warn!(
-                session = %id.short_hash(),
-                error = %err,
-                "memcached: change_id could not put the session back; it is lost"
-            ),
-        }
-        restored
     }
 }
 
@@ -707,56 +771,10 @@ impl SessionStore for MemcachedStore {
         let value = encode_item(None, record);
         inner.check_size(OP, &key.key, &value)?;
         let exptime = inner.exptime_at(record.meta.expires(), now_ms());
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
-            let [reply] = inner
-                .exec(
-                    OP,
-                    key.server,
-                    &[Cmd::Set {
-                        key: &key.key,
-                        value: &value,
-                        exptime,
-                        mode: SetMode::Add,
-                        cas: None,
-                    }],
-                )
-                .await?;
-            match reply {
-                Reply::Stored { .. } => return Ok(Created::Created),
-                Reply::NotStored => {}
-                _ => return Err(inner.unexpected(OP, key.server)),
-            }
-            // The key is taken; by a live session, or by an expired one that
-            // memcached has not dropped yet (its TTL is rounded up).
-            let [reply] = inner
-                .exec(OP, key.server, &[Cmd::Get { key: &key.key }])
-                .await?;
-            let cas = match inner.session(OP, key.server, reply, now_ms(), id)? {
-                Found::Live { .. } => return Ok(Created::IdTaken),
-                Found::Missing => continue,
-                Found::Dead { cas } => cas,
-            };
-            let [reply] = inner
-                .exec(
-                    OP,
-                    key.server,
-                    &[Cmd::Set {
-                        key: &key.key,
-                        value: &value,
-                        exptime,
-                        mode: SetMode::Set,
-                        cas: Some(cas),
-                    }],
-                )
-                .await?;
-            match reply {
-                Reply::Stored { .. } => return Ok(Created::Created),
-                Reply::Exists | Reply::NotFound => inner.conflict(),
-                _ => return Err(inner.unexpected(OP, key.server)),
-            }
-        }
-        Err(inner.contention(OP, key.server))
+        Ok(match inner.put_new(OP, id, &key, &value, exptime).await? {
+            Put::Stored(_) => Created::Created,
+            Put::Taken => Created::IdTaken,
+        })
     }
 
     async fn apply(
@@ -794,163 +812,14 @@ impl SessionStore for MemcachedStore {
         new: &SessionId,
         fence: Option<&LockToken>,
     ) -> Result<IdChanged> {
-        const OP: &str = "change_id";
-        let inner = &*self.inner;
-        let from = inner.key(old);
-        let to = inner.key(new);
-        if old == new {
-            let [reply] = inner
-                .exec(OP, from.server, &[Cmd::Get { key: &from.key }])
-                .await?;
-            return Ok(
-                match inner.session(OP, from.server, reply, now_ms(), old)? {
-                    Found::Live { .. } => IdChanged::IdTaken,
-                    _ => IdChanged::Gone,
-                },
-            );
-        }
-        for attempt in 0..inner.cas_attempts {
-            inner.backoff(attempt).await;
+        self.inner.change_id(old, new, fence).await
+    }
 
-            // 1. Read both ids: one batch when one server holds both, else
-            //    one batch to each, at once.
-            let (old_reply, new_reply) = if from.server == to.server {
-                let [a, b] = inner
-                    .exec(
-                        OP,
-                        from.server,
-                        &[Cmd::Get { key: &from.key }, Cmd::Get { key: &to.key }],
-                    )
-                    .await?;
-                (a, b)
-            } else {
-                let (read_old, read_new) =
-                    ([Cmd::Get { key: &from.key }], [Cmd::Get { key: &to.key }]);
-                let (a, b) = tokio::join!(
-                    inner.exec::<1>(OP, from.server, &read_old),
-                    inner.exec::<1>(OP, to.server, &read_new),
-                );
-                let ([a], [b]) = (a?, b?);
-                (a, b)
-            };
-            let now = now_ms();
-            let Found::Live {
-                item,
-                cas: old_cas,
-                raw,
-            } = inner.session(OP, from.server, old_reply, now, old)?
-            else {
-                return Ok(IdChanged::Gone);
-            };
-            let mut target_cas = match inner.session(OP, to.server, new_reply, now, new)? {
-                Found::Live { .. } => return Ok(IdChanged::IdTaken),
-                Found::Missing => None,
-                Found::Dead { cas } => Some(cas),
-            };
-            // Fenced, the lock moves along (same token, same expiry);
-            // unfenced, it stays behind and goes with the old item.
-            let lock = match fence {
-                Some(token) => match item.lock {
-                    Some(lock) if lock.held_by(token, now) => Some(lock),
-                    _ => return Ok(IdChanged::LockLost),
-                },
-                None => None,
-            };
-            let old_expires = item.record.meta.expires();
-            let mut record = item.record;
-            record.meta.refresh(now);
-            let value = encode_item(lock.as_ref(), &record);
-            inner.check_size(OP, &to.key, &value)?;
-
-            // 2. Delete the old id if its item is still as read: the atomic
-            //    step that checks the fence (nobody took the lock, nobody
-            //    wrote) and ends the old id. From here the session is under
-            //    neither id until step 3, never under both.
-            let [deleted] = inner
-                .exec(
-                    OP,
-                    from.server,
-                    &[Cmd::Delete {
-                        key: &from.key,
-                        cas: Some(old_cas),
-                    }],
-                )
-                .await?;
-            match deleted {
-                Reply::Stored { .. } => {}
-                Reply::Exists => {
-                    inner.conflict();
-                    continue;
-                }
-                // Destroyed (or evicted) since the read.
-                Reply::NotFound => return Ok(IdChanged::Gone),
-                _ => return Err(inner.unexpected(OP, from.server)),
-            }
-
-            // 3. Write the session under the new id, unless someone took
-            //    it since step 1.
-            let stored = loop {
-                let write = Cmd::Set {
-                    key: &to.key,
-                    value: &value,
-                    exptime: inner.exptime_at(record.meta.expires(), now),
-                    mode: if target_cas.is_some() {
-                        SetMode::Set
-                    } else {
-                        SetMode::Add
-                    },
-                    cas: target_cas,
-                };
-                let reply = match inner.client.exec(to.server, &[write]).await {
-                    Ok(mut replies) if replies.len() == 1 => replies.remove(0),
-                    Ok(_) => return Err(inner.unexpected(OP, to.server)),
-                    Err(e) => {
-                        let not_applied = e.surely_not_applied();
-                        let err = inner.client_error(OP, e, value.len());
-                        // The write surely did nothing (it never left, or
-                        // the server refused it): put the session back
-                        // under the old id. If it may have landed, putting
-                        // it back could leave it under both ids; it stays
-                        // where it is (possibly nowhere).
-                        if not_applied {
-                            // Logged inside; the write's error is the one
-                            // to report.
-                            let _ = inner
-                                .restore_or_warn(OP, old, &from, &raw, old_expires)
-                                .await;
-                        } else {
-                            tracing::warn!(
-                                session = %old.short_hash(),
-                                error = %err,
-                                "memcached: change_id failed after deleting the old id; the session may be lost"
-                            );
-                        }
-                        return Err(err);
-                    }
-                };
-                match reply {
-                    Reply::Stored { .. } => break true,
-                    // The expired item at the new id was dropped meanwhile.
-                    Reply::NotFound if target_cas.is_some() => target_cas = None,
-                    Reply::NotStored | Reply::Exists | Reply::NotFound => break false,
-                    _ => return Err(inner.unexpected(OP, to.server)),
-                }
-            };
-            if stored {
-                return Ok(IdChanged::Changed(record.meta));
-            }
-            // A session appeared under the new id since step 1 (or its dead
-            // item changed): undo step 2 and decide again.
-            inner.conflict();
-            if !inner
-                .restore_or_warn(OP, old, &from, &raw, old_expires)
-                .await?
-            {
-                // Only a create of the old id in this instant gets here.
-                return Ok(IdChanged::Gone);
-            }
-        }
-        Err(inner.contention(OP, from.server))
+    /// A fresh id whose key lives on the server of `old`'s key, so that
+    /// `change_id` touches one server; see the
+    /// [crate docs](crate#change_id-across-failures).
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        self.inner.id_on_server_of(old)
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {

@@ -19,12 +19,30 @@
 //!
 //! Items of format 1 (magic `SKM\x01`, lock in a separate item) are not
 //! read: they decode as errors and count as absent sessions.
+//!
+//! `change_id` writes two more kinds of item (see `store/change_id.rs`):
+//!
+//! - a **pending copy**, under the new id before the move commits: magic
+//!   `SKP\x02`, the same 24-byte lock header, one byte for the length of the
+//!   old key's part (the key without the prefix), that part, then the
+//!   record. It is the session only once the old key holds a tombstone that
+//!   names this key;
+//! - a **tombstone**, under the old id once the move committed: magic
+//!   `SKT\x02`, then the new key's part. It is no session.
+//!
+//! Versions before these kinds read both as undecodable, so as absent.
 
 use sessionkit_core::codec::{decode_record, encode_record};
 use sessionkit_core::record::Record;
 use sessionkit_core::{Error, LockToken};
 
 const MAGIC: &[u8; 4] = b"SKM\x02";
+
+/// A session copied by `change_id`, not committed yet.
+const PENDING_MAGIC: &[u8; 4] = b"SKP\x02";
+
+/// The tombstone `change_id` leaves under the old id.
+const MOVED_MAGIC: &[u8; 4] = b"SKT\x02";
 
 /// The size of the header before the record blob.
 pub(crate) const HEADER_LEN: usize = 4 + 8 + 16;
@@ -78,11 +96,47 @@ pub(crate) struct Item {
     pub(crate) record: Record,
 }
 
+/// What an item under a session key holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// A session.
+    Session(Item),
+    /// A copy written by `change_id` under the new id, from the old key
+    /// whose part is `from`; the session only if the move committed.
+    Pending { item: Item, from: String },
+    /// A tombstone: the session moved to the key whose part is `to`.
+    Moved { to: String },
+}
+
 /// Encodes a session item.
 pub(crate) fn encode_item(lock: Option<&Lock>, record: &Record) -> Vec<u8> {
+    encode_with(MAGIC, lock, None, record)
+}
+
+/// Encodes the pending copy of a session moved from the key part `from`
+/// (at most 250 bytes: a memcached key).
+pub(crate) fn encode_pending(lock: Option<&Lock>, record: &Record, from: &str) -> Vec<u8> {
+    encode_with(PENDING_MAGIC, lock, Some(from), record)
+}
+
+/// Encodes the tombstone of a session moved to the key part `to`.
+pub(crate) fn encode_moved(to: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + to.len());
+    out.extend_from_slice(MOVED_MAGIC);
+    out.extend_from_slice(to.as_bytes());
+    out
+}
+
+fn encode_with(
+    magic: &[u8; 4],
+    lock: Option<&Lock>,
+    from: Option<&str>,
+    record: &Record,
+) -> Vec<u8> {
     let blob = encode_record(record);
-    let mut out = Vec::with_capacity(HEADER_LEN + blob.len());
-    out.extend_from_slice(MAGIC);
+    let from_len = from.map_or(0, |f| 1 + f.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + from_len + blob.len());
+    out.extend_from_slice(magic);
     match lock {
         // A lock always expires after the epoch; clamp so that it can never
         // be written as "no lock".
@@ -92,17 +146,37 @@ pub(crate) fn encode_item(lock: Option<&Lock>, record: &Record) -> Vec<u8> {
         }
         None => out.extend_from_slice(&[0u8; 24]),
     }
+    if let Some(from) = from {
+        let len = u8::try_from(from.len()).expect("a key part is at most 250 bytes");
+        out.push(len);
+        out.extend_from_slice(from.as_bytes());
+    }
     out.extend_from_slice(&blob);
     out
 }
 
 /// Decodes a session item.
+#[cfg(test)]
 pub(crate) fn decode_item(bytes: &[u8]) -> Result<Item, Error> {
-    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
-        return Err(Error::codec(
-            "not a sessionkit memcached session item (format 2)",
-            None,
-        ));
+    match decode(bytes)? {
+        Stored::Session(item) => Ok(item),
+        _ => Err(not_ours()),
+    }
+}
+
+fn not_ours() -> Error {
+    Error::codec("not a sessionkit memcached session item (format 2)", None)
+}
+
+/// Decodes what a session key holds.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, Error> {
+    let magic = bytes.get(..4).ok_or_else(not_ours)?;
+    if magic == MOVED_MAGIC {
+        let to = std::str::from_utf8(&bytes[4..]).map_err(|_| not_ours())?;
+        return Ok(Stored::Moved { to: to.to_owned() });
+    }
+    if bytes.len() < HEADER_LEN || (magic != MAGIC && magic != PENDING_MAGIC) {
+        return Err(not_ours());
     }
     let expires_ms = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
     let token: [u8; 16] = bytes[12..28].try_into().expect("16 bytes");
@@ -110,9 +184,19 @@ pub(crate) fn decode_item(bytes: &[u8]) -> Result<Item, Error> {
         token: LockToken::from_bytes(token),
         expires_ms,
     });
-    Ok(Item {
-        lock,
-        record: decode_record(&bytes[HEADER_LEN..])?,
+    if magic == MAGIC {
+        let record = decode_record(&bytes[HEADER_LEN..])?;
+        return Ok(Stored::Session(Item { lock, record }));
+    }
+    let len = usize::from(*bytes.get(HEADER_LEN).ok_or_else(not_ours)?);
+    let from = bytes
+        .get(HEADER_LEN + 1..HEADER_LEN + 1 + len)
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .ok_or_else(not_ours)?;
+    let record = decode_record(&bytes[HEADER_LEN + 1 + len..])?;
+    Ok(Stored::Pending {
+        item: Item { lock, record },
+        from: from.to_owned(),
     })
 }
 
@@ -201,6 +285,39 @@ mod tests {
         v1[3] = 1;
         assert!(decode_item(&v1).is_err(), "format 1 items are not read");
         assert!(decode_item(b"SKL\x01xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").is_err());
+    }
+
+    #[test]
+    fn pending_copies_and_tombstones_round_trip_and_are_no_sessions() {
+        let lock = Lock {
+            token: LockToken::generate(),
+            expires_ms: 1_700_000_000_123,
+        };
+        let from = "ab".repeat(32);
+        for lock in [None, Some(lock)] {
+            let pending = encode_pending(lock.as_ref(), &record(), &from);
+            assert_eq!(
+                decode(&pending).unwrap(),
+                Stored::Pending {
+                    item: Item {
+                        lock,
+                        record: record()
+                    },
+                    from: from.clone()
+                }
+            );
+            assert!(
+                decode_item(&pending).is_err(),
+                "a pending copy is no session"
+            );
+            for len in 0..pending.len() {
+                assert!(decode(&pending[..len]).is_err(), "len {len}");
+            }
+        }
+        let moved = encode_moved(&from);
+        assert_eq!(decode(&moved).unwrap(), Stored::Moved { to: from });
+        assert!(decode_item(&moved).is_err(), "a tombstone is no session");
+        assert!(decode(b"SKT\x02\xff").is_err(), "a key part is text");
     }
 
     #[test]

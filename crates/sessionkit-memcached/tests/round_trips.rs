@@ -271,8 +271,8 @@ async fn round_trips_per_operation() {
     let moved = t
         .row(
             "change_id",
-            "unfenced, same server",
-            3,
+            "unfenced, same server (read, copy, commit, finish)",
+            4,
             store.change_id(&id, &same, None),
         )
         .await;
@@ -281,7 +281,7 @@ async fn round_trips_per_operation() {
     let moved = t
         .row(
             "change_id",
-            "unfenced, other server (4 batches, 3 sequential)",
+            "unfenced, other server",
             4,
             store.change_id(&same, &other, None),
         )
@@ -308,8 +308,8 @@ async fn round_trips_per_operation() {
     let taken = t
         .row(
             "change_id",
-            "new id taken",
-            1,
+            "new id taken (read, add refused, read the new id)",
+            3,
             store.change_id(&other, &id_b_live, None),
         )
         .await;
@@ -318,7 +318,7 @@ async fn round_trips_per_operation() {
         .row(
             "change_id",
             "fenced, same server",
-            3,
+            4,
             store.change_id(&other, &target, Some(&token)),
         )
         .await;

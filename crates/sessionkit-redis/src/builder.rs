@@ -260,7 +260,8 @@ impl RedisStoreBuilder {
     /// each) and waits until the cluster's slots are known.
     ///
     /// See the [crate docs](crate#redis-cluster) for what differs in a
-    /// cluster: `change_id` takes two round trips there.
+    /// cluster: the store draws the new id of a `change_id` in the old id's
+    /// hash slot, so that the move is one atomic script there too.
     ///
     /// ```no_run
     /// # async fn demo() -> sessionkit_core::Result<()> {

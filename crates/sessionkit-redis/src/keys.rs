@@ -77,6 +77,86 @@ impl KeySpace {
     }
 }
 
+impl KeySpace {
+    /// The Redis Cluster hash slot of `id`'s keys, as `CLUSTER KEYSLOT`
+    /// computes it: the slot of the hash tag `<tag>`. No allocation: a
+    /// regenerate in a cluster computes it some 16,000 times.
+    pub(crate) fn slot(&self, id: &SessionId) -> u16 {
+        let mut tag = [0u8; RAW_TAG.len() + 43];
+        let len = if self.hash_ids {
+            URL_SAFE_NO_PAD
+                .encode_slice(id.hashed(), &mut tag)
+                .expect("43 bytes hold a SHA-256 in base64url")
+        } else {
+            tag[..RAW_TAG.len()].copy_from_slice(RAW_TAG.as_bytes());
+            // The id's text is the unpadded base64url of its bytes.
+            RAW_TAG.len()
+                + URL_SAFE_NO_PAD
+                    .encode_slice(id.as_bytes(), &mut tag[RAW_TAG.len()..])
+                    .expect("43 bytes hold an id in base64url")
+        };
+        slot_of_tag(&tag[..len])
+    }
+
+    /// A fresh random id whose keys share the hash slot of `old`'s keys, and
+    /// how many ids it drew. One in 16,384 fresh ids falls in a given slot,
+    /// so it draws 16,384 on average (rejection sampling: the id is uniform
+    /// among the ids of that slot); see the [crate docs](crate#redis-cluster)
+    /// for the time it takes and the `# Security` note.
+    ///
+    /// Gives up after [`MAX_DRAWS`] (a chance of e^-128) and returns an id
+    /// of another slot, which `change_id` refuses.
+    pub(crate) fn id_in_slot_of(&self, old: &SessionId) -> (SessionId, u32) {
+        let slot = self.slot(old);
+        let mut id = SessionId::generate();
+        let mut draws = 1;
+        while self.slot(&id) != slot && draws < MAX_DRAWS {
+            id = SessionId::generate();
+            draws += 1;
+        }
+        (id, draws)
+    }
+}
+
+/// The most ids [`KeySpace::id_in_slot_of`] draws: 128 × 16,384, so it
+/// fails with a chance of (1 − 1/16384)^(128 × 16384) ≈ e^-128.
+const MAX_DRAWS: u32 = 128 * SLOTS as u32;
+
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: u16 = 16384;
+
+/// The hash slot of a key whose hash tag is `tag`: CRC16 (the XMODEM
+/// variant: polynomial 0x1021, initial value 0, no reflection) modulo 16,384,
+/// as in the [Redis Cluster specification](https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-slots-and-hash-tags).
+pub(crate) fn slot_of_tag(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in tag {
+        crc = (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)];
+    }
+    crc % SLOTS
+}
+
+/// CRC16-XMODEM of each byte value, computed at compile time.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
 /// The two keys of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SessionKeys {
@@ -146,6 +226,74 @@ mod tests {
             // The other way round: a raw tag is not an id at all.
             let raw_tag = &raw.data_key(&victim)["p:{".len()..];
             assert!(SessionId::parse(raw_tag.trim_end_matches('}')).is_err());
+        }
+    }
+
+    #[test]
+    fn crc16_is_xmodem_and_slots_match_the_cluster_spec() {
+        // The check value of CRC-16/XMODEM, and the example of the Redis
+        // Cluster specification (`CLUSTER KEYSLOT` is tested against a real
+        // cluster in tests/cluster.rs).
+        let mut crc: u16 = 0;
+        for &byte in b"123456789" {
+            crc = (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)];
+        }
+        assert_eq!(crc, 0x31c3);
+        assert_eq!(slot_of_tag(b"123456789"), 12739);
+        assert_eq!(slot_of_tag(b"somekey"), 11058);
+        assert_eq!(slot_of_tag(b"hash_tag"), 2515);
+        assert_eq!(slot_of_tag(b""), 0);
+    }
+
+    #[test]
+    fn the_slot_is_the_slot_of_the_tag_in_the_key() {
+        for hash_ids in [true, false] {
+            let space = KeySpace::new("p:".to_owned(), hash_ids).unwrap();
+            for _ in 0..50 {
+                let id = SessionId::generate();
+                let data = space.data_key(&id);
+                let tag = &data["p:{".len()..data.len() - 1];
+                assert_eq!(space.slot(&id), slot_of_tag(tag.as_bytes()), "{data}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_drawn_for_a_slot_land_in_it() {
+        for hash_ids in [true, false] {
+            let space = KeySpace::new("p:".to_owned(), hash_ids).unwrap();
+            let old = SessionId::generate();
+            let (new, draws) = space.id_in_slot_of(&old);
+            assert_ne!(new, old);
+            assert_eq!(space.slot(&new), space.slot(&old));
+            assert!((1..MAX_DRAWS).contains(&draws), "{draws}");
+        }
+    }
+
+    /// The time a regenerate in a cluster spends drawing ids. Run with
+    /// `cargo test -p sessionkit-redis --release --lib -- --ignored --nocapture drawing`.
+    #[test]
+    #[ignore = "a measurement, for the crate docs"]
+    fn drawing_an_id_in_a_slot_costs() {
+        for hash_ids in [true, false] {
+            let space = KeySpace::new(DEFAULT_PREFIX.to_owned(), hash_ids).unwrap();
+            let runs = 2000u32;
+            let start = std::time::Instant::now();
+            let mut draws = Vec::with_capacity(runs as usize);
+            for _ in 0..runs {
+                draws.push(space.id_in_slot_of(&SessionId::generate()).1);
+            }
+            let elapsed = start.elapsed();
+            let total: u64 = draws.iter().map(|&d| u64::from(d)).sum();
+            draws.sort_unstable();
+            eprintln!(
+                "hash_ids {hash_ids}: {runs} ids, {:.0} draws on average (median {}, p99 {}), {:.2} ms per id, {:.0} ns per draw",
+                total as f64 / f64::from(runs),
+                draws[draws.len() / 2],
+                draws[draws.len() * 99 / 100],
+                elapsed.as_secs_f64() * 1000.0 / f64::from(runs),
+                elapsed.as_nanos() as f64 / total as f64,
+            );
         }
     }
 

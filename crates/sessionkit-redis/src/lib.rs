@@ -181,7 +181,7 @@
 //! | `create` | data, lock | when neither key exists (the usual case: a fresh random id) writes all fields with native expiry, without reading the clock (a `PEXPIREAT` in the past deletes a session born expired at once); otherwise answers `IdTaken` if the id is live, or deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields | 1 |
 //! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
 //! | `apply_and_read` | data, lock | `apply` fenced by the token, keeping the lock, then `HGETALL` in the same script: the session handle hands a contended lock to the next request of its process with it | 1 |
-//! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster: [2](#redis-cluster)) |
+//! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster too: the new id is in the old one's [slot](#redis-cluster)) |
 //! | `destroy` | data, lock | plain `DEL` of both | 1 |
 //! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns `HGETALL`, with the refreshed metadata | 1 |
 //! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE`s the lock and refreshes the session's expiry as `apply` does | 1 |
@@ -206,8 +206,7 @@
 //!
 //! To count round trips in other crates' tests (through HTTP, say), wrap the
 //! store in [`CountingStore`](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/struct.CountingStore.html) (one
-//! store call is one round trip, except a load whose touch is due and a
-//! cluster `change_id`), or, to have the server itself count, include this
+//! store call is one round trip, except a load whose touch is due), or, to have the server itself count, include this
 //! crate's test harness, which needs nothing but `std`, `redis-server` and
 //! `redis-cli`:
 //!
@@ -358,36 +357,69 @@
 //!
 //! With feature `cluster`, the same store runs on a Redis Cluster through
 //! redis-rs' `ClusterConnection`. A session's two keys share a hash tag, so
-//! every operation but one runs as on a single server (a read is one
-//! `HGETALL`, the rest one script), on one node, with the same guarantees.
+//! every operation runs as on a single server (a read is one `HGETALL`, the
+//! rest one script), on one node, with the same guarantees: `change_id`
+//! too, because the store picks the new id.
 //!
-//! The exception is `change_id`: the old and the new id hash to different
-//! slots (almost always on different nodes), and a script may only touch
-//! keys of one slot. It takes these steps:
+//! ## `change_id`: the new id is drawn in the old id's slot
 //!
-//! 1. on the old id's slot, one script checks that the session is live
-//!    (`Gone`) and, when fenced, that the token owns the lock (`LockLost`),
-//!    reads the hash and what is left of the lock's TTL, and deletes both;
-//! 2. on the new id's slot, one script stores the session unless the new id
-//!    is live, refreshing the expiry by that node's clock, with the lock
-//!    (same token, the TTL that was left) when fenced;
-//! 3. only if the new id was live (`IdTaken`): one script puts the session
-//!    back under the old id, with its old expiry and its lock.
+//! A script may only touch keys of one slot, and two random ids hash to two
+//! slots, almost always on two nodes. Moving a session between nodes takes
+//! two writes, and a failure between them (a node that refuses writes or
+//! does not answer in time, the process dying) leaves the session under
+//! neither id or under both. Versions up to 0.1 moved it so (delete on the
+//! old slot, then write on the new one) and lost the session when the
+//! second write failed.
 //!
-//! So a cluster `change_id` costs **2 round trips** (3 when the new id is
-//! taken, which with 256-bit random ids does not happen by chance; 1 when it
-//! answers `Gone` or `LockLost`), measured like the others. What it does not
-//! keep from the single-server version:
+//! So the store does not move sessions between slots. Its
+//! [`new_id_for`](sessionkit_core::SessionStore::new_id_for), where the
+//! session handle takes the new id of every `regenerate`, draws fresh
+//! random ids until one's keys hash to the slot of the old id's keys (the
+//! slot of the hash tag `<tag>`: its CRC16 modulo 16,384, computed in this
+//! process without allocating, and tested against the cluster's own
+//! `CLUSTER KEYSLOT`). The single-server `change_id` script then moves the
+//! session on the node that holds it: **atomic, one round trip**, with the
+//! guarantees of one server. A failed or timed-out `change_id` leaves the
+//! session under the old id (a script runs whole or not at all; one whose
+//! reply was lost may have moved it, to the new id alone). A `change_id`
+//! onto an id of another slot is refused before anything is sent, with
+//! [`ErrorKind::InvalidId`](sessionkit_core::ErrorKind::InvalidId) and
+//! nothing changed.
 //!
-//! - **It is not atomic.** For one round trip the session exists under
-//!   neither id: a request carrying the old cookie in that moment finds no
-//!   session (as it would just after the move), and none can carry the new
-//!   one yet. It is never readable under both ids, and never duplicated.
-//! - If the process dies between steps 1 and 2, the session is lost (the
-//!   user signs in again). If step 3 cannot put it back (its old id was
-//!   taken meanwhile), it is lost too, and that is logged at `error`.
-//! - A fenced move whose lock was lost, onto a live id, answers `LockLost`
-//!   (one server: `IdTaken`); both write nothing.
+//! The price is CPU in the request that regenerates: one fresh id in 16,384
+//! falls in a given slot, so a regenerate draws 16,384 ids on average (the
+//! count is geometric: median about 11,400, one regenerate in a hundred
+//! above 75,000), each an id from the buffered CSPRNG, its SHA-256 (with
+//! hashed ids) and a CRC16 of 43 bytes. Measured (`keys.rs`,
+//! `drawing_an_id_in_a_slot_costs`, release build, 2,000 regenerates, on a
+//! two-core machine shared with other builds, so an upper bound): 15,600
+//! draws and **5.6 ms of CPU per regenerate** on average with hashed ids
+//! (360 ns per draw; median 10,800 draws, 1 % above 70,000, about 25 ms),
+//! 4.1 ms with [`hash_ids(false)`](RedisStoreBuilder::hash_ids). The
+//! drawing runs on the thread of the request that regenerates, without
+//! yielding. Only `regenerate` pays it (usually at login: at 100 logins a
+//! second, about half a core), never reads or writes; on a single server
+//! `new_id_for` is one [`SessionId::generate`](sessionkit_core::SessionId::generate).
+//! A key layout whose hash tag the store chooses would make it free, at the
+//! price of a new data layout; this one keeps every stored session valid.
+//!
+//! A session keeps the slot of its first id for life; sessions still spread
+//! over the nodes, because first ids are random. Resharding moves a slot
+//! with all its keys, so it changes nothing here.
+//!
+//! ### Security
+//!
+//! The new id is a fresh 256-bit id from the operating system's CSPRNG,
+//! kept only if it falls in the slot (rejection sampling), so it is uniform
+//! among the 2^256 / 2^14 = 2^242 ids of that slot: 242 bits of entropy,
+//! far above the 64 bits the
+//! [OWASP Session Management Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-entropy)
+//! asks for. Knowing the slot tells an attacker nothing usable: the id
+//! still has to be guessed among 2^242, and the slot of a hashed key is the
+//! slot of a SHA-256 of the id, which leaks none of it.
+//!
+//! ## What else differs from one server
+//!
 //! - Expiry is computed by each node's clock; keep the nodes' clocks in sync
 //!   (NTP), as for any cluster.
 //! - redis-rs retries a cluster request after connection errors and

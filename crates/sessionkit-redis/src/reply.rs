@@ -116,14 +116,6 @@ fn hex(b: &[u8]) -> Option<u64> {
     })
 }
 
-/// A time as the metadata holds it, for the scripts that rebuild the field
-/// from its parts: exactly 11 lowercase hex digits, or `None` past
-/// [`MAX_TIME`]. Only the cluster's two-step `change_id` rebuilds a field.
-#[cfg(any(feature = "cluster", test))]
-pub(crate) fn hex_time(ms: u64) -> Option<String> {
-    (ms <= MAX_TIME).then(|| format!("{ms:011x}"))
-}
-
 /// A decimal number as Redis writes one: digits only, no sign, no spaces.
 fn digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
@@ -289,9 +281,6 @@ mod tests {
         }
         let meta = Meta::from_parts(MAX_TIME + 1, 1, None, MAX_TIME);
         assert_eq!(format_meta(&meta), None, "{meta:?}");
-        assert_eq!(hex_time(MAX_TIME).as_deref(), Some("fffffffffff"));
-        assert_eq!(hex_time(1).as_deref(), Some("00000000001"));
-        assert_eq!(hex_time(MAX_TIME + 1), None);
     }
 
     #[test]

@@ -326,69 +326,6 @@ return { 1, refresh(KEYS[3], now, c, e, l, d) or v }
     ))
 });
 
-/// First step of `change_id` in a cluster, on the old id's slot: checks,
-/// reads and deletes the session (and its lock). KEYS data, lock; ARGV fence
-/// token (`''`: none).
-///
-/// Reply: `{0}` gone, `{3}` lock lost, `{1, lock_ms, HGETALL}` taken.
-#[cfg(feature = "cluster")]
-pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
-        r"
-if meta(KEYS[1], now) ~= 1 then return { 0 } end
-local lock_ms = 0
-if ARGV[1] ~= '' then
-  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
-  lock_ms = redis.call('PTTL', KEYS[2])
-end
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2])
-return { 1, lock_ms, all }
-"
-    ))
-});
-
-/// Second step of `change_id` in a cluster (and the undo of the first):
-/// stores a taken session under an id unless that id is live. KEYS data,
-/// lock; ARGV lock token (`''`: none), lock ms, then the metadata's parts
-/// in its hex digits: created, ttl, deadline, expires (`''`: refresh now);
-/// then field/value pairs.
-///
-/// Reply: `{2}` id taken, `{0}` expired meanwhile, `{1, meta}` stored.
-#[cfg(feature = "cluster")]
-pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
-        lua_expire_at!(),
-        lua_refresh!(),
-        lua_hset!(),
-        r"
-if meta(KEYS[1], now) == 1 then return { 2 } end
-redis.call('DEL', KEYS[1], KEYS[2])
-local at, f
-if ARGV[6] == '' then
-  at = refreshed(now, ARGV[4], ARGV[5])
-  f = field(ARGV[3], ARGV[4], ARGV[5], at)
-else
-  -- Put back as it was, to the digit.
-  at = tonumber(ARGV[6], 16)
-  f = ARGV[3] .. ARGV[6] .. ARGV[4] .. ':' .. ARGV[5]
-end
-if at <= now then return { 0 } end
-hset(KEYS[1], f, 7, #ARGV)
-expire_at(KEYS[1], at)
-local lock_ms = tonumber(ARGV[2])
-if ARGV[1] ~= '' and lock_ms and lock_ms > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
-return { 1, f }
-"
-    ))
-});
-
 /// `lock`: KEYS data, lock; ARGV token, ttl ms.
 ///
 /// Taking the lock refreshes the idle expiry (a session is not idle while a

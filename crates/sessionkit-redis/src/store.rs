@@ -161,8 +161,9 @@ impl RedisStore {
         self.inner.keys.hash_ids()
     }
 
-    /// Whether this store talks to a Redis Cluster (where `change_id` takes
-    /// two round trips; see the [crate docs](crate#redis-cluster)).
+    /// Whether this store talks to a Redis Cluster (where
+    /// [`new_id_for`](SessionStore::new_id_for) draws ids in the old id's
+    /// hash slot; see the [crate docs](crate#redis-cluster)).
     ///
     /// ```no_run
     /// # async fn demo() -> sessionkit_core::Result<()> {
@@ -297,99 +298,6 @@ impl RedisStore {
                 self.discard(id, operation, why.why()).await?;
                 Ok(None)
             }
-        }
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn change_id_across_slots(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        const OP: &str = "change_id";
-        let (from, to) = (self.keys(old), self.keys(new));
-        let token = fence.map(LockToken::to_hex).unwrap_or_default();
-
-        // 1. On the old id's slot: fence check, read, delete.
-        let mut take = scripts::TAKE.prepare_invoke();
-        take.key(&from.data).key(&from.lock).arg(&token);
-        let (code, mut items) = self.run_coded(OP, &take).await?;
-        let taken_at = Instant::now();
-        match code {
-            0 => return Ok(IdChanged::Gone),
-            3 => return Ok(IdChanged::LockLost),
-            1 => {}
-            _ => return Err(unexpected(OP)),
-        }
-        let lock_ms = reply::int(items.get(1)).ok_or_else(|| unexpected(OP))?;
-        let hash = items.pop().ok_or_else(|| unexpected(OP))?;
-        let session = match RawSession::decode(hash) {
-            Ok(Some(session)) => session,
-            // The script checked the metadata, so only an entry can be
-            // broken; the session is deleted already, as a corrupt one would
-            // be by a `create`.
-            Ok(None) => return Err(unexpected(OP)),
-            Err(why) => {
-                corrupt(old, OP, why.why());
-                return Ok(IdChanged::Gone);
-            }
-        };
-        let meta = session.meta;
-
-        // 2. On the new id's slot: store it unless the new id is live. The
-        // lock keeps what was left of its TTL.
-        let lock_left = |lock_ms: i64| {
-            let spent = i64::try_from(taken_at.elapsed().as_millis()).unwrap_or(i64::MAX);
-            lock_ms.saturating_sub(spent).max(0)
-        };
-        // The metadata's parts as the field holds them. Read from the
-        // field, so they fit; refused like a `create` if they did not.
-        let created = reply::hex_time(meta.created()).ok_or_else(|| past_2527(OP))?;
-        let expires = reply::hex_time(meta.expires()).ok_or_else(|| past_2527(OP))?;
-        let (ttl, deadline) = (
-            reply::format_ttl(meta.ttl_ms(), meta.remembered()),
-            format!("{:x}", meta.deadline().unwrap_or(0)),
-        );
-        let put = |keys: &SessionKeys, lock_ms: i64, expires: &str| {
-            let mut put = scripts::PUT.prepare_invoke();
-            put.key(&keys.data)
-                .key(&keys.lock)
-                .arg(&token)
-                .arg(lock_ms)
-                .arg(&created)
-                .arg(&ttl)
-                .arg(&deadline)
-                .arg(expires);
-            for (k, v) in &session.entries {
-                put.arg(k.as_bytes()).arg(&v[..]);
-            }
-            put
-        };
-        let (code, items) = self
-            .run_coded(OP, &put(&to, lock_left(lock_ms), ""))
-            .await?;
-        match code {
-            1 => reply::meta(items.get(1))
-                .map(IdChanged::Changed)
-                .ok_or_else(|| unexpected(OP)),
-            // The absolute deadline passed between the two steps.
-            0 => Ok(IdChanged::Gone),
-            2 => {
-                // 3. The new id is taken: put the session back where it was,
-                // with its old expiry and what is left of its lock.
-                let (code, _) = self
-                    .run_coded(OP, &put(&from, lock_left(lock_ms), &expires))
-                    .await?;
-                if code != 1 {
-                    tracing::error!(
-                        session = %old.short_hash(),
-                        "redis store could not restore a session after a change_id onto a taken id; the session is lost"
-                    );
-                }
-                Ok(IdChanged::IdTaken)
-            }
-            _ => Err(unexpected(OP)),
         }
     }
 }
@@ -619,11 +527,16 @@ impl SessionStore for RedisStore {
         fence: Option<&LockToken>,
     ) -> Result<IdChanged> {
         const OP: &str = "change_id";
-        #[cfg(feature = "cluster")]
-        if self.inner.conn.is_cluster() && old != new {
-            // Two ids live in two slots (almost always on two nodes): no
-            // script can touch both. See the crate docs, "Redis Cluster".
-            return self.change_id_across_slots(old, new, fence).await;
+        if self.inner.conn.is_cluster() && self.inner.keys.slot(old) != self.inner.keys.slot(new) {
+            // A script may only touch keys of one slot, and a move in two
+            // steps can lose the session (see the crate docs, "Redis
+            // Cluster"): `new_id_for` never returns such an id.
+            return Err(Error::new(ErrorKind::InvalidId)
+                .with_store(NAME)
+                .with_operation(OP)
+                .with_detail(
+                    "in a Redis Cluster the new id must hash to the old id's slot: take it from SessionStore::new_id_for",
+                ));
         }
         let (from, to) = (self.keys(old), self.keys(new));
         let mut script = scripts::CHANGE_ID.prepare_invoke();
@@ -642,6 +555,17 @@ impl SessionStore for RedisStore {
                 .map(IdChanged::Changed)
                 .ok_or_else(|| unexpected(OP)),
             _ => Err(unexpected(OP)),
+        }
+    }
+
+    /// In a cluster, a fresh id whose keys hash to `old`'s slot, so that
+    /// `change_id` is one atomic script there too; otherwise
+    /// [`SessionId::generate`]. See the [crate docs](crate#redis-cluster).
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        if self.inner.conn.is_cluster() {
+            self.inner.keys.id_in_slot_of(old).0
+        } else {
+            SessionId::generate()
         }
     }
 

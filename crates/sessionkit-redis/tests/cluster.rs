@@ -1,4 +1,4 @@
-//! `RedisStore` on a real three-master Redis Cluster: the conformance suite, slots, round trips and the cross-slot `change_id`.
+//! `RedisStore` on a real three-master Redis Cluster: the conformance suite, slots, round trips, and `change_id` within one slot, also while other nodes refuse writes.
 #![cfg(feature = "cluster")]
 
 mod support;
@@ -91,10 +91,9 @@ fn evalsha(n: u64) -> BTreeMap<String, u64> {
 
 /// Round trips on the cluster, counted by every node's `MONITOR`: each
 /// operation is one command, except a load whose touch is due (`HGETALL`,
-/// then the touch script) and `change_id` between two slots: two (take on
-/// the old slot, put on the new one), three when the new id is taken (the
-/// session is put back), one when it answers `Gone` or `LockLost`. A
-/// cluster of its own, so no other test adds to the counts.
+/// then the touch script); `change_id` too, onto an id from `new_id_for`
+/// (one script on the old id's slot). A cluster of its own, so no other
+/// test adds to the counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_on_a_cluster() {
     let cluster = support::RedisCluster::start();
@@ -140,10 +139,10 @@ async fn round_trips_on_a_cluster() {
         assert!(renewed);
         row("renew_lock", c, evalsha(1));
 
-        let new = SessionId::generate();
+        let new = store.new_id_for(&id);
         let (changed, c) = counted!(monitor, store.change_id(&id, &new, Some(&token)));
         assert!(matches!(changed, IdChanged::Changed(_)), "{changed:?}");
-        row("change_id (fenced, across slots)", c, evalsha(2));
+        row("change_id (fenced)", c, evalsha(1));
 
         let fence = Fence {
             token: &token,
@@ -153,27 +152,32 @@ async fn round_trips_on_a_cluster() {
         assert!(matches!(applied, Applied::Applied(_)));
         row("apply (fenced + release)", c, evalsha(1));
 
-        let newer = SessionId::generate();
+        let newer = store.new_id_for(&new);
         let (changed, c) = counted!(monitor, store.change_id(&new, &newer, None));
         assert!(matches!(changed, IdChanged::Changed(_)));
-        row("change_id (across slots)", c, evalsha(2));
+        row("change_id", c, evalsha(1));
 
-        let other = SessionId::generate();
+        let other = store.new_id_for(&newer);
         let _ = store.create(&other, &record()).await.unwrap();
         let (taken, c) = counted!(monitor, store.change_id(&newer, &other, None));
         assert_eq!(taken, IdChanged::IdTaken);
-        row("change_id (new id taken: put back)", c, evalsha(3));
+        row("change_id (new id taken)", c, evalsha(1));
 
+        let never = SessionId::generate();
         let (gone, c) = counted!(
             monitor,
-            store.change_id(&SessionId::generate(), &SessionId::generate(), None)
+            store.change_id(&never, &store.new_id_for(&never), None)
         );
         assert_eq!(gone, IdChanged::Gone);
         row("change_id (old id gone)", c, evalsha(1));
 
         let (lost, c) = counted!(
             monitor,
-            store.change_id(&newer, &SessionId::generate(), Some(&LockToken::generate()))
+            store.change_id(
+                &newer,
+                &store.new_id_for(&newer),
+                Some(&LockToken::generate())
+            )
         );
         assert_eq!(lost, IdChanged::LockLost);
         row("change_id (lock lost)", c, evalsha(1));
@@ -200,42 +204,171 @@ async fn round_trips_on_a_cluster() {
     }
 }
 
-/// A `change_id` onto a taken id puts the session back where it was, with
-/// its data, its expiry and its lock (same token, still held).
+/// `new_id_for` draws ids whose keys hash, by the cluster's own
+/// `CLUSTER KEYSLOT`, to the slot of the old id's keys; and `change_id`
+/// onto an id of another slot is refused before anything is sent, with
+/// nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn change_id_onto_a_taken_id_puts_the_session_back() {
+async fn new_ids_share_the_old_ids_slot_and_other_slots_are_refused() {
+    let cluster = support::shared_cluster();
     let store = store().await;
-    let a = SessionId::generate();
-    let b = SessionId::generate();
-    let a_record = record();
-    assert_eq!(store.create(&a, &a_record).await.unwrap(), Created::Created);
-    assert_eq!(store.create(&b, &record()).await.unwrap(), Created::Created);
-    // Taking the lock refreshed the expiry: the record as it is now.
-    let Locked::Acquired {
-        token,
-        record: locked,
-    } = store.lock(&a, Duration::from_secs(30)).await.unwrap()
-    else {
-        panic!("lock")
+    let node = &cluster.nodes()[0];
+    let slot = |key: &str| node.cli(&["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+    for _ in 0..5 {
+        let old = SessionId::generate();
+        let new = store.new_id_for(&old);
+        assert_ne!(new, old);
+        let ((old_data, old_lock), (new_data, new_lock)) =
+            (store.keys_of(&old), store.keys_of(&new));
+        assert_eq!(
+            slot(&old_data),
+            slot(&new_data),
+            "{old_data} and {new_data}"
+        );
+        assert_eq!(slot(&old_lock), slot(&new_lock));
+    }
+
+    let old = SessionId::generate();
+    assert_eq!(
+        store.create(&old, &record()).await.unwrap(),
+        Created::Created
+    );
+    let elsewhere = loop {
+        let id = SessionId::generate();
+        if slot(&store.keys_of(&id).0) != slot(&store.keys_of(&old).0) {
+            break id;
+        }
     };
-    assert_eq!(locked.entries, a_record.entries);
-    assert_eq!(
-        store.change_id(&a, &b, Some(&token)).await.unwrap(),
-        IdChanged::IdTaken
-    );
-    let back = store.load(&a, None).await.unwrap().unwrap().record;
-    assert_eq!(back, locked, "data and metadata restored exactly");
-    assert_eq!(
-        store.lock(&a, Duration::from_secs(1)).await.unwrap(),
-        Locked::Held
-    );
+    let err = store.change_id(&old, &elsewhere, None).await.unwrap_err();
+    assert_eq!(err.kind(), sessionkit_core::ErrorKind::InvalidId, "{err}");
     assert!(
-        store
-            .renew_lock(&a, &token, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        "the lock is back with the same token"
+        store.load(&old, None).await.unwrap().is_some(),
+        "nothing moved"
     );
-    store.destroy(&a).await.unwrap();
-    store.destroy(&b).await.unwrap();
+    assert!(store.load(&elsewhere, None).await.unwrap().is_none());
+    store.destroy(&old).await.unwrap();
+}
+
+/// The node that holds `id`'s session (its keys answer `EXISTS` there,
+/// `MOVED` elsewhere), by index.
+fn owner(cluster: &support::RedisCluster, store: &RedisStore, id: &SessionId) -> usize {
+    let (data, _) = store.keys_of(id);
+    let owners: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|&i| cluster.nodes()[i].cli(&["EXISTS", &data]).trim() == "1")
+        .collect();
+    assert_eq!(owners.len(), 1, "{data} on nodes {owners:?}");
+    owners[0]
+}
+
+/// Where a session lives after a regenerate: `(old id live, new id live)`.
+async fn live(store: &RedisStore, old: &SessionId, new: &SessionId) -> (bool, bool) {
+    (
+        store.load(old, None).await.unwrap().is_some(),
+        store.load(new, None).await.unwrap().is_some(),
+    )
+}
+
+/// The outside review's scenario: the nodes that do not hold the session
+/// refuse writes (`CLIENT PAUSE 3000 WRITE`), then the user logs in
+/// (`regenerate`). Before, `change_id` deleted the old id, then timed out
+/// writing the copy on another node: the request failed and the session was
+/// under no id the client had. Now the new id is in the old id's slot, so
+/// the move is one script on the node that holds the session, which the
+/// pause does not touch: the regenerate succeeds at once, and the session
+/// is under the new id only. Whatever the outcome, it must be under exactly
+/// one id, and the old one if the regenerate failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_while_other_nodes_refuse_writes_keeps_exactly_one_id() {
+    let cluster = support::RedisCluster::start();
+    let store = RedisStore::builder()
+        .response_timeout(Duration::from_millis(500))
+        .connect_cluster(cluster.urls())
+        .await
+        .unwrap();
+    let factory = sessionkit_core::SessionFactory::new(
+        store.clone(),
+        sessionkit_core::SessionConfig::default(),
+    );
+    for fenced in [false, true] {
+        let old = SessionId::generate();
+        assert_eq!(
+            store.create(&old, &record()).await.unwrap(),
+            Created::Created
+        );
+
+        let session = factory.session(Some(old), true);
+        if fenced {
+            session.lock().await.unwrap();
+        } else {
+            assert!(session.has("k").await.unwrap());
+        }
+        let home = owner(&cluster, &store, &old);
+        for (i, node) in cluster.nodes().iter().enumerate() {
+            if i != home {
+                assert_eq!(node.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]).trim(), "OK");
+            }
+        }
+        let result = session.regenerate().await;
+        let new = session.id().expect("an id");
+        for node in cluster.nodes() {
+            node.cli(&["CLIENT", "UNPAUSE"]);
+        }
+        // Let a write that was held by the pause land before looking.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let where_ = live(&store, &old, &new).await;
+        match &result {
+            Ok(()) => assert_eq!(where_, (false, true), "regenerated (fenced: {fenced})"),
+            Err(err) => assert_eq!(
+                where_,
+                (true, false),
+                "regenerate failed ({err}), so the client keeps the old id (fenced: {fenced})"
+            ),
+        }
+        assert!(
+            result.is_ok(),
+            "the move touches only the session's node: {result:?}"
+        );
+        assert_ne!(new, old);
+        if fenced {
+            session.commit().await.unwrap();
+        }
+        store.destroy(&new).await.unwrap();
+    }
+}
+
+/// When the node that holds the session refuses writes, the regenerate
+/// fails (the script times out) and the session stays under the old id,
+/// the one the client keeps; the new id holds nothing, also after the pause
+/// ends (a script is atomic: it runs whole or not at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_that_fails_leaves_the_session_under_the_old_id() {
+    let cluster = support::RedisCluster::start();
+    let store = RedisStore::builder()
+        .response_timeout(Duration::from_millis(300))
+        .connect_cluster(cluster.urls())
+        .await
+        .unwrap();
+    let old = SessionId::generate();
+    assert_eq!(
+        store.create(&old, &record()).await.unwrap(),
+        Created::Created
+    );
+    let home = owner(&cluster, &store, &old);
+    let new = store.new_id_for(&old);
+    cluster.nodes()[home].cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let result = store.change_id(&old, &new, None).await;
+    // The pause ends; a script that was only held runs now, whole.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let where_ = live(&store, &old, &new).await;
+    match result {
+        Ok(changed) => panic!("change_id against a paused node answered {changed:?}"),
+        Err(_) => assert!(
+            // redis-rs may retry the script once the pause ends; then it
+            // moved, atomically, and the new id alone holds it.
+            where_ == (true, false) || where_ == (false, true),
+            "exactly one id must hold the session, got (old, new) = {where_:?}"
+        ),
+    }
+    store.destroy(&old).await.unwrap();
+    store.destroy(&new).await.unwrap();
 }

@@ -54,7 +54,7 @@ impl Session {
             }
         };
         for _ in 0..4 {
-            let new = SessionId::generate();
+            let new = self.store().new_id_for(&old);
             let changed = self
                 .store()
                 .change_id(&old, &new, token.as_ref())

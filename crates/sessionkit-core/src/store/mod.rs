@@ -222,6 +222,30 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         fence: Option<&LockToken>,
     ) -> impl Future<Output = Result<IdChanged>> + Send;
 
+    /// A fresh id to move the session `old` to with
+    /// [`change_id`](Self::change_id). The session handle takes the new id of
+    /// every `regenerate` from here.
+    ///
+    /// The default is [`SessionId::generate`]. A store that can move a
+    /// session in one atomic step only between some pairs of ids mints a
+    /// fresh random id of such a pair here — Redis Cluster: a key in the old
+    /// key's hash slot, so one script moves it; memcached: a key on the old
+    /// key's server — and may refuse, with an error, a `change_id` onto an id
+    /// this method would never return. Callers of `change_id` should take
+    /// `new` from here.
+    ///
+    /// # Security
+    ///
+    /// The id must stay unguessable: an implementation picks among fresh
+    /// [`SessionId::generate`] ids (rejection sampling), and keeps far more
+    /// than the 64 bits of entropy the
+    /// [OWASP Session Management Cheat Sheet](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#session-id-entropy)
+    /// asks for; each store's docs say how many.
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        let _ = old;
+        SessionId::generate()
+    }
+
     /// Deletes a session and its lock. Absent ids are fine.
     fn destroy(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send;
 
@@ -337,6 +361,8 @@ pub trait DynSessionStore: Debug + Send + Sync + 'static {
         new: &'a SessionId,
         fence: Option<&'a LockToken>,
     ) -> BoxFuture<'a, Result<IdChanged>>;
+    /// See [`SessionStore::new_id_for`].
+    fn new_id_for(&self, old: &SessionId) -> SessionId;
     /// See [`SessionStore::destroy`].
     fn destroy<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
     /// See [`SessionStore::lock`].
@@ -392,6 +418,9 @@ impl<S: SessionStore> DynSessionStore for S {
         fence: Option<&'a LockToken>,
     ) -> BoxFuture<'a, Result<IdChanged>> {
         Box::pin(SessionStore::change_id(self, old, new, fence))
+    }
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        SessionStore::new_id_for(self, old)
     }
     fn destroy<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>> {
         Box::pin(SessionStore::destroy(self, id))
@@ -477,6 +506,9 @@ impl SessionStore for ArcStore {
         fence: Option<&LockToken>,
     ) -> Result<IdChanged> {
         self.0.change_id(old, new, fence).await
+    }
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        self.0.new_id_for(old)
     }
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         self.0.destroy(id).await

@@ -44,7 +44,7 @@ pub async fn change_id_moves_the_session<S: SessionStore + Clone>(store: &S, con
     let data = entries(&[("user", b"\"ada\""), ("n", b"1")]);
     let created = aged_record(config.lifetime, ago, data.clone());
     let old = create(store, &created).await;
-    let new = SessionId::generate();
+    let new = store.new_id_for(&old);
 
     let meta = changed(store, &old, &new, None, "change_id of a live session").await;
     assert!(
@@ -98,7 +98,10 @@ pub async fn change_id_never_overwrites<S: SessionStore + Clone>(store: &S, conf
     let a_data = entries(&[("who", b"a")]);
     let b_data = entries(&[("who", b"b")]);
     let a = create(store, &record(config.lifetime, a_data.clone())).await;
-    let b = create(store, &record(config.lifetime, b_data.clone())).await;
+    // A target the store would pick, so that only its being live refuses
+    // the move (a Redis Cluster store refuses a target in another slot).
+    let b = store.new_id_for(&a);
+    create_at(store, &b, &record(config.lifetime, b_data.clone())).await;
 
     async fn unchanged<S: SessionStore>(store: &S, id: &SessionId, data: &Entries, context: &str) {
         assert_eq!(
@@ -157,7 +160,7 @@ pub async fn fenced_change_id_moves_the_lock<S: SessionStore + Clone>(
 
     let moved = async {
         let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = SessionId::generate();
+        let new = store.new_id_for(&old);
         let (token, _) = acquire(store, &old, config.lock_ttl, "lock on a live session").await;
         changed(
             store,
@@ -226,7 +229,7 @@ pub async fn fenced_change_id_moves_the_lock<S: SessionStore + Clone>(
 
     let keeps_expiry = async {
         let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = SessionId::generate();
+        let new = store.new_id_for(&old);
         let start = Instant::now();
         let (token, _) = acquire(store, &old, config.short_lock_ttl, "lock with a short ttl").await;
         changed(
@@ -287,7 +290,7 @@ pub async fn fenced_change_id_requires_the_lock<S: SessionStore + Clone>(
 
     let held = async {
         let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = SessionId::generate();
+        let new = store.new_id_for(&old);
         let (token, _) = acquire(store, &old, config.lock_ttl, "lock on a live session").await;
         assert_eq!(
             change(store, &old, &new, Some(&LockToken::generate())).await,
@@ -315,7 +318,7 @@ pub async fn fenced_change_id_requires_the_lock<S: SessionStore + Clone>(
 
     let unlocked = async {
         let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = SessionId::generate();
+        let new = store.new_id_for(&old);
         assert_eq!(
             change(store, &old, &new, Some(&LockToken::generate())).await,
             IdChanged::LockLost,
@@ -334,7 +337,7 @@ pub async fn fenced_change_id_requires_the_lock<S: SessionStore + Clone>(
 
     let expired = async {
         let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = SessionId::generate();
+        let new = store.new_id_for(&old);
         let start = Instant::now();
         let (token, _) = acquire(store, &old, config.short_lock_ttl, "lock with a short ttl").await;
         sleep_until(start, config.short_lock_ttl + config.slack).await;

@@ -162,6 +162,9 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         bump(&self.counters.change_id);
         self.inner.change_id(old, new, fence).await
     }
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        self.inner.new_id_for(old)
+    }
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         bump(&self.counters.destroy);
         self.inner.destroy(id).await

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 
-use crate::id::SessionId;
 use crate::record::{Delta, Touch};
 use crate::store::SessionStore;
 
@@ -265,7 +264,7 @@ pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
         later.remembered() && touched.record.meta.remembered(),
         "later applies and touches must keep the remembered mark"
     );
-    let new = SessionId::generate();
+    let new = store.new_id_for(&id);
     match ok(store.change_id(&id, &new, None).await, "change_id") {
         crate::store::IdChanged::Changed(meta) => assert!(
             meta.remembered()

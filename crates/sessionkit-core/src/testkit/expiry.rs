@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::id::SessionId;
 use crate::record::{Delta, Meta, Record, Touch, now_ms};
 use crate::store::{Applied, IdChanged, Locked, SessionStore};
 
@@ -34,8 +33,14 @@ pub async fn idle_expiry_removes_the_session<S: SessionStore + Clone>(
     let plain = create(store, &record(short, entries(&[("k", b"plain")]))).await;
     let recreated = create(store, &record(short, entries(&[("k", b"old")]))).await;
     let moved_from = create(store, &record(short, entries(&[("k", b"from")]))).await;
-    let moved_onto = create(store, &record(short, entries(&[("k", b"onto")]))).await;
     let mover = create(store, &record(long, entries(&[("k", b"mover")]))).await;
+    let moved_onto = store.new_id_for(&mover);
+    create_at(
+        store,
+        &moved_onto,
+        &record(short, entries(&[("k", b"onto")])),
+    )
+    .await;
     let locked = create(store, &record(short, entries(&[("k", b"locked")]))).await;
     let shortened = create(store, &record(long, entries(&[("k", b"shortened")]))).await;
     let lengthened = create(store, &record(short, entries(&[("k", b"lengthened")]))).await;
@@ -103,7 +108,7 @@ pub async fn idle_expiry_removes_the_session<S: SessionStore + Clone>(
         "create under an expired id must store the new record"
     );
 
-    let target = SessionId::generate();
+    let target = store.new_id_for(&moved_from);
     assert_eq!(
         ok(
             store.change_id(&moved_from, &target, None).await,
@@ -362,7 +367,7 @@ pub async fn absolute_deadline_is_never_extended<S: SessionStore + Clone>(
         "a longer idle lifetime must not move the expiry past the absolute deadline"
     );
 
-    let new_id = SessionId::generate();
+    let new_id = store.new_id_for(&moved);
     match ok(store.change_id(&moved, &new_id, None).await, "change_id") {
         IdChanged::Changed(meta) => {
             assert_eq!(

@@ -85,6 +85,9 @@ impl<S: SessionStore, G: std::fmt::Debug + Send + Sync + 'static> SessionStore f
     ) -> Result<IdChanged> {
         self.store.change_id(old, new, fence).await
     }
+    fn new_id_for(&self, old: &SessionId) -> SessionId {
+        self.store.new_id_for(old)
+    }
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         self.store.destroy(id).await
     }

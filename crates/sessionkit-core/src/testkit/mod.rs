@@ -112,6 +112,11 @@
 //! | [`fenced_change_id_requires_the_lock`] | fenced moves need the unexpired lock |
 //! | [`locked_increments_are_never_lost`] | many tasks × locked read-modify-write = exact count |
 //!
+//! Every `change_id` target in the suite comes from
+//! [`SessionStore::new_id_for`](crate::store::SessionStore::new_id_for),
+//! as in the session handle, so a store that moves sessions only between
+//! ids it picks (Redis Cluster: one hash slot) runs the same tests.
+//!
 //! # Stores that forget
 //!
 //! A store that keeps nothing, such as [`NoopStore`](crate::store::NoopStore),

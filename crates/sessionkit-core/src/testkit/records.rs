@@ -195,7 +195,7 @@ pub async fn destroy_deletes_and_absent_is_ok<S: SessionStore + Clone>(
 /// [`NoopStore`](crate::store::NoopStore).
 pub async fn unknown_id_is_absent<S: SessionStore + Clone>(store: &S, config: &SuiteConfig) {
     let id = SessionId::generate();
-    let other = SessionId::generate();
+    let other = store.new_id_for(&id);
     let token = LockToken::generate();
 
     assert!(
@@ -296,7 +296,7 @@ pub async fn destroyed_session_stays_gone<S: SessionStore + Clone>(
         Locked::Absent,
         "lock after destroy must answer Absent"
     );
-    let moved = SessionId::generate();
+    let moved = store.new_id_for(&id);
     assert_eq!(
         ok(store.change_id(&id, &moved, None).await, "change_id"),
         IdChanged::Gone,
