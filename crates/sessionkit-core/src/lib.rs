@@ -29,6 +29,7 @@ mod config;
 mod error;
 mod id;
 pub mod record;
+mod redact;
 mod session;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -40,5 +41,6 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::{LockToken, SESSION_ID_LEN, SessionId};
+pub use redact::redact_credentials;
 pub use session::{Bag, CookieChange, Finished, Session, SessionFactory};
 pub use store::SessionStore;
