@@ -383,7 +383,8 @@ impl RedisStoreBuilder {
 }
 
 /// The URL forms [`RedisStoreBuilder::connect`] takes, for error messages.
-const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], rediss://… (TLS), valkey://…, valkeys://…, or unix:///path/to/redis.sock (also redis+unix://, valkey+unix://)";
+/// Without an `@`: error details pass through `redact_credentials`.
+const URL_FORMS: &str = "redis://host[:port][/db], rediss://… (TLS), valkey://…, valkeys://…, or unix:///path/to/redis.sock (also redis+unix://, valkey+unix://), with credentials if needed";
 
 /// Whether `url` asks for TLS (`rediss://`, `valkeys://`).
 fn uses_tls(url: &str) -> bool {
