@@ -360,7 +360,8 @@ mod tests {
 
     #[test]
     fn value_errors_never_quote_the_value() {
-        let cases: [(&[u8], fn(&[u8]) -> Result<(), Error>); 5] = [
+        type Decode = fn(&[u8]) -> Result<(), Error>;
+        let cases: [(&[u8], Decode); 5] = [
             (b"\"s3cr3t\"", |b| decode_value::<u32>(b).map(drop)),
             (b"99999s3cr3t", |b| decode_value::<u8>(b).map(drop)),
             (b"[\"s3cr3t\"]", |b| decode_value::<(u8, u8)>(b).map(drop)),

@@ -7,7 +7,7 @@
 //! error that names the variable, the value and what is accepted; a value
 //! that may carry credentials (`SESSION_REDIS_URL`) is shown with them
 //! replaced by `***`, in errors and in `Debug` alike
-//! ([`redact_credentials`](sessionkit_core::redact_credentials)).
+//! ([`redact_credentials`]).
 //!
 //! Variables that take one of a set of names (the driver, `SameSite`, the
 //! policies, booleans) accept them in any case, with surrounding spaces

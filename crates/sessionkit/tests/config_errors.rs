@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use sessionkit::Error;
+#[cfg(feature = "redis")]
+use sessionkit::ErrorKind;
 use sessionkit::config::{Config, Driver};
-use sessionkit::{Error, ErrorKind};
 use tracing_subscriber::fmt::MakeWriter;
 
 const PASSWORD: &str = "hunter2-correct-horse";
