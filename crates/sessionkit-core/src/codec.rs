@@ -23,16 +23,26 @@ use crate::record::{Entries, Meta, Record};
 
 /// Encodes one session value.
 ///
+/// The error does not say which key the value belongs to; the session uses
+/// [`encode_value_of`], which does.
+///
 /// ```
 /// let bytes = sessionkit_core::codec::encode_value(&vec![1, 2]).unwrap();
 /// assert_eq!(bytes, b"[1,2]");
 /// ```
 pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value)
-        .map_err(|e| Error::codec("could not encode a session value", Some(Box::new(e))))
+    serde_json::to_vec(value).map_err(|e| {
+        Error::codec(
+            "could not encode a session value",
+            Some(Box::new(ValueError::from(e))),
+        )
+    })
 }
 
 /// Decodes one session value.
+///
+/// The error does not say which key the value belongs to; the session uses
+/// [`decode_value_of`], which does.
 ///
 /// ```
 /// let n: u32 = sessionkit_core::codec::decode_value(b"7").unwrap();
@@ -40,9 +50,125 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> 
 /// assert!(sessionkit_core::codec::decode_value::<u32>(b"\"seven\"").is_err());
 /// ```
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::codec("could not decode a session value", Some(Box::new(e))))
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::codec(
+            "could not decode a session value",
+            Some(Box::new(ValueError::from(e))),
+        )
+    })
 }
+
+/// Encodes the value of session key `key`, like [`encode_value`]; an error
+/// names the key.
+///
+/// Keys are not secrets and are named; values may be (a CSRF or OAuth token),
+/// so neither the error nor its source ever quotes the value.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use sessionkit_core::codec::encode_value_of;
+///
+/// assert_eq!(encode_value_of("n", &7).unwrap(), b"7");
+/// // JSON object keys must be strings.
+/// let err = encode_value_of("pairs", &HashMap::from([((1, 2), 3)])).unwrap_err();
+/// assert_eq!(err.to_string(), "session codec error: could not encode the value of session key `pairs`");
+/// ```
+pub fn encode_value_of<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, Error> {
+    encode_value(value).map_err(|e| {
+        e.with_detail(format!(
+            "could not encode the value of session key `{}`",
+            shown(key)
+        ))
+    })
+}
+
+/// Decodes the value of session key `key`, like [`decode_value`]; an error
+/// names the key, and what was expected, never the value.
+///
+/// ```
+/// use sessionkit_core::codec::decode_value_of;
+///
+/// assert_eq!(decode_value_of::<u32>("visits", b"7").unwrap(), 7);
+/// let err = decode_value_of::<u32>("oauth_refresh", b"\"s3cr3t\"").unwrap_err();
+/// assert_eq!(err.to_string(), "session codec error: could not decode the value of session key `oauth_refresh`");
+/// let cause = std::error::Error::source(&err).unwrap().to_string();
+/// assert!(cause.contains("expected u32") && !cause.contains("s3cr3t"), "{cause}");
+/// ```
+pub fn decode_value_of<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    decode_value(bytes).map_err(|e| {
+        e.with_detail(format!(
+            "could not decode the value of session key `{}`",
+            shown(key)
+        ))
+    })
+}
+
+/// A session key as an error shows it: control characters escaped, long keys
+/// cut, so that a key cannot forge log lines or flood them.
+fn shown(key: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = key.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if key.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// serde_json's error without the value it may quote.
+///
+/// serde's messages quote the offending value (`invalid type: string
+/// "<a token>", expected u32`); a session value can be a secret, and errors
+/// are logged. This keeps what helps (what was expected, where in the JSON)
+/// and drops the value.
+#[derive(Debug)]
+struct ValueError {
+    message: String,
+    line: usize,
+    column: usize,
+}
+
+impl From<serde_json::Error> for ValueError {
+    fn from(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let full = e.to_string();
+        // serde_json appends " at line L column C" when it knows the place.
+        let text = match full.rfind(" at line ") {
+            Some(i) if e.line() != 0 => &full[..i],
+            _ => full.as_str(),
+        };
+        let message = match e.classify() {
+            // Syntax and end-of-input messages describe the JSON, not its
+            // content ("expected `,` or `]`", "EOF while parsing a string").
+            Category::Syntax | Category::Eof | Category::Io => text.to_owned(),
+            Category::Data => match text.find(", expected ") {
+                Some(i) => format!("the value does not fit the type: {}", &text[i + 2..]),
+                None if text.starts_with("missing field `")
+                    || text.starts_with("duplicate field `") =>
+                {
+                    text.to_owned()
+                }
+                None => "the value does not fit the type".to_owned(),
+            },
+        };
+        ValueError {
+            message,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if self.line != 0 {
+            write!(f, " at line {} column {}", self.line, self.column)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValueError {}
 
 /// Format 2: format 1 plus a flags byte after the metadata.
 const MAGIC: &[u8; 3] = b"SK\x02";
@@ -251,6 +377,39 @@ mod tests {
                 let _ = decode_record(&copy);
             }
         }
+    }
+
+    #[test]
+    fn value_errors_never_quote_the_value() {
+        type Decode = fn(&[u8]) -> Result<(), Error>;
+        let cases: [(&[u8], Decode); 5] = [
+            (b"\"s3cr3t\"", |b| decode_value::<u32>(b).map(drop)),
+            (b"99999s3cr3t", |b| decode_value::<u8>(b).map(drop)),
+            (b"[\"s3cr3t\"]", |b| decode_value::<(u8, u8)>(b).map(drop)),
+            (b"{\"s3cr3t\":1}", |b| {
+                decode_value::<std::collections::BTreeMap<u8, u8>>(b).map(drop)
+            }),
+            (b"\"s3cr3t\"", |b| decode_value::<bool>(b).map(drop)),
+        ];
+        for (bytes, decode) in cases {
+            let err = decode(bytes).unwrap_err();
+            let source = std::error::Error::source(&err).unwrap();
+            let text = format!("{err} {err:?} {source} {source:?}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
+        let err = decode_value::<u32>(b"\"x\"").unwrap_err();
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(
+            source,
+            "the value does not fit the type: expected u32 at line 1 column 3"
+        );
+    }
+
+    #[test]
+    fn keys_are_shown_escaped_and_cut() {
+        assert_eq!(shown("basket"), "basket");
+        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown(&"k".repeat(100)).chars().count(), 65);
     }
 
     #[test]

@@ -127,7 +127,11 @@ impl Error {
     }
 
     /// An invalid configuration value; `setting` names it, `detail` says what
-    /// is accepted.
+    /// was given and what is accepted.
+    ///
+    /// Credentials in `detail` (the password of an echoed URL) are replaced
+    /// by `***` with [`redact_credentials`](crate::redact_credentials), as a
+    /// safety net: callers should redact what they echo themselves.
     ///
     /// ```
     /// use sessionkit_core::{Error, ErrorKind};
@@ -135,11 +139,39 @@ impl Error {
     /// let err = Error::invalid_config("lifetime", "must be greater than zero");
     /// assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     /// assert_eq!(err.setting(), Some("lifetime"));
+    ///
+    /// let err = Error::invalid_config("url", "got redis://:hunter2@cache:6379, expected one URL");
+    /// assert_eq!(err.detail(), Some("got redis://***@cache:6379, expected one URL"));
     /// ```
     pub fn invalid_config(setting: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        let mut err = Error::new(ErrorKind::InvalidConfig).with_detail(detail);
+        let detail = detail.into();
+        let redacted = match crate::redact_credentials(&detail) {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        };
+        let mut err =
+            Error::new(ErrorKind::InvalidConfig).with_detail(redacted.map_or(detail, Cow::Owned));
         err.inner.operation = Some(setting);
         err
+    }
+
+    /// Renames the setting of an [`ErrorKind::InvalidConfig`] error, for a
+    /// layer that knows the setting by another name (the environment
+    /// variable behind a store's builder setting). Other kinds are returned
+    /// unchanged.
+    ///
+    /// ```
+    /// use sessionkit_core::Error;
+    ///
+    /// let err = Error::invalid_config("url", "not a valid Redis URL").with_setting("SESSION_REDIS_URL");
+    /// assert_eq!(err.setting(), Some("SESSION_REDIS_URL"));
+    /// assert_eq!(err.to_string(), "invalid configuration for `SESSION_REDIS_URL`: not a valid Redis URL");
+    /// ```
+    pub fn with_setting(mut self, setting: &'static str) -> Self {
+        if self.inner.kind == ErrorKind::InvalidConfig {
+            self.inner.operation = Some(setting);
+        }
+        self
     }
 
     /// A codec failure with its cause.

@@ -29,6 +29,7 @@ mod config;
 mod error;
 mod id;
 pub mod record;
+mod redact;
 #[cfg(feature = "http")]
 mod response;
 mod session;
@@ -43,6 +44,7 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::{LockToken, SESSION_ID_LEN, SessionId};
+pub use redact::redact_credentials;
 #[cfg(feature = "http")]
 pub use response::ReportedError;
 pub use session::{Bag, CookieChange, Finished, Presented, Session, SessionFactory};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use sessionkit_core::Error;
+use sessionkit_core::{Error, redact_credentials};
 
 /// The setting that errors of [`ServerList::parse`] name.
 const SETTING: &str = "SESSION_MEMCACHED_SERVERS";
@@ -219,6 +219,14 @@ fn parse_entry(entry: &str) -> Result<Server, String> {
     if entry.is_empty() {
         return Err("empty entry".into());
     }
+    if entry.contains('@') || entry.contains("://") {
+        // Memcached's protocol has no authentication: a `user:password@`
+        // or a URL here is a mistake, and likely holds a secret.
+        return Err(
+            "credentials and URLs are not supported (memcached has no authentication; the entry is shown with `***`)"
+                .into(),
+        );
+    }
     let (host, rest) = if let Some(after) = entry.strip_prefix('[') {
         let end = after
             .find(']')
@@ -306,7 +314,10 @@ fn check_weight(weight: u32) -> Result<(), String> {
 }
 
 /// At most 64 characters of operator input, for messages.
+/// `text` as an error shows it: credentials redacted, cut at 64 characters,
+/// control characters replaced.
 fn clip(text: &str) -> String {
+    let text = redact_credentials(text);
     let mut out: String = text.chars().take(64).collect();
     if out.len() < text.len() {
         out.push('…');
@@ -334,6 +345,19 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         assert_eq!(e.setting(), Some("SESSION_MEMCACHED_SERVERS"));
         e.to_string()
+    }
+
+    #[test]
+    fn credentials_in_an_entry_are_refused_and_never_echoed() {
+        for spec in [
+            "user:hunter2@cache.internal:11211",
+            "cache-a:11211,admin:hunter2@cache-b:11211:2",
+            "memcached://user:hunter2@cache.internal:11211",
+        ] {
+            let text = err(spec);
+            assert!(!text.contains("hunter2"), "{spec}: {text}");
+            assert!(text.contains("credentials"), "{spec}: {text}");
+        }
     }
 
     #[test]

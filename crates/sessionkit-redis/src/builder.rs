@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion};
-use sessionkit_core::{Error, Result};
+use sessionkit_core::{Error, Result, redact_credentials};
 
 use crate::connection::Connection;
 use crate::keys::{DEFAULT_PREFIX, KeySpace};
@@ -170,6 +170,18 @@ impl RedisStoreBuilder {
     /// clock (`TIME`), for deciding in this process when a read's touch is
     /// due (see the [crate docs](crate#clocks)).
     ///
+    /// # Errors
+    ///
+    /// - [`InvalidConfig`](sessionkit_core::ErrorKind::InvalidConfig) naming
+    ///   the setting `url` when the URL does not parse, and for a `rediss://`
+    ///   URL when the `tls` feature is off (the message says so);
+    /// - [`StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable)
+    ///   naming the server's address (`could not connect to host:port`) when
+    ///   it cannot be reached or refuses the credentials.
+    ///
+    /// Messages show the URL with its credentials replaced by `***`
+    /// ([`redact_credentials`]).
+    ///
     /// ```no_run
     /// # async fn demo() -> sessionkit_core::Result<()> {
     /// let store = sessionkit_redis::RedisStore::builder()
@@ -179,12 +191,19 @@ impl RedisStoreBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn connect(self, url: &str) -> Result<RedisStore> {
-        let invalid = |err| {
-            Error::invalid_config(
+        // What the message echoes of the URL, without credentials.
+        let shown = redact_credentials(url);
+        if uses_tls(url) && !cfg!(feature = "tls") {
+            return Err(Error::invalid_config(
                 "url",
-                "not a valid Redis URL (redis://, rediss:// or unix://)",
-            )
-            .with_source(err)
+                format!(
+                    "got {shown:?}: `rediss://` needs TLS, which this build lacks; enable the `tls` feature of sessionkit-redis (with the facade: the `redis-tls` feature of sessionkit)"
+                ),
+            ));
+        }
+        let invalid = |err| {
+            Error::invalid_config("url", format!("got {shown:?}, expected {URL_FORMS}"))
+                .with_source(err)
         };
         let mut info = url.into_connection_info().map_err(invalid)?;
         if !sets_protocol(url) {
@@ -226,9 +245,12 @@ impl RedisStoreBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(250));
+        // The address only (host:port or socket path): the connection info
+        // also holds the password.
+        let addr = client.get_connection_info().addr().to_string();
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
+            .map_err(|err| unreachable(err, &addr))?;
         let store = RedisStore::new(Connection::Single(conn), keys);
         store.sync_clock("connect").await?;
         Ok(store)
@@ -285,14 +307,19 @@ impl RedisStoreBuilder {
                 "a cluster needs at least one node URL",
             ));
         }
+        let shown = redact_credentials(&nodes.join(",")).into_owned();
         let client = ClusterClient::builder(nodes)
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout)
             .build()
             .map_err(|err| {
-                Error::invalid_config("nodes", "not valid Redis node URLs").with_source(err)
+                Error::invalid_config(
+                    "nodes",
+                    format!("got {shown:?}, expected the redis:// or rediss:// URLs of some of the cluster's nodes"),
+                )
+                .with_source(err)
             })?;
-        self.connect_cluster_client(client).await
+        self.cluster_over(client, Some(&shown)).await
     }
 
     /// Connects through an existing redis-rs [`ClusterClient`], with its own
@@ -310,11 +337,21 @@ impl RedisStoreBuilder {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster_client(self, client: ClusterClient) -> Result<RedisStore> {
+        self.cluster_over(client, None).await
+    }
+
+    /// Connects through `client`; `nodes` (redacted) names the nodes in an
+    /// error, when known (a `ClusterClient` does not tell its nodes).
+    #[cfg(feature = "cluster")]
+    async fn cluster_over(self, client: ClusterClient, nodes: Option<&str>) -> Result<RedisStore> {
         let keys = self.key_space()?;
         let conn = client
             .get_async_connection()
             .await
-            .map_err(|err| Error::store_unavailable(NAME, "connect", err))?;
+            .map_err(|err| match nodes {
+                Some(nodes) => unreachable(err, nodes),
+                None => Error::store_unavailable(NAME, "connect", err),
+            })?;
         let store = RedisStore::new(Connection::Cluster(conn), keys);
         store.sync_clock("connect").await?;
         Ok(store)
@@ -346,6 +383,25 @@ impl RedisStoreBuilder {
     }
 }
 
+/// The URL forms [`RedisStoreBuilder::connect`] takes, for error messages.
+/// Without an `@`: error details pass through `redact_credentials`.
+const URL_FORMS: &str = "redis://host[:port][/db], rediss://… (TLS), valkey://…, valkeys://…, or unix:///path/to/redis.sock (also redis+unix://, valkey+unix://), with credentials if needed";
+
+/// Whether `url` asks for TLS (`rediss://`, `valkeys://`).
+fn uses_tls(url: &str) -> bool {
+    let scheme = url
+        .split_once("://")
+        .map_or("", |(scheme, _)| scheme.trim());
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
+/// A server that could not be reached at start-up, named by its address
+/// (never by its URL, which may carry a password).
+fn unreachable(err: redis::RedisError, addr: &str) -> Error {
+    Error::store_unavailable(NAME, "connect", err)
+        .with_detail(format!("could not connect to {addr}"))
+}
+
 /// Whether a URL's query chooses the protocol (`?protocol=resp2`).
 fn sets_protocol(url: &str) -> bool {
     url.split_once('?').is_some_and(|(_, query)| {
@@ -358,6 +414,67 @@ fn sets_protocol(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::sets_protocol;
+    use crate::RedisStore;
+    use sessionkit_core::{Error, ErrorKind};
+
+    const PASSWORD: &str = "hunter2-correct-horse";
+
+    /// Everything an error would print: its line, its `Debug` and every source.
+    fn printed(err: &Error) -> String {
+        let mut text = format!("{err}\n{err:?}");
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            text.push_str(&format!("\n{s}\n{s:?}"));
+            source = s.source();
+        }
+        text
+    }
+
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_without_its_password() {
+        let port = closed_port();
+        let url = format!("redis://app:{PASSWORD}@127.0.0.1:{port}/1");
+        let err = RedisStore::connect(&url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(!printed(&err).contains(PASSWORD), "{}", printed(&err));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_shown_without_its_password() {
+        for url in [
+            format!("redis://:{PASSWORD}@"),
+            format!("http://:{PASSWORD}@127.0.0.1"),
+            format!("redis://:{PASSWORD}@127.0.0.1/not-a-db"),
+        ] {
+            let err = RedisStore::connect(&url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+            assert_eq!(err.setting(), Some("url"), "{err}");
+            let text = printed(&err);
+            assert!(!text.contains(PASSWORD), "{text}");
+            assert!(text.contains("unix://"), "the accepted forms: {text}");
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn rediss_without_tls_says_which_feature_to_enable() {
+        let url = format!("rediss://:{PASSWORD}@redis.internal:6380");
+        let err = RedisStore::connect(&url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("`tls` feature"), "{text}");
+        assert!(text.contains("redis.internal:6380"), "{text}");
+        assert!(!printed(&err).contains(PASSWORD), "{}", printed(&err));
+    }
 
     #[test]
     fn protocol_in_the_query_is_respected() {

@@ -4,11 +4,18 @@
 //! seed, plus sessionkit's own), validates every value, and
 //! [`Config::into_layer`] builds the store and the [`SessionLayer`]. A bad
 //! value is an [`ErrorKind::InvalidConfig`]
-//! error that names the variable, the value and what is accepted.
+//! error that names the variable, the value and what is accepted; a value
+//! that may carry credentials (`SESSION_REDIS_URL`) is shown with them
+//! replaced by `***`, in errors and in `Debug` alike
+//! ([`redact_credentials`]).
+//!
+//! Variables that take one of a set of names (the driver, `SameSite`, the
+//! policies, booleans) accept them in any case, with surrounding spaces
+//! ignored: `SESSION_DRIVER=Redis` is `redis`.
 //!
 //! | variable | meaning | default | accepted |
 //! |---|---|---|---|
-//! | `SESSION_DRIVER` | where sessions live | `memory` | `memory` (alias `local`), `file`, `redis`, `memcached`, `noop` |
+//! | `SESSION_DRIVER` | where sessions live | `memory` | `memory` (alias `local`), `file`, `redis`, `memcached`, `noop` (any case) |
 //! | `SESSION_LIFETIME` | idle lifetime, minutes | `120` | integer ≥ 1 |
 //! | `SESSION_ABSOLUTE_LIFETIME` | absolute lifetime from creation, minutes | none | integer ≥ 1, or empty for none |
 //! | `SESSION_TOUCH_THRESHOLD` | a read refreshes the expiry when less than this share of the lifetime remains | `0.75` | number in (0, 1] |
@@ -20,22 +27,42 @@
 //! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
 //! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
 //! | `SESSION_SIGNING_KEYS` | sign the cookie; the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
-//! | `SESSION_PREFIX` | key prefix in shared stores, isolating apps (Phalcon's `uniqueId`) | the store's | non-empty text without spaces or control characters |
-//! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://…`, `rediss://…` (`rediss` needs sessionkit-redis's `tls` feature); for a cluster, several separated by commas |
+//! | `SESSION_PREFIX` | key prefix in shared stores (`file`, `redis`, `memcached`), isolating apps (Phalcon's `uniqueId`); ignored with a logged warning for `memory` and `noop` (see below) | the store's | non-empty text without spaces or control characters; each store adds its own rules |
+//! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature `redis-tls`), `valkey://…`, `valkeys://…`, `unix:///path/to/redis.sock` (also `redis+unix://`, `valkey+unix://`; `?db=…&pass=…`); for a cluster, several `redis://`/`rediss://` URLs separated by commas |
 //! | `SESSION_REDIS_CLUSTER` | the URLs name a Redis Cluster | `false` | boolean (needs feature `redis-cluster`) |
 //! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
 //! | `SESSION_FILE_PATH` | save path for `file` | a private directory under the system's temporary directory | a writable directory |
 //! | `SESSION_LOCK_TTL` | lock lifetime without renewal, seconds | `30` | integer ≥ 1 |
 //! | `SESSION_LOCK_WAIT` | longest wait for a lock, milliseconds | `5000` | integer ≥ 0 |
-//! | `SESSION_LOCK_POLICY` | when sessions are locked | `on-demand` | `on-demand`, `request` |
-//! | `SESSION_WRITE_POLICY` | whether writes need a lock | `buffered` | `buffered`, `locked-only` |
+//! | `SESSION_LOCK_POLICY` | when sessions are locked | `on-demand` | `on-demand`, `request` (any case) |
+//! | `SESSION_WRITE_POLICY` | whether writes need a lock | `buffered` | `buffered`, `locked-only` (any case) |
+//!
+//! # `SESSION_PREFIX` with `memory` or `noop`
+//!
+//! A prefix isolates applications that share a store. The memory store lives
+//! inside one process and the noop store keeps nothing, so neither is shared
+//! and a prefix would change nothing. It is not an error — one environment
+//! file can serve a Redis deployment and a development run on memory — but
+//! it is not silent either: [`Config::into_layer`] logs a warning (target
+//! `sessionkit`) naming `SESSION_PREFIX` and the driver.
+//!
+//! # Errors at start-up
+//!
+//! [`Config::into_layer`] reports the store's own errors under the variable
+//! behind them: a Redis URL that does not parse, or `rediss://` in a build
+//! without the `redis-tls` feature, names `SESSION_REDIS_URL`; a prefix the
+//! store refuses names `SESSION_PREFIX`. A Redis server that cannot be
+//! reached is a [`StoreUnavailable`](ErrorKind::StoreUnavailable) error that
+//! names its address (`could not connect to host:port`), never its password.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use sessionkit_core::store::{MemoryStore, NoopStore};
 use sessionkit_core::{
     Error, ErrorKind, LockConfig, LockPolicy, SessionConfig, SessionStore, WritePolicy,
+    redact_credentials,
 };
 
 use crate::cookie::{CookieConfig, SameSite};
@@ -45,8 +72,36 @@ use crate::signing::{MIN_KEY_LEN, SigningKey};
 /// Every driver name `SESSION_DRIVER` accepts.
 pub const DRIVERS: &str = "memory (alias local), file, redis, memcached, noop";
 
+/// Every form `SESSION_REDIS_URL` accepts, for error messages. Without an
+/// `@`: error details pass through `redact_credentials`.
+const REDIS_URLS: &str = "a redis://host[:port][/db], rediss://… (TLS), valkey://…, valkeys://… or unix:///path/to/redis.sock URL (also redis+unix://, valkey+unix://), with credentials if needed; for a Redis Cluster, several redis:// or rediss:// URLs separated by commas, with SESSION_REDIS_CLUSTER=true";
+
+/// The URL schemes of a single Redis server, as the Redis store takes them.
+const REDIS_SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "valkey",
+    "valkeys",
+    "unix",
+    "redis+unix",
+    "valkey+unix",
+];
+
+/// The URL schemes of Redis Cluster nodes: TCP only.
+const REDIS_CLUSTER_SCHEMES: &[&str] = &["redis", "rediss", "valkey", "valkeys"];
+
 /// Where sessions live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the Redis URL and the memcached servers with their
+/// credentials replaced by `***`; the fields keep the values as given.
+///
+/// ```
+/// use sessionkit::config::Driver;
+///
+/// let driver = Driver::Redis { url: "redis://app:hunter2@cache:6379".into(), cluster: false };
+/// assert_eq!(format!("{driver:?}"), r#"Redis { url: "redis://***@cache:6379", cluster: false }"#);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Driver {
     /// In this process ([`MemoryStore`]).
@@ -71,6 +126,25 @@ pub enum Driver {
         /// `host:port[:weight],…`
         servers: String,
     },
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Driver::Memory => f.write_str("Memory"),
+            Driver::Noop => f.write_str("Noop"),
+            Driver::File { path } => f.debug_struct("File").field("path", path).finish(),
+            Driver::Redis { url, cluster } => f
+                .debug_struct("Redis")
+                .field("url", &redact_credentials(url))
+                .field("cluster", cluster)
+                .finish(),
+            Driver::Memcached { servers } => f
+                .debug_struct("Memcached")
+                .field("servers", &redact_credentials(servers))
+                .finish(),
+        }
+    }
 }
 
 impl Driver {
@@ -112,7 +186,9 @@ impl Driver {
 pub struct Config {
     /// The store.
     pub driver: Driver,
-    /// The key prefix for shared stores, if set.
+    /// The key prefix for shared stores, if set. Ignored, with a logged
+    /// warning, by the memory and noop drivers (see the
+    /// [module docs](self#session_prefix-with-memory-or-noop)).
     pub prefix: Option<String>,
     /// The session settings.
     pub session: SessionConfig,
@@ -141,7 +217,7 @@ impl Config {
     /// value out), for tests and for other sources of settings.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let vars = Vars(&lookup);
-        let driver = match vars.get("SESSION_DRIVER").as_deref() {
+        let driver = match vars.name("SESSION_DRIVER").as_deref() {
             None | Some("memory" | "local") => Driver::Memory,
             Some("noop") => Driver::Noop,
             Some("file") => Driver::File {
@@ -158,20 +234,13 @@ impl Config {
                     .get("SESSION_MEMCACHED_SERVERS")
                     .unwrap_or_else(|| "127.0.0.1:11211".into()),
             },
-            Some(other) => return Err(invalid("SESSION_DRIVER", other, DRIVERS)),
+            Some(_) => {
+                let raw = vars.get("SESSION_DRIVER").unwrap_or_default();
+                return Err(invalid("SESSION_DRIVER", &raw, DRIVERS));
+            }
         };
         if let Driver::Redis { url, cluster } = &driver {
-            let urls: Vec<&str> = url.split(',').map(str::trim).collect();
-            let well_formed = urls
-                .iter()
-                .all(|u| u.starts_with("redis://") || u.starts_with("rediss://"));
-            if !well_formed || (urls.len() > 1 && !cluster) {
-                return Err(invalid(
-                    "SESSION_REDIS_URL",
-                    url,
-                    "a redis:// or rediss:// URL (several, separated by commas, with SESSION_REDIS_CLUSTER=true)",
-                ));
-            }
+            check_redis_urls(url, *cluster)?;
         }
 
         let prefix = vars.get("SESSION_PREFIX");
@@ -223,20 +292,16 @@ impl Config {
             lock = lock.with_wait(Duration::from_millis(ms));
         }
         session = session.lock(lock);
-        match vars.get("SESSION_LOCK_POLICY").as_deref() {
+        match vars.name("SESSION_LOCK_POLICY").as_deref() {
             None | Some("on-demand") => {}
             Some("request") => session = session.lock_policy(LockPolicy::WholeRequest),
-            Some(other) => return Err(invalid("SESSION_LOCK_POLICY", other, "on-demand, request")),
+            Some(_) => return Err(vars.invalid("SESSION_LOCK_POLICY", "on-demand, request")),
         }
-        match vars.get("SESSION_WRITE_POLICY").as_deref() {
+        match vars.name("SESSION_WRITE_POLICY").as_deref() {
             None | Some("buffered") => {}
             Some("locked-only") => session = session.write_policy(WritePolicy::LockedOnly),
-            Some(other) => {
-                return Err(invalid(
-                    "SESSION_WRITE_POLICY",
-                    other,
-                    "buffered, locked-only",
-                ));
+            Some(_) => {
+                return Err(vars.invalid("SESSION_WRITE_POLICY", "buffered, locked-only"));
             }
         }
         let session = session.build()?;
@@ -263,12 +328,12 @@ impl Config {
         if let Some(b) = vars.boolean("SESSION_PERSISTENT_COOKIE")? {
             cookie = cookie.persistent(b);
         }
-        if let Some(v) = vars.get("SESSION_SAME_SITE") {
-            cookie = cookie.same_site(match v.to_ascii_lowercase().as_str() {
+        if let Some(v) = vars.name("SESSION_SAME_SITE") {
+            cookie = cookie.same_site(match v.as_str() {
                 "lax" => SameSite::Lax,
                 "strict" => SameSite::Strict,
                 "none" => SameSite::None,
-                _ => return Err(invalid("SESSION_SAME_SITE", &v, "lax, strict, none")),
+                _ => return Err(vars.invalid("SESSION_SAME_SITE", "lax, strict, none")),
             });
         }
         if let Some(v) = vars.get("SESSION_SIGNING_KEYS") {
@@ -317,7 +382,25 @@ impl Config {
     /// a misconfiguration fails at start-up rather than at the first request.
     /// Memcached servers that do not answer are logged, not fatal: the others
     /// serve their share of the sessions.
+    ///
+    /// Errors of the store's builder name the variable behind the setting
+    /// (`SESSION_REDIS_URL`, `SESSION_PREFIX`); see the
+    /// [module docs](self#errors-at-start-up).
     pub async fn into_layer(self) -> Result<SessionLayer, Error> {
+        let prefix = self.prefix.as_deref();
+        if let (Some(_), Driver::Memory | Driver::Noop) = (prefix, &self.driver) {
+            tracing::warn!(
+                target: "sessionkit",
+                variable = "SESSION_PREFIX",
+                driver = self.driver.name(),
+                "SESSION_PREFIX is ignored by the {} driver: it is not shared with other applications, so there is nothing to isolate",
+                self.driver.name()
+            );
+        }
+        self.build_layer().await.map_err(|err| for_env(err, prefix))
+    }
+
+    async fn build_layer(&self) -> Result<SessionLayer, Error> {
         match &self.driver {
             Driver::Memory => self.layer_over(MemoryStore::new()),
             Driver::Noop => self.layer_over(NoopStore),
@@ -396,8 +479,66 @@ fn not_compiled(driver: &'static str) -> Error {
     )
 }
 
+/// An error naming `var`, its value (credentials redacted) and what is
+/// accepted.
 fn invalid(var: &'static str, value: &str, accepted: &str) -> Error {
-    Error::invalid_config(var, format!("got {value:?}, expected {accepted}"))
+    Error::invalid_config(
+        var,
+        format!("got {:?}, expected {accepted}", redact_credentials(value)),
+    )
+}
+
+/// Checks the URL forms of `SESSION_REDIS_URL` (the rest of the URL is left to
+/// the store, which checks it when connecting).
+fn check_redis_urls(value: &str, cluster: bool) -> Result<(), Error> {
+    let urls: Vec<&str> = value.split(',').map(str::trim).collect();
+    let scheme_of = |url: &str| {
+        url.split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+    };
+    let known = |url: &&str, schemes: &[&str]| {
+        scheme_of(url).is_some_and(|s| schemes.contains(&s.as_str()))
+    };
+    if !urls.iter().all(|u| known(u, REDIS_SCHEMES)) {
+        return Err(invalid("SESSION_REDIS_URL", value, REDIS_URLS));
+    }
+    if urls.len() > 1 && !cluster {
+        return Err(Error::invalid_config(
+            "SESSION_REDIS_URL",
+            format!(
+                "got {:?}, {} URLs; expected one, or several for a Redis Cluster with SESSION_REDIS_CLUSTER=true",
+                redact_credentials(value),
+                urls.len()
+            ),
+        ));
+    }
+    if cluster && !urls.iter().all(|u| known(u, REDIS_CLUSTER_SCHEMES)) {
+        return Err(Error::invalid_config(
+            "SESSION_REDIS_URL",
+            format!(
+                "got {:?}; a Redis Cluster is reached over TCP: expected redis:// or rediss:// URLs of its nodes",
+                redact_credentials(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A store builder's error under the name of the variable behind its
+/// setting.
+fn for_env(err: Error, prefix: Option<&str>) -> Error {
+    match err.setting() {
+        Some("url" | "nodes") => err.with_setting("SESSION_REDIS_URL"),
+        Some("prefix") => Error::invalid_config(
+            "SESSION_PREFIX",
+            format!(
+                "got {:?}: {}",
+                prefix.unwrap_or_default(),
+                err.detail().unwrap_or("refused by the store")
+            ),
+        ),
+        _ => err,
+    }
 }
 
 fn parse_minutes(var: &'static str, v: &str) -> Result<Duration, Error> {
@@ -416,18 +557,29 @@ impl Vars<'_> {
         (self.0)(name)
     }
 
+    /// A variable that takes one of a set of names: trimmed and in lowercase,
+    /// so that any case is accepted.
+    fn name(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| v.trim().to_ascii_lowercase())
+    }
+
+    /// The error for a variable whose value is not one of `accepted`.
+    fn invalid(&self, var: &'static str, accepted: &str) -> Error {
+        invalid(var, &self.get(var).unwrap_or_default(), accepted)
+    }
+
     fn minutes(&self, var: &'static str) -> Result<Option<Duration>, Error> {
         self.get(var).map(|v| parse_minutes(var, &v)).transpose()
     }
 
     fn boolean(&self, var: &'static str) -> Result<Option<bool>, Error> {
-        let Some(v) = self.get(var) else {
+        let Some(v) = self.name(var) else {
             return Ok(None);
         };
-        match v.to_ascii_lowercase().as_str() {
+        match v.as_str() {
             "true" | "1" | "yes" | "on" => Ok(Some(true)),
             "false" | "0" | "no" | "off" => Ok(Some(false)),
-            _ => Err(invalid(var, &v, "true or false (also 1/0, yes/no, on/off)")),
+            _ => Err(self.invalid(var, "true or false (also 1/0, yes/no, on/off; any case)")),
         }
     }
 }

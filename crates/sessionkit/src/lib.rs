@@ -48,7 +48,9 @@
 //!   response.
 //! - `file`: the file store, `file::FileStore`, and `SESSION_DRIVER=file`.
 //! - `redis`: the Redis store, `redis::RedisStore`, and `SESSION_DRIVER=redis`;
-//!   `redis-cluster` adds Redis Cluster (`SESSION_REDIS_CLUSTER=true`).
+//!   `redis-cluster` adds Redis Cluster (`SESSION_REDIS_CLUSTER=true`), and
+//!   `redis-tls` adds TLS (`rediss://` URLs; rustls with the system's root
+//!   certificates). Both are off by default.
 //! - `memcached`: the memcached store, `memcached::MemcachedStore`, and
 //!   `SESSION_DRIVER=memcached`.
 #![doc = include_str!("../../../docs/lifecycle.md")]

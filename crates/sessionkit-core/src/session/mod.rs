@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{decode_value, encode_value};
+use crate::codec::{decode_value_of, encode_value_of};
 use crate::config::{LockPolicy, SessionConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
@@ -334,7 +334,10 @@ impl Session {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.ensure_loaded().await?;
         let state = self.state();
-        state.value(key).map(decode_value).transpose()
+        state
+            .value(key)
+            .map(|v| decode_value_of(key, v))
+            .transpose()
     }
 
     /// Whether `key` is set.
@@ -400,7 +403,7 @@ impl Session {
         self.ensure_loaded().await?;
         let view = self.state().view();
         view.iter()
-            .map(|(k, v)| Ok((k.to_owned(), decode_value(v)?)))
+            .map(|(k, v)| Ok((k.to_owned(), decode_value_of(k, v)?)))
             .collect()
     }
 
@@ -585,7 +588,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        let bytes = encode_value(value)?;
+        let bytes = encode_value_of(key, value)?;
         self.write(|d| d.set(key, bytes))
     }
 

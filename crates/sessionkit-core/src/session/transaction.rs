@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::codec::encode_value;
+use crate::codec::encode_value_of;
 use crate::config::{LockConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{LockToken, SessionId};
@@ -235,7 +235,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        let bytes = encode_value(value)?;
+        let bytes = encode_value_of(key, value)?;
         let _op = self.op().await;
         self.lock_locked_op().await?;
         self.state().locked.set(key, bytes);
