@@ -729,3 +729,28 @@ async fn transactions_commit_on_ok_and_roll_back_on_err() {
     assert_eq!((n, stored_n(&store, &id).await), (1, Some(1)));
     assert!(!s.is_locked());
 }
+
+/// Found by the state-machine test (reliability/tests/handles.rs): under a
+/// lock on a new session, an inner commit created the session; the outer
+/// commit of a `clear` then took the "new session" path again, found
+/// nothing to create, and wrote nothing, while reporting success.
+#[tokio::test]
+async fn a_second_commit_under_a_local_lock_writes_to_the_session_the_first_created() {
+    let (factory, store) = factory();
+    let s = factory.session(None, false);
+    s.lock().await.unwrap();
+    s.lock().await.unwrap();
+    s.insert("n", &1u64).unwrap();
+    s.commit().await.unwrap(); // inner level: creates the session
+    let id = s.id().unwrap();
+    assert_eq!(stored_n(&store, &id).await, Some(1));
+    s.clear().unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(
+        stored_n(&store, &id).await,
+        None,
+        "the clear was acknowledged"
+    );
+    assert!(s.finish(false).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, None);
+}

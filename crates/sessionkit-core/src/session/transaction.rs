@@ -342,15 +342,18 @@ impl Session {
         };
 
         let Some((id, token)) = fence else {
-            // A local lock: a new session nobody else knows.
-            if !delta.is_empty()
-                && let Err(e) = self.flush_fresh(delta).await
-            {
-                self.after_release(last);
-                return Err(e);
-            }
+            // A local lock: a session nobody else knows, new or created
+            // by an earlier commit under this same lock. Its changes are
+            // written like a flush (a create, or an unfenced apply once it
+            // is stored).
+            let written = if delta.is_empty() {
+                Ok(())
+            } else {
+                self.state().pending = delta;
+                self.flush_pending().await
+            };
             self.after_release(last);
-            return Ok(());
+            return written;
         };
         if lost {
             self.after_lock_lost(&id);
