@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The long run of the Session-handle state-machine test
+# (reliability/tests/handles.rs): every store for a bounded time, cases run
+# in batches until the time is up; prints the case count per store. Not run
+# by scripts/test.sh (which runs 24 cases per store).
+#
+# Usage: scripts/handles-long.sh [seconds per store] [store filter ...]
+#   default 600 s; filters: memory, file, redis_store, redis_cluster,
+#   memcached (default all, one after another). Output: target/handles-long.txt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-600}
+shift || true
+filters=("$@")
+if [ "${#filters[@]}" -eq 0 ]; then
+    filters=(memory file redis_store redis_cluster memcached)
+fi
+
+source scripts/lib/install.sh
+ensure_packages
+
+mkdir -p target
+out=target/handles-long.txt
+: > "$out"
+cargo test --release -p reliability --test handles --no-run
+for filter in "${filters[@]}"; do
+    HANDLES_SECONDS="$seconds" PROPTEST_CASES=100 \
+        cargo test --release -p reliability --test handles "$filter" -- --nocapture 2>&1 \
+        | grep -E "cases in|test result|panicked|Test failed" | tee -a "$out"
+done
