@@ -121,13 +121,13 @@ fn session(c: &mut Criterion) {
     let store = rt.block_on(async { MemoryStore::builder().sweep_interval(None).build() });
     let factory = SessionFactory::new(store.clone(), SessionConfig::default());
     let id = rt.block_on(async {
-        let s = factory.session(None, false);
+        let s = factory.request(None);
         s.insert("n", &41u64).expect("encodes");
         s.insert("user", &"ada").expect("encodes");
-        let _ = s.finish(false).await;
+        let _ = s.finish(sessionkit::Outcome::Success).await;
         s.id().expect("a written session has an id")
     });
-    let loaded = factory.session(Some(id), true);
+    let loaded = factory.request(id);
     rt.block_on(loaded.get::<u64>("n")).expect("loads");
     let mut g = c.benchmark_group("session");
     // What `block_on` itself costs, to subtract from the async figures.
@@ -142,7 +142,7 @@ fn session(c: &mut Criterion) {
     });
     g.bench_function("new handle + first get (one store load)", |b| {
         b.iter(|| {
-            let s = factory.session(Some(id), true);
+            let s = factory.request(id);
             rt.block_on(s.get::<u64>("n"))
         })
     });

@@ -32,7 +32,7 @@ pub async fn sessionkit(sessions: u64, expiring: u64) -> Outcome {
     let mut last_short = Instant::now();
     let mut short = 0;
     for i in 0..sessions {
-        let session = factory.session(None, false);
+        let session = factory.request(None);
         if i % every == 0 && short < expiring {
             session
                 .set_lifetime(Duration::from_secs(1))
@@ -43,7 +43,7 @@ pub async fn sessionkit(sessions: u64, expiring: u64) -> Outcome {
         session
             .insert("n", &(i % 1000))
             .expect("an integer encodes");
-        let finished = session.finish(false).await;
+        let finished = session.finish(sessionkit::Outcome::Success).await;
         assert!(finished.error.is_none(), "the memory store does not fail");
     }
     let after = rss();

@@ -3,7 +3,7 @@
 //! Each proptest case stores a session, opens 2 to 4 handles on it (each
 //! one is a request that presented the session's cookie) and runs a list
 //! of steps; a step is one operation of one handle: `get`, `insert`,
-//! `remove`, `clear`, `set_lifetime`, `lock`, `commit`, `rollback`,
+//! `discard`, `clear_all`, `set_lifetime`, `lock`, `commit`, `rollback`,
 //! `unlock`, `reload`, `regenerate`, `destroy`, or `finish` with a success,
 //! a client error or a server error (the handle is then replaced by the next
 //! request of that client, presenting the cookie the response left it).
@@ -56,8 +56,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sessionkit_core::codec::decode_value;
 use sessionkit_core::store::{ArcStore, MemoryStore, SessionStore};
 use sessionkit_core::{
-    CookieChange, ErrorKind, LockConfig, Outcome, Presented, Session, SessionConfig,
-    SessionFactory, SessionId,
+    CookieChange, ErrorKind, LockConfig, Outcome, RequestSession, SessionConfig, SessionFactory,
+    SessionId,
 };
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
@@ -146,7 +146,7 @@ impl Changes {
 
 /// One handle (one request) and what the model knows of it.
 struct Handle {
-    session: Session,
+    session: RequestSession,
     /// The cookie this client holds: presented by its next request.
     cookie: Option<SessionId>,
     pending: Changes,
@@ -187,11 +187,8 @@ impl Run {
             .map(|l| l.record)
     }
 
-    fn handle(&self, presented: Option<SessionId>) -> Session {
-        self.factory.session_for(match presented {
-            Some(id) => Presented::One(Some(id)),
-            None => Presented::Nothing,
-        })
+    fn handle(&self, presented: Option<SessionId>) -> RequestSession {
+        self.factory.request(presented)
     }
 
     /// An error is one a fault-free store can explain.
@@ -284,7 +281,7 @@ impl Run {
 
     async fn step(&mut self, h: usize, op: Op) -> Check {
         self.log.push(format!("  handle {h}: {op:?}"));
-        let session = self.handles[h].session.clone();
+        let session = self.handles[h].session.session().clone();
         let id_before = session.id();
         match op {
             Op::Get(k) => match session.get::<u64>(KEYS[k]).await {
@@ -312,7 +309,7 @@ impl Run {
                 });
                 let result = match value {
                     Some(v) => session.insert(KEYS[k], &v),
-                    None => session.remove(KEYS[k]),
+                    None => session.discard(KEYS[k]),
                 };
                 match result {
                     Ok(()) => {
@@ -321,7 +318,7 @@ impl Run {
                     Err(e) => self.definite("write", &e, &[ErrorKind::ModificationDenied])?,
                 }
             }
-            Op::Clear => match session.clear() {
+            Op::Clear => match session.clear_all() {
                 Ok(()) => self.changes(h).merge(&Changes {
                     cleared: true,
                     ..Changes::default()
@@ -457,7 +454,7 @@ impl Run {
                 if commits {
                     expected.merge(&self.handles[h].locked);
                 }
-                let finished = session.finish_with(outcome).await;
+                let finished = self.handles[h].session.finish(outcome).await;
                 match &finished.error {
                     None => self.check_written(h, &expected, "finish").await?,
                     Some(e) => self.definite(
@@ -518,9 +515,9 @@ fn run_case(make: MakeStore<'_>, case: Case) -> Result<(), TestCaseError> {
             .build()
             .unwrap();
         let factory = SessionFactory::from_arc_store(store.clone(), config);
-        let first = factory.session(None, false);
+        let first = factory.request(None);
         first.insert("a", &0u64).unwrap();
-        assert!(first.finish(false).await.error.is_none());
+        assert!(first.finish(Outcome::Success).await.error.is_none());
         let id = first.id();
         let mut run = Run {
             store,

@@ -54,7 +54,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sessionkit_core::store::{ArcStore, MemoryStore, SessionStore};
-use sessionkit_core::{ErrorKind, LockConfig, Session, SessionConfig, SessionFactory, SessionId};
+use sessionkit_core::{
+    ErrorKind, LockConfig, RequestSession, Session, SessionConfig, SessionFactory, SessionId,
+};
 
 /// One request of a task.
 #[derive(Debug, Clone)]
@@ -318,9 +320,9 @@ fn run_case(backend: &Backend, case: Case) -> Check {
             slots: case.slots,
         });
         for slot in 0..case.slots {
-            let session = ctx.factory.session(None, false);
+            let session = ctx.factory.request(None);
             session.insert("init", &true).unwrap();
-            let done = session.finish(false).await;
+            let done = session.finish(sessionkit_core::Outcome::Success).await;
             ensure!(done.error.is_none(), "create: {:?}", done.error);
             let id = session.id().unwrap();
             ctx.model.lock().unwrap().new_lineage(id, Some(slot));
@@ -366,7 +368,7 @@ async fn request(ctx: &Ctx, task: usize, op: Op) -> Check {
     let Some((id, lineage, dead_at_start)) = target else {
         return create(ctx, task, slot).await;
     };
-    let session = ctx.factory.session(Some(id), true);
+    let session = ctx.factory.request(id);
     let gone = |session: &Session| session.id() != Some(id);
 
     match op {
@@ -393,9 +395,9 @@ async fn request(ctx: &Ctx, task: usize, op: Op) -> Check {
             };
             match new {
                 Some(v) => session.insert(&key(task), &v).unwrap(),
-                None => session.remove(&key(task)).unwrap(),
+                None => session.discard(&key(task)).unwrap(),
             }
-            let done = session.finish(false).await;
+            let done = session.finish(sessionkit_core::Outcome::Success).await;
             let outcome = match &done.error {
                 None => Outcome::Acked,
                 Some(e) => {
@@ -506,10 +508,10 @@ async fn request(ctx: &Ctx, task: usize, op: Op) -> Check {
 
 /// A request on an empty slot: a new session with the task's key.
 async fn create(ctx: &Ctx, task: usize, slot: usize) -> Check {
-    let session = ctx.factory.session(None, false);
+    let session = ctx.factory.request(None);
     let v = ctx.values.fetch_add(1, Ordering::Relaxed);
     session.insert(&key(task), &v).unwrap();
-    let done = session.finish(false).await;
+    let done = session.finish(sessionkit_core::Outcome::Success).await;
     ensure!(done.error.is_none(), "create: {:?}", done.error);
     let id = session.id().unwrap();
     let mut model = ctx.model.lock().unwrap();
@@ -521,8 +523,8 @@ async fn create(ctx: &Ctx, task: usize, slot: usize) -> Check {
 }
 
 /// Finishes a request that has nothing left to write: no error allowed.
-async fn finish_clean(session: &Session) -> Check {
-    let done = session.finish(false).await;
+async fn finish_clean(session: &RequestSession) -> Check {
+    let done = session.finish(sessionkit_core::Outcome::Success).await;
     ensure!(
         done.error.is_none(),
         "finish with nothing pending failed: {:?}",
@@ -533,12 +535,19 @@ async fn finish_clean(session: &Session) -> Check {
 
 /// A session with a 1 s lifetime: gone after it, for reads and writes.
 async fn expire(ctx: &Ctx, slack: Duration) -> Check {
-    let session = ctx.short.session(None, false);
+    let session = ctx.short.request(None);
     session.insert("e", &1u8).unwrap();
-    ensure!(session.finish(false).await.error.is_none(), "create");
+    ensure!(
+        session
+            .finish(sessionkit_core::Outcome::Success)
+            .await
+            .error
+            .is_none(),
+        "create"
+    );
     let id = session.id().unwrap();
     tokio::time::sleep(Duration::from_secs(1) + slack).await;
-    let later = ctx.short.session(Some(id), true);
+    let later = ctx.short.request(id);
     ensure!(
         later.get::<u8>("e").await.unwrap().is_none() && later.id().is_none(),
         "an expired session loaded"
@@ -546,7 +555,11 @@ async fn expire(ctx: &Ctx, slack: Duration) -> Check {
     // A write after the expiry starts a new session under a new id.
     later.insert("e", &2u8).unwrap();
     ensure!(
-        later.finish(false).await.error.is_none(),
+        later
+            .finish(sessionkit_core::Outcome::Success)
+            .await
+            .error
+            .is_none(),
         "write after expiry"
     );
     let fresh = later.id().unwrap();

@@ -248,12 +248,18 @@ async fn redis_paused_past_the_lock_ttl_loses_the_lock_and_the_commit_writes_not
         .build()
         .unwrap();
     let factory = SessionFactory::new(store.clone(), config);
-    let first = factory.session(None, false);
+    let first = factory.request(None);
     first.insert("n", &0u64).unwrap();
-    assert!(first.finish(false).await.error.is_none());
+    assert!(
+        first
+            .finish(sessionkit_core::Outcome::Success)
+            .await
+            .error
+            .is_none()
+    );
     let id = first.id().unwrap();
 
-    let holder = factory.session(Some(id), true);
+    let holder = factory.request(id);
     holder.lock().await.unwrap();
     let n: u64 = holder.get("n").await.unwrap().unwrap();
     holder.insert("n", &(n + 1)).unwrap();
@@ -268,7 +274,13 @@ async fn redis_paused_past_the_lock_ttl_loses_the_lock_and_the_commit_writes_not
     let err = holder.commit().await.expect_err("the lock was lost");
     assert_eq!(err.kind(), ErrorKind::LockLost, "{err}");
     assert!(err.to_string().contains("lock lost"), "{err}");
-    assert!(holder.finish(false).await.error.is_none());
+    assert!(
+        holder
+            .finish(sessionkit_core::Outcome::Success)
+            .await
+            .error
+            .is_none()
+    );
 
     let stored = store.load(&id, None).await.unwrap().expect("session kept");
     assert_eq!(
@@ -276,7 +288,7 @@ async fn redis_paused_past_the_lock_ttl_loses_the_lock_and_the_commit_writes_not
         Some(&b"0"[..]),
         "nothing was written"
     );
-    let other = factory.session(Some(id), true);
+    let other = factory.request(id);
     other.lock().await.expect("the lost lock is free");
     other.rollback().await.unwrap();
     store.destroy(&id).await.unwrap();

@@ -47,5 +47,7 @@ pub use id::{LockToken, SESSION_ID_LEN, SessionId};
 pub use redact::redact_credentials;
 #[cfg(feature = "http")]
 pub use response::ReportedError;
-pub use session::{Bag, CookieChange, Finished, Presented, Session, SessionFactory};
+pub use session::{
+    Bag, CookieChange, Finished, Presented, RequestSession, Session, SessionFactory,
+};
 pub use store::SessionStore;

@@ -25,7 +25,7 @@ fn printed(err: &Error) -> String {
 
 #[tokio::test]
 async fn a_value_that_does_not_decode_names_its_key_not_its_value() {
-    let session = factory().session(None, false);
+    let session = factory().request(None);
     session.insert("oauth_refresh", &SECRET).unwrap();
     let err = session.get::<u64>("oauth_refresh").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Codec);
@@ -47,7 +47,7 @@ async fn a_value_that_does_not_decode_names_its_key_not_its_value() {
 
 #[tokio::test]
 async fn a_value_that_does_not_encode_names_its_key() {
-    let session = factory().session(None, false);
+    let session = factory().request(None);
     // JSON objects need string keys.
     let pairs: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
     let err = session.insert("pairs", &pairs).unwrap_err();

@@ -27,9 +27,9 @@ fn quick_locks(wait_ms: u64) -> SessionConfig {
 
 /// Creates a stored session holding `n = 0` and returns its id.
 async fn stored(factory: &SessionFactory) -> SessionId {
-    let s = factory.session(None, false);
+    let s = factory.request(None);
     s.insert("n", &0u64).unwrap();
-    assert!(s.finish(false).await.error.is_none());
+    assert!(s.finish(Outcome::Success).await.error.is_none());
     s.id().unwrap()
 }
 
@@ -46,7 +46,7 @@ async fn stored_n(store: &MemoryStore, id: &SessionId) -> Option<u64> {
 async fn locks_are_reentrant_and_released_by_the_last_level() {
     let (factory, store) = factory_with(quick_locks(100));
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     a.lock().await.unwrap();
     a.lock().await.unwrap();
     a.insert("n", &1u64).unwrap();
@@ -54,11 +54,11 @@ async fn locks_are_reentrant_and_released_by_the_last_level() {
     // The inner commit wrote, and the lock is still held.
     assert!(a.is_locked());
     assert_eq!(stored_n(&store, &id).await, Some(1));
-    let b = factory.session(Some(id), true);
+    let b = factory.request(id);
     assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
     a.commit().await.unwrap();
     assert!(!a.is_locked());
-    let c = factory.session(Some(id), true);
+    let c = factory.request(id);
     c.lock().await.unwrap();
     c.rollback().await.unwrap();
 }
@@ -67,9 +67,9 @@ async fn locks_are_reentrant_and_released_by_the_last_level() {
 async fn lock_wait_is_bounded() {
     let (factory, _store) = factory_with(quick_locks(300));
     let id = stored(&factory).await;
-    let holder = factory.session(Some(id), true);
+    let holder = factory.request(id);
     holder.lock().await.unwrap();
-    let waiter = factory.session(Some(id), true);
+    let waiter = factory.request(id);
     let start = Instant::now();
     let err = waiter.lock().await.unwrap_err();
     let waited = start.elapsed();
@@ -82,9 +82,9 @@ async fn lock_wait_is_bounded() {
 async fn a_waiter_gets_the_lock_once_it_is_released() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let holder = factory.session(Some(id), true);
+    let holder = factory.request(id);
     holder.lock().await.unwrap();
-    let waiter = factory.session(Some(id), true);
+    let waiter = factory.request(id);
     let wait = tokio::spawn(async move {
         waiter.lock().await.unwrap();
         let n = waiter.get::<u64>("n").await.unwrap().unwrap();
@@ -117,7 +117,7 @@ async fn local_waiters_take_the_lock_in_turn_without_polling_the_store() {
         let factory = factory.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                let s = factory.session(Some(id), true);
+                let s = factory.request(id);
                 s.lock().await.unwrap();
                 let n = s.get::<u64>("n").await.unwrap().unwrap();
                 // Hold the lock across a yield, so that the others queue up.
@@ -163,11 +163,11 @@ async fn a_handed_lock_nobody_takes_is_released() {
     let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
     let factory = SessionFactory::new(store.clone(), quick_locks(2_000));
     let id = stored(&factory).await;
-    let holder = factory.session(Some(id), true);
+    let holder = factory.request(id);
     holder.lock().await.unwrap();
     // A waiter that is in line when the holder commits, so that the lock is
     // handed on, and that gives up right then.
-    let waiter = factory.session(Some(id), true);
+    let waiter = factory.request(id);
     let waiting = tokio::spawn(async move { waiter.lock().await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     holder.insert("n", &5u64).unwrap();
@@ -218,7 +218,7 @@ async fn commit_after_the_lock_was_lost_writes_nothing() {
         .unwrap();
     let (factory, store) = factory_with(config);
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     a.lock().await.unwrap();
     a.insert("n", &99u64).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -245,10 +245,10 @@ async fn renewal_keeps_a_long_holder_s_lock() {
         .unwrap();
     let (factory, store) = factory_with(config);
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     a.lock().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let b = factory.session(Some(id), true);
+    let b = factory.request(id);
     assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
     a.insert("n", &5u64).unwrap();
     a.commit().await.unwrap();
@@ -264,19 +264,19 @@ async fn whole_request_policy_locks_on_first_read_until_finish() {
         .unwrap();
     let (factory, store) = factory_with(config);
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     let n = a.get::<u64>("n").await.unwrap().unwrap();
     assert!(a.is_locked(), "the first read took the lock");
-    let b = factory.session(Some(id), true);
+    let b = factory.request(id);
     assert_eq!(
         b.get::<u64>("n").await.unwrap_err().kind(),
         ErrorKind::LockTimeout
     );
     a.insert("n", &(n + 1)).unwrap();
-    let finished = a.finish(false).await;
+    let finished = a.finish(Outcome::Success).await;
     assert!(finished.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(1));
-    let c = factory.session(Some(id), true);
+    let c = factory.request(id);
     assert_eq!(c.get::<u64>("n").await.unwrap(), Some(1));
 }
 
@@ -287,11 +287,11 @@ async fn locked_only_policy_refuses_writes_outside_a_lock() {
         .build()
         .unwrap();
     let (factory, store) = factory_with(config);
-    let s = factory.session(None, false);
+    let s = factory.request(None);
     let err = s.insert("k", &1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ModificationDenied);
     assert_eq!(
-        s.remove("k").unwrap_err().kind(),
+        s.discard("k").unwrap_err().kind(),
         ErrorKind::ModificationDenied
     );
     s.lock().await.unwrap();
@@ -300,11 +300,11 @@ async fn locked_only_policy_refuses_writes_outside_a_lock() {
     let id = s.id().unwrap();
     assert_eq!(stored_n(&store, &id).await, Some(7));
     // unlock() under this policy discards the uncommitted changes.
-    let t = factory.session(Some(id), true);
+    let t = factory.request(id);
     t.lock().await.unwrap();
     t.insert("n", &8u64).unwrap();
     t.unlock().await.unwrap();
-    assert!(t.finish(false).await.error.is_none());
+    assert!(t.finish(Outcome::Success).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(7));
 }
 
@@ -312,12 +312,12 @@ async fn locked_only_policy_refuses_writes_outside_a_lock() {
 async fn unlock_keeps_changes_as_buffered_writes() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.lock().await.unwrap();
     s.insert("n", &3u64).unwrap();
     s.unlock().await.unwrap();
     assert_eq!(stored_n(&store, &id).await, Some(0), "not written yet");
-    assert!(s.finish(false).await.error.is_none());
+    assert!(s.finish(Outcome::Success).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(3), "flushed at the end");
 }
 
@@ -325,13 +325,13 @@ async fn unlock_keeps_changes_as_buffered_writes() {
 async fn finish_rolls_back_on_server_errors_by_default() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.lock().await.unwrap();
     s.insert("n", &1u64).unwrap();
-    assert!(s.finish(true).await.error.is_none());
+    assert!(s.finish(Outcome::ServerError).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(0));
     // The lock was released.
-    let t = factory.session(Some(id), true);
+    let t = factory.request(id);
     t.lock().await.unwrap();
     t.rollback().await.unwrap();
 }
@@ -344,19 +344,19 @@ async fn release_policy_commit_commits_even_on_server_errors() {
         .unwrap();
     let (factory, store) = factory_with(config);
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.lock().await.unwrap();
     s.lock().await.unwrap();
     s.insert("n", &1u64).unwrap();
-    assert!(s.finish(true).await.error.is_none());
+    assert!(s.finish(Outcome::ServerError).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(1));
 }
 
 #[tokio::test]
 async fn writes_after_finish_are_refused() {
     let (factory, _store) = factory();
-    let s = factory.session(None, false);
-    let _ = s.finish(false).await;
+    let s = factory.request(None);
+    let _ = s.finish(Outcome::Success).await;
     assert_eq!(
         s.insert("k", &1).unwrap_err().kind(),
         ErrorKind::ModificationDenied
@@ -371,16 +371,16 @@ async fn writes_after_finish_are_refused() {
 async fn destroy_then_write_starts_a_new_session() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.destroy().await.unwrap();
     s.insert("flash", "bye").unwrap();
-    let finished = s.finish(false).await;
+    let finished = s.finish(Outcome::Success).await;
     let CookieChange::Set { id: new, .. } = finished.cookie else {
         panic!("a new session sets its cookie: {:?}", finished.cookie);
     };
     assert_ne!(new, id);
     assert!(store.load(&id, None).await.unwrap().is_none());
-    let fresh = factory.session(Some(new), true);
+    let fresh = factory.request(new);
     assert_eq!(fresh.keys().await.unwrap(), ["flash"]);
 }
 
@@ -388,13 +388,13 @@ async fn destroy_then_write_starts_a_new_session() {
 async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
     let (factory, store) = factory_with(quick_locks(50));
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.lock().await.unwrap();
     s.regenerate().await.unwrap();
     let new = s.id().unwrap();
     assert_ne!(new, id);
     // The lock followed the session to its new id.
-    let other = factory.session(Some(new), true);
+    let other = factory.request(new);
     assert_eq!(
         other.lock().await.unwrap_err().kind(),
         ErrorKind::LockTimeout
@@ -408,10 +408,10 @@ async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
 #[tokio::test]
 async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
     let (factory, store) = factory();
-    let s = factory.session(None, false);
+    let s = factory.request(None);
     s.insert("user", "ada").unwrap();
     s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
-    let finished = s.finish(false).await;
+    let finished = s.finish(Outcome::Success).await;
     let CookieChange::Set {
         id,
         max_age,
@@ -439,10 +439,10 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
 async fn a_dropped_handle_releases_its_lock() {
     let (factory, _store) = factory_with(quick_locks(500));
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.lock().await.unwrap();
     drop(s);
-    let t = factory.session(Some(id), true);
+    let t = factory.request(id);
     t.lock()
         .await
         .expect("released on drop, long before the 30 s TTL");
@@ -451,12 +451,12 @@ async fn a_dropped_handle_releases_its_lock() {
 #[tokio::test]
 async fn untouched_sessions_need_no_finish_and_empty_sessions_are_not_stored() {
     let (factory, store) = factory();
-    let s = factory.session(Some(SessionId::generate()), true);
-    assert!(!s.needs_finish());
-    let t = factory.session(None, false);
+    let s = factory.request(SessionId::generate());
+    assert!(!s.is_used());
+    let t = factory.request(None);
     t.insert("k", &1).unwrap();
-    t.remove("k").unwrap();
-    let finished = t.finish(false).await;
+    t.discard("k").unwrap();
+    let finished = t.finish(Outcome::Success).await;
     assert_eq!(finished.cookie, CookieChange::Keep);
     assert!(store.is_empty());
 }
@@ -464,7 +464,7 @@ async fn untouched_sessions_need_no_finish_and_empty_sessions_are_not_stored() {
 #[tokio::test]
 async fn clones_share_one_session() {
     let (factory, _store) = factory();
-    let a: Session = factory.session(None, false);
+    let a: Session = factory.session(None);
     let b = a.clone();
     a.insert("k", "v").unwrap();
     assert_eq!(b.get::<String>("k").await.unwrap().as_deref(), Some("v"));
@@ -581,9 +581,9 @@ async fn a_handoff_whose_read_misses_still_commits_and_releases() {
     store.unlock(&id, &token).await.unwrap();
 
     // Through the session: a holder with a waiter behind it commits.
-    let holder = factory.session(Some(id), true);
+    let holder = factory.request(id);
     holder.lock().await.unwrap();
-    let waiter = factory.session(Some(id), true);
+    let waiter = factory.request(id);
     let waiting = tokio::spawn(async move {
         waiter.lock().await.unwrap();
         let n = waiter.get::<u64>("n").await.unwrap().unwrap();
@@ -611,9 +611,9 @@ async fn a_handoff_whose_read_misses_still_commits_and_releases() {
 async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     a.lock().await.unwrap();
-    factory.session(Some(id), true).destroy().await.unwrap();
+    factory.request(id).destroy().await.unwrap();
     a.reload().await.unwrap();
     a.insert("n", &7u64).unwrap();
     let err = a.commit().await.unwrap_err();
@@ -624,12 +624,12 @@ async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking(
 
     // The same interleaving, ended by the layer's finish instead.
     let id = stored(&factory).await;
-    let a = factory.session(Some(id), true);
+    let a = factory.request(id);
     a.lock().await.unwrap();
     a.insert("n", &8u64).unwrap();
-    factory.session(Some(id), true).destroy().await.unwrap();
+    factory.request(id).destroy().await.unwrap();
     a.reload().await.unwrap();
-    let finished = a.finish(false).await;
+    let finished = a.finish(Outcome::Success).await;
     assert_eq!(
         finished.error.map(|e| e.kind()),
         Some(ErrorKind::SessionGone)
@@ -644,12 +644,12 @@ async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking(
 async fn debug_output_never_shows_values() {
     const SECRET: &str = "refresh-token-5ecr3t";
     let (factory, _store) = factory();
-    let s = factory.session(None, false);
+    let s = factory.request(None);
     s.insert("oauth_refresh", SECRET).unwrap();
-    assert!(s.finish(false).await.error.is_none());
+    assert!(s.finish(Outcome::Success).await.error.is_none());
     let id = s.id().unwrap();
 
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     s.get::<String>("oauth_refresh").await.unwrap();
     s.insert("csrf", SECRET).unwrap();
     let loaded = format!("{s:?} {s:#?}");
@@ -686,11 +686,11 @@ async fn finish_rolls_back_locked_changes_on_client_errors_by_default() {
             .unwrap();
         let (factory, store) = factory_with(config);
         let id = stored(&factory).await;
-        let s = factory.session(Some(id), true);
+        let s = factory.request(id);
         s.insert("note", "buffered").unwrap();
         s.lock().await.unwrap();
         s.insert("qty", &9u64).unwrap();
-        let finished = s.finish_with(Outcome::ClientError).await;
+        let finished = s.finish(Outcome::ClientError).await;
         assert!(finished.error.is_none(), "{policy:?}");
         let record = store.load(&id, None).await.unwrap().unwrap().record;
         let qty = record
@@ -708,7 +708,7 @@ async fn finish_rolls_back_locked_changes_on_client_errors_by_default() {
 async fn transactions_commit_on_ok_and_roll_back_on_err() {
     let (factory, store) = factory();
     let id = stored(&factory).await;
-    let s = factory.session(Some(id), true);
+    let s = factory.request(id);
     let refused: Result<(), sessionkit_core::Error> = s
         .transaction(|s| async move {
             s.insert("n", &5u64)?;
@@ -737,20 +737,20 @@ async fn transactions_commit_on_ok_and_roll_back_on_err() {
 #[tokio::test]
 async fn a_second_commit_under_a_local_lock_writes_to_the_session_the_first_created() {
     let (factory, store) = factory();
-    let s = factory.session(None, false);
+    let s = factory.request(None);
     s.lock().await.unwrap();
     s.lock().await.unwrap();
     s.insert("n", &1u64).unwrap();
     s.commit().await.unwrap(); // inner level: creates the session
     let id = s.id().unwrap();
     assert_eq!(stored_n(&store, &id).await, Some(1));
-    s.clear().unwrap();
+    s.clear_all().unwrap();
     s.commit().await.unwrap();
     assert_eq!(
         stored_n(&store, &id).await,
         None,
         "the clear was acknowledged"
     );
-    assert!(s.finish(false).await.error.is_none());
+    assert!(s.finish(Outcome::Success).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, None);
 }

@@ -296,7 +296,7 @@ async fn regenerate_while_other_nodes_refuse_writes_keeps_exactly_one_id() {
             Created::Created
         );
 
-        let session = factory.session(Some(old), true);
+        let session = factory.request(old);
         if fenced {
             session.lock().await.unwrap();
         } else {

@@ -67,9 +67,9 @@ pub use middleware::{
     Rejections, ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService,
 };
 pub use sessionkit_core::{
-    CookieChange, Error, ErrorKind, LockConfig, LockPolicy, Presented, ReleasePolicy, Result,
-    Session, SessionConfig, SessionConfigBuilder, SessionFactory, SessionId, WritePolicy, codec,
-    record,
+    Bag, CookieChange, Error, ErrorKind, Finished, LockConfig, LockPolicy, LockToken, Outcome,
+    Presented, ReleasePolicy, ReportedError, RequestSession, Result, Session, SessionConfig,
+    SessionConfigBuilder, SessionFactory, SessionId, WritePolicy, codec, record,
 };
 
 /// Session stores: the contract and the stores that ship with sessionkit.

@@ -25,9 +25,17 @@ fn session_futures_are_send() {
         sessionkit::store::MemoryStore::new(),
         sessionkit::SessionConfig::default(),
     )
-    .session(None, false);
+    .request(None);
     assert_send(&session.get::<u8>("k"));
     assert_send(&session.lock());
     assert_send(&session.commit());
-    assert_send(&session.finish(false));
+    assert_send(&session.transaction(|s| async move { s.insert("k", &1) }));
+    assert_send(&session.save());
+    assert_send(&session.finish(sessionkit::Outcome::Success));
+}
+
+#[test]
+fn the_request_handle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<sessionkit::RequestSession>();
 }

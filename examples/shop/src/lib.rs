@@ -87,7 +87,7 @@ async fn add_to_basket(session: Session, Form(form): Form<ItemForm>) -> Result<R
 }
 
 async fn clear_basket(session: Session) -> Result<Redirect> {
-    session.remove("basket")?;
+    session.discard("basket")?;
     session.flash("notice", "Your basket is empty.")?;
     Ok(Redirect::to("/"))
 }

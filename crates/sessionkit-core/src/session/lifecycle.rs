@@ -1,14 +1,13 @@
-//! The ends of a session's life in a request: new ids, destruction, and the
-//! finish when the response is produced.
+//! A session's life: new ids, destruction, saving, and what the handle knows of its expiry.
 
-use crate::config::{LockPolicy, Outcome};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
-use crate::record::now_ms;
+use crate::record::{Meta, now_ms};
 use crate::session::lock::HeldLock;
-use crate::session::state::{LockHold, Sent, Stored};
-use crate::session::transaction::Release;
-use crate::session::{CookieChange, Finished, Inner, Session};
+use crate::session::state::{LockHold, Stored};
+use crate::session::{CookieChange, Inner, Presented, Session, SessionFactory};
 use crate::store::{Applied, IdChanged};
 
 impl Session {
@@ -140,171 +139,6 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn is_finished(&self) -> bool {
-        self.state().finished
-    }
-
-    /// Whether [`Session::finish`] has work to do. `false` for a request that
-    /// never used its session; the layer then skips the finish entirely.
-    pub fn needs_finish(&self) -> bool {
-        self.state().used
-    }
-
-    /// Ends the request's use of the session; the HTTP layer calls it when the
-    /// response is produced.
-    ///
-    /// Releases every lock still held (committing or rolling back as the
-    /// [`ReleasePolicy`](crate::ReleasePolicy) says, given whether the response is a success),
-    /// flushes buffered writes in one store operation, and says what to do
-    /// with the cookie. After it, writes through any clone of the handle are
-    /// refused.
-    ///
-    /// A buffered flush to a session that has expired or been destroyed
-    /// meanwhile never brings it back: if the request had read the session,
-    /// the flush fails with [`ErrorKind::SessionGone`]; if it wrote blind,
-    /// its changes start a new session under a new id, as if they had come
-    /// just after the session ended.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use sessionkit_core::CookieChange;
-    #[doc = concat!("# ", doc_session!())]
-    /// session.insert("k", &1).unwrap();
-    /// let finished = session.finish(false).await;
-    /// assert!(finished.error.is_none());
-    /// assert!(matches!(finished.cookie, CookieChange::Set { .. }));
-    /// assert!(session.insert("k", &2).is_err());
-    /// # }
-    /// ```
-    pub async fn finish(&self, server_error: bool) -> Finished {
-        self.finish_with(if server_error {
-            Outcome::ServerError
-        } else {
-            Outcome::Success
-        })
-        .await
-    }
-
-    /// [`Session::finish`] for a response whose status gave `outcome`: locks
-    /// still held commit or roll back as the [`ReleasePolicy`](crate::ReleasePolicy) says for it
-    /// (by default, commit only on success).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use sessionkit_core::Outcome;
-    #[doc = concat!("# ", doc_session!())]
-    /// session.insert("k", &1).unwrap();
-    /// session.lock().await.unwrap();
-    /// session.insert("qty", &-5).unwrap();
-    /// let finished = session.finish_with(Outcome::ClientError).await; // a 400
-    /// assert!(finished.error.is_none());
-    /// # }
-    /// ```
-    pub async fn finish_with(&self, outcome: Outcome) -> Finished {
-        let _op = self.op().await;
-        let mut error = None;
-
-        // Whole-request locking: blind writes are serialized like the rest.
-        if self.config().lock_policy() == LockPolicy::WholeRequest {
-            let needs_lock = {
-                let state = self.state();
-                state.lock_depth == 0 && !state.pending.is_empty()
-            };
-            if needs_lock && let Err(e) = self.lock_locked_op().await {
-                error = Some(e);
-            }
-        }
-
-        let commit = self.config().release_policy().commits(outcome);
-        while self.state().lock_depth > 0 {
-            let depth = self.state().lock_depth;
-            if depth > 1 {
-                // Inner levels fold into the outermost one.
-                self.state().lock_depth = 1;
-            }
-            let how = if commit {
-                Release::Commit
-            } else {
-                Release::Rollback
-            };
-            if let Err(e) = self.release_locked_op(how).await {
-                // Locks on a failed path are released, not retried.
-                let mut state = self.state();
-                state.lock = LockHold::None;
-                state.lock_depth = 0;
-                error.get_or_insert(e);
-            }
-        }
-
-        if error.is_none()
-            && let Err(e) = self.flush_pending().await
-        {
-            error = Some(e);
-        }
-        self.conclude(error)
-    }
-
-    /// [`Session::finish`] without waiting, when it has nothing to wait for:
-    /// no lock is held, no write is buffered and no operation of a clone is
-    /// in flight — the common case of a request that only read (whether the
-    /// response is a server error then changes nothing). Returns `None` when
-    /// the asynchronous `finish` is needed.
-    ///
-    /// The HTTP layer calls this first, so that read-only requests finish
-    /// without a boxed future.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    #[doc = concat!("# ", doc_session!())]
-    /// session.insert("k", &1).unwrap();
-    /// assert!(session.finish_now().is_none()); // a write to flush
-    /// let _ = session.finish(false).await;
-    /// # }
-    /// ```
-    pub fn finish_now(&self) -> Option<Finished> {
-        let _op = self.inner.ops.try_lock().ok()?;
-        {
-            let state = self.state();
-            if state.lock_depth > 0 || !state.pending.is_empty() {
-                return None;
-            }
-        }
-        Some(self.conclude(None))
-    }
-
-    /// Marks the session finished and decides what the cookie must say.
-    fn conclude(&self, error: Option<Error>) -> Finished {
-        let mut state = self.state();
-        state.finished = true;
-        // The expiry the client must learn about: the one the store reported
-        // when it moved (a touch, a write, a creation, a new id).
-        let meta = match &state.stored {
-            Stored::Live { meta, .. } => Some(*meta),
-            _ => state.expiry_moved,
-        };
-        let new_id = state.id != state.client_id;
-        let cookie = match (state.id, &state.stored, meta) {
-            // Only a single cookie is cleared: with several, the host-only
-            // one the removal would reach may be the only genuine one (see
-            // `Presented`).
-            (_, Stored::Fresh, _) if state.sent == Sent::One => CookieChange::Remove,
-            (Some(id), Stored::Live { .. } | Stored::Unloaded, Some(meta))
-                if new_id || state.expiry_moved.is_some() =>
-            {
-                CookieChange::Set {
-                    id,
-                    max_age: meta.remaining(now_ms()),
-                    remembered: meta.remembered(),
-                }
-            }
-            _ => CookieChange::Keep,
-        };
-        Finished { cookie, error }
-    }
-
     pub(super) async fn flush_pending(&self) -> Result<()> {
         let (id, delta, blind) = {
             let mut state = self.state();
@@ -384,4 +218,146 @@ impl Drop for Inner {
             });
         }
     }
+}
+
+impl Session {
+    /// Writes the buffered changes now, in the same one store operation the
+    /// flush at the end of the request would use, so that they are safe
+    /// before a long operation or a streamed body. Later writes of the
+    /// request are flushed at its end as usual. Changes made under a lock
+    /// are not touched: they belong to the transaction (see
+    /// [`Session::commit`]).
+    ///
+    /// Nothing to write costs nothing; a new session is created here.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::SessionFactory;
+    ///
+    /// let factory = SessionFactory::for_tests();
+    /// let session = factory.session(None);
+    /// session.insert("report", &"started")?;
+    /// session.save().await?; // stored now, before the long work
+    /// let other = factory.session(session.id());
+    /// assert_eq!(other.get::<String>("report").await?.as_deref(), Some("started"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn save(&self) -> Result<()> {
+        let _op = self.op().await;
+        self.state().used = true;
+        self.flush_pending().await
+    }
+
+    /// Whether the request has a stored session: a known id, or one written
+    /// by this request. Answers without a store call when the handle already
+    /// knows (a new session, or one read before); otherwise reads it, which
+    /// later reads then use.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// assert!(!session.exists().await?);
+    /// session.insert("k", &1)?;
+    /// session.save().await?;
+    /// assert!(session.exists().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn exists(&self) -> Result<bool> {
+        self.ensure_loaded().await?;
+        Ok(matches!(self.state().stored, Stored::Live { .. }))
+    }
+
+    /// When the session expires unless it is used again (its idle expiry,
+    /// capped by its absolute deadline); `None` for a session that is not
+    /// stored. Reads the session if it was not read yet.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use std::time::{Duration, SystemTime};
+    #[doc = concat!("# ", doc_session!())]
+    /// assert_eq!(session.expires_at().await?, None);
+    /// session.insert("k", &1)?;
+    /// session.save().await?;
+    /// let at = session.expires_at().await?.unwrap();
+    /// assert!(at > SystemTime::now() + Duration::from_secs(119 * 60)); // 120 minutes idle
+    /// assert!(session.expires_in().await?.unwrap() <= Duration::from_secs(120 * 60));
+    /// assert_eq!(session.deadline().await?, None); // no absolute lifetime set
+    /// # Ok(()) }
+    /// ```
+    pub async fn expires_at(&self) -> Result<Option<SystemTime>> {
+        Ok(self.meta().await?.map(|m| at_ms(m.expires())))
+    }
+
+    /// Time left until [`Session::expires_at`]; `None` for a session that is
+    /// not stored.
+    pub async fn expires_in(&self) -> Result<Option<Duration>> {
+        Ok(self.meta().await?.map(|m| m.remaining(now_ms())))
+    }
+
+    /// The session's absolute deadline (its absolute lifetime from
+    /// creation), if it has one.
+    pub async fn deadline(&self) -> Result<Option<SystemTime>> {
+        Ok(self.meta().await?.and_then(|m| m.deadline()).map(at_ms))
+    }
+
+    /// The session's expiry metadata as last reported by the store.
+    async fn meta(&self) -> Result<Option<Meta>> {
+        self.ensure_loaded().await?;
+        let state = self.state();
+        Ok(match &state.stored {
+            Stored::Live { meta, .. } => Some(*meta),
+            _ => None,
+        })
+    }
+
+    /// Ends this request as the HTTP layer would on a successful response,
+    /// and returns the session of the client's next request: the one that
+    /// presents the cookie this response left (a new id, the same one, or
+    /// none after a destroy). The way to test a handler without a server:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::{Session, SessionFactory};
+    ///
+    /// // The handler under test.
+    /// async fn visit(session: Session) -> sessionkit_core::Result<u32> {
+    ///     let n = session.get_or("visits", 0u32).await? + 1;
+    ///     session.insert("visits", &n)?;
+    ///     Ok(n)
+    /// }
+    ///
+    /// let first = SessionFactory::for_tests().session(None);
+    /// assert_eq!(visit(first.clone()).await?, 1);
+    /// let second = first.next_request().await?;
+    /// assert_eq!(visit(second.clone()).await?, 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Fails with the error the layer would have turned into an error
+    /// response (for example [`ErrorKind::SessionGone`] when another request
+    /// destroyed the session meanwhile).
+    pub async fn next_request(&self) -> Result<Session> {
+        let finished = self.finish_with(crate::Outcome::Success).await;
+        if let Some(err) = finished.error {
+            return Err(err);
+        }
+        let presented = match finished.cookie {
+            CookieChange::Set { id, .. } => Presented::from(id),
+            CookieChange::Remove => Presented::Nothing,
+            _ => self.state().client_id.into(),
+        };
+        Ok(SessionFactory {
+            shared: self.inner.shared.clone(),
+        }
+        .session(presented))
+    }
+}
+
+/// A time in Unix milliseconds as a `SystemTime`.
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }

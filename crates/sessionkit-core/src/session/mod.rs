@@ -1,6 +1,7 @@
 //! The `Session` handle: lazy reads, buffered writes, locked transactions.
 
 mod gate;
+mod keys;
 mod lock;
 mod state;
 
@@ -25,14 +26,15 @@ use self::state::{State, Stored};
 /// Makes [`Session`] handles for requests: the store and the settings they
 /// share (amphp's `SessionFactory`).
 ///
-/// The HTTP layer owns one and calls [`SessionFactory::session`] per request.
+/// An HTTP integration owns one and calls [`SessionFactory::request`] per
+/// request; tests and background jobs call [`SessionFactory::session`].
 ///
 /// ```
 /// use sessionkit_core::{SessionConfig, SessionFactory};
 /// use sessionkit_core::store::MemoryStore;
 ///
 /// let factory = SessionFactory::new(MemoryStore::new(), SessionConfig::default());
-/// let session = factory.session(None, false);
+/// let session = factory.session(None);
 /// assert_eq!(session.id(), None);
 /// ```
 #[derive(Debug, Clone)]
@@ -73,34 +75,45 @@ impl SessionFactory {
         SessionFactory::from_arc(store.as_dyn().clone(), config)
     }
 
-    /// A handle for one request. `client_id` is the well-formed id from the
-    /// request's cookie, if any; `had_cookie` says whether the request carried
-    /// a session cookie at all (a malformed one is dropped before it gets
-    /// here, but its presence decides whether the response clears it).
-    pub fn session(&self, client_id: Option<SessionId>, had_cookie: bool) -> Session {
-        self.session_for(match (client_id, had_cookie) {
-            (None, false) => Presented::Nothing,
-            (id, _) => Presented::One(id),
-        })
+    /// A factory over a [`MemoryStore`](crate::store::MemoryStore) with the
+    /// default settings: the start of a handler's unit test. See
+    /// [`Session::next_request`] for the rest of the test path.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionFactory;
+    ///
+    /// let session = SessionFactory::for_tests().session(None);
+    /// assert_eq!(session.id(), None);
+    /// ```
+    pub fn for_tests() -> Self {
+        SessionFactory::new(crate::store::MemoryStore::new(), SessionConfig::default())
     }
 
-    /// A handle for one request that presented `ids`: what the HTTP layer
-    /// read from the request's cookies.
+    /// A handle on the session a request presented `ids` for: `None` (no
+    /// cookie), a [`SessionId`], or any [`Presented`]. For work outside
+    /// an HTTP integration: tests, background jobs (which persist with
+    /// [`Session::save`] or a transaction). Integrations use
+    /// [`SessionFactory::request`], which also finishes the request.
     ///
     /// ```
-    /// use sessionkit_core::{Presented, SessionConfig, SessionFactory, SessionId};
-    /// use sessionkit_core::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::SessionFactory;
     ///
-    /// let factory = SessionFactory::new(MemoryStore::new(), SessionConfig::default());
-    /// let tossed = Presented::Several(vec![SessionId::generate(), SessionId::generate()]);
-    /// let session = factory.session_for(tossed);
-    /// assert!(session.id().is_some()); // the first candidate, until a load says otherwise
+    /// let factory = SessionFactory::for_tests();
+    /// let first = factory.session(None);
+    /// first.insert("user", &"ada")?;
+    /// first.save().await?;
+    ///
+    /// let again = factory.session(first.id());
+    /// assert_eq!(again.get::<String>("user").await?.as_deref(), Some("ada"));
+    /// # Ok(()) }
     /// ```
-    pub fn session_for(&self, ids: Presented) -> Session {
+    pub fn session(&self, ids: impl Into<Presented>) -> Session {
         Session {
             inner: Arc::new(Inner {
                 shared: self.shared.clone(),
-                state: Mutex::new(State::new(ids)),
+                state: Mutex::new(State::new(ids.into())),
                 ops: tokio::sync::Mutex::new(()),
             }),
         }
@@ -164,6 +177,23 @@ impl Presented {
     pub const MAX_CANDIDATES: usize = 4;
 }
 
+/// One well-formed cookie.
+impl From<SessionId> for Presented {
+    fn from(id: SessionId) -> Self {
+        Presented::One(Some(id))
+    }
+}
+
+/// `None`: no cookie; `Some(id)`: one well-formed cookie.
+impl From<Option<SessionId>> for Presented {
+    fn from(id: Option<SessionId>) -> Self {
+        match id {
+            Some(id) => Presented::One(Some(id)),
+            None => Presented::Nothing,
+        }
+    }
+}
+
 /// The session of one request.
 ///
 /// A cheap, `Clone` handle: the handler and the HTTP layer share one per
@@ -174,18 +204,20 @@ impl Presented {
 ///   trip that also refreshes its idle expiry when due. Later reads are served
 ///   from the handle.
 /// - **Buffered writes** ([`insert`](Session::insert),
-///   [`remove`](Session::remove), [`clear`](Session::clear)) are recorded as a
+///   [`remove`](Session::remove), [`discard`](Session::discard),
+///   [`clear`](Session::clear)) are recorded as a
 ///   delta of the changed keys and flushed in one atomic store operation when
 ///   the response is produced. Concurrent requests that change different keys
 ///   all persist. A blind write (no read first) costs one round trip in all.
 /// - **Locked transactions** ([`lock`](Session::lock) →
 ///   [`commit`](Session::commit) / [`rollback`](Session::rollback), or
-///   [`put`](Session::put)) serialize read-modify-write across requests and
+///   [`transaction`](Session::transaction) and [`put`](Session::put))
+///   serialize read-modify-write across requests and
 ///   app servers: the lock re-reads the data, and the commit is fenced by the
 ///   lock's token, so it writes nothing if the lock was lost.
 ///
 /// The layer finishes the session when the response is produced
-/// ([`Session::finish`]): it flushes buffered writes and releases every lock
+/// ([`RequestSession::finish`]): it flushes buffered writes and releases every lock
 /// still held, committing when the response is a success or a redirect (see
 /// [`ReleasePolicy`](crate::ReleasePolicy)).
 ///
@@ -200,15 +232,14 @@ impl Presented {
 /// let factory = SessionFactory::new(MemoryStore::new(), SessionConfig::default());
 ///
 /// // First request: no cookie.
-/// let session = factory.session(None, false);
+/// let session = factory.session(None);
 /// session.insert("user", &"ada")?;
-/// let done = session.finish(false).await;
+/// session.save().await?; // the layer does this when the response is produced
 /// let id = session.id().unwrap(); // minted when first written, sent as the cookie
 ///
 /// // Next request, with the cookie.
-/// let session = factory.session(Some(id), true);
+/// let session = factory.session(id);
 /// assert_eq!(session.get::<String>("user").await?.as_deref(), Some("ada"));
-/// # let _ = done;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -241,53 +272,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// What the response must do with the session cookie, as decided by
-/// [`Session::finish`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CookieChange {
-    /// Leave the cookie alone (no `Set-Cookie`).
-    Keep,
-    /// Send the cookie with this id, valid for `max_age`.
-    Set {
-        /// The id to send.
-        id: SessionId,
-        /// Time until the server expires the session.
-        max_age: Duration,
-        /// Whether [`Session::set_lifetime`] gave the session a lifetime of
-        /// its own ("remember me", recorded with the session in the store:
-        /// [`Meta::remembered`](crate::record::Meta::remembered)); the layer
-        /// then always sends a persistent cookie.
-        remembered: bool,
-    },
-    /// Expire the client's cookie: its session is gone.
-    Remove,
-}
-
-/// The result of [`Session::finish`].
-#[derive(Debug)]
-pub struct Finished {
-    /// What to do with the cookie.
-    pub cookie: CookieChange,
-    /// The first error met while flushing or releasing, if any. The HTTP
-    /// layer turns it into an error response.
-    pub error: Option<Error>,
-}
-
 macro_rules! doc_session {
     () => {
-        "let session = sessionkit_core::SessionFactory::new(\
-            sessionkit_core::store::MemoryStore::new(), \
-            sessionkit_core::SessionConfig::default()).session(None, false);"
+        "let session = sessionkit_core::SessionFactory::for_tests().session(None);"
     };
 }
 
 // Declared after `doc_session!` so that their doc examples can use it.
 mod bag;
+mod flash;
 mod lifecycle;
+mod request;
 mod transaction;
 
 pub use self::bag::Bag;
+pub use self::request::{CookieChange, Finished, RequestSession};
 
 impl Session {
     /// Takes the operation lock, which orders the store calls of one
@@ -332,12 +331,44 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        keys::check_plain(key)?;
+        self.entry(key).await
+    }
+
+    /// Reads `key`, or `default` when it is absent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// assert_eq!(session.get_or("locale", "en".to_owned()).await?, "en");
+    /// session.insert("locale", &"es")?;
+    /// assert_eq!(session.get_or("locale", "en".to_owned()).await?, "es");
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key).await?.unwrap_or(default))
+    }
+
+    /// Reads any entry, plain or reserved (for bags and flash messages).
+    pub(crate) async fn entry<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.ensure_loaded().await?;
         let state = self.state();
         state
             .value(key)
             .map(|v| decode_value_of(key, v))
             .transpose()
+    }
+
+    /// The keys of every entry whose key starts with `prefix`, without it.
+    pub(crate) async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
+        self.ensure_loaded().await?;
+        Ok(self
+            .state()
+            .view()
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned))
+            .collect())
     }
 
     /// Whether `key` is set.
@@ -352,11 +383,13 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn has(&self, key: &str) -> Result<bool> {
+        keys::check_plain(key)?;
         self.ensure_loaded().await?;
         Ok(self.state().value(key).is_some())
     }
 
-    /// The keys set, in order.
+    /// The plain keys set, in order: not the entries of bags nor flash
+    /// messages, which live in a namespace of their own.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -369,10 +402,17 @@ impl Session {
     /// ```
     pub async fn keys(&self) -> Result<Vec<String>> {
         self.ensure_loaded().await?;
-        Ok(self.state().view().keys().map(str::to_owned).collect())
+        Ok(self
+            .state()
+            .view()
+            .keys()
+            .filter(|k| keys::is_plain(k))
+            .map(str::to_owned)
+            .collect())
     }
 
-    /// Whether the session holds no data.
+    /// Whether the session holds no plain keys (bags and flash messages
+    /// aside).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -385,10 +425,10 @@ impl Session {
     /// ```
     pub async fn is_empty(&self) -> Result<bool> {
         self.ensure_loaded().await?;
-        Ok(self.state().view().is_empty())
+        Ok(!self.state().view().keys().any(keys::is_plain))
     }
 
-    /// Every entry, as JSON values (Phenix's `getData`).
+    /// Every plain entry, as JSON values (bags and flash messages aside).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -403,6 +443,7 @@ impl Session {
         self.ensure_loaded().await?;
         let view = self.state().view();
         view.iter()
+            .filter(|(k, _)| keys::is_plain(k))
             .map(|(k, v)| Ok((k.to_owned(), decode_value_of(k, v)?)))
             .collect()
     }
@@ -431,7 +472,7 @@ impl Session {
     /// use sessionkit_core::store::MemoryStore;
     ///
     /// let factory = SessionFactory::new(MemoryStore::new(), SessionConfig::default());
-    /// let session = factory.session(Some(SessionId::generate()), true);
+    /// let session = factory.session(SessionId::generate());
     /// assert!(!session.is_loaded());
     /// session.get::<u8>("k").await?; // unknown id: strict mode starts afresh
     /// assert!(session.is_loaded());
@@ -588,38 +629,97 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        keys::check_plain(key)?;
+        self.insert_entry(key, value)
+    }
+
+    /// Sets any entry, plain or reserved.
+    pub(crate) fn insert_entry<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = encode_value_of(key, value)?;
         self.write(|d| d.set(key, bytes))
     }
 
-    /// Removes `key` (buffered, like [`Session::insert`]).
+    /// Removes `key` and returns the value it had (buffered, like
+    /// [`Session::insert`]). Reads the session first, when it was not read
+    /// yet; [`Session::discard`] removes without reading.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> sessionkit_core::Result<()> {
     #[doc = concat!("# ", doc_session!())]
     /// session.insert("k", &1)?;
-    /// session.remove("k")?;
+    /// assert_eq!(session.remove::<i32>("k").await?, Some(1));
+    /// assert!(!session.has("k").await?);
+    /// assert_eq!(session.remove::<i32>("k").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let old = self.get(key).await?;
+        self.discard_entry(key)?;
+        Ok(old)
+    }
+
+    /// Removes `key` without reading it (buffered): a request that only
+    /// removes keys costs one store round trip in all.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("k", &1)?;
+    /// session.discard("k")?;
     /// assert!(!session.has("k").await?);
     /// # Ok(()) }
     /// ```
-    pub fn remove(&self, key: &str) -> Result<()> {
+    pub fn discard(&self, key: &str) -> Result<()> {
+        keys::check_plain(key)?;
+        self.discard_entry(key)
+    }
+
+    /// Removes any entry, plain or reserved, without reading it.
+    pub(crate) fn discard_entry(&self, key: &str) -> Result<()> {
         self.write(|d| d.remove(key))
     }
 
-    /// Removes every key (buffered). The session itself and its id stay; use
-    /// [`Session::destroy`] to end it.
+    /// Removes every plain key (buffered); bags and flash messages stay (see
+    /// [`Session::clear_all`]). Reads the session first, to learn its keys.
+    /// The session itself and its id stay; use [`Session::destroy`] to end
+    /// it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> sessionkit_core::Result<()> {
     #[doc = concat!("# ", doc_session!())]
     /// session.insert("a", &1)?;
-    /// session.clear()?;
+    /// session.flash("notice", "Saved.")?;
+    /// session.clear().await?;
     /// assert!(session.is_empty().await?);
+    /// assert!(session.take_flash::<String>("notice").await?.is_some());
     /// # Ok(()) }
     /// ```
-    pub fn clear(&self) -> Result<()> {
+    pub async fn clear(&self) -> Result<()> {
+        for key in self.keys().await? {
+            self.discard_entry(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry, plain keys, bags and flash messages alike,
+    /// without reading the session (buffered). The session itself and its id
+    /// stay.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("a", &1)?;
+    /// session.flash("notice", "Saved.")?;
+    /// session.clear_all()?;
+    /// assert!(session.is_empty().await?);
+    /// assert!(session.take_flash::<String>("notice").await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn clear_all(&self) -> Result<()> {
         self.write(Delta::clear)
     }
 

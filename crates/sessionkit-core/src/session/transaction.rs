@@ -223,6 +223,50 @@ impl Session {
         self.release_locked_op(Release::Unlock).await
     }
 
+    /// Releases every level of the lock at once, as the end of the request
+    /// would on a successful response: the changes made under it are
+    /// committed (rolled back under [`ReleasePolicy::Rollback`](crate::ReleasePolicy::Rollback)),
+    /// in one store operation that also releases the store lock. Nothing
+    /// to release is not an error.
+    ///
+    /// For code that locked several times (reentrantly) and wants out
+    /// without counting its levels, for example before a long operation
+    /// that must not hold the session.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.lock().await?;
+    /// session.lock().await?;
+    /// session.insert("k", &1)?;
+    /// session.unlock_all().await?;
+    /// assert!(!session.is_locked());
+    /// assert_eq!(session.get::<i32>("k").await?, Some(1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn unlock_all(&self) -> Result<()> {
+        let _op = self.op().await;
+        {
+            let mut state = self.state();
+            if state.lock_depth == 0 {
+                return Ok(());
+            }
+            // Inner levels fold into the outermost one.
+            state.lock_depth = 1;
+        }
+        let how = if self
+            .config()
+            .release_policy()
+            .commits(crate::Outcome::Success)
+        {
+            Release::Commit
+        } else {
+            Release::Rollback
+        };
+        self.release_locked_op(how).await
+    }
+
     /// Locks, sets `key`, commits: one locked write (Phenix's `put`).
     ///
     /// ```

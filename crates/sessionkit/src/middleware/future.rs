@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use sessionkit_core::{CookieChange, ErrorKind, Finished, Outcome, Session};
+use sessionkit_core::{CookieChange, ErrorKind, Finished, Outcome, RequestSession};
 use sync_wrapper::SyncFuture;
 
 use crate::cookie;
@@ -32,7 +32,7 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            session: Option<Session>,
+            session: Option<RequestSession>,
             shared: Arc<Shared>,
         },
         Finishing {
@@ -43,7 +43,7 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(future: F, session: Session, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(future: F, session: RequestSession, shared: Arc<Shared>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future,
@@ -78,7 +78,7 @@ where
                 } => {
                     let response = shared.on_handler_error(ready!(future.poll(cx))?);
                     let session = session.take().expect("polled after completion");
-                    if !session.needs_finish() {
+                    if !session.is_used() {
                         return Poll::Ready(Ok(response));
                     }
                     if let Some(finished) = session.finish_now() {
@@ -99,12 +99,12 @@ where
 }
 
 async fn finish<B: From<String>>(
-    session: Session,
+    session: RequestSession,
     response: Response<B>,
     shared: Arc<Shared>,
 ) -> Response<B> {
     let outcome = Outcome::from_status(response.status().as_u16());
-    let finished = session.finish_with(outcome).await;
+    let finished = session.finish(outcome).await;
     respond(finished, response, &shared)
 }
 

@@ -39,8 +39,8 @@ where
         if let Some(why) = incoming.refused {
             self.shared.rejections.record(why);
         }
-        let session = self.shared.factory.session_for(incoming.presented);
-        req.extensions_mut().insert(session.clone());
-        ResponseFuture::new(self.inner.call(req), session, self.shared.clone())
+        let request = self.shared.factory.request(incoming.presented);
+        req.extensions_mut().insert(request.session().clone());
+        ResponseFuture::new(self.inner.call(req), request, self.shared.clone())
     }
 }
