@@ -110,7 +110,7 @@ impl CookieConfig {
     /// the user's (*cookie tossing*). Without it, a request may carry
     /// several cookies of the name; the layer then tries their ids in the
     /// order sent and never clears the cookie (see
-    /// [`Presented`](sessionkit_core::Presented)), but it cannot tell which
+    /// [`Presented`]), but it cannot tell which
     /// one the browser got from this host.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();

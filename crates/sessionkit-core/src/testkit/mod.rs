@@ -113,7 +113,7 @@
 //! | [`locked_increments_are_never_lost`] | many tasks × locked read-modify-write = exact count |
 //!
 //! Every `change_id` target in the suite comes from
-//! [`SessionStore::new_id_for`](crate::store::SessionStore::new_id_for),
+//! [`SessionStore::new_id_for`],
 //! as in the session handle, so a store that moves sessions only between
 //! ids it picks (Redis Cluster: one hash slot) runs the same tests.
 //!
