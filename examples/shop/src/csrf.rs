@@ -20,15 +20,16 @@
 //!    403. The comparison takes the same time wherever the tokens differ
 //!    ([`subtle`]). A request without a session — the first login — has no
 //!    token to show: step 1 alone protects it, so that no `GET` has to create
-//!    a session to hand out a token. A session that never got a token (made
-//!    by a `POST` before any page was rendered for it) is refused until the
-//!    client reads its token from `GET /` or `GET /api/session`.
+//!    a session to hand out a token.
 //!
 //! The token: 256 bits from the operating system, in hex, kept in the
-//! session under `csrf_token`. Created when a page with a form is rendered
-//! for a session that exists (and by `GET /api/session`, for API clients),
-//! replaced at login, which also regenerates the session id, and gone with
-//! the session at logout.
+//! session under `csrf_token`. A session that a `POST` starts is born with
+//! one (written with the session, no extra store call); login replaces it,
+//! as it regenerates the session id; it is gone with the session at logout.
+//! A session without one (from before this defence) gets it when a page
+//! with a form is rendered for it or `GET /api/session` is read, the only
+//! case in which that route writes. Clients read it from the page's forms
+//! or from `GET /api/session`.
 //!
 //! # Cost
 //!
@@ -260,7 +261,9 @@ impl Guard {
     async fn check(self) -> Result<Session, crate::Failure> {
         if self.session.id().is_none() {
             // No session (none sent, or the one sent is unknown): nothing
-            // to forge with, and no token to show.
+            // to forge with, and no token to show. The session this request
+            // starts is born with its token, in the same store write.
+            rotate(&self.session)?;
             return Ok(self.session);
         }
         let expected = self.session.get::<String>(KEY).await?;
@@ -294,9 +297,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Guard {
     }
 }
 
-/// The token of a session that exists, created if it has none yet; `None`
-/// without a session. For pages with forms and for `GET /api/session`; the
-/// session must have been read already.
+/// The token of a session that exists, created if it has none yet (a
+/// session from before this defence); `None` without a session. For pages
+/// with forms and for `GET /api/session`; the session must have been read
+/// already, since until then `id()` is merely the id the client sent.
 pub async fn token(session: &Session) -> sessionkit::Result<Option<String>> {
     if session.id().is_none() {
         return Ok(None);

@@ -8,7 +8,7 @@
 //! | `POST /basket/clear` | empties the basket (a blind buffered write); 303 to `/` |
 //! | `POST /login` (form `user`, optional `remember`) | regenerates the id, stores the user (for 30 days with `remember`); 303 to `/` |
 //! | `POST /logout` | destroys the session; 303 to `/` |
-//! | `GET /api/session` | JSON `{"user", "basket", "visits", "n", "csrf_token"}`; reads only (but for creating the token of a session that has none) |
+//! | `GET /api/session` | JSON `{"user", "basket", "visits", "n", "csrf_token"}`; reads only (but for giving a session from before the CSRF defence its token) |
 //! | `POST /api/counter` | locked read-modify-write of `n`; JSON `{"n": N}` |
 //! | `POST /api/counter/buffered` | the same increment, buffered, no lock; JSON `{"n": N}` |
 //! | `GET /healthz` | `ok` |
@@ -223,8 +223,10 @@ async fn login(guard: Guard, Form(form): Form<LoginForm>) -> Result<Response> {
 async fn logout(guard: Guard) -> Result<Redirect> {
     let session = guard.read().await?;
     session.destroy().await?;
-    // A write after destroy starts a new, anonymous session for the message.
+    // A write after destroy starts a new, anonymous session for the
+    // message, born with a token of its own.
     session.flash("notice", "You are logged out.")?;
+    csrf::rotate(&session)?;
     Ok(Redirect::to("/"))
 }
 

@@ -887,6 +887,28 @@ async fn the_csrf_check_adds_no_store_round_trip() {
         .unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(store.take().total(), 0);
+    // A session that a POST starts is born with its token: reading it
+    // afterwards is a read, nothing more.
+    let api = browser();
+    let res = api
+        .post(format!("{base}/api/counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = store.take();
+    let v: Value = api
+        .get(format!("{base}/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["csrf_token"].is_string(), "{v}");
+    let calls = store.take();
+    assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
+
     // Refused by its token: the read that found it wrong, nothing written.
     assert_eq!(
         post("/api/counter/buffered", "nope")
