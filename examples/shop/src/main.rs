@@ -8,6 +8,13 @@
 //! accept `Secure` cookies over plain HTTP from loopback addresses only, so to
 //! try the demo from another machine over `http://`, set
 //! `SESSION_SECURE_COOKIE=false`.
+//!
+//! On the memory store the shop holds at most `SHOP_MAX_SESSIONS` sessions
+//! (default 100,000; a whole number, at least 1): past that, each new session
+//! evicts the one closest to expiry, never one in the middle of a locked
+//! transaction (see `MemoryStoreBuilder::max_sessions`). Setting it with
+//! another `SESSION_DRIVER` is an error: those stores are bounded by their
+//! own servers.
 
 use std::net::SocketAddr;
 
@@ -26,8 +33,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|e| format!("SHOP_ADDR: expected host:port, {e}"))?;
     // The whole session stack from SESSION_* variables (see the sessionkit
-    // `config` module); with none set, sessions live in memory.
-    let layer = sessionkit::Config::from_env()?.into_layer().await?;
+    // `config` module); with none set, sessions live in memory, bounded.
+    let config = sessionkit::Config::from_env()?;
+    let bound = std::env::var("SHOP_MAX_SESSIONS").ok();
+    let layer = match shop::max_sessions(&config.driver, bound.as_deref())? {
+        Some(max) => {
+            let store = sessionkit::store::MemoryStore::builder()
+                .max_sessions(max)
+                .build();
+            sessionkit::SessionLayer::builder(store)
+                .config(config.session.clone())
+                .cookie(config.cookie.clone())
+                .build()?
+        }
+        None => config.into_layer().await?,
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, shop::app(layer))

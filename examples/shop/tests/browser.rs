@@ -321,6 +321,30 @@ fn check(what: &str) {
     println!("browser check: {what} ok");
 }
 
+/// The hidden `csrf_token` fields of the page's forms.
+async fn token_fields(c: &Client) -> Vec<String> {
+    let mut values = Vec::new();
+    for input in c
+        .find_all(Locator::Css(r#"input[name="csrf_token"]"#))
+        .await
+        .unwrap()
+    {
+        values.push(input.attr("value").await.unwrap().unwrap_or_default());
+    }
+    values
+}
+
+async fn a_visit_creates_no_session(c: &Client, shop: &Shop) {
+    c.goto(&shop.url("/")).await.unwrap();
+    c.refresh().await.unwrap();
+    assert_eq!(visits(c).await, 0, "no session, no visits counted");
+    if let Ok(cookie) = c.get_named_cookie("session").await {
+        panic!("a GET set a session cookie: {cookie:?}");
+    }
+    assert_eq!(token_fields(c).await, Vec::<String>::new(), "no token yet");
+    check("two visits without a session: #visits 0, no session cookie, no token in the forms");
+}
+
 async fn visits_count_up(c: &Client, shop: &Shop) {
     c.goto(&shop.url("/")).await.unwrap();
     let first = visits(c).await;
@@ -329,9 +353,9 @@ async fn visits_count_up(c: &Client, shop: &Shop) {
     c.goto(&shop.url("/healthz")).await.unwrap();
     c.goto(&shop.url("/")).await.unwrap();
     let third = visits(c).await;
-    assert_eq!([first, second, third], [1, 2, 3], "visits");
+    assert_eq!([second, third], [first + 1, first + 2], "visits");
     check(&format!(
-        "visits count up across navigation (load, reload, /healthz and back): \
+        "visits of a session count up across navigation (load, reload, /healthz and back): \
          {first} -> {second} -> {third}"
     ));
 }
@@ -340,6 +364,13 @@ async fn basket_persists_across_pages(c: &Client, shop: &Shop) {
     for item in ["tea", "scones"] {
         fill_and_click(c, "item-input", item, "add").await;
         wait_text(c, "flash", &format!("Added {item} to your basket.")).await;
+        // The first add started the session; the page now carries its token
+        // in every form, and the second add sent it.
+        let tokens = token_fields(c).await;
+        assert!(
+            tokens.len() >= 3 && tokens.iter().all(|t| t.len() == 64 && *t == tokens[0]),
+            "one token in every form: {tokens:?}"
+        );
     }
     c.goto(&shop.url("/healthz")).await.unwrap();
     let health = c.find(Locator::Css("body")).await.unwrap().text().await;
@@ -348,7 +379,8 @@ async fn basket_persists_across_pages(c: &Client, shop: &Shop) {
     let items = basket(c).await;
     assert_eq!(items, ["tea", "scones"], "basket after navigating away");
     check(&format!(
-        "a basket persists across pages: added tea, scones via #add; \
+        "a basket persists across pages: added tea (no session yet), then scones \
+         (with the token the page embeds) via #add; \
          after /healthz and back #basket lists {items:?}"
     ));
 }
@@ -434,6 +466,7 @@ async fn remember_me_is_persistent(c: &Client, shop: &Shop) {
     c.goto(&shop.url("/")).await.unwrap();
     c.delete_all_cookies().await.unwrap();
     c.goto(&shop.url("/")).await.unwrap();
+    // A first login: no session, so no token; the origin check lets it in.
     fill_and_click(c, "user-input", "ada", "login").await;
     wait_text(c, "user", "ada").await;
     let plain = session_cookie(c).await;
@@ -464,12 +497,58 @@ async fn remember_me_is_persistent(c: &Client, shop: &Shop) {
     ));
 }
 
+/// `text` percent-encoded for a `data:` URL.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A page of another origin (a `data:` URL, whose origin is opaque) that
+/// submits a login form to the shop as soon as it loads: the login CSRF
+/// that would log the victim in as the attacker. Chromium sends it with
+/// `Sec-Fetch-Site: cross-site` and `Origin: null`, without the `SameSite=Lax`
+/// cookie; the shop refuses it and the victim stays who they were.
+async fn a_cross_site_form_is_refused(c: &Client, shop: &Shop) {
+    let attack = format!(
+        r#"<form method="post" action="{}"><input name="user" value="eve"></form>
+<script>document.forms[0].submit()</script>"#,
+        shop.url("/login")
+    );
+    c.goto(&format!("data:text/html,{}", percent_encoded(&attack)))
+        .await
+        .unwrap();
+    let refused = "//*[contains(normalize-space(), 'cross-site request refused')]";
+    if let Err(e) = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(refused))
+        .await
+    {
+        fail(c, &format!("the forged login was not refused: {e}")).await;
+    }
+    let landed = c.current_url().await.unwrap().to_string();
+    assert_eq!(landed, shop.url("/login"), "the form reached the shop");
+    c.goto(&shop.url("/")).await.unwrap();
+    wait_text(c, "user", "ada").await;
+    assert_eq!(basket(c).await, ["tea", "scones"], "nothing changed");
+    check(
+        "a page of another origin (data: URL) that auto-submits a login form to the shop \
+         gets 403 \"cross-site request refused\"; still logged in as ada, basket kept",
+    );
+}
+
 async fn drive(c: &Client, shop: &Shop, forgetful_shop: &Shop) {
-    visits_count_up(c, shop).await;
+    a_visit_creates_no_session(c, shop).await;
     basket_persists_across_pages(c, shop).await;
+    visits_count_up(c, shop).await;
     login_changes_the_session_cookie(c).await;
     let screenshot = screenshot_after_login(c).await;
     cookie_is_http_only_and_lax(c).await;
+    a_cross_site_form_is_refused(c, shop).await;
     logout_clears_basket_and_login(c).await;
     remember_me_is_persistent(c, forgetful_shop).await;
     println!("browser screenshot: {}", screenshot.display());

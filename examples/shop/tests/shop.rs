@@ -1,10 +1,11 @@
 //! The shop's HTTP surface, driven through the real binary on 127.0.0.1 by a
 //! cookie-keeping client.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use sessionkit::store::MemoryStore;
 
 mod support;
 
@@ -85,28 +86,32 @@ async fn the_shop_serves_its_whole_surface() {
     let health = client.get(shop.url("/healthz")).send().await.unwrap();
     assert_eq!(health.text().await.unwrap(), "ok");
 
-    // The page counts visits.
-    for n in 1..=2 {
-        let page = client.get(shop.url("/")).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.unwrap();
-        assert!(
-            html.contains(&format!(r#"<strong id="visits">{n}</strong>"#)),
-            "{html}"
-        );
-    }
+    // Without a session the page shows no visits and stores nothing.
+    let page = client.get(shop.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(session_cookie(&page), None, "a GET creates no session");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<strong id="visits">0</strong>"#), "{html}");
 
-    // The basket, in a locked transaction, with a flash message.
-    for item in ["tea", "<scones>"] {
-        let res = client
-            .post(shop.url("/basket"))
-            .form(&[("item", item)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 303);
-        assert_eq!(res.headers()["location"], "/");
-    }
+    // The basket, in a locked transaction, with a flash message. The first
+    // POST starts the session: it has no token to show yet.
+    let res = client
+        .post(shop.url("/basket"))
+        .form(&[("item", "tea")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/");
+    let token = token_of(&client, &shop).await;
+    let res = client
+        .post(shop.url("/basket"))
+        .form(&[("item", "<scones>"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/");
     let html = client
         .get(shop.url("/"))
         .send()
@@ -123,6 +128,8 @@ async fn the_shop_serves_its_whole_surface() {
         html.contains("Added &lt;scones&gt; to your basket."),
         "{html}"
     );
+    // The page counts the visits of a session that exists.
+    assert!(html.contains(r#"<strong id="visits">1</strong>"#), "{html}");
     let html = client
         .get(shop.url("/"))
         .send()
@@ -132,13 +139,14 @@ async fn the_shop_serves_its_whole_surface() {
         .await
         .unwrap();
     assert!(!html.contains(r#"id="flash""#), "a flash shows once");
+    assert!(html.contains(r#"<strong id="visits">2</strong>"#), "{html}");
 
-    // Login regenerates the id.
+    // Login regenerates the id (and the token).
     let before = state(&client, &shop).await;
     assert_eq!(before["basket"], serde_json::json!(["tea", "<scones>"]));
     let res = client
         .post(shop.url("/login"))
-        .form(&[("user", "ada")])
+        .form(&[("user", "ada"), ("csrf_token", &token)])
         .send()
         .await
         .unwrap();
@@ -150,11 +158,13 @@ async fn the_shop_serves_its_whole_surface() {
         after["basket"], before["basket"],
         "the basket survives login"
     );
+    let token = token_of(&client, &shop).await;
 
-    // Counters: locked and buffered.
+    // Counters: locked and buffered, the token in the header.
     for expected in 1..=3 {
         let v: Value = client
             .post(shop.url("/api/counter"))
+            .header("x-csrf-token", &token)
             .send()
             .await
             .unwrap()
@@ -165,6 +175,7 @@ async fn the_shop_serves_its_whole_surface() {
     }
     let v: Value = client
         .post(shop.url("/api/counter/buffered"))
+        .header("x-csrf-token", &token)
         .send()
         .await
         .unwrap()
@@ -174,12 +185,22 @@ async fn the_shop_serves_its_whole_surface() {
     assert_eq!(v["n"], 4);
 
     // Clearing the basket.
-    let res = client.post(shop.url("/basket/clear")).send().await.unwrap();
+    let res = client
+        .post(shop.url("/basket/clear"))
+        .form(&[("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["basket"], serde_json::json!([]));
 
     // Logout ends the session: no user, no basket, no counter.
-    let res = client.post(shop.url("/logout")).send().await.unwrap();
+    let res = client
+        .post(shop.url("/logout"))
+        .form(&[("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     let gone = state(&client, &shop).await;
     assert_eq!(gone["user"], Value::Null);
@@ -195,7 +216,7 @@ async fn the_shop_serves_its_whole_surface() {
     assert!(html.contains("You are logged out."), "{html}");
     assert!(
         html.contains(r#"<strong id="visits">1</strong>"#),
-        "a new session: {html}"
+        "a new session, for the message: {html}"
     );
 }
 
@@ -239,14 +260,21 @@ async fn a_bad_session_variable_stops_the_shop_with_a_clear_error() {
 async fn locked_counter_is_exact_under_concurrency() {
     let shop = Shop::start(&[]);
     let client = browser();
-    client.get(shop.url("/")).send().await.unwrap();
+    let token = log_in(&client, &shop).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let client = client.clone();
         let url = shop.url("/api/counter");
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                assert_eq!(client.post(&url).send().await.unwrap().status(), 200);
+                let res = client
+                    .post(&url)
+                    .header("x-csrf-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
             }
         }));
     }
@@ -299,20 +327,26 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
     let b = Shop::start(envs);
     let client = browser();
     // The session starts on A...
-    client.get(a.url("/")).send().await.unwrap();
+    let token = log_in(&client, &a).await;
     // ...and B reads it.
     let on_b = state(&client, &b).await;
     assert_eq!(
-        on_b["visits"], 1,
+        on_b["user"], "ada",
         "a session made on one process is read on the other"
     );
     let mut tasks = Vec::new();
     for t in 0..16 {
         let client = client.clone();
         let urls = [a.url(route), b.url(route)];
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                let res = client.post(&urls[(t + i) % 2]).send().await.unwrap();
+                let res = client
+                    .post(&urls[(t + i) % 2])
+                    .header("x-csrf-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(res.status(), 200);
             }
         }));
@@ -375,4 +409,514 @@ async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many(
     let lost = 400 - n;
     println!("buffered increments across two processes: {n} of 400 kept, {lost} lost");
     assert!((1..=400).contains(&n));
+}
+
+/// Logs `client` in as `ada` (a first login, starting the session) and
+/// returns the session's CSRF token.
+async fn log_in(client: &reqwest::Client, shop: &Shop) -> String {
+    let res = client
+        .post(shop.url("/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    token_of(client, shop).await
+}
+
+/// The shop in this process over `store`, on a free loopback port; returns
+/// its base URL. For tests that look into the store.
+async fn serve(store: impl sessionkit::store::SessionStore) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = shop::app(sessionkit::SessionLayer::new(store));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The session's CSRF token, as `GET /api/session` shows it.
+async fn token_of(client: &reqwest::Client, shop: &Shop) -> String {
+    let v = state(client, shop).await;
+    v["csrf_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no csrf_token in {v}"))
+        .to_owned()
+}
+
+/// A client logged in as `user` (a first login: no session before it) with
+/// `tea` in its basket and `n` = 1; returns it and its token.
+async fn logged_in_with_a_basket(shop: &Shop, user: &str) -> (reqwest::Client, String) {
+    let client = browser();
+    let res = client
+        .post(shop.url("/login"))
+        .form(&[("user", user)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let token = token_of(&client, shop).await;
+    let res = client
+        .post(shop.url("/basket"))
+        .form(&[("item", "tea"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = client
+        .post(shop.url("/api/counter"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v = state(&client, shop).await;
+    assert_eq!(v["user"], user);
+    assert_eq!(v["basket"], json!(["tea"]));
+    assert_eq!(v["n"], 1);
+    (client, token)
+}
+
+/// Every `POST` route with a form that would change something, carrying
+/// `token` (as the field `csrf_token`) when given.
+fn every_post(token: Option<&str>) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+    let routes: [(&str, &[(&str, &str)]); 6] = [
+        ("/basket", &[("item", "forged")]),
+        ("/basket/clear", &[]),
+        ("/login", &[("user", "eve")]),
+        ("/logout", &[]),
+        ("/api/counter", &[]),
+        ("/api/counter/buffered", &[]),
+    ];
+    routes
+        .into_iter()
+        .map(|(path, fields)| {
+            let mut form: Vec<(&str, String)> =
+                fields.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            if let Some(token) = token {
+                form.push(("csrf_token", token.to_owned()));
+            }
+            (path, form)
+        })
+        .collect()
+}
+
+/// Headers of requests a browser sends for another site's page.
+const FOREIGN: [(&str, &str); 5] = [
+    ("sec-fetch-site", "cross-site"),
+    ("sec-fetch-site", "same-site"),
+    ("origin", "http://evil.example"),
+    ("origin", "http://127.0.0.1:1"),
+    ("origin", "null"),
+];
+
+#[tokio::test]
+async fn fifty_cookieless_gets_store_no_session_and_set_no_cookie() {
+    let store = MemoryStore::builder().sweep_interval(None).build();
+    let base = serve(store.clone()).await;
+    // No cookie store: every request comes without a cookie.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/", "/api/session"] {
+        for _ in 0..25 {
+            let res = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(set_cookies(&res), Vec::<String>::new(), "GET {path}");
+        }
+    }
+    assert_eq!(store.len(), 0, "sessions stored by 50 cookie-less GETs");
+    let html = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"<strong id="visits">0</strong>"#), "{html}");
+    assert!(!html.contains("csrf_token"), "no session, no token: {html}");
+}
+
+#[tokio::test]
+async fn api_session_shows_the_csrf_token_that_the_page_embeds() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    let v = state(&client, &shop).await;
+    assert!(
+        v.as_object().unwrap().contains_key("csrf_token"),
+        "csrf_token is part of the surface: {v}"
+    );
+    assert_eq!(v["csrf_token"], Value::Null, "no session, no token");
+
+    let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "256 bits in hex: {token}"
+    );
+    assert_eq!(token_of(&client, &shop).await, token, "stable");
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = format!(r#"<input type="hidden" name="csrf_token" value="{token}">"#);
+    assert_eq!(
+        html.matches(&field).count(),
+        html.matches("<form").count(),
+        "every form carries the token: {html}"
+    );
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_refused_and_change_nothing() {
+    let shop = Shop::start(&[]);
+    let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
+    let before = state(&client, &shop).await;
+    for (header, value) in FOREIGN {
+        // With the right token, in the form and the header: the origin alone
+        // decides.
+        for (path, form) in every_post(Some(&token)) {
+            let res = client
+                .post(shop.url(path))
+                .header(header, value)
+                .header("x-csrf-token", &token)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 403, "{header}: {value} to {path}");
+            assert_eq!(set_cookies(&res), Vec::<String>::new(), "{path}");
+        }
+    }
+    assert_eq!(state(&client, &shop).await, before, "nothing changed");
+
+    // A login CSRF (logging the victim in as the attacker) needs no session
+    // and no token: the origin check alone refuses it.
+    let victim = browser();
+    for (header, value) in FOREIGN {
+        let res = victim
+            .post(shop.url("/login"))
+            .header(header, value)
+            .form(&[("user", "eve")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{header}: {value}");
+        assert_eq!(set_cookies(&res), Vec::<String>::new());
+    }
+    assert_eq!(state(&victim, &shop).await["user"], Value::Null);
+}
+
+#[tokio::test]
+async fn posts_with_a_session_need_its_token() {
+    let shop = Shop::start(&[]);
+    let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
+    let (_, bobs_token) = logged_in_with_a_basket(&shop, "bob").await;
+    let before = state(&client, &shop).await;
+    let mut flipped = token.clone().into_bytes();
+    flipped[42] = if flipped[42] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let wrong = [
+        None,
+        Some(""),
+        Some("x"),
+        Some(&token[..42]),
+        Some(flipped.as_str()),
+        Some(bobs_token.as_str()),
+    ];
+    for bad in wrong {
+        for (path, form) in every_post(bad) {
+            let res = client
+                .post(shop.url(path))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 403, "field {bad:?} to {path}");
+        }
+        if let Some(bad) = bad {
+            for (path, form) in every_post(None) {
+                let res = client
+                    .post(shop.url(path))
+                    .header("x-csrf-token", bad)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 403, "header {bad:?} to {path}");
+            }
+        }
+    }
+    assert_eq!(state(&client, &shop).await, before, "nothing changed");
+
+    // The right token, as a form field and as a header, from a browser's
+    // same-origin form and from a client that sends no origin at all.
+    let res = client
+        .post(shop.url("/basket"))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &shop.base)
+        .form(&[("item", "jam"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    for (route, n) in [("/api/counter", 2), ("/api/counter/buffered", 3)] {
+        let res = client
+            .post(shop.url(route))
+            .header("x-csrf-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{route}");
+        assert_eq!(res.json::<Value>().await.unwrap()["n"], n);
+    }
+    assert_eq!(state(&client, &shop).await["basket"], json!(["tea", "jam"]));
+    let res = client
+        .post(shop.url("/basket/clear"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &shop).await["basket"], json!([]));
+    let res = client
+        .post(shop.url("/logout"))
+        .form(&[("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &shop).await["user"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    let res = client
+        .post(shop.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &shop.base)
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(session_cookie(&res).is_some(), "the login starts a session");
+    assert_eq!(state(&client, &shop).await["user"], "ada");
+    let first = token_of(&client, &shop).await;
+
+    // Logging in again from the session regenerates the id and the token.
+    let res = client
+        .post(shop.url("/login"))
+        .form(&[("user", "bob"), ("csrf_token", &first)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let second = token_of(&client, &shop).await;
+    assert_ne!(first, second, "login rotates the token");
+    let res = client
+        .post(shop.url("/api/counter"))
+        .header("x-csrf-token", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "the token from before the login is void");
+    let res = client
+        .post(shop.url("/api/counter"))
+        .header("x-csrf-token", &second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn shop_max_sessions_bounds_the_memory_store() {
+    let shop = Shop::start(&[("SHOP_MAX_SESSIONS", "3")]);
+    let clients: Vec<_> = (0..5).map(|_| browser()).collect();
+    for (i, client) in clients.iter().enumerate() {
+        let res = client
+            .post(shop.url("/login"))
+            .form(&[("user", format!("user{i}"))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        // Distinct expiries, so that "closest to expiry" is one session.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut users = Vec::new();
+    for client in &clients {
+        users.push(state(client, &shop).await["user"].clone());
+    }
+    assert_eq!(
+        users,
+        [
+            Value::Null,
+            Value::Null,
+            json!("user2"),
+            json!("user3"),
+            json!("user4")
+        ],
+        "the two sessions closest to expiry were evicted"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_shop_max_sessions_stops_the_shop_with_a_clear_error() {
+    for (envs, says) in [
+        (&[("SHOP_MAX_SESSIONS", "lots")][..], "lots"),
+        (&[("SHOP_MAX_SESSIONS", "0")][..], "at least 1"),
+        (
+            &[("SHOP_MAX_SESSIONS", "10"), ("SESSION_DRIVER", "noop")][..],
+            "memory",
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .env("SHOP_ADDR", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A shop that accepts the value serves until killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{envs:?}: the shop must refuse to start, got {status:?}"
+        );
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(stderr.contains("SHOP_MAX_SESSIONS"), "{stderr}");
+        assert!(stderr.contains(says), "{envs:?}: {stderr}");
+    }
+}
+
+/// The token check reads the session as the handler's first access would
+/// (a load, or a lock that reads in the same call), so it costs no round
+/// trip beyond the handler's own; the origin check costs none at all.
+#[tokio::test]
+async fn the_csrf_check_adds_no_store_round_trip() {
+    use sessionkit_core::testkit::CountingStore;
+
+    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+    let base = serve(store.clone()).await;
+    let client = browser();
+    let res = client
+        .post(format!("{base}/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let v: Value = client
+        .get(format!("{base}/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["csrf_token"].as_str().unwrap().to_owned();
+
+    let _ = store.take();
+    let post = |path: &str, token: &str| {
+        client
+            .post(format!("{base}{path}"))
+            .header("x-csrf-token", token)
+            .send()
+    };
+    assert_eq!(post("/api/counter", &token).await.unwrap().status(), 200);
+    let calls = store.take();
+    assert_eq!(
+        (calls.lock, calls.apply, calls.total()),
+        (1, 1, 2),
+        "locked: {calls:?}"
+    );
+    assert_eq!(
+        post("/api/counter/buffered", &token)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let calls = store.take();
+    assert_eq!(
+        (calls.load, calls.apply, calls.total()),
+        (1, 1, 2),
+        "buffered: {calls:?}"
+    );
+
+    // Refused by its origin: no store call at all.
+    let res = client
+        .post(format!("{base}/api/counter"))
+        .header("sec-fetch-site", "cross-site")
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(store.take().total(), 0);
+    // A session that a POST starts is born with its token: reading it
+    // afterwards is a read, nothing more.
+    let api = browser();
+    let res = api
+        .post(format!("{base}/api/counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = store.take();
+    let v: Value = api
+        .get(format!("{base}/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["csrf_token"].is_string(), "{v}");
+    let calls = store.take();
+    assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
+
+    // Refused by its token: the read that found it wrong, nothing written.
+    assert_eq!(
+        post("/api/counter/buffered", "nope")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let calls = store.take();
+    assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
 }

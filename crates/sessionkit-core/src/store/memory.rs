@@ -13,12 +13,18 @@
 //! number of sessions. Expired sessions are also invisible (and removed) the
 //! moment they are touched, so the sweep only bounds memory.
 //!
+//! The store can be bounded ([`MemoryStoreBuilder::max_sessions`]): when a
+//! new session takes it over the bound, the sessions closest to expiry are
+//! evicted, never one whose lock is held. Unbounded by default.
+//!
 //! What is *not* kept: anything across a restart of the process, and anything
 //! across processes. Use the file store or Redis for that.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -64,6 +70,16 @@ pub struct MemoryStore {
 struct Shared {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
+    /// The sessions in all shards, expired ones not yet removed included;
+    /// kept in step by [`ShardGuard`].
+    held: AtomicUsize,
+    /// The bound on `held`, if any.
+    max_sessions: Option<usize>,
+    /// Live sessions evicted to keep the bound.
+    evicted: AtomicU64,
+    /// Taken while evicting, so that two creates that both find the store
+    /// over the bound evict one session each rather than two each.
+    evicting: Mutex<()>,
     /// Dropped with the last clone of the store, which ends the sweep task
     /// at once instead of at its next tick.
     _stop_sweeping: Option<tokio::sync::oneshot::Sender<()>>,
@@ -174,6 +190,19 @@ impl Shard {
         matches!(self.locks.get(id), Some(l) if l.token == *token && l.expires > now)
     }
 
+    /// The session the bound evicts first in this shard: the front of the
+    /// expiry index, passing over live sessions whose lock is held (locks
+    /// are few, so the walk is short). An expired session goes whatever its
+    /// lock says.
+    fn first_evictable(&self, now: u64) -> Option<(u64, SessionId)> {
+        self.by_expiry
+            .iter()
+            .find(|(expires, id)| {
+                *expires <= now || !matches!(self.locks.get(id), Some(l) if l.expires > now)
+            })
+            .copied()
+    }
+
     fn sweep(&mut self, now: u64) -> u64 {
         let mut removed = 0;
         while let Some(&(expires, id)) = self.by_expiry.first() {
@@ -189,11 +218,95 @@ impl Shard {
     }
 }
 
+/// A locked shard that keeps [`Shared::held`] in step with the shard's size:
+/// whatever an operation did to the shard, the difference is added when the
+/// guard drops, while the shard is still locked. One place, so that no path
+/// that adds or removes a session (expiry on touch, sweep, destroy, a move)
+/// can forget it.
+struct ShardGuard<'a> {
+    shard: MutexGuard<'a, Shard>,
+    before: usize,
+    held: &'a AtomicUsize,
+}
+
+impl Deref for ShardGuard<'_> {
+    type Target = Shard;
+
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        let after = self.shard.sessions.len();
+        if after > self.before {
+            self.held.fetch_add(after - self.before, Ordering::Relaxed);
+        } else if after < self.before {
+            self.held.fetch_sub(self.before - after, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Shared {
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
-        let b = id.as_bytes();
-        let n = usize::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        lock(&self.shards[n & self.mask])
+    fn shard(&self, id: &SessionId) -> ShardGuard<'_> {
+        self.lock_shard(self.index(id))
+    }
+
+    fn lock_shard(&self, index: usize) -> ShardGuard<'_> {
+        let shard = lock(&self.shards[index]);
+        ShardGuard {
+            before: shard.sessions.len(),
+            shard,
+            held: &self.held,
+        }
+    }
+
+    /// Evicts sessions closest to expiry until at most `max` are held (see
+    /// [`MemoryStoreBuilder::max_sessions`]).
+    fn evict_over(&self, max: usize) {
+        if self.held.load(Ordering::Relaxed) <= max {
+            return;
+        }
+        let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        while self.held.load(Ordering::Relaxed) > max {
+            // One shard locked at a time, as in the sweep: the shards' fronts
+            // are compared, then the winner's shard is locked again and its
+            // front re-read, since it may have changed meanwhile.
+            let front = (0..self.shards.len())
+                .filter_map(|i| {
+                    let (expires, _) = self.lock_shard(i).first_evictable(now)?;
+                    Some((expires, i))
+                })
+                .min();
+            let Some((_, index)) = front else {
+                // Every session is locked: over the bound until one is not.
+                return;
+            };
+            let mut shard = self.lock_shard(index);
+            let Some((expires, id)) = shard.first_evictable(now) else {
+                continue;
+            };
+            shard.remove(&id);
+            if expires > now {
+                let evicted = self.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(session = %id.short_hash(), "memory store full: session evicted");
+                if evicted.is_power_of_two() {
+                    tracing::warn!(
+                        evicted,
+                        max_sessions = max,
+                        "memory store full: live sessions evicted so far (raise max_sessions?)"
+                    );
+                }
+            }
+        }
     }
 
     fn index(&self, id: &SessionId) -> usize {
@@ -212,6 +325,7 @@ impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("shards", &self.shared.shards.len())
+            .field("max_sessions", &self.shared.max_sessions)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +341,7 @@ impl Default for MemoryStore {
 pub struct MemoryStoreBuilder {
     shards: Option<usize>,
     sweep_interval: Option<Duration>,
+    max_sessions: Option<usize>,
 }
 
 impl MemoryStoreBuilder {
@@ -241,6 +356,68 @@ impl MemoryStoreBuilder {
     /// task off (call [`MemoryStore::gc`] yourself). Default one minute.
     pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
         self.sweep_interval = interval;
+        self
+    }
+
+    /// Bounds the number of sessions the store holds to `max` (at least 1).
+    /// Default: unbounded, as the stores outside the process are bounded by
+    /// their own servers' memory settings instead.
+    ///
+    /// When creating a session takes the store over the bound, the store
+    /// evicts, in the same call, the sessions closest to expiry until it
+    /// holds `max` again. With one lifetime for every session that is the
+    /// least recently active one; a session with a longer lifetime of its
+    /// own ("remember me") outlives plain ones idle as long. Precisely:
+    ///
+    /// - Sessions that have expired but are not swept yet go first; they are
+    ///   not counted as evictions.
+    /// - A session whose lock is held is never evicted: the request in the
+    ///   middle of its locked transaction would find it gone at the commit.
+    ///   The next one in expiry order goes instead, which is the new session
+    ///   itself when every other session is locked.
+    /// - The new session itself goes when it is the closest to expiry (a
+    ///   short lifetime of its own): `create` still answers `Created`, as a
+    ///   TTL store does for a record that expires at once.
+    /// - An evicted session is gone as if destroyed: its user is logged out.
+    ///
+    /// Evictions are counted ([`MemoryStore::evicted`]), logged at `debug`
+    /// each and at `warn` at the 1st, 2nd, 4th, 8th, … eviction. A create
+    /// over the bound costs a look at the front of each shard per session
+    /// evicted; nothing else costs more than without a bound.
+    ///
+    /// # Security
+    ///
+    /// Without a bound, anyone who can make the application create sessions
+    /// (often any anonymous request that writes to its session) can fill the
+    /// process's memory. With one, they can instead push other users'
+    /// sessions out, the least recently active first. Size the bound well
+    /// above the sessions the application expects, do not create sessions
+    /// for anonymous reads, and limit the rate of requests that create them
+    /// ([OWASP: denial of service](https://cheatsheetseries.owasp.org/cheatsheets/Denial_of_Service_Cheat_Sheet.html)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use sessionkit_core::store::{MemoryStore, SessionStore};
+    /// use sessionkit_core::record::{Entries, Meta, Record, now_ms};
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let store = MemoryStore::builder().max_sessions(2).build();
+    /// let ids = [SessionId::generate(), SessionId::generate(), SessionId::generate()];
+    /// for (id, minutes) in ids.iter().zip([30, 10, 20]) {
+    ///     let meta = Meta::new(now_ms(), Duration::from_secs(minutes * 60), None);
+    ///     let record = Record { entries: Entries::default(), meta };
+    ///     store.create(id, &record).await.unwrap();
+    /// }
+    /// assert_eq!(store.len(), 2);
+    /// assert_eq!(store.evicted(), 1);
+    /// // The one with 10 minutes left went.
+    /// assert!(store.load(&ids[1], None).await.unwrap().is_none());
+    /// # }
+    /// ```
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = Some(max.max(1));
         self
     }
 
@@ -264,6 +441,10 @@ impl MemoryStoreBuilder {
         let shared = Arc::new(Shared {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             mask: shards - 1,
+            held: AtomicUsize::new(0),
+            max_sessions: self.max_sessions,
+            evicted: AtomicU64::new(0),
+            evicting: Mutex::new(()),
             _stop_sweeping: sweeper.is_some().then_some(stop),
         });
         if let Some((every, rt)) = sweeper {
@@ -297,7 +478,9 @@ async fn sweep_task(
 fn sweep(shared: &Shared) -> u64 {
     let now = now_ms();
     // One shard at a time, so requests on other shards go on meanwhile.
-    shared.shards.iter().map(|s| lock(s).sweep(now)).sum()
+    (0..shared.shards.len())
+        .map(|i| shared.lock_shard(i).sweep(now))
+        .sum()
 }
 
 impl MemoryStore {
@@ -311,6 +494,7 @@ impl MemoryStore {
         MemoryStoreBuilder {
             shards: None,
             sweep_interval: Some(Duration::from_secs(60)),
+            max_sessions: None,
         }
     }
 
@@ -332,6 +516,50 @@ impl MemoryStore {
     /// Whether the store holds no sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bound set with [`MemoryStoreBuilder::max_sessions`], if any.
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.shared.max_sessions
+    }
+
+    /// How many live sessions were evicted to keep the bound since the store
+    /// was built (expired ones removed on the way are not counted).
+    pub fn evicted(&self) -> u64 {
+        self.shared.evicted.load(Ordering::Relaxed)
+    }
+
+    /// `create`'s work inside the shard, whose lock (and count) ends here,
+    /// before any eviction looks at the other shards.
+    fn create_in_shard(&self, id: &SessionId, record: &Record) -> Created {
+        let now = now_ms();
+        let mut guard = self.shared.shard(id);
+        let shard = &mut *guard;
+        // One lookup: every new session comes through here.
+        let born_expired = record.meta.is_expired(now);
+        match shard.sessions.entry(*id) {
+            Entry::Occupied(entry) if !entry.get().meta.is_expired(now) => {
+                return Created::IdTaken;
+            }
+            Entry::Occupied(mut entry) => {
+                // An expired session under the id: it and its lock go.
+                shard.locks.remove(id);
+                shard.by_expiry.remove(&(entry.get().meta.expires(), *id));
+                if born_expired {
+                    entry.remove();
+                } else {
+                    *entry.get_mut() = record.clone();
+                    shard.by_expiry.insert((record.meta.expires(), *id));
+                }
+            }
+            // Born expired: accepted and gone at once, as in a TTL store.
+            Entry::Vacant(_) if born_expired => {}
+            Entry::Vacant(entry) => {
+                entry.insert(record.clone());
+                shard.by_expiry.insert((record.meta.expires(), *id));
+            }
+        }
+        Created::Created
     }
 }
 
@@ -359,34 +587,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        let now = now_ms();
-        let mut guard = self.shared.shard(id);
-        let shard = &mut *guard;
-        // One lookup: every new session comes through here.
-        let born_expired = record.meta.is_expired(now);
-        match shard.sessions.entry(*id) {
-            Entry::Occupied(entry) if !entry.get().meta.is_expired(now) => {
-                return Ok(Created::IdTaken);
-            }
-            Entry::Occupied(mut entry) => {
-                // An expired session under the id: it and its lock go.
-                shard.locks.remove(id);
-                shard.by_expiry.remove(&(entry.get().meta.expires(), *id));
-                if born_expired {
-                    entry.remove();
-                } else {
-                    *entry.get_mut() = record.clone();
-                    shard.by_expiry.insert((record.meta.expires(), *id));
-                }
-            }
-            // Born expired: accepted and gone at once, as in a TTL store.
-            Entry::Vacant(_) if born_expired => {}
-            Entry::Vacant(entry) => {
-                entry.insert(record.clone());
-                shard.by_expiry.insert((record.meta.expires(), *id));
-            }
+        let created = self.create_in_shard(id, record);
+        if let (Created::Created, Some(max)) = (created, self.shared.max_sessions) {
+            self.shared.evict_over(max);
         }
-        Ok(Created::Created)
+        Ok(created)
     }
 
     async fn apply(
@@ -427,14 +632,13 @@ impl SessionStore for MemoryStore {
         // Two shards are locked in index order, so two moves in opposite
         // directions cannot deadlock.
         let (mut first, mut second) = match a.cmp(&b) {
-            std::cmp::Ordering::Equal => (lock(&self.shared.shards[a]), None),
-            std::cmp::Ordering::Less => (
-                lock(&self.shared.shards[a]),
-                Some(lock(&self.shared.shards[b])),
-            ),
+            std::cmp::Ordering::Equal => (self.shared.lock_shard(a), None),
+            std::cmp::Ordering::Less => {
+                (self.shared.lock_shard(a), Some(self.shared.lock_shard(b)))
+            }
             std::cmp::Ordering::Greater => {
-                let hi = lock(&self.shared.shards[b]);
-                let lo = lock(&self.shared.shards[a]);
+                let hi = self.shared.lock_shard(b);
+                let lo = self.shared.lock_shard(a);
                 (lo, Some(hi))
             }
         };
@@ -693,5 +897,209 @@ mod tests {
         drop(store);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(weak.upgrade().is_none());
+    }
+
+    fn record_for(ttl: Duration) -> Record {
+        Record {
+            entries: Entries::default(),
+            meta: Meta::new(now_ms(), ttl, None),
+        }
+    }
+
+    /// Creates one session per lifetime (in seconds), in order.
+    async fn sessions(store: &MemoryStore, lifetimes: &[u64]) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        for secs in lifetimes {
+            let id = SessionId::generate();
+            let created = store
+                .create(&id, &record_for(Duration::from_secs(*secs)))
+                .await
+                .unwrap();
+            assert_eq!(created, Created::Created);
+            ids.push(id);
+        }
+        ids
+    }
+
+    async fn alive(store: &MemoryStore, ids: &[SessionId]) -> Vec<bool> {
+        let mut alive = Vec::new();
+        for id in ids {
+            alive.push(store.load(id, None).await.unwrap().is_some());
+        }
+        alive
+    }
+
+    fn bounded(max: usize) -> MemoryStore {
+        MemoryStore::builder()
+            .max_sessions(max)
+            .sweep_interval(None)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_bounded_store_holds_exactly_max_sessions() {
+        let store = bounded(3);
+        assert_eq!(store.max_sessions(), Some(3));
+        let ids = sessions(&store, &[60, 60, 60]).await;
+        assert_eq!((store.len(), store.evicted()), (3, 0), "at the bound");
+        assert_eq!(alive(&store, &ids).await, [true; 3]);
+        let more = sessions(&store, &[60]).await;
+        assert_eq!((store.len(), store.evicted()), (3, 1), "one over");
+        assert!(alive(&store, &more).await[0], "the new session stays");
+        // Taking an id that is already there adds nothing, evicts nothing.
+        let taken = store
+            .create(&more[0], &record_for(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(taken, Created::IdTaken);
+        assert_eq!((store.len(), store.evicted()), (3, 1));
+        assert_eq!(
+            MemoryStore::new().max_sessions(),
+            None,
+            "unbounded by default"
+        );
+        assert_eq!(bounded(0).max_sessions(), Some(1), "at least one");
+    }
+
+    #[tokio::test]
+    async fn the_bound_evicts_the_sessions_closest_to_expiry() {
+        let store = bounded(3);
+        // Created in this order; the one with the least time left is the
+        // second, not the oldest.
+        let ids = sessions(&store, &[300, 100, 200]).await;
+        let fourth = sessions(&store, &[400]).await;
+        assert_eq!(alive(&store, &ids).await, [true, false, true]);
+        let fifth = sessions(&store, &[500]).await;
+        assert_eq!(alive(&store, &ids).await, [true, false, false]);
+        assert_eq!(alive(&store, &fourth).await, [true]);
+        assert_eq!(alive(&store, &fifth).await, [true]);
+        assert_eq!(store.evicted(), 2);
+
+        // A new session closest to expiry is itself the one that goes.
+        let brief = sessions(&store, &[1]).await;
+        assert_eq!(alive(&store, &brief).await, [false]);
+        assert_eq!((store.len(), store.evicted()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn the_bound_never_evicts_a_locked_session() {
+        let store = bounded(2);
+        let ids = sessions(&store, &[100, 200]).await;
+        let Locked::Acquired { token, .. } =
+            store.lock(&ids[0], Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!("lock the session closest to expiry")
+        };
+        let third = sessions(&store, &[300]).await;
+        assert_eq!(
+            alive(&store, &ids).await,
+            [true, false],
+            "the next one went"
+        );
+        assert_eq!(alive(&store, &third).await, [true]);
+
+        // Its transaction commits as if nothing had happened.
+        let mut delta = Delta::default();
+        delta.set("k", b"2".to_vec());
+        let fence = Fence {
+            token: &token,
+            release: true,
+        };
+        let applied = store.apply(&ids[0], &delta, Some(fence)).await.unwrap();
+        assert!(matches!(applied, Applied::Applied(_)), "{applied:?}");
+
+        // Unlocked, it is the first to go again.
+        let fourth = sessions(&store, &[400]).await;
+        assert_eq!(alive(&store, &ids).await, [false, false]);
+        assert_eq!(alive(&store, &third).await, [true]);
+        assert_eq!(alive(&store, &fourth).await, [true]);
+    }
+
+    #[tokio::test]
+    async fn when_every_other_session_is_locked_the_new_one_goes() {
+        let store = bounded(2);
+        let ids = sessions(&store, &[100, 200]).await;
+        for id in &ids {
+            let locked = store.lock(id, Duration::from_secs(30)).await.unwrap();
+            assert!(matches!(locked, Locked::Acquired { .. }));
+        }
+        let new = sessions(&store, &[300]).await;
+        assert_eq!(alive(&store, &ids).await, [true, true]);
+        assert_eq!(alive(&store, &new).await, [false]);
+        assert_eq!((store.len(), store.evicted()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_make_room_first_and_are_not_evictions() {
+        let store = bounded(2);
+        let short = SessionId::generate();
+        let _ = store
+            .create(&short, &record(Duration::from_millis(10)))
+            .await
+            .unwrap();
+        let ids = sessions(&store, &[100]).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let more = sessions(&store, &[200]).await;
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.evicted(), 0, "an expired session is not an eviction");
+        assert_eq!(alive(&store, &ids).await, [true]);
+        assert_eq!(alive(&store, &more).await, [true]);
+    }
+
+    /// The count the bound relies on follows every path that adds or
+    /// removes a session, across shards and under concurrency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_count_behind_the_bound_stays_exact() {
+        let store = MemoryStore::builder()
+            .shards(4)
+            .max_sessions(50)
+            .sweep_interval(None)
+            .build();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40u64 {
+                    let id = SessionId::generate();
+                    let ttl =
+                        Duration::from_millis(if i % 3 == 0 { 5 } else { 60_000 + t * 100 + i });
+                    let _ = store.create(&id, &record(ttl)).await.unwrap();
+                    match i % 4 {
+                        0 => store.destroy(&id).await.unwrap(),
+                        1 => {
+                            let new = SessionId::generate();
+                            let _ = store.change_id(&id, &new, None).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(store.len() <= 50, "{}", store.len());
+        assert_eq!(store.shared.held.load(Ordering::Relaxed), store.len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        store.gc();
+        for i in 0..store.shared.shards.len() {
+            let shard = store.shared.lock_shard(i);
+            assert_eq!(shard.by_expiry.len(), shard.sessions.len());
+        }
+        assert_eq!(store.shared.held.load(Ordering::Relaxed), store.len());
+    }
+
+    /// A bound far above what the suite stores changes nothing of the
+    /// contract.
+    #[cfg(feature = "testkit")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bounded_store_passes_the_conformance_suite() {
+        let store = MemoryStore::builder()
+            .max_sessions(1_000_000)
+            .sweep_interval(None)
+            .build();
+        crate::testkit::run_all(&store, &crate::testkit::SuiteConfig::default()).await;
+        assert_eq!(store.evicted(), 0);
+        assert_eq!(store.shared.held.load(Ordering::Relaxed), store.len());
     }
 }
