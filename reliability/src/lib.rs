@@ -41,6 +41,23 @@ impl App {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// The CSRF token of the session `cookie` names, which the shop wants on
+    /// every `POST` of that session (header `x-csrf-token`): read from
+    /// `GET /api/session`, a pure read. `None` when the shop knows no such
+    /// session (a `POST` without one is judged by its origin alone).
+    pub async fn csrf_token(&self, http: &reqwest::Client, cookie: &str) -> Option<String> {
+        let body: serde_json::Value = http
+            .get(self.url("/api/session"))
+            .header("cookie", format!("session={cookie}"))
+            .send()
+            .await
+            .expect("GET /api/session")
+            .json()
+            .await
+            .expect("JSON from /api/session");
+        body["csrf_token"].as_str().map(str::to_owned)
+    }
 }
 
 impl Drop for App {

@@ -91,6 +91,9 @@ async fn counter(http: &reqwest::Client, app: &App, cookie: Option<&str>) -> (u1
     let mut req = http.post(app.url("/api/counter"));
     if let Some(c) = cookie {
         req = req.header("cookie", format!("session={c}"));
+        if let Some(token) = app.csrf_token(http, c).await {
+            req = req.header("x-csrf-token", token);
+        }
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();

@@ -11,11 +11,12 @@ use support::memcached::{Memcached, builder};
 async fn incr(
     http: &reqwest::Client,
     app: &App,
-    cookie: &str,
+    (cookie, token): &(String, String),
 ) -> (u16, Option<u64>, Option<String>) {
     let res = http
         .post(app.url("/api/counter"))
         .header("cookie", format!("session={cookie}"))
+        .header("x-csrf-token", token)
         .send()
         .await
         .unwrap();
@@ -44,7 +45,11 @@ async fn a_stopped_memcached_fails_only_its_share_of_sessions() {
         assert_eq!(res.status(), 200);
         let cookie = session_cookie(&res).unwrap();
         let on_b = store.server_for(&SessionId::parse(&cookie).unwrap()).addr() == b.addr();
-        sessions.push((cookie, on_b));
+        let token = app
+            .csrf_token(&http, &cookie)
+            .await
+            .expect("a new session has its token");
+        sessions.push(((cookie, token), on_b));
     }
     let on_b = sessions.iter().filter(|(_, b)| *b).count();
     assert!(
@@ -93,7 +98,7 @@ async fn a_stopped_memcached_fails_only_its_share_of_sessions() {
             // a new session under a new id.
             assert_eq!(n, Some(1));
             assert!(
-                set.is_some_and(|c| c != *cookie),
+                set.is_some_and(|c| c != cookie.0),
                 "a new id, never the old one"
             );
         } else {

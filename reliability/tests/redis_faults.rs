@@ -55,6 +55,8 @@ fn n_of(body: &serde_json::Value) -> u64 {
 #[derive(Debug, Default)]
 struct Seen {
     cookie: String,
+    /// The session's CSRF token, sent with every POST.
+    token: String,
     /// `n` of every 2xx, in order.
     acked: Vec<u64>,
     attempts: u64,
@@ -84,6 +86,10 @@ async fn client_loop(
             let body: serde_json::Value = res.json().await.unwrap();
             seen.acked.push(n_of(&body));
             seen.attempts += 1;
+            seen.token = app
+                .csrf_token(&http, &seen.cookie)
+                .await
+                .expect("a new session has its token");
             break;
         }
     }
@@ -92,6 +98,7 @@ async fn client_loop(
         let res = http
             .post(app.url("/api/counter"))
             .header("cookie", format!("session={}", seen.cookie))
+            .header("x-csrf-token", &seen.token)
             .send()
             .await;
         seen.attempts += 1;
@@ -311,7 +318,12 @@ async fn slow_redis_times_out_at_the_deadline_instead_of_piling_up() {
     for _ in 0..10 {
         let res = http.post(app.url("/api/counter")).send().await.unwrap();
         assert_eq!(res.status(), 200);
-        cookies.push(session_cookie(&res).unwrap());
+        let cookie = session_cookie(&res).unwrap();
+        let token = app
+            .csrf_token(&http, &cookie)
+            .await
+            .expect("a new session has its token");
+        cookies.push((cookie, token));
     }
 
     proxy.set_delay(Duration::from_secs(2));
@@ -319,7 +331,7 @@ async fn slow_redis_times_out_at_the_deadline_instead_of_piling_up() {
     let requests: Vec<_> = (0..50)
         .map(|i| {
             let http = http.clone();
-            let cookie = cookies[i % cookies.len()].clone();
+            let (cookie, token) = cookies[i % cookies.len()].clone();
             let url = app.url(if i % 2 == 0 {
                 "/api/session"
             } else {
@@ -334,6 +346,7 @@ async fn slow_redis_times_out_at_the_deadline_instead_of_piling_up() {
                 };
                 let res = req
                     .header("cookie", format!("session={cookie}"))
+                    .header("x-csrf-token", token)
                     .send()
                     .await
                     .unwrap();
@@ -356,7 +369,7 @@ async fn slow_redis_times_out_at_the_deadline_instead_of_piling_up() {
         all < Duration::from_secs(2),
         "50 requests took {all:?}: they piled up"
     );
-    let id = sessionkit::SessionId::parse(&cookies[0]).unwrap();
+    let id = sessionkit::SessionId::parse(&cookies[0].0).unwrap();
     let t = Instant::now();
     let err = store.load(&id, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
@@ -371,7 +384,7 @@ async fn slow_redis_times_out_at_the_deadline_instead_of_piling_up() {
     loop {
         let res = http
             .get(app.url("/api/session"))
-            .header("cookie", format!("session={}", cookies[0]))
+            .header("cookie", format!("session={}", cookies[0].0))
             .send()
             .await
             .unwrap();

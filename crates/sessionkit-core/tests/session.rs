@@ -754,3 +754,25 @@ async fn a_second_commit_under_a_local_lock_writes_to_the_session_the_first_crea
     assert!(s.finish(Outcome::Success).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, None);
 }
+
+/// Found by the model test (reliability/tests/model.rs, memcached): a
+/// release with nothing to write of a lock whose session was destroyed
+/// meanwhile failed as "session gone" when another request of the process
+/// was waiting for the lock (the hand-off path), and succeeded otherwise.
+/// Nothing to write is never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_lock_with_nothing_to_write_succeeds_after_a_destroy_even_with_waiters() {
+    let (factory, _store) = factory_with(quick_locks(2000));
+    let id = stored(&factory).await;
+    let a = factory.session(id);
+    a.lock().await.unwrap();
+    let b = factory.session(id);
+    let waiter = tokio::spawn(async move { b.lock().await.map(|()| b) });
+    tokio::time::sleep(Duration::from_millis(50)).await; // b waits in line
+    factory.session(id).destroy().await.unwrap();
+    a.commit().await.unwrap();
+    // The waiter then finds the session gone and starts afresh.
+    let b = waiter.await.unwrap().unwrap();
+    assert_eq!(b.id(), None);
+    b.rollback().await.unwrap();
+}

@@ -78,6 +78,9 @@ fn args() -> Args {
 
 struct Slot {
     cookie: Mutex<String>,
+    /// The session's CSRF token, which the shop wants on every POST; read
+    /// from `GET /api/session` when the cookie changes.
+    token: Mutex<Option<String>>,
     /// A request to this (browsing) session is in flight. Like a browser,
     /// the driver sends one request per browsing session at a time, so that
     /// a login or logout never races another request of the same session
@@ -119,6 +122,21 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// The CSRF token of the session `cookie` names (`None`: no such session,
+/// and a POST is then judged by its origin alone).
+async fn csrf_token(http: &reqwest::Client, url: &str, cookie: &str) -> Option<String> {
+    let body: serde_json::Value = http
+        .get(format!("{url}/api/session"))
+        .header("cookie", format!("session={cookie}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["csrf_token"].as_str().map(str::to_owned)
 }
 
 async fn create(http: &reqwest::Client, url: &str) -> Option<String> {
@@ -200,6 +218,20 @@ async fn request(
         if method != "NEW" {
             req = req.header("cookie", format!("session={cookie}"));
         }
+        if method == "POST" {
+            let known = slot.token.lock().unwrap().clone();
+            let token = match known {
+                Some(token) => Some(token),
+                None => {
+                    let token = csrf_token(http, &shared.url, &cookie).await;
+                    slot.token.lock().unwrap().clone_from(&token);
+                    token
+                }
+            };
+            if let Some(token) = token {
+                req = req.header("x-csrf-token", token);
+            }
+        }
         if let Some((name, value)) = &form {
             req = req.form(&[(*name, value.as_str())]);
         }
@@ -228,6 +260,7 @@ async fn request(
                 }
                 shared.renewed.fetch_add(1, Ordering::Relaxed);
                 *slot.cookie.lock().unwrap() = new;
+                *slot.token.lock().unwrap() = None;
             }
         }
         if index < shared.counters {
@@ -282,6 +315,7 @@ async fn main() {
             .into_iter()
             .map(|c| Slot {
                 cookie: Mutex::new(c),
+                token: Mutex::new(None),
                 busy: AtomicBool::new(false),
                 last_used: AtomicU64::new(0),
             })

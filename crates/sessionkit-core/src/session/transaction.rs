@@ -478,6 +478,14 @@ impl Session {
                 self.after_lock_lost(&id);
                 Err(self.lock_lost_error(&id, how.name()))
             }
+            Ok(AppliedAndRead::Gone) if delta.is_empty() => {
+                // Nothing was to be written: the lock of a session that is
+                // gone is let go, as a plain release would have (the next in
+                // line then finds the session gone itself).
+                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                self.after_release(true);
+                Ok(())
+            }
             Ok(AppliedAndRead::Gone) => Err(self.gone_while_locked(&id, how)),
             Err(e) => Err(self.keep_unwritten(delta, e, how)),
         }
