@@ -192,13 +192,16 @@ impl Shard {
 
     /// The session the bound evicts first in this shard: the front of the
     /// expiry index, passing over live sessions whose lock is held (locks
-    /// are few, so the walk is short). An expired session goes whatever its
-    /// lock says.
-    fn first_evictable(&self, now: u64) -> Option<(u64, SessionId)> {
+    /// are few, so the walk is short) and over `spare` (the session being
+    /// created, which would otherwise tie with sessions created in the same
+    /// millisecond). An expired session goes whatever its lock says.
+    fn first_evictable(&self, now: u64, spare: Option<&SessionId>) -> Option<(u64, SessionId)> {
         self.by_expiry
             .iter()
             .find(|(expires, id)| {
-                *expires <= now || !matches!(self.locks.get(id), Some(l) if l.expires > now)
+                *expires <= now
+                    || (Some(id) != spare
+                        && !matches!(self.locks.get(id), Some(l) if l.expires > now))
             })
             .copied()
     }
@@ -269,8 +272,9 @@ impl Shared {
     }
 
     /// Evicts sessions closest to expiry until at most `max` are held (see
-    /// [`MemoryStoreBuilder::max_sessions`]).
-    fn evict_over(&self, max: usize) {
+    /// [`MemoryStoreBuilder::max_sessions`]), `created` last: only when every
+    /// other session is locked.
+    fn evict_over(&self, max: usize, created: &SessionId) {
         if self.held.load(Ordering::Relaxed) <= max {
             return;
         }
@@ -280,18 +284,25 @@ impl Shared {
             // One shard locked at a time, as in the sweep: the shards' fronts
             // are compared, then the winner's shard is locked again and its
             // front re-read, since it may have changed meanwhile.
-            let front = (0..self.shards.len())
-                .filter_map(|i| {
-                    let (expires, _) = self.lock_shard(i).first_evictable(now)?;
-                    Some((expires, i))
-                })
-                .min();
-            let Some((_, index)) = front else {
-                // Every session is locked: over the bound until one is not.
-                return;
+            let front = |spare: Option<&SessionId>| {
+                (0..self.shards.len())
+                    .filter_map(|i| {
+                        let (expires, _) = self.lock_shard(i).first_evictable(now, spare)?;
+                        Some((expires, i))
+                    })
+                    .min()
+                    .map(|(_, i)| i)
+            };
+            let (index, spare) = match front(Some(created)) {
+                Some(index) => (index, Some(created)),
+                None => match front(None) {
+                    Some(index) => (index, None),
+                    // Every session is locked: over the bound until one is not.
+                    None => return,
+                },
             };
             let mut shard = self.lock_shard(index);
-            let Some((expires, id)) = shard.first_evictable(now) else {
+            let Some((expires, id)) = shard.first_evictable(now, spare) else {
                 continue;
             };
             shard.remove(&id);
@@ -375,9 +386,11 @@ impl MemoryStoreBuilder {
     ///   middle of its locked transaction would find it gone at the commit.
     ///   The next one in expiry order goes instead, which is the new session
     ///   itself when every other session is locked.
-    /// - The new session itself goes when it is the closest to expiry (a
-    ///   short lifetime of its own): `create` still answers `Created`, as a
-    ///   TTL store does for a record that expires at once.
+    /// - The new session itself is passed over, even when it is the closest
+    ///   to expiry (a short lifetime of its own, or the same millisecond as
+    ///   others): it is the one a user is using right now. It goes only
+    ///   when every other session is locked; `create` then still answers
+    ///   `Created`, as a TTL store does for a record that expires at once.
     /// - An evicted session is gone as if destroyed: its user is logged out.
     ///
     /// Evictions are counted ([`MemoryStore::evicted`]), logged at `debug`
@@ -589,7 +602,7 @@ impl SessionStore for MemoryStore {
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
         let created = self.create_in_shard(id, record);
         if let (Created::Created, Some(max)) = (created, self.shared.max_sessions) {
-            self.shared.evict_over(max);
+            self.shared.evict_over(max, id);
         }
         Ok(created)
     }
@@ -975,9 +988,12 @@ mod tests {
         assert_eq!(alive(&store, &fifth).await, [true]);
         assert_eq!(store.evicted(), 2);
 
-        // A new session closest to expiry is itself the one that goes.
+        // A new session is passed over even when it is the closest to
+        // expiry (and ties between sessions of one millisecond never pick
+        // it): the next in expiry order goes.
         let brief = sessions(&store, &[1]).await;
-        assert_eq!(alive(&store, &brief).await, [false]);
+        assert_eq!(alive(&store, &brief).await, [true]);
+        assert_eq!(alive(&store, &ids).await, [false, false, false]);
         assert_eq!((store.len(), store.evicted()), (3, 3));
     }
 
