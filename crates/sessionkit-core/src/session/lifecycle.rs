@@ -6,7 +6,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Meta, now_ms};
 use crate::session::lock::HeldLock;
-use crate::session::state::{LockHold, Stored};
+use crate::session::state::{Hold, Lock, Stored};
 use crate::session::{CookieChange, Inner, Presented, Session, SessionFactory};
 use crate::store::{Applied, IdChanged};
 
@@ -32,7 +32,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn regenerate(&self) -> Result<()> {
-        let _op = self.op().await;
+        let _turn = self.turn().await;
         let (old, token) = {
             let mut state = self.state();
             state.used = true;
@@ -43,13 +43,7 @@ impl Session {
                     }
                     return Ok(());
                 }
-                (_, Some(old)) => {
-                    let token = match &state.lock {
-                        LockHold::Store(held) => Some(held.token),
-                        _ => None,
-                    };
-                    (old, token)
-                }
+                (_, Some(old)) => (old, state.store_lock().map(|held| held.token)),
             }
         };
         for _ in 0..4 {
@@ -67,13 +61,16 @@ impl Session {
                     if let Stored::Live { meta: m, .. } = &mut state.stored {
                         *m = meta;
                     }
-                    if let (LockHold::Store(held), Some(token)) = (&state.lock, token) {
+                    if let Some(token) = token
+                        && let Lock::Held { hold, .. } = &mut state.lock
+                        && let Hold::Store(held) = hold
+                    {
                         // The lock moved with its expiry, so it keeps its
                         // renewal schedule. Nobody else knows the new id, so
                         // it needs no local line; dropping the old lock's
                         // place lets waiters for the old id find it gone.
                         let renewed_at = held.renewed_at();
-                        state.lock = LockHold::Store(HeldLock::start(
+                        *hold = Hold::Store(HeldLock::start(
                             self.inner.shared.store.clone(),
                             new,
                             token,
@@ -115,7 +112,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn destroy(&self) -> Result<()> {
-        let _op = self.op().await;
+        let _turn = self.turn().await;
         // The lock (and this process's line for the session) is let go only
         // once the store has deleted the session and its lock.
         let (id, _held) = {
@@ -126,8 +123,7 @@ impl Session {
                 _ => state.id,
             };
             state.become_fresh();
-            state.lock_depth = 0;
-            (id, std::mem::replace(&mut state.lock, LockHold::None))
+            (id, std::mem::replace(&mut state.lock, Lock::Unlocked))
         };
         if let Some(id) = id {
             self.store()
@@ -206,8 +202,11 @@ impl Drop for Inner {
         // cancelled mid-flight) releases the lock instead of blocking the
         // session until the TTL passes.
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let lock = std::mem::replace(&mut state.lock, LockHold::None);
-        if let LockHold::Store(held) = lock
+        let lock = std::mem::replace(&mut state.lock, Lock::Unlocked);
+        if let Lock::Held {
+            hold: Hold::Store(held),
+            ..
+        } = lock
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let store = self.shared.store.clone();
@@ -244,7 +243,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn save(&self) -> Result<()> {
-        let _op = self.op().await;
+        let _turn = self.turn().await;
         self.state().used = true;
         self.flush_pending().await
     }

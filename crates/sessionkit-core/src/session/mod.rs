@@ -114,7 +114,7 @@ impl SessionFactory {
             inner: Arc::new(Inner {
                 shared: self.shared.clone(),
                 state: Mutex::new(State::new(ids.into())),
-                ops: tokio::sync::Mutex::new(()),
+                turns: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -250,10 +250,11 @@ pub struct Session {
 struct Inner {
     shared: Arc<Shared>,
     state: Mutex<State>,
-    /// Serializes the async operations of one handle, so that a load, a lock
-    /// and a commit started from clones of it do not interleave. The state
-    /// mutex is never held across an `.await`.
-    ops: tokio::sync::Mutex<()>,
+    /// Gives the async operations of one handle their turns, so that a
+    /// load, a lock and a commit started from clones of it do not interleave
+    /// (named "turn", not "lock", because a session's lock is the store's).
+    /// The state mutex is never held across an `.await`.
+    turns: tokio::sync::Mutex<()>,
 }
 
 /// The id as a short hash, whether and what was loaded, the names of pending
@@ -266,8 +267,7 @@ impl std::fmt::Debug for Session {
             .field("id", &state.id)
             .field("stored", &state.stored)
             .field("pending", &state.pending)
-            .field("locked", &state.locked)
-            .field("lock_depth", &state.lock_depth)
+            .field("lock", &state.lock)
             .finish_non_exhaustive()
     }
 }
@@ -289,13 +289,13 @@ pub use self::bag::Bag;
 pub use self::request::{CookieChange, Finished, RequestSession};
 
 impl Session {
-    /// Takes the operation lock, which orders the store calls of one
+    /// Waits for the handle's turn, which orders the store calls of one
     /// request's clones of the handle. Uncontended nearly always (one
     /// request is one handler), so it is tried without a future first.
-    async fn op(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        match self.inner.ops.try_lock() {
-            Ok(op) => op,
-            Err(_) => self.inner.ops.lock().await,
+    async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.inner.turns.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => self.inner.turns.lock().await,
         }
     }
 
@@ -495,7 +495,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn is_locked(&self) -> bool {
-        self.state().lock_depth > 0
+        self.state().is_locked()
     }
 
     /// Reads the session from the store again, even if it was read before.
@@ -511,7 +511,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn reload(&self) -> Result<()> {
-        let _op = self.op().await;
+        let _turn = self.turn().await;
         {
             let mut state = self.state();
             state.used = true;
@@ -520,7 +520,7 @@ impl Session {
             }
             state.stored = Stored::Unloaded;
         }
-        self.load_locked_op().await
+        self.load_in_turn().await
     }
 
     async fn ensure_loaded(&self) -> Result<()> {
@@ -534,12 +534,12 @@ impl Session {
         if self.config().lock_policy() == LockPolicy::WholeRequest && !self.is_finished() {
             return self.lock().await;
         }
-        let _op = self.op().await;
-        self.load_locked_op().await
+        let _turn = self.turn().await;
+        self.load_in_turn().await
     }
 
-    /// Loads if still unloaded; the caller holds the ops lock.
-    async fn load_locked_op(&self) -> Result<()> {
+    /// Loads if still unloaded; the caller has the handle's turn.
+    async fn load_in_turn(&self) -> Result<()> {
         loop {
             let id = {
                 let state = self.state();
@@ -599,18 +599,13 @@ impl Session {
     fn write(&self, f: impl FnOnce(&mut Delta)) -> Result<()> {
         let mut state = self.state();
         state.begin_change()?;
-        if state.lock_depth > 0 {
-            state.id_for_write();
-            f(&mut state.locked);
-            return Ok(());
-        }
-        if self.config().write_policy() == WritePolicy::LockedOnly {
+        if !state.is_locked() && self.config().write_policy() == WritePolicy::LockedOnly {
             return Err(Error::new(ErrorKind::ModificationDenied).with_detail(
                 "writes need a lock under the locked-only write policy; call lock() first",
             ));
         }
         state.id_for_write();
-        f(&mut state.pending);
+        f(state.changes_mut());
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use crate::config::{LockPolicy, Outcome};
 use crate::error::Error;
 use crate::id::SessionId;
 use crate::record::now_ms;
-use crate::session::state::{LockHold, Sent, Stored};
+use crate::session::state::{Lock, Sent, Stored};
 use crate::session::transaction::Release;
 use crate::session::{Presented, Session, SessionFactory};
 
@@ -158,37 +158,31 @@ impl Session {
 
     /// Ends the request's use of the session: see [`RequestSession::finish`].
     pub(crate) async fn finish_with(&self, outcome: Outcome) -> Finished {
-        let _op = self.op().await;
+        let _turn = self.turn().await;
         let mut error = None;
 
         // Whole-request locking: blind writes are serialized like the rest.
         if self.config().lock_policy() == LockPolicy::WholeRequest {
             let needs_lock = {
                 let state = self.state();
-                state.lock_depth == 0 && !state.pending.is_empty()
+                !state.is_locked() && !state.pending.is_empty()
             };
-            if needs_lock && let Err(e) = self.lock_locked_op().await {
+            if needs_lock && let Err(e) = self.acquire_in_turn().await {
                 error = Some(e);
             }
         }
 
         let commit = self.config().release_policy().commits(outcome);
-        while self.state().lock_depth > 0 {
-            let depth = self.state().lock_depth;
-            if depth > 1 {
-                // Inner levels fold into the outermost one.
-                self.state().lock_depth = 1;
-            }
+        // Inner levels fold into the outermost one.
+        while self.state().fold_lock() {
             let how = if commit {
                 Release::Commit
             } else {
                 Release::Rollback
             };
-            if let Err(e) = self.release_locked_op(how).await {
+            if let Err(e) = self.release_in_turn(how).await {
                 // Locks on a failed path are released, not retried.
-                let mut state = self.state();
-                state.lock = LockHold::None;
-                state.lock_depth = 0;
+                self.state().lock = Lock::Unlocked;
                 error.get_or_insert(e);
             }
         }
@@ -203,10 +197,10 @@ impl Session {
 
     /// See [`RequestSession::finish_now`].
     pub(crate) fn finish_now(&self) -> Option<Finished> {
-        let _op = self.inner.ops.try_lock().ok()?;
+        let _turn = self.inner.turns.try_lock().ok()?;
         {
             let state = self.state();
-            if state.lock_depth > 0 || !state.pending.is_empty() {
+            if state.is_locked() || !state.pending.is_empty() {
                 return None;
             }
         }

@@ -19,12 +19,25 @@ pub(crate) enum Stored {
     Fresh,
 }
 
-/// How the lock of this handle is held.
+/// The lock a handle holds, if any, with the changes made under it.
 #[derive(Debug)]
-pub(crate) enum LockHold {
-    /// Not locked.
-    None,
-    /// Locked without a store lock: the session is new and its id unknown to
+pub(crate) enum Lock {
+    /// Not locked: writes are buffered in `State::pending`.
+    Unlocked,
+    /// Locked `depth` times (reentrant: each level needs its own commit,
+    /// rollback or unlock; always at least 1), held as `hold`, with the
+    /// `changes` made under it and not yet committed.
+    Held {
+        depth: u32,
+        hold: Hold,
+        changes: Delta,
+    },
+}
+
+/// How a lock is held.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// Without a store lock: the session is new and its id unknown to
     /// everyone else, so there is nobody to exclude.
     Local,
     /// A store lock, renewed in the background.
@@ -56,10 +69,7 @@ pub(crate) struct State {
     pub(crate) stored: Stored,
     /// Buffered writes made outside a lock.
     pub(crate) pending: Delta,
-    /// Writes made under the current lock, not yet committed.
-    pub(crate) locked: Delta,
-    pub(crate) lock: LockHold,
-    pub(crate) lock_depth: u32,
+    pub(crate) lock: Lock,
     /// The expiry to announce in the cookie, set whenever the server expiry
     /// moved during this request.
     pub(crate) expiry_moved: Option<Meta>,
@@ -92,9 +102,7 @@ impl State {
                 Stored::Fresh
             },
             pending: Delta::default(),
-            locked: Delta::default(),
-            lock: LockHold::None,
-            lock_depth: 0,
+            lock: Lock::Unlocked,
             expiry_moved: None,
             finished: false,
             used: false,
@@ -115,7 +123,10 @@ impl State {
     /// The value of `key` as the handler sees it: changes under the lock, then
     /// buffered changes, then the stored data.
     pub(crate) fn value(&self, key: &str) -> Option<&[u8]> {
-        for delta in [&self.locked, &self.pending] {
+        for delta in [self.locked_changes(), Some(&self.pending)]
+            .into_iter()
+            .flatten()
+        {
             if let Some(change) = delta.change(key) {
                 return change;
             }
@@ -136,7 +147,9 @@ impl State {
             _ => Entries::default(),
         };
         entries.apply(&self.pending);
-        entries.apply(&self.locked);
+        if let Some(changes) = self.locked_changes() {
+            entries.apply(changes);
+        }
         entries
     }
 
@@ -146,8 +159,63 @@ impl State {
         self.id = None;
         self.stored = Stored::Fresh;
         self.pending = Delta::default();
-        self.locked = Delta::default();
+        if let Lock::Held { changes, .. } = &mut self.lock {
+            *changes = Delta::default();
+        }
         self.expiry_moved = None;
+    }
+
+    /// Folds every level of the lock into the outermost one, so that one
+    /// release ends it; returns whether a lock is held.
+    pub(crate) fn fold_lock(&mut self) -> bool {
+        match &mut self.lock {
+            Lock::Held { depth, .. } => {
+                *depth = 1;
+                true
+            }
+            Lock::Unlocked => false,
+        }
+    }
+
+    /// Whether the handle holds a lock (of any depth).
+    pub(crate) fn is_locked(&self) -> bool {
+        matches!(self.lock, Lock::Held { .. })
+    }
+
+    /// Takes a first level of the lock, held as `hold`.
+    pub(crate) fn hold(&mut self, hold: Hold) {
+        self.lock = Lock::Held {
+            depth: 1,
+            hold,
+            changes: Delta::default(),
+        };
+    }
+
+    /// The store lock held, if the lock is one.
+    pub(crate) fn store_lock(&self) -> Option<&HeldLock> {
+        match &self.lock {
+            Lock::Held {
+                hold: Hold::Store(held),
+                ..
+            } => Some(held),
+            _ => None,
+        }
+    }
+
+    /// The changes made under the lock, if one is held.
+    pub(crate) fn locked_changes(&self) -> Option<&Delta> {
+        match &self.lock {
+            Lock::Held { changes, .. } => Some(changes),
+            Lock::Unlocked => None,
+        }
+    }
+
+    /// Where a write goes now: the lock's changes, or the buffered ones.
+    pub(crate) fn changes_mut(&mut self) -> &mut Delta {
+        match &mut self.lock {
+            Lock::Held { changes, .. } => changes,
+            Lock::Unlocked => &mut self.pending,
+        }
     }
 
     /// The store does not know the session (any more): never issued, expired

@@ -12,7 +12,7 @@ use crate::record::{Delta, Entries, Meta, Record, now_ms};
 use crate::session::Session;
 use crate::session::gate::Gate;
 use crate::session::lock::{Backoff, HeldLock};
-use crate::session::state::{LockHold, Stored};
+use crate::session::state::{Hold, Lock, Stored};
 use crate::store::{Applied, AppliedAndRead, Created, Fence, Locked};
 
 impl Session {
@@ -40,22 +40,22 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn lock(&self) -> Result<()> {
-        let _op = self.op().await;
-        self.lock_locked_op().await
+        let _turn = self.turn().await;
+        self.acquire_in_turn().await
     }
 
-    pub(super) async fn lock_locked_op(&self) -> Result<()> {
+    /// Takes a level of the lock; the caller has the handle's turn.
+    pub(super) async fn acquire_in_turn(&self) -> Result<()> {
         let id = {
             let mut state = self.state();
             state.begin_change()?;
-            if state.lock_depth > 0 {
-                state.lock_depth += 1;
+            if let Lock::Held { depth, .. } = &mut state.lock {
+                *depth += 1;
                 return Ok(());
             }
             match (&state.stored, state.id) {
                 (Stored::Fresh, _) | (_, None) => {
-                    state.lock = LockHold::Local;
-                    state.lock_depth = 1;
+                    state.hold(Hold::Local);
                     return Ok(());
                 }
                 (_, Some(id)) => id,
@@ -99,15 +99,14 @@ impl Session {
                         let retry = state.next_candidate().is_some();
                         if !retry {
                             state.found_gone();
-                            state.lock = LockHold::Local;
-                            state.lock_depth = 1;
+                            state.hold(Hold::Local);
                         }
                         retry
                     };
                     if retry {
                         // Another of the client's ids: its own line and lock.
                         drop(gate);
-                        return Box::pin(self.lock_locked_op()).await;
+                        return Box::pin(self.acquire_in_turn()).await;
                     }
                     return Ok(());
                 }
@@ -150,15 +149,14 @@ impl Session {
         // handed it on): the cookie tells the browser.
         state.expiry_moved = Some(record.meta);
         state.adopt_live(record.entries, record.meta);
-        state.lock = LockHold::Store(HeldLock::start(
+        state.hold(Hold::Store(HeldLock::start(
             self.inner.shared.store.clone(),
             id,
             token,
             config,
             Some(gate),
             renewed_at,
-        ));
-        state.lock_depth = 1;
+        )));
         Ok(())
     }
 
@@ -182,8 +180,8 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn commit(&self) -> Result<()> {
-        let _op = self.op().await;
-        self.release_locked_op(Release::Commit).await
+        let _turn = self.turn().await;
+        self.release_in_turn(Release::Commit).await
     }
 
     /// Discards the changes made under the lock and releases one level of it.
@@ -199,8 +197,8 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn rollback(&self) -> Result<()> {
-        let _op = self.op().await;
-        self.release_locked_op(Release::Rollback).await
+        let _turn = self.turn().await;
+        self.release_in_turn(Release::Rollback).await
     }
 
     /// Releases one level of the lock without writing. Changes made under it
@@ -219,8 +217,8 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn unlock(&self) -> Result<()> {
-        let _op = self.op().await;
-        self.release_locked_op(Release::Unlock).await
+        let _turn = self.turn().await;
+        self.release_in_turn(Release::Unlock).await
     }
 
     /// Releases every level of the lock at once, as the end of the request
@@ -246,14 +244,9 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn unlock_all(&self) -> Result<()> {
-        let _op = self.op().await;
-        {
-            let mut state = self.state();
-            if state.lock_depth == 0 {
-                return Ok(());
-            }
-            // Inner levels fold into the outermost one.
-            state.lock_depth = 1;
+        let _turn = self.turn().await;
+        if !self.state().fold_lock() {
+            return Ok(());
         }
         let how = if self
             .config()
@@ -264,7 +257,7 @@ impl Session {
         } else {
             Release::Rollback
         };
-        self.release_locked_op(how).await
+        self.release_in_turn(how).await
     }
 
     /// Locks, sets `key`, commits: one locked write (Phenix's `put`).
@@ -280,10 +273,10 @@ impl Session {
     /// ```
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = encode_value_of(key, value)?;
-        let _op = self.op().await;
-        self.lock_locked_op().await?;
-        self.state().locked.set(key, bytes);
-        self.release_locked_op(Release::Commit).await
+        let _turn = self.turn().await;
+        self.acquire_in_turn().await?;
+        self.state().changes_mut().set(key, bytes);
+        self.release_in_turn(Release::Commit).await
     }
 
     /// Runs `f` as one locked transaction: locks, runs it, and commits only
@@ -350,42 +343,57 @@ impl Session {
         }
     }
 
-    pub(super) async fn release_locked_op(&self, how: Release) -> Result<()> {
-        let (fence, last, delta, lost, waiters) = {
-            let mut state = self.state();
-            if state.lock_depth == 0 {
+    /// Releases a level of the lock; the caller has the handle's turn.
+    pub(super) async fn release_in_turn(&self, how: Release) -> Result<()> {
+        let ReleaseStep { last, delta, fence } = {
+            let mut guard = self.state();
+            // Two fields at once: the lock's changes and the buffered ones.
+            let state = &mut *guard;
+            let Lock::Held {
+                depth,
+                hold,
+                changes,
+            } = &mut state.lock
+            else {
                 return Err(Error::new(ErrorKind::ModificationDenied)
                     .with_operation(how.name())
                     .with_detail("the session is not locked"));
-            }
-            let last = state.lock_depth == 1;
+            };
+            let last = *depth == 1;
             let mut delta = Delta::default();
             match how {
                 Release::Commit => {
                     delta = std::mem::take(&mut state.pending);
-                    delta.merge(&std::mem::take(&mut state.locked));
+                    delta.merge(&std::mem::take(changes));
                 }
-                Release::Rollback => state.locked = Delta::default(),
+                Release::Rollback => *changes = Delta::default(),
                 Release::Unlock if last => {
-                    let locked = std::mem::take(&mut state.locked);
+                    let locked = std::mem::take(changes);
                     if self.config().write_policy() == WritePolicy::Buffered {
                         state.pending.merge(&locked);
                     }
                 }
                 Release::Unlock => {}
             }
-            let (fence, lost, waiters) = match &state.lock {
-                LockHold::Store(held) => (
-                    Some((held.id, held.token)),
-                    held.is_lost(),
-                    held.has_waiters(),
-                ),
-                _ => (None, false, false),
+            let fence = match hold {
+                Hold::Store(held) => Some(StoreFence {
+                    id: held.id,
+                    token: held.token,
+                    lost: held.is_lost(),
+                    waiters: held.has_waiters(),
+                }),
+                Hold::Local => None,
             };
-            (fence, last, delta, lost, waiters)
+            ReleaseStep { last, delta, fence }
         };
 
-        let Some((id, token)) = fence else {
+        let Some(StoreFence {
+            id,
+            token,
+            lost,
+            waiters,
+        }) = fence
+        else {
             // A local lock: a session nobody else knows, new or created
             // by an earlier commit under this same lock. Its changes are
             // written like a flush (a create, or an unfenced apply once it
@@ -410,7 +418,7 @@ impl Session {
             if last {
                 // Held until the store lock is released, so that the next
                 // local waiter finds it free.
-                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                let _held = std::mem::replace(&mut self.state().lock, Lock::Unlocked);
                 self.store()
                     .unlock(&id, &token)
                     .await
@@ -427,9 +435,6 @@ impl Session {
         match applied {
             Ok(Applied::Applied(meta)) => {
                 self.record_applied(&delta, meta);
-                if last {
-                    self.state().lock = LockHold::None;
-                }
                 self.after_release(last);
                 Ok(())
             }
@@ -457,8 +462,12 @@ impl Session {
         match self.store().apply_and_read(&id, &delta, &token).await {
             Ok(AppliedAndRead::Applied(record)) => {
                 self.record_applied(&delta, record.meta);
-                let held = std::mem::replace(&mut self.state().lock, LockHold::None);
-                if let LockHold::Store(held) = held {
+                let lock = std::mem::replace(&mut self.state().lock, Lock::Unlocked);
+                if let Lock::Held {
+                    hold: Hold::Store(held),
+                    ..
+                } = lock
+                {
                     held.hand_off(self.inner.shared.store.clone(), id, record);
                 }
                 self.after_release(true);
@@ -469,7 +478,7 @@ impl Session {
                 // plain commit would have, and let the next in line ask the
                 // store.
                 self.record_applied(&delta, meta);
-                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                let _held = std::mem::replace(&mut self.state().lock, Lock::Unlocked);
                 let _ = self.store().unlock(&id, &token).await;
                 self.after_release(true);
                 Ok(())
@@ -482,7 +491,7 @@ impl Session {
                 // Nothing was to be written: the lock of a session that is
                 // gone is let go, as a plain release would have (the next in
                 // line then finds the session gone itself).
-                let _held = std::mem::replace(&mut self.state().lock, LockHold::None);
+                let _held = std::mem::replace(&mut self.state().lock, Lock::Unlocked);
                 self.after_release(true);
                 Ok(())
             }
@@ -495,15 +504,15 @@ impl Session {
     /// lock, so that the caller may retry or roll back.
     fn keep_unwritten(&self, delta: Delta, err: Error, how: Release) -> Error {
         let mut state = self.state();
-        let later = std::mem::replace(&mut state.locked, delta);
-        state.locked.merge(&later);
+        let changes = state.changes_mut();
+        let later = std::mem::replace(changes, delta);
+        changes.merge(&later);
         err.with_operation(how.name())
     }
 
     fn gone_while_locked(&self, id: &SessionId, how: Release) -> Error {
         let mut state = self.state();
-        state.lock = LockHold::None;
-        state.lock_depth = 0;
+        state.lock = Lock::Unlocked;
         state.become_fresh();
         tracing::info!(session = %id.short_hash(), "commit refused: the session was destroyed meanwhile");
         Error::new(ErrorKind::SessionGone)
@@ -533,20 +542,20 @@ impl Session {
 
     pub(super) fn after_lock_lost(&self, _id: &SessionId) {
         let mut state = self.state();
-        state.lock = LockHold::None;
-        state.lock_depth = 0;
-        state.locked = Delta::default();
+        // The lock goes, and the changes made under it with it.
+        state.lock = Lock::Unlocked;
         // What was read under the lost lock may be stale: read again next time.
         if matches!(state.stored, Stored::Live { .. }) {
             state.stored = Stored::Unloaded;
         }
     }
 
+    /// One level of the lock was released; the last one releases the lock.
     pub(super) fn after_release(&self, last: bool) {
         let mut state = self.state();
-        state.lock_depth -= 1;
-        if last {
-            state.lock = LockHold::None;
+        match &mut state.lock {
+            Lock::Held { depth, .. } if !last && *depth > 1 => *depth -= 1,
+            _ => state.lock = Lock::Unlocked,
         }
     }
 
@@ -607,6 +616,27 @@ impl Session {
         }
         Err(self.ids_exhausted("create"))
     }
+}
+
+/// What releasing a level of the lock must do, decided under the state
+/// mutex and carried out after it.
+struct ReleaseStep {
+    /// The last level: the lock itself goes.
+    last: bool,
+    /// The changes to write: the buffered ones and the lock's, for a commit.
+    delta: Delta,
+    /// The store lock that fences the write; `None` for a local lock.
+    fence: Option<StoreFence>,
+}
+
+/// A store lock as a release uses it.
+struct StoreFence {
+    id: SessionId,
+    token: LockToken,
+    /// A renewal found the lock gone.
+    lost: bool,
+    /// Another request of this process waits for the lock.
+    waiters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
