@@ -426,6 +426,24 @@ fn outcome(row: &PgRow, operation: &'static str) -> Result<String> {
 impl Inner {
     async fn migrate(&self) -> Result<()> {
         let fail = |e| failed(STORE, "migrate", e);
+        // The usual case first, without DDL: the table is there at this
+        // version (an application role without CREATE rights gets this far).
+        let current: std::result::Result<Option<i32>, _> = sqlx::query_scalar(&format!(
+            "SELECT version FROM {} WHERE table_name = $1",
+            self.table.versions
+        ))
+        .bind(&self.table.name)
+        .fetch_optional(&self.pool)
+        .await;
+        match current {
+            Ok(Some(v)) if v == SCHEMA_VERSION => return Ok(()),
+            Ok(Some(v)) if v > SCHEMA_VERSION => {
+                return Err(common::newer_schema(STORE, &self.table.name, v));
+            }
+            // Missing, older or unreadable: the DDL path, which looks again
+            // under the lock.
+            _ => {}
+        }
         let mut tx = self.pool.begin().await.map_err(fail)?;
         // Concurrent migrations of one table take turns: CREATE ... IF NOT
         // EXISTS alone can still fail on a race in the catalog.

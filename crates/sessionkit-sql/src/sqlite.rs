@@ -412,6 +412,28 @@ impl Inner {
             .execute(&self.pool)
             .await
             .map_err(fail)?;
+        // The usual case first, without DDL or the write lock: the table is
+        // there at this version.
+        let current: std::result::Result<Option<i64>, _> = sqlx::query_scalar(&format!(
+            "SELECT version FROM {} WHERE table_name = ?1",
+            self.table.versions
+        ))
+        .bind(&self.table.name)
+        .fetch_optional(&self.pool)
+        .await;
+        match current {
+            Ok(Some(v)) if v == i64::from(SCHEMA_VERSION) => return Ok(()),
+            Ok(Some(v)) if v > i64::from(SCHEMA_VERSION) => {
+                return Err(common::newer_schema(
+                    STORE,
+                    &self.table.name,
+                    i32::try_from(v).unwrap_or(i32::MAX),
+                ));
+            }
+            // Missing, older or unreadable: the DDL path, which looks again
+            // under the write lock.
+            _ => {}
+        }
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")

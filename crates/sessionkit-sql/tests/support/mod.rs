@@ -38,6 +38,7 @@ dir=$1; bin=$2; as=$3; port=$4
 $as "$bin/postgres" -D "$dir/data" -p "$port" -h 127.0.0.1 -k "$dir" \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
     -c max_connections=300 -c shared_buffers=32MB \
+    -c shared_preload_libraries=pg_stat_statements \
     >"$dir/postgres.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid"
