@@ -804,3 +804,23 @@ impl Countable for SqliteStore {
         Ok(n.max(0) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crate docs show a DBA the exact schema `migrate` creates.
+    #[test]
+    fn the_docs_show_the_schema() {
+        let docs: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! ").or((l == "//!").then_some("")))
+            .collect();
+        let docs = docs.join("\n");
+        let sql = schema_sql(&Table::parse("sessions", false).unwrap());
+        assert!(
+            docs.contains(sql.trim_end()),
+            "the crate docs must show:\n{sql}"
+        );
+    }
+}
