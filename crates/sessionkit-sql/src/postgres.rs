@@ -445,6 +445,12 @@ impl Inner {
             _ => {}
         }
         let mut tx = self.pool.begin().await.map_err(fail)?;
+        // `CREATE ... IF NOT EXISTS` of what exists is a NOTICE, which sqlx
+        // logs at INFO: not news at every start.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
         // Concurrent migrations of one table take turns: CREATE ... IF NOT
         // EXISTS alone can still fail on a race in the catalog.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sessionkit:' || $1))")
