@@ -25,6 +25,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo clippy (library crates, default features, -D warnings)"
 cargo clippy -p sessionkit-core -p sessionkit -p sessionkit-redis \
     -p sessionkit-memcached -p sessionkit-file --lib -- -D warnings
+# sessionkit-sql: each database's feature alone leaves the other's code out.
+cargo clippy -p sessionkit-sql --lib --features postgres -- -D warnings
+cargo clippy -p sessionkit-sql --lib --features sqlite -- -D warnings
 
 step "cargo doc (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet

@@ -2,11 +2,14 @@
 # Sourced by scripts/test.sh (and the benchmark scripts).
 
 # Packages needed, as "command:package" pairs. Store issues add theirs here.
+# A "command" with a slash is a path (a glob) that must exist instead: Debian
+# keeps PostgreSQL's server binaries off PATH, in /usr/lib/postgresql/<version>/bin.
 SESSIONKIT_PACKAGES=(
     "awk:gawk"
     "redis-server:redis-server"
     "redis-cli:redis-tools"
     "memcached:memcached"
+    "/usr/lib/postgresql/*/bin/initdb:postgresql"
     "chromium:chromium"
     "chromedriver:chromium-driver"
 )
@@ -17,7 +20,11 @@ ensure_packages() {
     for pair in "${SESSIONKIT_PACKAGES[@]}"; do
         cmd=${pair%%:*}
         pkg=${pair#*:}
-        command -v "${cmd}" >/dev/null 2>&1 || missing+=("${pkg}")
+        if [[ "${cmd}" == */* ]]; then
+            compgen -G "${cmd}" >/dev/null || missing+=("${pkg}")
+        else
+            command -v "${cmd}" >/dev/null 2>&1 || missing+=("${pkg}")
+        fi
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         printf '==> installing %s\n' "${missing[*]}"

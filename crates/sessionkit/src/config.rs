@@ -15,7 +15,7 @@
 //!
 //! | variable | meaning | default | accepted |
 //! |---|---|---|---|
-//! | `SESSION_DRIVER` | where sessions live | `memory` | `memory` (alias `local`), `file`, `redis`, `memcached`, `noop` (any case) |
+//! | `SESSION_DRIVER` | where sessions live | `memory` | `memory` (alias `local`), `file`, `redis`, `memcached`, `postgres` (alias `pgsql`), `sqlite`, `noop` (any case) |
 //! | `SESSION_LIFETIME` | idle lifetime, minutes | `120` | integer ≥ 1 |
 //! | `SESSION_ABSOLUTE_LIFETIME` | absolute lifetime from creation, minutes | none | integer ≥ 1, or empty for none |
 //! | `SESSION_TOUCH_THRESHOLD` | a read refreshes the expiry when less than this share of the lifetime remains | `0.75` | number in (0, 1] |
@@ -31,6 +31,8 @@
 //! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature `redis-tls`), `valkey://…`, `valkeys://…`, `unix:///path/to/redis.sock` (also `redis+unix://`, `valkey+unix://`; `?db=…&pass=…`); for a cluster, several `redis://`/`rediss://` URLs separated by commas |
 //! | `SESSION_REDIS_CLUSTER` | the URLs name a Redis Cluster | `false` | boolean (needs feature `redis-cluster`) |
 //! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
+//! | `SESSION_DATABASE_URL` | database for `postgres` and `sqlite` (required for both) | none | `postgres://[user[:password]@]host[:port]/database[?…]` (also `postgresql://`) for `postgres`; `sqlite://path/to/file.db` or `sqlite::memory:` for `sqlite` |
+//! | `SESSION_TABLE` | the table of `postgres` and `sqlite`; isolates apps sharing a database | `sessions` | letters, digits and `_`, not starting with a digit, at most 50 characters; for `postgres` optionally `schema.table` |
 //! | `SESSION_FILE_PATH` | save path for `file` | a private directory under the system's temporary directory | a writable directory |
 //! | `SESSION_LOCK_TTL` | lock lifetime without renewal, seconds | `30` | integer ≥ 1 |
 //! | `SESSION_LOCK_WAIT` | longest wait for a lock, milliseconds | `5000` | integer ≥ 0 |
@@ -51,7 +53,9 @@
 //! [`Config::into_layer`] reports the store's own errors under the variable
 //! behind them: a Redis URL that does not parse, or `rediss://` in a build
 //! without the `redis-tls` feature, names `SESSION_REDIS_URL`; a prefix the
-//! store refuses names `SESSION_PREFIX`. A Redis server that cannot be
+//! store refuses names `SESSION_PREFIX`. The SQL drivers create their
+//! table at start-up when it is missing (`migrate`), and refuse a table
+//! whose schema version is newer than the code. A Redis server that cannot be
 //! reached is a [`StoreUnavailable`](ErrorKind::StoreUnavailable) error that
 //! names its address (`could not connect to host:port`), never its password.
 
@@ -70,7 +74,13 @@ use crate::middleware::SessionLayer;
 use crate::signing::{MIN_KEY_LEN, SigningKey};
 
 /// Every driver name `SESSION_DRIVER` accepts.
-pub const DRIVERS: &str = "memory (alias local), file, redis, memcached, noop";
+pub const DRIVERS: &str =
+    "memory (alias local), file, redis, memcached, postgres (alias pgsql), sqlite, noop";
+
+/// What `SESSION_DATABASE_URL` accepts for each SQL driver.
+const POSTGRES_URLS: &str =
+    "a postgres://[user[:password]@]host[:port]/database URL (also postgresql://)";
+const SQLITE_URLS: &str = "a sqlite://path/to/file.db URL, or sqlite::memory:";
 
 /// Every form `SESSION_REDIS_URL` accepts, for error messages. Without an
 /// `@`: error details pass through `redact_credentials`.
@@ -126,6 +136,20 @@ pub enum Driver {
         /// `host:port[:weight],…`
         servers: String,
     },
+    /// A PostgreSQL table (crate `sessionkit-sql`, feature `postgres`).
+    Postgres {
+        /// `postgres://…`
+        url: String,
+        /// The table, optionally schema-qualified.
+        table: String,
+    },
+    /// A SQLite table (crate `sessionkit-sql`, feature `sqlite`).
+    Sqlite {
+        /// `sqlite://path` or `sqlite::memory:`
+        url: String,
+        /// The table.
+        table: String,
+    },
 }
 
 impl fmt::Debug for Driver {
@@ -143,6 +167,16 @@ impl fmt::Debug for Driver {
                 .debug_struct("Memcached")
                 .field("servers", &redact_credentials(servers))
                 .finish(),
+            Driver::Postgres { url, table } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_credentials(url))
+                .field("table", table)
+                .finish(),
+            Driver::Sqlite { url, table } => f
+                .debug_struct("Sqlite")
+                .field("url", &redact_credentials(url))
+                .field("table", table)
+                .finish(),
         }
     }
 }
@@ -156,6 +190,8 @@ impl Driver {
             Driver::File { .. } => "file",
             Driver::Redis { .. } => "redis",
             Driver::Memcached { .. } => "memcached",
+            Driver::Postgres { .. } => "postgres",
+            Driver::Sqlite { .. } => "sqlite",
         }
     }
 }
@@ -233,6 +269,14 @@ impl Config {
                 servers: vars
                     .get("SESSION_MEMCACHED_SERVERS")
                     .unwrap_or_else(|| "127.0.0.1:11211".into()),
+            },
+            Some("postgres" | "pgsql" | "postgresql") => Driver::Postgres {
+                url: vars.database_url(&["postgres://", "postgresql://"], POSTGRES_URLS)?,
+                table: vars.table(true)?,
+            },
+            Some("sqlite") => Driver::Sqlite {
+                url: vars.database_url(&["sqlite:"], SQLITE_URLS)?,
+                table: vars.table(false)?,
             },
             Some(_) => {
                 let raw = vars.get("SESSION_DRIVER").unwrap_or_default();
@@ -388,6 +432,15 @@ impl Config {
     /// [module docs](self#errors-at-start-up).
     pub async fn into_layer(self) -> Result<SessionLayer, Error> {
         let prefix = self.prefix.as_deref();
+        if let (Some(_), Driver::Postgres { .. } | Driver::Sqlite { .. }) = (prefix, &self.driver) {
+            tracing::warn!(
+                target: "sessionkit",
+                variable = "SESSION_PREFIX",
+                driver = self.driver.name(),
+                "SESSION_PREFIX is ignored by the {} driver: applications sharing a database are isolated by SESSION_TABLE",
+                self.driver.name()
+            );
+        }
         if let (Some(_), Driver::Memory | Driver::Noop) = (prefix, &self.driver) {
             tracing::warn!(
                 target: "sessionkit",
@@ -458,6 +511,28 @@ impl Config {
             }
             #[cfg(not(feature = "redis"))]
             Driver::Redis { .. } => Err(not_compiled("redis")),
+            #[cfg(feature = "postgres")]
+            Driver::Postgres { url, table } => {
+                let store = sessionkit_sql::PgStore::builder()
+                    .table(table.clone())
+                    .connect(url)
+                    .map_err(sql_setting)?;
+                store.migrate().await?;
+                self.layer_over(store)
+            }
+            #[cfg(not(feature = "postgres"))]
+            Driver::Postgres { .. } => Err(not_compiled("postgres")),
+            #[cfg(feature = "sqlite")]
+            Driver::Sqlite { url, table } => {
+                let store = sessionkit_sql::SqliteStore::builder()
+                    .table(table.clone())
+                    .connect(url)
+                    .map_err(sql_setting)?;
+                store.migrate().await?;
+                self.layer_over(store)
+            }
+            #[cfg(not(feature = "sqlite"))]
+            Driver::Sqlite { .. } => Err(not_compiled("sqlite")),
         }
     }
 
@@ -524,6 +599,17 @@ fn check_redis_urls(value: &str, cluster: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// A SQL store builder's error under the name of the variable behind its
+/// setting.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn sql_setting(err: Error) -> Error {
+    match err.setting() {
+        Some("url") => err.with_setting("SESSION_DATABASE_URL"),
+        Some("table") => err.with_setting("SESSION_TABLE"),
+        _ => err,
+    }
+}
+
 /// A store builder's error under the name of the variable behind its
 /// setting.
 fn for_env(err: Error, prefix: Option<&str>) -> Error {
@@ -566,6 +652,46 @@ impl Vars<'_> {
     /// The error for a variable whose value is not one of `accepted`.
     fn invalid(&self, var: &'static str, accepted: &str) -> Error {
         invalid(var, &self.get(var).unwrap_or_default(), accepted)
+    }
+
+    /// `SESSION_DATABASE_URL`, required, starting with one of `schemes`.
+    fn database_url(&self, schemes: &[&str], accepted: &str) -> Result<String, Error> {
+        const VAR: &str = "SESSION_DATABASE_URL";
+        let driver = self.name("SESSION_DRIVER").unwrap_or_default();
+        let Some(url) = self.get(VAR).map(|u| u.trim().to_owned()) else {
+            return Err(Error::invalid_config(
+                VAR,
+                format!("missing; SESSION_DRIVER={driver} needs {accepted}"),
+            ));
+        };
+        let lower = url.to_ascii_lowercase();
+        if !schemes.iter().any(|s| lower.starts_with(s)) {
+            return Err(invalid(
+                VAR,
+                &url,
+                &format!("{accepted} for SESSION_DRIVER={driver}"),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// `SESSION_TABLE`, default `sessions`, checked as the SQL stores
+    /// check it (in a build without them, by the same rule's shape: the
+    /// driver then fails as not compiled anyway).
+    fn table(&self, schema_qualified: bool) -> Result<String, Error> {
+        let Some(table) = self.get("SESSION_TABLE") else {
+            return Ok("sessions".to_owned());
+        };
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        sessionkit_sql::check_table_name(&table, schema_qualified).map_err(|e| {
+            Error::invalid_config(
+                "SESSION_TABLE",
+                e.detail().unwrap_or("not a valid table name").to_owned(),
+            )
+        })?;
+        #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+        let _ = schema_qualified;
+        Ok(table)
     }
 
     fn minutes(&self, var: &'static str) -> Result<Option<Duration>, Error> {
@@ -718,6 +844,90 @@ mod tests {
                 servers: "a:1:2,b:3".into()
             }
         );
+    }
+
+    #[test]
+    fn sql_drivers_take_a_database_url_and_a_table() {
+        assert_eq!(
+            from(&[
+                ("SESSION_DRIVER", "Postgres"),
+                ("SESSION_DATABASE_URL", "postgres://app:pw@db:5432/app"),
+                ("SESSION_TABLE", "web.sessions"),
+            ])
+            .unwrap()
+            .driver,
+            Driver::Postgres {
+                url: "postgres://app:pw@db:5432/app".into(),
+                table: "web.sessions".into()
+            }
+        );
+        assert_eq!(
+            from(&[
+                ("SESSION_DRIVER", "sqlite"),
+                ("SESSION_DATABASE_URL", "sqlite://data/sessions.db"),
+            ])
+            .unwrap()
+            .driver,
+            Driver::Sqlite {
+                url: "sqlite://data/sessions.db".into(),
+                table: "sessions".into()
+            }
+        );
+        let driver = from(&[
+            ("SESSION_DRIVER", "pgsql"),
+            ("SESSION_DATABASE_URL", "postgresql://app:hunter2@db/app"),
+        ])
+        .unwrap()
+        .driver;
+        assert!(!format!("{driver:?}").contains("hunter2"), "{driver:?}");
+
+        let missing = from(&[("SESSION_DRIVER", "postgres")]).unwrap_err();
+        assert_eq!(missing.setting(), Some("SESSION_DATABASE_URL"));
+        assert!(missing.to_string().contains("postgres://"), "{missing}");
+        let wrong = from(&[
+            ("SESSION_DRIVER", "sqlite"),
+            ("SESSION_DATABASE_URL", "postgres://u:secret@db/app"),
+        ])
+        .unwrap_err();
+        assert_eq!(wrong.setting(), Some("SESSION_DATABASE_URL"));
+        assert!(wrong.to_string().contains("sqlite://"), "{wrong}");
+        assert!(!wrong.to_string().contains("secret"), "{wrong}");
+    }
+
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    #[test]
+    fn sql_tables_are_checked() {
+        for (driver, url, table) in [
+            ("postgres", "postgres://db/app", "a.b.c"),
+            (
+                "postgres",
+                "postgres://db/app",
+                "sessions; drop table users",
+            ),
+            ("sqlite", "sqlite::memory:", "app.sessions"),
+            ("sqlite", "sqlite::memory:", "1st"),
+        ] {
+            let err = from(&[
+                ("SESSION_DRIVER", driver),
+                ("SESSION_DATABASE_URL", url),
+                ("SESSION_TABLE", table),
+            ])
+            .unwrap_err();
+            assert_eq!(err.setting(), Some("SESSION_TABLE"), "{table}: {err}");
+            assert!(err.to_string().contains("letters, digits"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn the_sqlite_driver_builds_a_layer_and_its_table() {
+        let config = from(&[
+            ("SESSION_DRIVER", "sqlite"),
+            ("SESSION_DATABASE_URL", "sqlite::memory:"),
+            ("SESSION_TABLE", "web_sessions"),
+        ])
+        .unwrap();
+        config.into_layer().await.expect("a layer on SQLite");
     }
 
     #[test]

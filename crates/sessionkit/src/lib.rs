@@ -89,6 +89,10 @@ pub use sessionkit_redis as redis;
 #[cfg(feature = "memcached")]
 pub use sessionkit_memcached as memcached;
 
+/// The SQL stores (features `postgres` and `sqlite`): `PgStore`, `SqliteStore`.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use sessionkit_sql as sql;
+
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

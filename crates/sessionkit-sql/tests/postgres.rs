@@ -1,0 +1,344 @@
+//! `PgStore` on a real PostgreSQL server: the conformance suite, the schema and its version, ids at rest and corrupt rows.
+
+mod support;
+
+use std::time::Duration;
+
+use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
+use sessionkit_core::store::{
+    Applied, Countable, Created, ExpiredDeletion, Fence, IdChanged, Locked, SessionStore,
+};
+use sessionkit_core::testkit::SuiteConfig;
+use sessionkit_core::{ErrorKind, SessionId};
+use sessionkit_sql::PgStore;
+use sessionkit_sql::sqlx;
+
+/// The database clock is read to the millisecond, so the expiry tests can
+/// wait less than the memcached-safe defaults, as for Redis.
+fn timing() -> SuiteConfig {
+    SuiteConfig::default()
+        .with_short_lifetime(Duration::from_millis(1000))
+        .with_short_lock_ttl(Duration::from_millis(250))
+        .with_slack(Duration::from_millis(300))
+}
+
+/// A migrated store on the server shared by this test binary.
+async fn store() -> PgStore {
+    let store = PgStore::builder()
+        .sweep_interval(None)
+        .connect(&support::shared().url())
+        .expect("a store on the shared server");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+sessionkit_core::conformance_tests!(conformance, store().await, config = timing());
+
+/// A migrated store on a table of its own, so a test can look at just its
+/// rows and statements.
+async fn store_on(table: &str) -> PgStore {
+    let store = PgStore::builder()
+        .table(table)
+        .sweep_interval(None)
+        .connect(&support::shared().url())
+        .expect("a store on the shared server");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}_{}", SessionId::generate().short_hash())
+}
+
+fn session(lifetime: Duration, pairs: &[(&str, &[u8])]) -> Record {
+    Record {
+        entries: pairs.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
+        meta: Meta::new(now_ms(), lifetime, None),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_and_refuses_a_newer_schema() {
+    let table = unique("migrated");
+    let store = store_on(&table).await;
+    store
+        .migrate()
+        .await
+        .expect("a second migrate changes nothing");
+    let version: i32 =
+        sqlx::query_scalar("SELECT version FROM sessionkit_schema WHERE table_name = $1")
+            .bind(&table)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(version, 1);
+    assert!(store.schema_sql().contains("CREATE INDEX IF NOT EXISTS"));
+
+    // Several processes starting at once take turns.
+    let racing = unique("racing");
+    let stores: Vec<PgStore> = (0..4)
+        .map(|_| {
+            PgStore::builder()
+                .table(racing.as_str())
+                .sweep_interval(None)
+                .connect(&support::shared().url())
+                .unwrap()
+        })
+        .collect();
+    let results = tokio::join!(
+        stores[0].migrate(),
+        stores[1].migrate(),
+        stores[2].migrate(),
+        stores[3].migrate()
+    );
+    let results = [results.0, results.1, results.2, results.3];
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    sqlx::query("UPDATE sessionkit_schema SET version = 99 WHERE table_name = $1")
+        .bind(&table)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store
+        .migrate()
+        .await
+        .expect_err("a newer schema is an error");
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    let detail = err.detail().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("99") && detail.contains(&table),
+        "{err}: {detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_hashed_at_rest() {
+    let table = unique("hashed");
+    let store = store_on(&table).await;
+    let id = SessionId::generate();
+    assert_eq!(
+        store
+            .create(&id, &session(Duration::from_secs(60), &[("k", b"\"v\"")]))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let (key, data): (Vec<u8>, String) =
+        sqlx::query_as(&format!("SELECT id, data::text FROM \"{table}\""))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        key,
+        id.hashed().to_vec(),
+        "the key column holds SHA-256 of the id"
+    );
+    assert_eq!(data, r#"{"k": "\"v\""}"#, "values are kept as JSON strings");
+
+    let raw_table = unique("raw");
+    let raw = PgStore::builder()
+        .table(raw_table.as_str())
+        .hash_ids(false)
+        .sweep_interval(None)
+        .connect(&support::shared().url())
+        .unwrap();
+    raw.migrate().await.unwrap();
+    let _ = raw
+        .create(&id, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    let key: Vec<u8> = sqlx::query_scalar(&format!("SELECT id FROM \"{raw_table}\""))
+        .fetch_one(raw.pool())
+        .await
+        .unwrap();
+    assert_eq!(key, id.expose().into_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_load_as_absent() {
+    let table = unique("corrupt");
+    let store = store_on(&table).await;
+    for data in [
+        r#"[1, 2]"#,
+        r#"{"k": 1}"#,
+        r#"{"k": ["not base64!"]}"#,
+        r#""text""#,
+    ] {
+        let id = SessionId::generate();
+        sqlx::query(&format!(
+            "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+             VALUES ($1, $2::jsonb, 0, 600000, false, 9000000000000)"
+        ))
+        .bind(id.hashed().to_vec())
+        .bind(data)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert!(store.load(&id, None).await.unwrap().is_none(), "{data}");
+        assert!(
+            store
+                .load(&id, Some(Touch::always()))
+                .await
+                .unwrap()
+                .is_none(),
+            "{data}"
+        );
+        assert_eq!(
+            store.lock(&id, Duration::from_secs(5)).await.unwrap(),
+            Locked::Absent,
+            "{data}"
+        );
+    }
+    // The columns' CHECKs keep out-of-range times from being written at all.
+    let refused = sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         VALUES ('\\x00', '{{}}', -1, 1, false, 1)"
+    ))
+    .execute(store.pool())
+    .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_fails_fast_with_store_unavailable() {
+    let store = PgStore::builder()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(200))
+        .sweep_interval(None)
+        .connect(&support::shared().url())
+        .unwrap();
+    store.migrate().await.unwrap();
+    let held = store.pool().acquire().await.unwrap();
+    let start = std::time::Instant::now();
+    let err = store.load(&SessionId::generate(), None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(held);
+    assert!(
+        store
+            .load(&SessionId::generate(), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_are_swept_and_not_counted() {
+    let table = unique("swept");
+    let store = store_on(&table).await;
+    let short = Duration::from_millis(100);
+    for _ in 0..5 {
+        let _ = store
+            .create(&SessionId::generate(), &session(short, &[]))
+            .await
+            .unwrap();
+    }
+    let live = SessionId::generate();
+    let _ = store
+        .create(&live, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.delete_expired().await.unwrap(), 5);
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+    assert!(store.load(&live, None).await.unwrap().is_some());
+}
+
+/// Statements as the server counts them (`pg_stat_statements`, top level):
+/// one per store operation, so one per read (touch included), one per
+/// buffered flush, two per locked read-modify-write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_one_statement() {
+    let table = unique("counted");
+    let store = store_on(&table).await;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let count = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
+        )
+        .bind(&table)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        n
+    };
+    let id = SessionId::generate();
+    let mut steps = Vec::new();
+    let before = count().await;
+    let _ = store
+        .create(&id, &session(Duration::from_secs(600), &[("n", b"0")]))
+        .await
+        .unwrap();
+    steps.push(("create", count().await - before));
+
+    let before = count().await;
+    store
+        .load(&id, Some(Touch::when_remaining_below(0.5).unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    steps.push(("read (touch not due)", count().await - before));
+
+    let before = count().await;
+    let loaded = store
+        .load(&id, Some(Touch::always()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(loaded.touched);
+    steps.push(("read (touch due)", count().await - before));
+
+    let before = count().await;
+    let mut delta = Delta::default();
+    delta.set("a", b"1".to_vec());
+    let _ = store.apply(&id, &delta, None).await.unwrap();
+    steps.push(("buffered flush", count().await - before));
+
+    let before = count().await;
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(30)).await.unwrap()
+    else {
+        panic!("lock");
+    };
+    let mut delta = Delta::default();
+    delta.set("n", b"1".to_vec());
+    let applied = store
+        .apply(
+            &id,
+            &delta,
+            Some(Fence {
+                token: &token,
+                release: true,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(applied, Applied::Applied(_)));
+    steps.push(("locked read-modify-write", count().await - before));
+
+    let before = count().await;
+    let new = store.new_id_for(&id);
+    assert!(matches!(
+        store.change_id(&id, &new, None).await.unwrap(),
+        IdChanged::Changed(_)
+    ));
+    steps.push(("change_id", count().await - before));
+
+    let expected = [
+        ("create", 1),
+        ("read (touch not due)", 1),
+        ("read (touch due)", 1),
+        ("buffered flush", 1),
+        ("locked read-modify-write", 2),
+        ("change_id", 1),
+    ];
+    assert_eq!(steps, expected);
+}
