@@ -10,10 +10,10 @@ use crate::record::Touch;
 
 /// How locks behave: TTL, renewal, and the bounded wait to acquire one.
 ///
-/// The defaults follow Phalcon's Redis adapter (a 30 s lock, about 5 s of
-/// waiting in all) with two fixes: the lock is renewed while held, so a long
-/// request does not lose it silently, and the wait backs off with jitter
-/// instead of polling at a fixed pace.
+/// The defaults: a lock lives 30 s unless renewed, it is renewed every 10 s
+/// while held (so a long request does not lose it silently), and a request
+/// waits for it 5 s in all, pausing between attempts with a backoff that
+/// grows with jitter from 2 ms to 50 ms instead of polling at a fixed pace.
 ///
 /// Requests of one process (one [`SessionFactory`](crate::SessionFactory))
 /// that want the same session's lock don't poll at all: they wait in a local
@@ -22,10 +22,10 @@ use crate::record::Touch;
 /// store step instead of release + lock). The backoff only paces waits for
 /// holders in other processes. `wait` bounds the whole wait, line included.
 ///
-/// Phalcon's settings map onto these: `lockExpiry` → [`LockConfig::ttl`];
-/// `lockRetries × lockWaitTime` → [`LockConfig::wait`] (the total);
-/// `lockWaitTime` → [`LockConfig::max_backoff`] (the pause between attempts
-/// grows up to it).
+/// A setting given as "a number of retries with a fixed pause" is
+/// [`LockConfig::wait`] = retries × pause, with the pause as
+/// [`LockConfig::max_backoff`]. (`docs/coming-from-php.md` in the
+/// repository maps other session libraries' lock options onto these.)
 ///
 /// ```
 /// use std::time::Duration;
@@ -50,8 +50,7 @@ pub struct LockConfig {
     pub wait: Duration,
     /// The first pause between attempts. Default 2 ms; it doubles each time.
     pub initial_backoff: Duration,
-    /// The longest pause between attempts. Default 50 ms (Phalcon's
-    /// `lockWaitTime`).
+    /// The longest pause between attempts. Default 50 ms.
     pub max_backoff: Duration,
 }
 
@@ -87,12 +86,12 @@ impl LockConfig {
     /// use std::time::Duration;
     /// use sessionkit_core::LockConfig;
     ///
-    /// // Phalcon's defaults: 100 retries of 50 ms, a 60 s lock.
-    /// let phalcon = LockConfig::default()
+    /// // A 60 s lock, and up to 100 attempts 50 ms apart.
+    /// let lock = LockConfig::default()
     ///     .with_ttl(Duration::from_secs(60))
     ///     .with_wait(100 * Duration::from_micros(50_000))
     ///     .with_backoff(Duration::from_millis(2), Duration::from_micros(50_000));
-    /// assert!(phalcon.validate().is_ok());
+    /// assert!(lock.validate().is_ok());
     /// ```
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
@@ -125,14 +124,16 @@ impl LockConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LockPolicy {
-    /// Only [`Session::lock`](crate::Session::lock) and
-    /// [`Session::put`](crate::Session::put) lock (the amphp model). Default.
+    /// Only [`Session::lock`](crate::Session::lock),
+    /// [`Session::put`](crate::Session::put) and
+    /// [`Session::transaction`](crate::Session::transaction) lock. Default.
     #[default]
     OnDemand,
     /// The first access to the session locks it for the rest of the request,
-    /// as PHP's files handler and Phalcon's `lockingEnabled` do. Requests of
-    /// one session then run one after another; simple and safe, but slow for
-    /// pages that fire many requests at once.
+    /// as file-based session handlers traditionally do (the request holds
+    /// the session file's lock). Requests of one session then run one after
+    /// another; simple and safe, but slow for pages that fire many requests
+    /// at once.
     WholeRequest,
 }
 
@@ -145,8 +146,8 @@ pub enum WritePolicy {
     #[default]
     Buffered,
     /// Writes outside a lock fail with
-    /// [`ModificationDenied`](crate::ErrorKind::ModificationDenied) (amphp's
-    /// strict behaviour).
+    /// [`ModificationDenied`](crate::ErrorKind::ModificationDenied): every
+    /// change goes through a locked transaction.
     LockedOnly,
 }
 
@@ -329,7 +330,7 @@ pub struct SessionConfigBuilder {
 }
 
 impl SessionConfigBuilder {
-    /// The idle lifetime. Default 120 minutes, as in the seed frameworks.
+    /// The idle lifetime. Default 120 minutes.
     ///
     /// # Security
     ///

@@ -5,8 +5,7 @@
 //! absolute expiry, per-key deltas that never resurrect a destroyed
 //! session, fenced locks with TTL and renewal — across the tasks of one
 //! process *and* across processes on one host sharing the save path, and it
-//! passes the conformance suite (`sessionkit_core::testkit`). It is the
-//! PHP `files` handler / Phalcon `Stream` adapter done over: writes are
+//! passes the conformance suite (`sessionkit_core::testkit`). Writes are
 //! atomic and durable, session locks work (and die with their holder), and
 //! an unchanged session is touched, not rewritten.
 //!

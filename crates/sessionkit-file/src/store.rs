@@ -145,8 +145,8 @@ impl FileStoreBuilder {
     }
 
     /// A prefix for every file name, so that several apps can share one save
-    /// path without seeing each other's sessions (Phalcon's `uniqueId`,
-    /// `SESSION_PREFIX`). Default: none.
+    /// path without seeing each other's sessions (`SESSION_PREFIX` through
+    /// the `sessionkit` facade). Default: none.
     ///
     /// Up to 64 bytes, without `/`, NUL, whitespace or control characters;
     /// anything else fails [`build`](Self::build) with an

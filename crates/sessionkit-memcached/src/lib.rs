@@ -24,10 +24,10 @@
 //! # }
 //! ```
 //!
-//! Unlike the seed's Libmemcached adapter, this store locks (Phalcon's
-//! memcached adapter does not), refreshes an unchanged session without
-//! rewriting it on every request (only when the touch is due, see
-//! [Expiry](#expiry)), and never strips its prefix.
+//! Like every sessionkit store, it locks sessions (the lock lives in the
+//! session's own item), refreshes an unchanged session only when its touch
+//! is due instead of rewriting it on every request (see [Expiry](#expiry)),
+//! and never strips its key prefix.
 //!
 //! # Servers and key placement
 //!
@@ -72,9 +72,8 @@
 //!
 //! `<prefix>` is [`DEFAULT_PREFIX`] (`sessionkit:`) unless set; it is part
 //! of every key and never stripped, so ids that happen to start with
-//! prefix-like text can never address another app's session (the gap the
-//! seed fixed in Phalcon 5.14.2). `<part>` is the lowercase hex SHA-256 of
-//! the session id ([`SessionId::hashed`](sessionkit_core::SessionId::hashed)):
+//! prefix-like text can never address another app's session. `<part>` is
+//! the lowercase hex SHA-256 of the session id ([`SessionId::hashed`](sessionkit_core::SessionId::hashed)):
 //! keys and values never contain a usable session id, so a dump of the
 //! servers cannot be replayed as cookies. ([`hash_ids(false)`](MemcachedStoreBuilder::hash_ids)
 //! stores the 43-character id instead.) With hashed ids a key is the prefix

@@ -129,10 +129,10 @@ pub struct MemcachedStoreBuilder {
 impl MemcachedStoreBuilder {
     /// The prefix of every key. Default [`DEFAULT_PREFIX`] (`sessionkit:`).
     ///
-    /// Apps that share servers keep apart by prefix (like Phalcon's
-    /// `uniqueId`). The prefix is part of every key as written and is never
-    /// stripped or matched on: ids are looked up by exact key only. It must
-    /// be printable ASCII without spaces, and short enough that the longest
+    /// Apps that share servers keep apart by prefix. The prefix is part of
+    /// every key as written and is never stripped or matched on: ids are
+    /// looked up by exact key only. It must be printable ASCII without
+    /// spaces, and short enough that the longest
     /// key (`<prefix><64 hex digits>`, or 43 id characters with
     /// [`hash_ids(false)`](Self::hash_ids)) fits memcached's 250 bytes: at
     /// most 186 bytes with hashed ids.

@@ -60,11 +60,11 @@ impl Default for RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// The prefix of every key this store writes. Default `sessionkit:`.
     ///
-    /// Give each application that shares a Redis its own prefix, as
-    /// Phalcon's `uniqueId` does: stores with different prefixes never see
-    /// each other's sessions. The prefix is part of the key as stored and is
-    /// never stripped, so no id can address a record outside it. It must not
-    /// contain `{` or `}` (they would change the Redis Cluster hash tag);
+    /// Give each application that shares a Redis its own prefix: stores
+    /// with different prefixes never see each other's sessions. The prefix
+    /// is part of the key as stored and is never stripped, so no id can
+    /// address a record outside it. It must not contain `{` or `}` (they
+    /// would change the Redis Cluster hash tag);
     /// [`connect`](Self::connect) and the other finishing methods then fail
     /// with [`ErrorKind::InvalidConfig`](sessionkit_core::ErrorKind::InvalidConfig)
     /// naming the setting `prefix`.

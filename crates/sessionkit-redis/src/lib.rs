@@ -47,7 +47,7 @@
 //!
 //! | setting | default | what it does |
 //! |---|---|---|
-//! | [`prefix`](RedisStoreBuilder::prefix) | `sessionkit:` | start of every key; isolates apps sharing a Redis (Phalcon's `uniqueId`); never stripped |
+//! | [`prefix`](RedisStoreBuilder::prefix) | `sessionkit:` | start of every key; isolates apps sharing a Redis; never stripped |
 //! | [`hash_ids`](RedisStoreBuilder::hash_ids) | `true` | keys carry SHA-256 of the id, not the id |
 //! | [`connect_timeout`](RedisStoreBuilder::connect_timeout) | 2 s | bound of one connection attempt |
 //! | [`response_timeout`](RedisStoreBuilder::response_timeout) | 2 s | bound of one reply (in a cluster: of the whole operation) |
@@ -327,21 +327,22 @@
 //! says. Tokens are 128 random bits, stored as 32 hex digits. Writes under a
 //! lock are fenced: the script checks the token in the same atomic step.
 //!
-//! Phalcon's Redis adapter settings map onto [`LockConfig`](sessionkit_core::LockConfig)
-//! like this:
+//! The settings, in [`LockConfig`](sessionkit_core::LockConfig) and
+//! [`LockPolicy`](sessionkit_core::LockPolicy):
 //!
-//! | Phalcon | default | `LockConfig` | default |
-//! |---|---|---|---|
-//! | `lockExpiry` (seconds) | 30 | [`ttl`](sessionkit_core::LockConfig::ttl) | 30 s |
-//! | `lockRetries` × `lockWaitTime` | 100 × 50,000 µs = 5 s | [`wait`](sessionkit_core::LockConfig::wait) (the total) | 5 s |
-//! | `lockWaitTime` (µs between attempts) | 50,000 | [`max_backoff`](sessionkit_core::LockConfig::max_backoff) (pauses grow from `initial_backoff` up to it) | 50 ms |
-//! | `lockingEnabled` | `false` | [`LockPolicy::WholeRequest`](sessionkit_core::LockPolicy::WholeRequest) (else locks are taken on demand) | on demand |
+//! | setting | default | what it does |
+//! |---|---|---|
+//! | [`ttl`](sessionkit_core::LockConfig::ttl) | 30 s | how long the lock key lives without renewal: a holder that dies blocks its session at most this long |
+//! | [`renew_every`](sessionkit_core::LockConfig::renew_every) | 10 s | how often a held lock's expiry is pushed back |
+//! | [`wait`](sessionkit_core::LockConfig::wait) | 5 s | how long a request waits for the lock in all, then `LockTimeout` |
+//! | [`max_backoff`](sessionkit_core::LockConfig::max_backoff) | 50 ms | the longest pause between attempts (pauses grow from `initial_backoff`, 2 ms, with jitter) |
+//! | [`LockPolicy::WholeRequest`](sessionkit_core::LockPolicy::WholeRequest) | off (locks are taken on demand) | lock every session on first access, for the whole request |
 //!
 //! ```
 //! use std::time::Duration;
 //! use sessionkit_core::LockConfig;
 //!
-//! // Phalcon: lockExpiry = 60, lockRetries = 100, lockWaitTime = 50000.
+//! // A 60 s lock, and up to 100 attempts 50 ms apart.
 //! let mut lock = LockConfig::default()
 //!     .with_ttl(Duration::from_secs(60))
 //!     .with_wait(Duration::from_micros(50_000) * 100);
@@ -349,9 +350,10 @@
 //! assert!(lock.validate().is_ok());
 //! ```
 //!
-//! Unlike Phalcon's, a held lock is renewed in the background (so a long
-//! request does not lose it silently), and a commit after the lock was lost
-//! writes nothing and fails with `LockLost`.
+//! A held lock is renewed in the background, so a long request does not
+//! lose it silently, and a commit after the lock was lost anyway writes
+//! nothing and fails with `LockLost`. (`docs/coming-from-php.md` in the
+//! repository maps PHP session libraries' Redis lock options onto these.)
 //!
 //! # Redis Cluster
 //!

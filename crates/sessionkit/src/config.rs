@@ -1,9 +1,8 @@
 //! Configuration from the environment: the whole session stack in one line.
 //!
-//! [`Config::from_env`] reads the variables below (the names of the Phenix
-//! seed, plus sessionkit's own), validates every value, and
-//! [`Config::into_layer`] builds the store and the [`SessionLayer`]. A bad
-//! value is an [`ErrorKind::InvalidConfig`]
+//! [`Config::from_env`] reads the `SESSION_*` variables below and validates
+//! every value; [`Config::into_layer`] builds the store and the
+//! [`SessionLayer`]. A bad value is an [`ErrorKind::InvalidConfig`]
 //! error that names the variable, the value and what is accepted; a value
 //! that may carry credentials (`SESSION_REDIS_URL`) is shown with them
 //! replaced by `***`, in errors and in `Debug` alike
@@ -27,7 +26,7 @@
 //! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
 //! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
 //! | `SESSION_SIGNING_KEYS` | sign the cookie; the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
-//! | `SESSION_PREFIX` | key prefix in shared stores (`file`, `redis`, `memcached`), isolating apps (Phalcon's `uniqueId`); ignored with a logged warning for `memory` and `noop` (see below) | the store's | non-empty text without spaces or control characters; each store adds its own rules |
+//! | `SESSION_PREFIX` | key prefix in shared stores (`file`, `redis`, `memcached`), isolating apps; ignored with a logged warning for `memory` and `noop` (see below) | the store's | non-empty text without spaces or control characters; each store adds its own rules |
 //! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature `redis-tls`), `valkey://…`, `valkeys://…`, `unix:///path/to/redis.sock` (also `redis+unix://`, `valkey+unix://`; `?db=…&pass=…`); for a cluster, several `redis://`/`rediss://` URLs separated by commas |
 //! | `SESSION_REDIS_CLUSTER` | the URLs name a Redis Cluster | `false` | boolean (needs feature `redis-cluster`) |
 //! | `SESSION_MEMCACHED_SERVERS` | servers for `memcached` | `127.0.0.1:11211` | `host:port[:weight],…` |
@@ -711,8 +710,7 @@ impl Vars<'_> {
 }
 
 impl SessionLayer {
-    /// The whole session stack from the environment, in one line (like
-    /// Phenix, which installs its session middleware from `config/session.php`):
+    /// The whole session stack from the environment, in one line:
     /// [`Config::from_env`] then [`Config::into_layer`].
     ///
     /// ```no_run

@@ -95,9 +95,9 @@ impl Default for CookieConfig {
 }
 
 impl CookieConfig {
-    /// The cookie name. Default `session` (amphp's default). Letters, digits,
-    /// `_` and `-`, not all digits. The `__Host-` and `__Secure-` prefixes are
-    /// honoured and their rules checked.
+    /// The cookie name. Default `session`. Letters, digits, `_` and `-`, not
+    /// all digits. The `__Host-` and `__Secure-` prefixes are honoured and
+    /// their rules checked.
     ///
     /// # Security
     ///
@@ -240,8 +240,8 @@ impl CookieConfig {
 }
 
 /// Checks a cookie name: letters, digits, `_` and `-`, not all digits
-/// (Phalcon's rule, which keeps names portable across PHP, browsers and
-/// proxies).
+/// (a rule that keeps names portable across browsers, proxies and server
+/// frameworks).
 ///
 /// ```
 /// assert!(sessionkit::cookie::validate_name("session").is_ok());

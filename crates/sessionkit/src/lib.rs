@@ -37,6 +37,10 @@
 //!     .layer(SessionLayer::new(MemoryStore::new()));
 //! ```
 //!
+//! Coming from PHP? `docs/coming-from-php.md` in the sessionkit repository
+//! maps the session APIs of amphp, Phenix, Resonance and Phalcon onto this
+//! crate's, row by row.
+//!
 //! # Crates
 //!
 //! This facade re-exports [`sessionkit_core`], which holds the session

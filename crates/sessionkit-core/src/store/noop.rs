@@ -9,8 +9,9 @@ use crate::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionSt
 
 /// A store that keeps nothing: every request starts with an empty session.
 ///
-/// Useful to turn sessions off without changing handlers (Phalcon's `Noop`
-/// adapter), and in tests of code that must not depend on session state.
+/// Useful to turn sessions off without changing handlers
+/// (`SESSION_DRIVER=noop`), and in tests of code that must not depend on
+/// session state.
 /// Every write succeeds and is forgotten; every load finds nothing.
 ///
 /// Of the conformance suite (module `testkit`) it passes what holds for a
