@@ -500,7 +500,7 @@ impl Run {
 // ----- the stores ---------------------------------------------------------
 
 /// Makes a store for a case (on the case's own runtime).
-type MakeStore<'a> = &'a (dyn Fn() -> Pin<Box<dyn Future<Output = ArcStore> + Send>> + Sync);
+type MakeStore<'a> = &'a (dyn Fn() -> Pin<Box<dyn Future<Output = ArcStore>>> + Sync);
 
 fn run_case(make: MakeStore<'_>, case: Case) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -645,6 +645,40 @@ fn memcached_store_handles_keep_every_invariant() {
                     .build()
                     .expect("memcached store"),
             )
+        })
+    });
+}
+
+#[test]
+fn postgres_store_handles_keep_every_invariant() {
+    let server = support::postgres::PgServer::start();
+    let url = server.url();
+    run("postgres", &move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let store = sessionkit_sql::PgStore::builder()
+                .sweep_interval(None)
+                .connect(&url)
+                .expect("postgres store");
+            store.migrate().await.expect("migrate");
+            ArcStore::new(store)
+        })
+    });
+}
+
+#[test]
+fn sqlite_store_handles_keep_every_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    run("sqlite", &move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let store = sessionkit_sql::SqliteStore::builder()
+                .sweep_interval(None)
+                .connect(&url)
+                .expect("sqlite store");
+            store.migrate().await.expect("migrate");
+            ArcStore::new(store)
         })
     });
 }

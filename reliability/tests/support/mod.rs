@@ -6,3 +6,6 @@ pub mod redis;
 
 #[path = "../../../crates/sessionkit-memcached/tests/common/mod.rs"]
 pub mod memcached;
+
+#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
+pub mod postgres;

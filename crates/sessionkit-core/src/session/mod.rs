@@ -24,7 +24,7 @@ use self::gate::Gates;
 use self::state::{State, Stored};
 
 /// Makes [`Session`] handles for requests: the store and the settings they
-/// share (amphp's `SessionFactory`).
+/// share.
 ///
 /// An HTTP integration owns one and calls [`SessionFactory::request`] per
 /// request; tests and background jobs call [`SessionFactory::session`].
@@ -463,7 +463,7 @@ impl Session {
     }
 
     /// Whether the session's data is known: it was read from the store, or
-    /// there is nothing to read (a new session). Phenix's `isRead`.
+    /// there is nothing to read (a new session).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -260,7 +260,7 @@ impl Session {
         self.release_in_turn(how).await
     }
 
-    /// Locks, sets `key`, commits: one locked write (Phenix's `put`).
+    /// Locks, sets `key`, commits: one locked write, in one call.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -8,7 +8,7 @@
 //!
 //! - if the handler never used the session, the response passes through
 //!   untouched: no store call, no cookie;
-//! - otherwise the session is [finished](sessionkit_core::Session::finish_with):
+//! - otherwise the session is [finished](sessionkit_core::RequestSession::finish):
 //!   locks still held are released (committed when the response is a success
 //!   or a redirect, rolled back on 4xx and 5xx, by default: see
 //!   [`ReleasePolicy`](sessionkit_core::ReleasePolicy)), buffered writes are
