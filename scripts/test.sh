@@ -41,6 +41,12 @@ cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
 step "cargo test (sessionkit, features redis without redis-tls)"
 cargo test -p sessionkit --features redis --test config_errors 2>&1 | tee -a target/test-output.txt
 
+# The library crates as a user gets them from crates.io: packaged, then
+# built from the packages (docs that include files outside a crate, or a
+# missing manifest field, fail here).
+step "cargo package (workspace)"
+cargo package --workspace --quiet
+
 step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
 scripts/fuzz.sh 20
 

@@ -188,3 +188,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The README's example, compiled and run as a doc test here (a crate that is
+/// not published, so the published crates need no file outside them).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

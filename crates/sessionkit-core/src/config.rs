@@ -261,6 +261,7 @@ pub struct SessionConfig {
     pub(crate) lock_policy: LockPolicy,
     pub(crate) write_policy: WritePolicy,
     pub(crate) release_policy: ReleasePolicy,
+    pub(crate) keep_old_id_for: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -273,6 +274,7 @@ impl Default for SessionConfig {
             lock_policy: LockPolicy::default(),
             write_policy: WritePolicy::default(),
             release_policy: ReleasePolicy::default(),
+            keep_old_id_for: None,
         }
     }
 }
@@ -319,6 +321,12 @@ impl SessionConfig {
     /// The release policy.
     pub fn release_policy(&self) -> ReleasePolicy {
         self.release_policy
+    }
+
+    /// How long the old id still carries the session's data after a
+    /// regenerate, if at all (see [`SessionConfigBuilder::keep_old_id_for`]).
+    pub fn keep_old_id_for(&self) -> Option<Duration> {
+        self.keep_old_id_for
     }
 }
 
@@ -386,6 +394,45 @@ impl SessionConfigBuilder {
         self
     }
 
+    /// Keeps the old id alive for `grace` after a
+    /// [`regenerate`](crate::Session::regenerate), carrying a copy of the
+    /// session's data as it was then. Default `None`: the old id dies with
+    /// the regenerate, in the same atomic store operation.
+    ///
+    /// # Security
+    ///
+    /// This is weaker, and off by default for that reason. The point of a new
+    /// id at login is that the old one stops working
+    /// ([OWASP](https://cheatsheetseries.owasp.org/cheatsheets/Session_Management_Cheat_Sheet.html#renew-the-session-id-after-any-privilege-level-change)):
+    /// for `grace`, whoever knows the old id (a fixed or stolen one) still
+    /// reaches a copy of the session as it was at the regenerate — before
+    /// the login, if the login writes after it. Use it only for what it is
+    /// for: requests already in flight with the old cookie (a page's
+    /// parallel asset or API requests during a login) that would otherwise
+    /// find an empty session. Keep `grace` to seconds.
+    ///
+    /// The copy is a separate session: writes made through the old id
+    /// during `grace` are not merged into the new one, and are gone with the
+    /// copy. It costs two store round trips per regenerate (read, create);
+    /// a failure to make it is logged and does not fail the regenerate. The
+    /// copy ends at `grace` at the latest, whatever its lifetime: `grace` is
+    /// both its idle and its absolute lifetime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::SessionConfig;
+    ///
+    /// let config = SessionConfig::builder()
+    ///     .keep_old_id_for(Some(Duration::from_secs(10)))
+    ///     .build()?;
+    /// assert_eq!(config.keep_old_id_for(), Some(Duration::from_secs(10)));
+    /// # Ok::<(), sessionkit_core::Error>(())
+    /// ```
+    pub fn keep_old_id_for(mut self, grace: Option<Duration>) -> Self {
+        self.config.keep_old_id_for = grace;
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<SessionConfig, Error> {
         let mut config = self.config;
@@ -405,6 +452,14 @@ impl SessionConfigBuilder {
         }
         config.touch = Touch::when_remaining_below(self.touch_share)
             .ok_or_else(|| Error::invalid_config("touch_threshold", "must be a share in (0, 1]"))?;
+        if let Some(grace) = config.keep_old_id_for
+            && grace < Duration::from_millis(1)
+        {
+            return Err(Error::invalid_config(
+                "keep_old_id_for",
+                "must be at least one millisecond (or None)",
+            ));
+        }
         config.lock.validate()?;
         Ok(config)
     }

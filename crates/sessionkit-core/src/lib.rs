@@ -17,8 +17,8 @@
 //!   third-party stores can prove they keep the contract.
 //!
 //! Applications use the `sessionkit` crate, which adds the tower layer, the
-//! axum extractor and cookie handling on top of this one.
-#![doc = include_str!("../../../docs/lifecycle.md")]
+//! axum extractor and cookie handling on top of this one; its crate docs
+//! tell a session's life through a request, step by step.
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -776,3 +776,43 @@ async fn releasing_a_lock_with_nothing_to_write_succeeds_after_a_destroy_even_wi
     assert_eq!(b.id(), None);
     b.rollback().await.unwrap();
 }
+
+/// Issue 13 (Phalcon's `regenerateId(false)`): with `keep_old_id_for`, the
+/// old id still carries the session's data for the grace period, never
+/// longer; without it (the default) the old id dies at once.
+#[tokio::test]
+async fn regenerate_can_keep_the_old_id_for_a_grace_period_and_no_longer() {
+    let grace = Duration::from_millis(400);
+    let config = SessionConfig::builder()
+        .keep_old_id_for(Some(grace))
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let old = stored(&factory).await;
+    let s = factory.session(old);
+    s.regenerate().await.unwrap();
+    let new = s.id().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(
+        stored_n(&store, &old).await,
+        Some(0),
+        "the old id still works"
+    );
+    assert_eq!(stored_n(&store, &new).await, Some(0));
+    tokio::time::sleep(grace + Duration::from_millis(50)).await;
+    assert_eq!(
+        stored_n(&store, &old).await,
+        None,
+        "not after the grace period"
+    );
+    assert_eq!(stored_n(&store, &new).await, Some(0));
+
+    let (factory, store) = self::factory();
+    let old = stored(&factory).await;
+    factory.session(old).regenerate().await.unwrap();
+    assert_eq!(
+        stored_n(&store, &old).await,
+        None,
+        "by default the old id dies"
+    );
+}

@@ -57,7 +57,9 @@
 //!   certificates). Both are off by default.
 //! - `memcached`: the memcached store, `memcached::MemcachedStore`, and
 //!   `SESSION_DRIVER=memcached`.
-#![doc = include_str!("../../../docs/lifecycle.md")]
+//! - `postgres`, `sqlite`: the SQL stores, `sql::PgStore` and
+//!   `sql::SqliteStore`, and `SESSION_DRIVER=postgres` / `sqlite`.
+#![doc = include_str!("../docs/lifecycle.md")]
 #![deny(unreachable_pub)]
 
 pub mod config;
@@ -97,6 +99,7 @@ pub use sessionkit_memcached as memcached;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use sessionkit_sql as sql;
 
+/// The crate README's example (what crates.io shows), compiled as a doc test.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
+#[doc = include_str!("../README.md")]
+struct CrateReadme;

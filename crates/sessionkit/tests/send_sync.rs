@@ -31,6 +31,8 @@ fn session_futures_are_send() {
     assert_send(&session.commit());
     assert_send(&session.transaction(|s| async move { s.insert("k", &1) }));
     assert_send(&session.save());
+    assert_send(&session.regenerate());
+    assert_send(&session.destroy());
     assert_send(&session.finish(sessionkit::Outcome::Success));
 }
 

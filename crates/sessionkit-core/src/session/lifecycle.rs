@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
-use crate::record::{Meta, now_ms};
+use crate::record::{Meta, Record, now_ms};
 use crate::session::lock::HeldLock;
 use crate::session::state::{Hold, Lock, Stored};
 use crate::session::{CookieChange, Inner, Presented, Session, SessionFactory};
@@ -55,31 +55,36 @@ impl Session {
                 .map_err(|e| e.with_operation("change_id"))?;
             match changed {
                 IdChanged::Changed(meta) => {
-                    let mut state = self.state();
-                    state.id = Some(new);
-                    state.expiry_moved = Some(meta);
-                    if let Stored::Live { meta: m, .. } = &mut state.stored {
-                        *m = meta;
-                    }
-                    if let Some(token) = token
-                        && let Lock::Held { hold, .. } = &mut state.lock
-                        && let Hold::Store(held) = hold
                     {
-                        // The lock moved with its expiry, so it keeps its
-                        // renewal schedule. Nobody else knows the new id, so
-                        // it needs no local line; dropping the old lock's
-                        // place lets waiters for the old id find it gone.
-                        let renewed_at = held.renewed_at();
-                        *hold = Hold::Store(HeldLock::start(
-                            self.inner.shared.store.clone(),
-                            new,
-                            token,
-                            self.config().lock(),
-                            None,
-                            renewed_at,
-                        ));
+                        let mut state = self.state();
+                        state.id = Some(new);
+                        state.expiry_moved = Some(meta);
+                        if let Stored::Live { meta: m, .. } = &mut state.stored {
+                            *m = meta;
+                        }
+                        if let Some(token) = token
+                            && let Lock::Held { hold, .. } = &mut state.lock
+                            && let Hold::Store(held) = hold
+                        {
+                            // The lock moved with its expiry, so it keeps its
+                            // renewal schedule. Nobody else knows the new id, so
+                            // it needs no local line; dropping the old lock's
+                            // place lets waiters for the old id find it gone.
+                            let renewed_at = held.renewed_at();
+                            *hold = Hold::Store(HeldLock::start(
+                                self.inner.shared.store.clone(),
+                                new,
+                                token,
+                                self.config().lock(),
+                                None,
+                                renewed_at,
+                            ));
+                        }
                     }
                     tracing::info!(old = %old.short_hash(), new = %new.short_hash(), "session id regenerated");
+                    if let Some(grace) = self.config().keep_old_id_for() {
+                        self.keep_old_id(old, new, grace).await;
+                    }
                     return Ok(());
                 }
                 IdChanged::Gone => {
@@ -220,6 +225,32 @@ impl Drop for Inner {
 }
 
 impl Session {
+    /// After a regenerate from `old` to `new`: a copy of the session under
+    /// `old`, alive for `grace` (see
+    /// [`SessionConfigBuilder::keep_old_id_for`](crate::SessionConfigBuilder::keep_old_id_for)).
+    async fn keep_old_id(&self, old: SessionId, new: SessionId, grace: Duration) {
+        let loaded = match self.store().load(&new, None).await {
+            Ok(Some(loaded)) => loaded.record,
+            Ok(None) => return, // gone meanwhile: nothing to keep
+            Err(e) => {
+                tracing::warn!(old = %old.short_hash(), error = %e, "could not keep the old session id: the new session could not be read");
+                return;
+            }
+        };
+        let copy = Record {
+            entries: loaded.entries,
+            meta: Meta::new(now_ms(), grace, Some(grace)),
+        };
+        match self.store().create(&old, &copy).await {
+            Ok(_) => {
+                tracing::debug!(old = %old.short_hash(), ?grace, "old session id kept for the grace period")
+            }
+            Err(e) => {
+                tracing::warn!(old = %old.short_hash(), error = %e, "could not keep the old session id")
+            }
+        }
+    }
+
     /// Writes the buffered changes now, in the same one store operation the
     /// flush at the end of the request would use, so that they are safe
     /// before a long operation or a streamed body. Later writes of the
