@@ -121,7 +121,9 @@ async fn the_shop_serves_its_whole_surface() {
         .await
         .unwrap();
     assert!(
-        html.contains("<li>tea</li><li>&lt;scones&gt;</li>"),
+        html.contains(r#"<tr data-item="tea" data-quantity="1">"#)
+            && html.contains(r#"<tr data-item="&lt;scones&gt;" data-quantity="1">"#)
+            && !html.contains("<scones>"),
         "escaped: {html}"
     );
     assert!(
