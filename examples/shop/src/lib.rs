@@ -10,8 +10,8 @@
 //! | `POST /login` (form `user`, optional `remember`) | regenerates the id, stores the user (for 30 days with `remember`); 303 to `/` |
 //! | `POST /logout` | destroys the session; 303 to `/` |
 //! | `GET /api/session` | JSON `{"user", "basket", "visits", "n", "csrf_token"}`; reads only (but for giving a session from before the CSRF defence its token) |
-//! | `POST /api/counter` | locked read-modify-write of `n`; JSON `{"n": N}` |
-//! | `POST /api/counter/buffered` | the same increment, buffered, no lock; JSON `{"n": N}` |
+//! | `POST /api/counter` (optional query `work_ms`, 0 to 50) | locked read-modify-write of `n`; JSON `{"n": N}` |
+//! | `POST /api/counter/buffered` (optional query `work_ms`) | the same increment, buffered, no lock; JSON `{"n": N}` |
 //! | `GET /healthz` | `ok` |
 //! | `GET /assets/shop.css`, `GET /assets/shop.js` | the page's style and script, compiled in; no session |
 //!
@@ -45,7 +45,7 @@
 
 use std::time::Duration;
 
-use axum::extract::Form;
+use axum::extract::{Form, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -143,6 +143,8 @@ pub enum Failure {
     Session(sessionkit::Error),
     /// The request was refused by the CSRF defence.
     Refused(csrf::Refused),
+    /// A form or query field is out of range (422); says what is accepted.
+    Invalid(String),
 }
 
 impl From<sessionkit::Error> for Failure {
@@ -162,6 +164,7 @@ impl IntoResponse for Failure {
         match self {
             Failure::Session(e) => e.into_response(),
             Failure::Refused(r) => r.into_response(),
+            Failure::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, why).into_response(),
         }
     }
 }
@@ -237,9 +240,9 @@ struct ItemForm {
 }
 
 impl ItemForm {
-    /// The item and the quantity, or the response that rejects them.
-    fn parse(&self) -> std::result::Result<(String, usize), Response> {
-        let item = clean(&self.item).ok_or_else(|| bad_input("item"))?;
+    /// The item and the quantity, or why not.
+    fn parse(&self) -> Result<(String, usize)> {
+        let item = clean(&self.item).ok_or_else(|| invalid_text("item"))?;
         let quantity = match self.quantity.as_deref() {
             None => 1,
             Some(q) => q
@@ -248,11 +251,9 @@ impl ItemForm {
                 .ok()
                 .filter(|q| (1..=MAX_QUANTITY).contains(q))
                 .ok_or_else(|| {
-                    (
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("`quantity` must be a whole number from 1 to {MAX_QUANTITY}"),
-                    )
-                        .into_response()
+                    Failure::Invalid(format!(
+                        "`quantity` must be a whole number from 1 to {MAX_QUANTITY}"
+                    ))
                 })?,
         };
         Ok((item, quantity))
@@ -271,11 +272,8 @@ async fn add_to_basket(
     guard: Guard,
     headers: HeaderMap,
     Form(form): Form<ItemForm>,
-) -> Result<Response> {
-    let (item, quantity) = match form.parse() {
-        Ok(parsed) => parsed,
-        Err(rejected) => return Ok(rejected),
-    };
+) -> Result<Redirect> {
+    let (item, quantity) = form.parse()?;
     let session = guard.lock().await?;
     let mut basket = session.get_or::<Vec<String>>("basket", Vec::new()).await?;
     basket.extend(std::iter::repeat_n(item.clone(), quantity));
@@ -284,18 +282,15 @@ async fn add_to_basket(
     session.flash("notice", &format!("Added {added} to your basket."))?;
     let to = back_to_page(&session, &headers)?;
     session.commit().await?;
-    Ok(to.into_response())
+    Ok(to)
 }
 
 async fn remove_from_basket(
     guard: Guard,
     headers: HeaderMap,
     Form(form): Form<ItemForm>,
-) -> Result<Response> {
-    let (item, quantity) = match form.parse() {
-        Ok(parsed) => parsed,
-        Err(rejected) => return Ok(rejected),
-    };
+) -> Result<Redirect> {
+    let (item, quantity) = form.parse()?;
     let session = guard.lock().await?;
     let mut basket = session.get_or::<Vec<String>>("basket", Vec::new()).await?;
     let mut removed = 0;
@@ -319,7 +314,7 @@ async fn remove_from_basket(
     session.flash("notice", &notice)?;
     let to = back_to_page(&session, &headers)?;
     session.commit().await?;
-    Ok(to.into_response())
+    Ok(to)
 }
 
 async fn clear_basket(guard: Guard, headers: HeaderMap) -> Result<Redirect> {
@@ -339,10 +334,8 @@ struct LoginForm {
 /// How long a "remember me" login lasts without a visit.
 const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
-async fn login(guard: Guard, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Response> {
-    let Some(user) = clean(&form.user) else {
-        return Ok(bad_input("user"));
-    };
+async fn login(guard: Guard, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result<Redirect> {
+    let user = clean(&form.user).ok_or_else(|| invalid_text("user"))?;
     let session = guard.read().await?;
     // A new id and a new CSRF token at every privilege change: an id or a
     // token planted or seen before the login is worthless after it.
@@ -357,7 +350,7 @@ async fn login(guard: Guard, headers: HeaderMap, Form(form): Form<LoginForm>) ->
         session.insert(REMEMBERED, &true)?;
     }
     session.flash("notice", &format!("Welcome, {user}."))?;
-    Ok(back_to_page(&session, &headers)?.into_response())
+    back_to_page(&session, &headers)
 }
 
 async fn logout(guard: Guard, headers: HeaderMap) -> Result<Redirect> {
@@ -381,17 +374,60 @@ async fn api_session(session: Session) -> Result<Json<serde_json::Value>> {
     })))
 }
 
-async fn counter_locked(guard: Guard) -> Result<Json<serde_json::Value>> {
+/// The most simulated work a counter request may ask for.
+pub const MAX_WORK_MS: u64 = 50;
+
+/// The counters' optional query: `work_ms`, simulated work between the
+/// read of `n` and the write of `n + 1` (a real handler would query a
+/// database there), 0 to [`MAX_WORK_MS`], default 0.
+///
+/// On the memory store the read and the write of a bare increment happen
+/// microseconds apart, so concurrent requests rarely overlap in between and
+/// the buffered counter seldom loses anything; with a few milliseconds of
+/// work they overlap as they do in real applications, and the race panel
+/// shows what the lock is for. Without the parameter the routes do exactly
+/// what they always did.
+#[derive(Debug, Default, Deserialize)]
+struct Work {
+    #[serde(default)]
+    work_ms: u64,
+}
+
+impl Work {
+    /// The pause, if any, or why not.
+    fn pause(&self) -> Result<Option<Duration>> {
+        match self.work_ms {
+            0 => Ok(None),
+            ms if ms <= MAX_WORK_MS => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(Failure::Invalid(format!(
+                "`work_ms` must be a whole number from 0 to {MAX_WORK_MS}"
+            ))),
+        }
+    }
+}
+
+async fn counter_locked(guard: Guard, Query(work): Query<Work>) -> Result<Json<serde_json::Value>> {
+    let pause = work.pause()?;
     let session = guard.lock().await?;
     let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+    }
     session.insert("n", &n)?;
     session.commit().await?;
     Ok(Json(json!({ "n": n })))
 }
 
-async fn counter_buffered(guard: Guard) -> Result<Json<serde_json::Value>> {
+async fn counter_buffered(
+    guard: Guard,
+    Query(work): Query<Work>,
+) -> Result<Json<serde_json::Value>> {
+    let pause = work.pause()?;
     let session = guard.read().await?;
     let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+    }
     session.insert("n", &n)?;
     Ok(Json(json!({ "n": n })))
 }
@@ -418,12 +454,11 @@ fn clean(input: &str) -> Option<String> {
     ok.then(|| trimmed.to_owned())
 }
 
-fn bad_input(field: &str) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        format!("`{field}` must be 1 to {MAX_INPUT} printable characters"),
-    )
-        .into_response()
+/// Why a text field was refused.
+fn invalid_text(field: &str) -> Failure {
+    Failure::Invalid(format!(
+        "`{field}` must be 1 to {MAX_INPUT} printable characters"
+    ))
 }
 
 #[cfg(test)]

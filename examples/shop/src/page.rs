@@ -100,8 +100,8 @@ pub(crate) fn render(page: &Page<'_>) -> String {
 {basket}
 {session}
 </div>
-</div>
 {race}
+</div>
 </main>
 <footer class="wrap foot">
 <p>Every <code>POST</code> is checked for its origin and for the session's CSRF token. The session as JSON: <a href="/api/session">/api/session</a>.</p>
@@ -121,12 +121,11 @@ fn catalogue(csrf: &str) -> String {
         price,
     } in &CATALOGUE
     {
-        let initial = &name[..1];
         let price = money(*price);
         let _ = write!(
             cards,
             r#"<li class="product" id="product-{item}">
-<div class="swatch swatch-{item}" aria-hidden="true">{initial}</div>
+<div class="swatch swatch-{item}" aria-hidden="true"><span>{item}</span></div>
 <h3>{name}</h3>
 <p class="blurb">{blurb}</p>
 <form method="post" action="/basket" class="add">{csrf}<input type="hidden" name="item" value="{item}">
@@ -295,11 +294,13 @@ fn duration(d: Duration) -> String {
 /// The race panel; `assets/shop.js` runs it.
 const RACE: &str = r#"<section class="card race" id="race" aria-labelledby="race-title">
 <h2 id="race-title">The race: lock or lose</h2>
-<p class="lead">Two ways to add one to the session's counter <code>n</code>. A <strong>buffered write</strong> reads <code>n</code>, adds one and writes it back when the response goes out, without a lock: requests that run at the same time read the same <code>n</code> and overwrite each other. A <strong>locked transaction</strong> takes the session's lock first, so each request sees the one before it.</p>
-<p>The button sends a burst of concurrent <code>POST /api/counter/buffered</code> requests from this browser, then a burst of <code>POST /api/counter</code>, and reads <code>n</code> before and after each: what the server acknowledged but <code>n</code> does not show was lost.</p>
+<p class="lead">Two ways to add one to the session's counter <code>n</code>. A <strong>buffered write</strong> reads <code>n</code> and writes <code>n + 1</code> when the response goes out, without a lock: requests that overlap read the same <code>n</code>, and all but one of their increments are lost. A <strong>locked transaction</strong> holds the session's lock from the read to the write, so each request sees the one before it.</p>
+<p>The button fires a burst of concurrent <code>POST /api/counter/buffered</code>, then of <code>POST /api/counter</code>, and reads <code>n</code> before and after each. The work is a pause between the read and the write, as a handler that queries a database would have; without it a read and a write in memory are microseconds apart and rarely overlap.</p>
 <div class="race-controls">
-<label for="race-n">Requests per burst</label>
-<select id="race-n"><option value="20">20</option><option value="50" selected>50</option><option value="100">100</option></select>
+<div class="field"><label for="race-n">Requests per burst</label>
+<select id="race-n"><option value="20">20</option><option value="50" selected>50</option><option value="100">100</option></select></div>
+<div class="field"><label for="race-work">Work per request</label>
+<select id="race-work"><option value="0">none</option><option value="5" selected>5 ms</option><option value="20">20 ms</option></select></div>
 <button type="button" id="race-run" class="primary">Start the race</button>
 </div>
 <p id="race-status" class="race-status" role="status">Not run yet.</p>
@@ -308,7 +309,7 @@ const RACE: &str = r#"<section class="card race" id="race" aria-labelledby="race
 <h3>Buffered, no lock <code>POST /api/counter/buffered</code></h3>
 <div class="bar" aria-hidden="true"><span class="fill"></span></div>
 <dl class="figures">
-<div><dt>acknowledged</dt><dd id="buffered-sent">–</dd></div>
+<div><dt>answered</dt><dd id="buffered-sent">–</dd></div>
 <div><dt>counted</dt><dd id="buffered-counted">–</dd></div>
 <div class="lost"><dt>lost</dt><dd id="buffered-lost">–</dd></div>
 </dl>
@@ -318,7 +319,7 @@ const RACE: &str = r#"<section class="card race" id="race" aria-labelledby="race
 <h3>Locked transaction <code>POST /api/counter</code></h3>
 <div class="bar" aria-hidden="true"><span class="fill"></span></div>
 <dl class="figures">
-<div><dt>acknowledged</dt><dd id="locked-sent">–</dd></div>
+<div><dt>answered</dt><dd id="locked-sent">–</dd></div>
 <div><dt>counted</dt><dd id="locked-counted">–</dd></div>
 <div class="lost"><dt>lost</dt><dd id="locked-lost">–</dd></div>
 </dl>

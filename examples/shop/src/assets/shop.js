@@ -7,8 +7,9 @@
   const panel = document.getElementById('race');
   const run = document.getElementById('race-run');
   const size = document.getElementById('race-n');
+  const work = document.getElementById('race-work');
   const status = document.getElementById('race-status');
-  if (!panel || !run || !size || !status) return;
+  if (!panel || !run || !size || !work || !status) return;
 
   // GET /api/session: the session's `n` and its CSRF token (null without a
   // session). A GET never creates a session.
@@ -80,6 +81,8 @@
 
   run.addEventListener('click', async () => {
     const count = Number(size.value);
+    // Simulated work between each request's read and write (`work_ms`).
+    const query = `?work_ms=${Number(work.value)}`;
     run.disabled = true;
     panel.setAttribute('aria-busy', 'true');
     panel.dataset.state = 'running';
@@ -96,10 +99,10 @@
         if (!session.csrf_token) throw new Error('no session after the first POST: are cookies blocked?');
         arm(session.csrf_token);
       }
-      const buffered = await burst('/api/counter/buffered', count, session.csrf_token);
+      const buffered = await burst(`/api/counter/buffered${query}`, count, session.csrf_token);
       show('buffered', buffered);
       status.textContent = `Sending ${count} locked increments at once…`;
-      const locked = await burst('/api/counter', count, session.csrf_token);
+      const locked = await burst(`/api/counter${query}`, count, session.csrf_token);
       show('locked', locked);
       const counter = document.getElementById('counter-n');
       if (counter) counter.textContent = locked.after;
