@@ -295,13 +295,28 @@ async fn click(c: &Client, id: &str) {
     element(c, id).await.click().await.unwrap();
 }
 
-async fn basket(c: &Client) -> Vec<String> {
+/// The basket's lines, as (item, quantity).
+async fn basket(c: &Client) -> Vec<(String, u64)> {
     element(c, "basket").await;
-    let mut items = Vec::new();
-    for li in c.find_all(Locator::Css("#basket li")).await.unwrap() {
-        items.push(li.text().await.unwrap());
+    let mut lines = Vec::new();
+    for row in c.find_all(Locator::Css("#basket tbody tr")).await.unwrap() {
+        let item = row.attr("data-item").await.unwrap().unwrap_or_default();
+        let quantity = row.attr("data-quantity").await.unwrap().unwrap_or_default();
+        lines.push((item, quantity.parse().unwrap()));
     }
-    items
+    lines
+}
+
+/// `lines` as [`basket`] returns them.
+fn lines(lines: &[(&str, u64)]) -> Vec<(String, u64)> {
+    lines.iter().map(|(i, q)| ((*i).to_owned(), *q)).collect()
+}
+
+/// The number in the element with `id`.
+async fn number(c: &Client, id: &str) -> u64 {
+    let text = text_of(c, id).await;
+    text.parse()
+        .unwrap_or_else(|_| panic!("#{id} is not a number: {text:?}"))
 }
 
 /// The session cookie as the browser keeps it (WebDriver sees HttpOnly ones).
@@ -334,15 +349,18 @@ async fn token_fields(c: &Client) -> Vec<String> {
     values
 }
 
-async fn a_visit_creates_no_session(c: &Client, shop: &Shop) {
+async fn a_visit_creates_no_session(c: &Client, shop: &Shop) -> PathBuf {
     c.goto(&shop.url("/")).await.unwrap();
     c.refresh().await.unwrap();
     assert_eq!(visits(c).await, 0, "no session, no visits counted");
+    let first_visit = screenshot(c, 1280, "shop-screenshot-first-visit.png").await;
+    c.set_window_size(1024, 768).await.unwrap();
     if let Ok(cookie) = c.get_named_cookie("session").await {
         panic!("a GET set a session cookie: {cookie:?}");
     }
     assert_eq!(token_fields(c).await, Vec::<String>::new(), "no token yet");
     check("two visits without a session: #visits 0, no session cookie, no token in the forms");
+    first_visit
 }
 
 async fn visits_count_up(c: &Client, shop: &Shop) {
@@ -360,28 +378,149 @@ async fn visits_count_up(c: &Client, shop: &Shop) {
     ));
 }
 
-async fn basket_persists_across_pages(c: &Client, shop: &Shop) {
-    for item in ["tea", "scones"] {
-        fill_and_click(c, "item-input", item, "add").await;
-        wait_text(c, "flash", &format!("Added {item} to your basket.")).await;
-        // The first add started the session; the page now carries its token
-        // in every form, and the second add sent it.
-        let tokens = token_fields(c).await;
-        assert!(
-            tokens.len() >= 3 && tokens.iter().all(|t| t.len() == 64 && *t == tokens[0]),
-            "one token in every form: {tokens:?}"
-        );
+/// One lane of the race panel as the page shows it.
+#[derive(Debug)]
+struct Lane {
+    acknowledged: u64,
+    counted: u64,
+    lost: u64,
+    /// `n` before and after the burst.
+    from: u64,
+    to: u64,
+}
+
+async fn lane(c: &Client, name: &str) -> Lane {
+    let span = text_of(c, &format!("{name}-span")).await;
+    // "n went from A to B in T ms."
+    let words: Vec<&str> = span.split_whitespace().collect();
+    let (from, to) = match words[..] {
+        ["n", "went", "from", from, "to", to, ..] => (from.parse().unwrap(), to.parse().unwrap()),
+        _ => panic!("#{name}-span reads {span:?}"),
+    };
+    Lane {
+        acknowledged: number(c, &format!("{name}-sent")).await,
+        counted: number(c, &format!("{name}-counted")).await,
+        lost: number(c, &format!("{name}-lost")).await,
+        from,
+        to,
     }
+}
+
+/// Picks `requests` and `work_ms` in the race panel, starts the race and
+/// waits for its end; checks that the numbers add up and that the locked
+/// counter lost nothing; returns the buffered and the locked lane.
+async fn race(c: &Client, requests: u64, work_ms: u64) -> (Lane, Lane) {
+    for (id, value) in [("race-n", requests), ("race-work", work_ms)] {
+        element(c, id)
+            .await
+            .select_by_value(&value.to_string())
+            .await
+            .unwrap();
+    }
+    click(c, "race-run").await;
+    let over = r#"#race[data-state="done"], #race[data-state="failed"]"#;
+    if let Err(e) = c.wait().at_most(WAIT).for_element(Locator::Css(over)).await {
+        fail(c, &format!("the race did not end: {e}")).await;
+    }
+    let state = element(c, "race").await.attr("data-state").await.unwrap();
+    if state.as_deref() != Some("done") {
+        fail(
+            c,
+            &format!("the race failed: {}", text_of(c, "race-status").await),
+        )
+        .await;
+    }
+    let (buffered, locked) = (lane(c, "buffered").await, lane(c, "locked").await);
+    for (name, lane) in [("buffered", &buffered), ("locked", &locked)] {
+        assert_eq!(
+            lane.acknowledged, requests,
+            "{name}: every request answered 200: {lane:?}"
+        );
+        assert_eq!(
+            lane.counted + lane.lost,
+            lane.acknowledged,
+            "{name}: {lane:?}"
+        );
+        assert_eq!(lane.to - lane.from, lane.counted, "{name}: {lane:?}");
+    }
+    assert_eq!(
+        locked.lost, 0,
+        "the locked counter loses nothing: {locked:?}"
+    );
+    assert_eq!(
+        locked.from, buffered.to,
+        "one counter, read between the bursts"
+    );
+    assert_eq!(
+        number(c, "counter-n").await,
+        locked.to,
+        "#counter-n follows the race"
+    );
+    (buffered, locked)
+}
+
+/// The race from a page without a session: its first POST starts one, the
+/// bursts carry the token it reads, and the page's forms get that token.
+async fn the_race_works_without_a_session(c: &Client, shop: &Shop) {
+    c.goto(&shop.url("/")).await.unwrap();
+    element(c, "no-session").await;
+    let (buffered, locked) = race(c, 20, 0).await;
+    let cookie = session_cookie(c).await;
+    let tokens = token_fields(c).await;
+    let forms = c.find_all(Locator::Css("form")).await.unwrap().len();
+    assert!(
+        tokens.len() == forms && tokens.iter().all(|t| t.len() == 64 && *t == tokens[0]),
+        "the race armed every form with the new session's token: {tokens:?}"
+    );
+    check(&format!(
+        "race of 20 (no work) from a page without a session: it started one (cookie {}...), \
+         buffered {buffered:?}, locked {locked:?}; all {forms} forms now carry its token",
+        short(cookie.value())
+    ));
+}
+
+async fn catalogue_and_totals(c: &Client, shop: &Shop) {
+    let before = visits(c).await;
+    fill_and_click(c, "qty-tea", "2", "add-tea").await;
+    wait_text(c, "flash", "Added 2 × tea to your basket.").await;
+    click(c, "add-scones").await;
+    wait_text(c, "flash", "Added scones to your basket.").await;
+    assert_eq!(basket(c).await, lines(&[("tea", 2), ("scones", 1)]));
+    // 2 × £6.50 + £3.80
+    wait_text(c, "basket-total", "£16.80").await;
+    wait_text(c, "basket-units", "3").await;
+    click(c, "more-tea").await;
+    wait_text(c, "flash", "Added tea to your basket.").await;
+    click(c, "less-scones").await;
+    wait_text(c, "flash", "Removed scones from your basket.").await;
+    assert_eq!(basket(c).await, lines(&[("tea", 3)]));
+    wait_text(c, "basket-total", "£19.50").await;
+    click(c, "add-scones").await;
+    wait_text(c, "flash", "Added scones to your basket.").await;
+    wait_text(c, "basket-total", "£23.30").await;
+    assert_eq!(
+        visits(c).await,
+        before,
+        "the pages that form posts redirect to are not visits"
+    );
+
     c.goto(&shop.url("/healthz")).await.unwrap();
     let health = c.find(Locator::Css("body")).await.unwrap().text().await;
     assert_eq!(health.unwrap(), "ok");
     c.goto(&shop.url("/")).await.unwrap();
     let items = basket(c).await;
-    assert_eq!(items, ["tea", "scones"], "basket after navigating away");
+    assert_eq!(
+        items,
+        lines(&[("tea", 3), ("scones", 1)]),
+        "after navigating away"
+    );
+    wait_text(c, "basket-total", "£23.30").await;
+    assert_eq!(visits(c).await, before + 1, "coming back is a visit");
     check(&format!(
-        "a basket persists across pages: added tea (no session yet), then scones \
-         (with the token the page embeds) via #add; \
-         after /healthz and back #basket lists {items:?}"
+        "catalogue: 2 tea (#qty-tea, #add-tea) and scones; totals £16.80 for 3 items; \
+         + tea, − scones, + scones: £23.30; five form posts, visits still {before}; \
+         after /healthz and back #basket lists {items:?} and visits is {}",
+        before + 1
     ));
 }
 
@@ -392,7 +531,11 @@ async fn login_changes_the_session_cookie(c: &Client) {
     wait_text(c, "flash", "Welcome, ada.").await;
     let after = session_cookie(c).await.value().to_owned();
     assert_ne!(before, after, "login must regenerate the session id");
-    assert_eq!(basket(c).await, ["tea", "scones"], "basket survives login");
+    assert_eq!(
+        basket(c).await,
+        lines(&[("tea", 3), ("scones", 1)]),
+        "basket survives login"
+    );
     check(&format!(
         "login changes the session cookie value: {}... -> {}...; \
          #user shows \"ada\", basket kept",
@@ -421,19 +564,57 @@ async fn cookie_is_http_only_and_lax(c: &Client) {
     ));
 }
 
-async fn screenshot_after_login(c: &Client) -> PathBuf {
+/// Saves the whole page, `width` pixels wide, as `target/{name}`.
+async fn screenshot(c: &Client, width: u32, name: &str) -> PathBuf {
+    c.set_window_size(width, 800).await.unwrap();
+    // The window's height that shows the whole page: its height plus
+    // whatever of the window is not viewport.
+    let height = c
+        .execute(
+            "window.scrollTo(0, 0); return document.documentElement.scrollHeight \
+             + window.outerHeight - window.innerHeight",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_u64()
+        .expect("a height in pixels");
+    c.set_window_size(width, u32::try_from(height).unwrap())
+        .await
+        .unwrap();
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     std::fs::create_dir_all(&target).unwrap();
-    let path = target.canonicalize().unwrap().join("shop-after-login.png");
+    let path = target.canonicalize().unwrap().join(name);
     std::fs::write(&path, &png).unwrap();
     check(&format!(
-        "screenshot after login saved ({} bytes): {}",
+        "screenshot {width} px wide ({} bytes): {}",
         png.len(),
         path.display()
     ));
     path
+}
+
+/// The race again, in a session that exists, then the page as a person
+/// sees it after a while: logged in, a basket, the race's result.
+async fn race_and_screenshots(c: &Client) -> [PathBuf; 2] {
+    let (buffered, locked) = race(c, 50, 5).await;
+    // Six connections at a time, each request pausing 5 ms between its read
+    // and its write: buffered requests overlap and overwrite each other.
+    assert!(
+        buffered.lost > 0,
+        "the buffered counter loses: {buffered:?}"
+    );
+    check(&format!(
+        "race of 50 with 5 ms of work, logged in: buffered lost {} of 50, locked lost 0 \
+         ({buffered:?}, {locked:?})",
+        buffered.lost
+    ));
+    let wide = screenshot(c, 1280, "shop-screenshot.png").await;
+    let phone = screenshot(c, 390, "shop-screenshot-phone.png").await;
+    c.set_window_size(1024, 768).await.unwrap();
+    [wide, phone]
 }
 
 async fn logout_clears_basket_and_login(c: &Client) {
@@ -441,10 +622,14 @@ async fn logout_clears_basket_and_login(c: &Client) {
     wait_text(c, "flash", "You are logged out.").await;
     element(c, "user-none").await;
     element(c, "basket-empty").await;
-    assert_eq!(visits(c).await, 1, "a new session after logout");
+    assert_eq!(
+        visits(c).await,
+        0,
+        "a new session after logout, and the redirect is not a visit"
+    );
     check(
         "logout (#logout) clears the login (#user-none) and the basket (#basket-empty), \
-         flash \"You are logged out.\", visits back to 1",
+         flash \"You are logged out.\", visits back to 0",
     );
 }
 
@@ -534,7 +719,11 @@ async fn a_cross_site_form_is_refused(c: &Client, shop: &Shop) {
     assert_eq!(landed, shop.url("/login"), "the form reached the shop");
     c.goto(&shop.url("/")).await.unwrap();
     wait_text(c, "user", "ada").await;
-    assert_eq!(basket(c).await, ["tea", "scones"], "nothing changed");
+    assert_eq!(
+        basket(c).await,
+        lines(&[("tea", 3), ("scones", 1)]),
+        "nothing changed"
+    );
     check(
         "a page of another origin (data: URL) that auto-submits a login form to the shop \
          gets 403 \"cross-site request refused\"; still logged in as ada, basket kept",
@@ -542,16 +731,19 @@ async fn a_cross_site_form_is_refused(c: &Client, shop: &Shop) {
 }
 
 async fn drive(c: &Client, shop: &Shop, forgetful_shop: &Shop) {
-    a_visit_creates_no_session(c, shop).await;
-    basket_persists_across_pages(c, shop).await;
+    let first_visit = a_visit_creates_no_session(c, shop).await;
+    the_race_works_without_a_session(c, shop).await;
+    catalogue_and_totals(c, shop).await;
     visits_count_up(c, shop).await;
     login_changes_the_session_cookie(c).await;
-    let screenshot = screenshot_after_login(c).await;
+    let screenshots = race_and_screenshots(c).await;
     cookie_is_http_only_and_lax(c).await;
     a_cross_site_form_is_refused(c, shop).await;
     logout_clears_basket_and_login(c).await;
     remember_me_is_persistent(c, forgetful_shop).await;
-    println!("browser screenshot: {}", screenshot.display());
+    for path in [first_visit].iter().chain(&screenshots) {
+        println!("browser screenshot: {}", path.display());
+    }
 }
 
 #[tokio::test]

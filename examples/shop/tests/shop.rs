@@ -121,7 +121,9 @@ async fn the_shop_serves_its_whole_surface() {
         .await
         .unwrap();
     assert!(
-        html.contains("<li>tea</li><li>&lt;scones&gt;</li>"),
+        html.contains(r#"<tr data-item="tea" data-quantity="1">"#)
+            && html.contains(r#"<tr data-item="&lt;scones&gt;" data-quantity="1">"#)
+            && !html.contains("<scones>"),
         "escaped: {html}"
     );
     assert!(
@@ -919,4 +921,235 @@ async fn the_csrf_check_adds_no_store_round_trip() {
     );
     let calls = store.take();
     assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
+}
+
+#[tokio::test]
+async fn the_basket_takes_quantities_and_gives_items_back() {
+    let shop = Shop::start(&[]);
+    let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
+    let post = |path: &'static str, fields: Vec<(&'static str, &'static str)>| {
+        let mut form = fields;
+        form.push(("csrf_token", token.as_str()));
+        client.post(shop.url(path)).form(&form).send()
+    };
+    let res = post("/basket", vec![("item", "jam"), ("quantity", "3")])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        state(&client, &shop).await["basket"],
+        json!(["tea", "jam", "jam", "jam"])
+    );
+    for bad in ["0", "100", "two", "", "-1"] {
+        let res = post("/basket", vec![("item", "jam"), ("quantity", bad)])
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "quantity {bad:?}");
+        let res = post("/basket/remove", vec![("item", "jam"), ("quantity", bad)])
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "quantity {bad:?} to remove");
+    }
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Added 3 × jam to your basket."), "{html}");
+    // £6.50 + 3 × £4.20
+    assert!(
+        html.contains(r#"<td class="num" id="basket-total">£19.10</td>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<tr data-item="jam" data-quantity="3">"#));
+
+    let res = post("/basket/remove", vec![("item", "jam")]).await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        state(&client, &shop).await["basket"],
+        json!(["tea", "jam", "jam"])
+    );
+    let res = post("/basket/remove", vec![("item", "jam"), ("quantity", "9")])
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &shop).await["basket"], json!(["tea"]));
+    let res = post("/basket/remove", vec![("item", "jam")]).await.unwrap();
+    assert_eq!(res.status(), 303);
+    let html = client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("There is no jam in your basket."), "{html}");
+    let res = post("/basket/remove", vec![("item", "tea")]).await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &shop).await["basket"], json!([]));
+
+    // Removing needs the token like every POST.
+    let res = client
+        .post(shop.url("/basket/remove"))
+        .form(&[("item", "tea")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+/// A browser follows the 303 of a form by itself; the page it lands on is
+/// the form's answer, not a visit. It sends `Origin` with every `POST`.
+#[tokio::test]
+async fn a_browsers_form_redirect_is_not_a_visit() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    let visits = || async {
+        let html = client
+            .get(shop.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = html.find(r#"<strong id="visits">"#).unwrap() + 20;
+        html[at..at + html[at..].find('<').unwrap()]
+            .parse::<u64>()
+            .unwrap()
+    };
+    let res = client
+        .post(shop.url("/login"))
+        .header("origin", &shop.base)
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(visits().await, 0, "the landing after the login");
+    assert_eq!(visits().await, 1, "a visit");
+    let token = token_of(&client, &shop).await;
+    for (path, form) in [
+        ("/basket", vec![("item", "tea"), ("csrf_token", &token)]),
+        (
+            "/basket/remove",
+            vec![("item", "tea"), ("csrf_token", &token)],
+        ),
+        ("/basket/clear", vec![("csrf_token", &token)]),
+    ] {
+        let res = client
+            .post(shop.url(path))
+            .header("origin", &shop.base)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{path}");
+        assert_eq!(visits().await, 1, "the landing after {path}");
+    }
+    assert_eq!(visits().await, 2, "a visit");
+    // A client that sends no Origin: its GET is a visit.
+    let res = client
+        .post(shop.url("/basket"))
+        .form(&[("item", "tea"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(visits().await, 3);
+}
+
+#[tokio::test]
+async fn the_page_assets_touch_no_session_and_the_page_has_a_csp() {
+    use sessionkit_core::testkit::CountingStore;
+
+    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+    let base = serve(store.clone()).await;
+    let client = browser();
+    let res = client
+        .post(format!("{base}/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let _ = store.take();
+    for (path, content_type, says) in [
+        ("/assets/shop.css", "text/css; charset=utf-8", ".race"),
+        (
+            "/assets/shop.js",
+            "text/javascript; charset=utf-8",
+            "x-csrf-token",
+        ),
+    ] {
+        let res = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], content_type, "{path}");
+        assert_eq!(set_cookies(&res), Vec::<String>::new(), "{path}");
+        assert!(res.text().await.unwrap().contains(says), "{path}");
+    }
+    assert_eq!(store.take().total(), 0, "assets make no store call");
+    let page = client.get(format!("{base}/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/assets/shop.js" defer></script>"#));
+    assert!(!html.contains("<script>"), "no inline script under the CSP");
+}
+
+/// With a few milliseconds of work between the read and the write,
+/// concurrent buffered increments overlap and lose updates even on the
+/// memory store; locked ones stay exact. This is what the race panel shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    let token = log_in(&client, &shop).await;
+    let burst = |route: &'static str| {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            let url = shop.url(route);
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let res = client
+                        .post(&url)
+                        .header("x-csrf-token", &token)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                }
+            }));
+        }
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    burst("/api/counter/buffered?work_ms=20").await;
+    let buffered = state(&client, &shop).await["n"].as_u64().unwrap();
+    println!("buffered with 20 ms of work: {buffered} of 80 kept");
+    assert!(buffered < 80, "buffered increments overlap and lose");
+    burst("/api/counter?work_ms=5").await;
+    assert_eq!(state(&client, &shop).await["n"], buffered + 80, "locked");
+
+    for (query, status) in [("work_ms=51", 422), ("work_ms=x", 400), ("work_ms=-1", 400)] {
+        for route in ["/api/counter", "/api/counter/buffered"] {
+            let res = client
+                .post(shop.url(&format!("{route}?{query}")))
+                .header("x-csrf-token", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status, "{route}?{query}");
+        }
+    }
+    assert_eq!(state(&client, &shop).await["n"], buffered + 80, "unchanged");
 }
