@@ -37,6 +37,44 @@
 //!     .layer(SessionLayer::new(MemoryStore::new()));
 //! ```
 //!
+//! # Testing a handler
+//!
+//! A handler that takes a [`Session`] is a plain async function: test it
+//! without a server. [`SessionFactory::for_tests`] gives sessions over a
+//! fresh memory store; [`Session::next_request`] ends a request as the layer
+//! would on a successful response and gives the session of the client's next
+//! request, presenting the cookie that response left (a new id after a
+//! login, none after a logout).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sessionkit::Error> {
+//! use sessionkit::{Session, SessionFactory};
+//!
+//! async fn login(session: Session, user: &str) -> Result<(), sessionkit::Error> {
+//!     session.regenerate().await?;
+//!     session.insert("user", user)
+//! }
+//!
+//! async fn whoami(session: Session) -> Result<Option<String>, sessionkit::Error> {
+//!     session.get("user").await
+//! }
+//!
+//! let first = SessionFactory::for_tests().session(None); // no cookie yet
+//! assert_eq!(whoami(first.clone()).await?, None);
+//! login(first.clone(), "ada").await?;
+//!
+//! let second = first.next_request().await?; // with the cookie login set
+//! assert_eq!(whoami(second.clone()).await?.as_deref(), Some("ada"));
+//! assert_ne!(second.id(), None);
+//! # Ok(()) }
+//! ```
+//!
+//! To test through HTTP instead, serve the router on `127.0.0.1:0` and drive
+//! it with a cookie-keeping client (the crate's own tests in `tests/http.rs`
+//! do so with reqwest), or call it with `tower::ServiceExt::oneshot`,
+//! carrying the `Set-Cookie` of one response into the `Cookie` of the next.
+//!
 //! Coming from PHP? `docs/coming-from-php.md` in the sessionkit repository
 //! maps the session APIs of amphp, Phenix, Resonance and Phalcon onto this
 //! crate's, row by row.

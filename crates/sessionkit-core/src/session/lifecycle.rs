@@ -1,14 +1,14 @@
-//! A session's life: new ids, destruction, saving, and what the handle knows of its expiry.
+//! A session's life: creation, new ids, destruction, saving, and what the handle knows of its expiry.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
-use crate::record::{Meta, Record, now_ms};
+use crate::record::{Delta, Entries, Meta, Record, now_ms};
 use crate::session::lock::HeldLock;
 use crate::session::state::{Hold, Lock, Stored};
 use crate::session::{CookieChange, Inner, Presented, Session, SessionFactory};
-use crate::store::{Applied, IdChanged};
+use crate::store::{Applied, Created, IdChanged};
 
 impl Session {
     /// Gives the session a new id, keeping its data, and deletes the old id in
@@ -138,6 +138,51 @@ impl Session {
             tracing::info!(session = %id.short_hash(), "session destroyed");
         }
         Ok(())
+    }
+
+    /// Creates a new session from `delta`, minting ids until one is free.
+    pub(super) async fn flush_fresh(&self, delta: Delta) -> Result<()> {
+        let mut entries = Entries::default();
+        entries.apply(&delta);
+        if entries.is_empty() {
+            // Empty sessions are never stored.
+            return Ok(());
+        }
+        let config = self.config();
+        let lifetime = delta
+            .ttl_ms()
+            .map(Duration::from_millis)
+            .unwrap_or(config.lifetime());
+        let record = Record {
+            entries,
+            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime())
+                .with_remembered(delta.ttl_ms().is_some()),
+        };
+        let mut id = self.state().id_for_write();
+        for _ in 0..4 {
+            match self
+                .store()
+                .create(&id, &record)
+                .await
+                .map_err(|e| e.with_operation("create"))?
+            {
+                Created::Created => {
+                    let mut state = self.state();
+                    state.id = Some(id);
+                    state.expiry_moved = Some(record.meta);
+                    state.stored = Stored::Live {
+                        entries: record.entries,
+                        meta: record.meta,
+                    };
+                    tracing::debug!(session = %id.short_hash(), "session created");
+                    return Ok(());
+                }
+                // 256 random bits collide only if the generator is broken;
+                // never overwrite, try another id.
+                Created::IdTaken => id = SessionId::generate(),
+            }
+        }
+        Err(self.ids_exhausted("create"))
     }
 
     pub(super) async fn flush_pending(&self) -> Result<()> {

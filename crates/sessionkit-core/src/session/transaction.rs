@@ -1,19 +1,17 @@
 //! Locked transactions: `lock`, `commit`, `rollback`, `unlock`, `put`.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use crate::codec::encode_value_of;
 use crate::config::{LockConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{LockToken, SessionId};
-use crate::record::{Delta, Entries, Meta, Record, now_ms};
+use crate::record::{Delta, Meta, Record};
 use crate::session::Session;
 use crate::session::gate::Gate;
 use crate::session::lock::{Backoff, HeldLock};
 use crate::session::state::{Hold, Lock, Stored};
-use crate::store::{Applied, AppliedAndRead, Created, Fence, Locked};
+use crate::store::{Applied, AppliedAndRead, Fence, Locked};
 
 impl Session {
     /// Takes the session's exclusive lock, waiting (bounded) while another
@@ -570,51 +568,6 @@ impl Session {
         }
         state.candidates = Vec::new();
         state.expiry_moved = Some(meta);
-    }
-
-    /// Creates a new session from `delta`, minting ids until one is free.
-    pub(super) async fn flush_fresh(&self, delta: Delta) -> Result<()> {
-        let mut entries = Entries::default();
-        entries.apply(&delta);
-        if entries.is_empty() {
-            // Empty sessions are never stored.
-            return Ok(());
-        }
-        let config = self.config();
-        let lifetime = delta
-            .ttl_ms()
-            .map(Duration::from_millis)
-            .unwrap_or(config.lifetime());
-        let record = Record {
-            entries,
-            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime())
-                .with_remembered(delta.ttl_ms().is_some()),
-        };
-        let mut id = self.state().id_for_write();
-        for _ in 0..4 {
-            match self
-                .store()
-                .create(&id, &record)
-                .await
-                .map_err(|e| e.with_operation("create"))?
-            {
-                Created::Created => {
-                    let mut state = self.state();
-                    state.id = Some(id);
-                    state.expiry_moved = Some(record.meta);
-                    state.stored = Stored::Live {
-                        entries: record.entries,
-                        meta: record.meta,
-                    };
-                    tracing::debug!(session = %id.short_hash(), "session created");
-                    return Ok(());
-                }
-                // 256 random bits collide only if the generator is broken;
-                // never overwrite, try another id.
-                Created::IdTaken => id = SessionId::generate(),
-            }
-        }
-        Err(self.ids_exhausted("create"))
     }
 }
 
