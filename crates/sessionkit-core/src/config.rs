@@ -323,6 +323,26 @@ impl SessionConfig {
         self.release_policy
     }
 
+    /// A builder that starts from these settings: to change one of them,
+    /// for example in a configuration read from the environment.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::SessionConfig;
+    ///
+    /// let base = SessionConfig::builder().lifetime(Duration::from_secs(600)).build()?;
+    /// let changed = base.to_builder().absolute_lifetime(Some(Duration::from_secs(3600))).build()?;
+    /// assert_eq!(changed.lifetime(), Duration::from_secs(600)); // kept
+    /// assert_eq!(changed.absolute_lifetime(), Some(Duration::from_secs(3600)));
+    /// # Ok::<(), sessionkit_core::Error>(())
+    /// ```
+    pub fn to_builder(&self) -> SessionConfigBuilder {
+        SessionConfigBuilder {
+            config: self.clone(),
+            touch_share: f64::from(self.touch.permille()) / 1000.0,
+        }
+    }
+
     /// How long the old id still carries the session's data after a
     /// regenerate, if at all (see [`SessionConfigBuilder::keep_old_id_for`]).
     pub fn keep_old_id_for(&self) -> Option<Duration> {

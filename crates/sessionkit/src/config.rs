@@ -216,6 +216,28 @@ impl Driver {
 ///     "invalid configuration for `SESSION_LIFETIME`: got \"soon\", expected a whole number of minutes, at least 1");
 /// # Ok::<(), sessionkit::Error>(())
 /// ```
+///
+/// To override one setting of what the environment says, change its field
+/// (the struct is `#[non_exhaustive]`, so it cannot be built by hand, but
+/// its fields can be changed): the cookie settings are a builder by value,
+/// the session settings give one with
+/// [`SessionConfig::to_builder`](sessionkit_core::SessionConfig::to_builder).
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionkit::config::Config;
+///
+/// let mut config = Config::from_lookup(|_| None)?; // or Config::from_env()?
+/// config.cookie = config.cookie.name("__Host-sid");
+/// config.session = config
+///     .session
+///     .to_builder()
+///     .absolute_lifetime(Some(Duration::from_secs(12 * 3600)))
+///     .build()?;
+/// assert_eq!(config.cookie.cookie_name(), "__Host-sid");
+/// assert_eq!(config.session.lifetime(), Duration::from_secs(120 * 60)); // untouched
+/// # Ok::<(), sessionkit::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {

@@ -830,3 +830,37 @@ async fn an_absolute_lifetime_caps_a_remember_me_cookie() {
         "{cookies:?}"
     );
 }
+
+/// Issue 13: the common settings as shortcuts on the layer.
+#[tokio::test]
+async fn layer_shortcuts_change_the_settings_they_name() {
+    let layer = sessionkit::SessionLayer::new(sessionkit::store::MemoryStore::new())
+        .with_cookie_name("sid")
+        .with_persistent_cookie(false)
+        .with_lifetime(Duration::from_secs(600));
+    assert_eq!(
+        layer.factory().config().lifetime(),
+        Duration::from_secs(600)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = common::routes().layer(layer);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let res = raw()
+        .post(format!("http://{addr}/set/k/v"))
+        .send()
+        .await
+        .unwrap();
+    let cookies = set_cookies(&res);
+    task.abort();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(cookies[0].starts_with("sid="), "{cookies:?}");
+    assert!(!cookies[0].contains("Max-Age"), "{cookies:?}");
+}
+
+#[test]
+#[should_panic(expected = "invalid session layer setting")]
+fn a_layer_shortcut_with_an_invalid_value_panics_at_start_up() {
+    let _ = sessionkit::SessionLayer::new(sessionkit::store::MemoryStore::new())
+        .with_cookie_name("no spaces allowed");
+}

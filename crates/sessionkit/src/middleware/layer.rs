@@ -8,7 +8,7 @@ use sessionkit_core::store::ArcStore;
 use sessionkit_core::{Error, ReportedError, SessionConfig, SessionFactory, SessionStore};
 use tower_layer::Layer;
 
-use crate::cookie::{CookieConfig, CookieWriter};
+use crate::cookie::{CookieConfig, CookieWriter, SameSite};
 use crate::middleware::service::SessionService;
 use crate::signing::Refused;
 
@@ -22,6 +22,8 @@ pub struct SessionLayer {
 }
 
 pub(crate) struct Shared {
+    /// What the layer was built from, for the `with_*` shortcuts.
+    pub(crate) parts: SessionLayerBuilder,
     pub(crate) factory: SessionFactory,
     pub(crate) cookie: CookieWriter,
     pub(crate) rejections: RejectionCounters,
@@ -166,6 +168,107 @@ impl SessionLayer {
         }
     }
 
+    /// The same layer with `change` made to the settings it was built from:
+    /// what the `with_*` shortcuts do. A fresh layer (new counters, new lock
+    /// lines), so make such changes when setting the app up.
+    ///
+    /// # Panics
+    ///
+    /// When the changed settings are invalid: they are fixed in code, and a
+    /// mistake there is the programmer's, found at start-up. Use
+    /// [`SessionLayer::builder`] to get the error instead.
+    fn with(&self, change: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder) -> Self {
+        change(self.shared.parts.clone())
+            .build()
+            .unwrap_or_else(|e| panic!("sessionkit: invalid session layer setting: {e}"))
+    }
+
+    /// The cookie's name (default `session`); prefer a `__Host-` name over
+    /// HTTPS (see [`CookieConfig::name`]).
+    ///
+    /// ```
+    /// use sessionkit::SessionLayer;
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::new())
+    ///     .with_cookie_name("__Host-sid")
+    ///     .with_lifetime(std::time::Duration::from_secs(30 * 60));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a valid cookie name (see [`CookieConfig::name`]).
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|b| {
+            let cookie = b.cookie.clone().name(name);
+            b.cookie(cookie)
+        })
+    }
+
+    /// The idle lifetime (default 120 minutes).
+    ///
+    /// # Panics
+    ///
+    /// When `lifetime` is under one second.
+    pub fn with_lifetime(self, lifetime: std::time::Duration) -> Self {
+        self.with(|b| match b.config.to_builder().lifetime(lifetime).build() {
+            Ok(config) => b.config(config),
+            Err(e) => panic!("sessionkit: invalid session layer setting: {e}"),
+        })
+    }
+
+    /// The absolute lifetime from creation (default none).
+    ///
+    /// # Panics
+    ///
+    /// When `absolute` is under one second.
+    pub fn with_absolute_lifetime(self, absolute: Option<std::time::Duration>) -> Self {
+        self.with(
+            |b| match b.config.to_builder().absolute_lifetime(absolute).build() {
+                Ok(config) => b.config(config),
+                Err(e) => panic!("sessionkit: invalid session layer setting: {e}"),
+            },
+        )
+    }
+
+    /// The cookie's `Secure` attribute (default `true`). Turn it off only
+    /// for plain-HTTP development servers.
+    ///
+    /// # Panics
+    ///
+    /// When the cookie name has a `__Host-` or `__Secure-` prefix, which
+    /// requires `Secure`.
+    pub fn with_secure(self, secure: bool) -> Self {
+        self.with(|b| {
+            let cookie = b.cookie.clone().secure(secure);
+            b.cookie(cookie)
+        })
+    }
+
+    /// The cookie's `SameSite` attribute (default `Lax`).
+    ///
+    /// # Panics
+    ///
+    /// When `SameSite=None` is asked without `Secure`, which browsers refuse.
+    pub fn with_same_site(self, same_site: SameSite) -> Self {
+        self.with(|b| {
+            let cookie = b.cookie.clone().same_site(same_site);
+            b.cookie(cookie)
+        })
+    }
+
+    /// Whether plain sessions get a persistent cookie (`Max-Age`; default
+    /// `true`) or a browser-session cookie; remembered sessions always get a
+    /// persistent one.
+    pub fn with_persistent_cookie(self, persistent: bool) -> Self {
+        self.with(|b| {
+            let cookie = b.cookie.clone().persistent(persistent);
+            b.cookie(cookie)
+        })
+    }
+
     /// The factory that makes the handles, for work outside requests (tests,
     /// background jobs).
     pub fn factory(&self) -> &SessionFactory {
@@ -249,8 +352,10 @@ impl SessionLayerBuilder {
     /// Validates the cookie settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer, Error> {
         let cookie = CookieWriter::new(&self.cookie)?;
+        let parts = self.clone();
         Ok(SessionLayer {
             shared: Arc::new(Shared {
+                parts,
                 factory: SessionFactory::from_arc_store(self.store, self.config),
                 cookie,
                 rejections: RejectionCounters::default(),
