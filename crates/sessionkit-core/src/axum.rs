@@ -12,7 +12,7 @@ use http::request::Parts;
 
 use crate::error::{Error, ErrorKind};
 use crate::response::ReportedError;
-use crate::session::Session;
+use crate::session::{Session, SessionOf};
 
 /// Takes the request's [`Session`] from the extensions the session layer put
 /// it in.
@@ -27,6 +27,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             Error::new(ErrorKind::MissingLayer).with_detail(
                 "the handler asked for a Session but no sessionkit SessionLayer runs in front of it",
             )
+        })
+    }
+}
+
+/// Takes the request's [`SessionOf<K>`] from the extensions the session layer
+/// tagged `K` put it in.
+///
+/// Fails with an [`ErrorKind::MissingLayer`] error (a 500 response) when no
+/// layer with that tag runs in front of the handler.
+impl<K: ?Sized + 'static, S: Send + Sync> FromRequestParts<S> for SessionOf<K> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<SessionOf<K>>().cloned().ok_or_else(|| {
+            Error::new(ErrorKind::MissingLayer).with_detail(format!(
+                "the handler asked for a SessionOf<{}> but no sessionkit SessionLayer with that tag runs in front of it",
+                std::any::type_name::<K>()
+            ))
         })
     }
 }

@@ -48,6 +48,6 @@ pub use redact::redact_credentials;
 #[cfg(feature = "http")]
 pub use response::ReportedError;
 pub use session::{
-    Bag, CookieChange, Finished, Presented, RequestSession, Session, SessionFactory,
+    Bag, CookieChange, Finished, Presented, RequestSession, Session, SessionFactory, SessionOf,
 };
 pub use store::SessionStore;

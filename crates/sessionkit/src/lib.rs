@@ -113,7 +113,7 @@ pub use middleware::{
 pub use sessionkit_core::{
     Bag, CookieChange, Error, ErrorKind, Finished, LockConfig, LockPolicy, LockToken, Outcome,
     Presented, ReleasePolicy, ReportedError, RequestSession, Result, Session, SessionConfig,
-    SessionConfigBuilder, SessionFactory, SessionId, WritePolicy, codec, record,
+    SessionConfigBuilder, SessionFactory, SessionId, SessionOf, WritePolicy, codec, record,
 };
 
 /// Session stores: the contract and the stores that ship with sessionkit.

@@ -864,3 +864,58 @@ fn a_layer_shortcut_with_an_invalid_value_panics_at_start_up() {
     let _ = sessionkit::SessionLayer::new(sessionkit::store::MemoryStore::new())
         .with_cookie_name("no spaces allowed");
 }
+
+/// Issue 13 (amphp's request attribute name): two session layers with their
+/// own cookies and stores in one app, each session with its own extractor
+/// type.
+#[tokio::test]
+async fn two_tagged_layers_keep_two_sessions_apart() {
+    use axum::routing::post;
+    use sessionkit::{Session, SessionLayer, SessionOf};
+
+    struct Admin;
+
+    async fn both(visitor: Session, admin: SessionOf<Admin>) -> Result<String, sessionkit::Error> {
+        let v = visitor.get_or("n", 0u64).await? + 1;
+        let a = admin.get_or("n", 100u64).await? + 1;
+        visitor.insert("n", &v)?;
+        admin.insert("n", &a)?;
+        Ok(format!("{v} {a}"))
+    }
+
+    let admin_store = sessionkit::store::MemoryStore::new();
+    let admin = SessionLayer::builder(admin_store.clone())
+        .cookie(sessionkit::CookieConfig::default().name("admin"))
+        .tag::<Admin>()
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/both", post(both))
+        .layer(admin)
+        .layer(SessionLayer::new(sessionkit::store::MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = browser();
+    let url = format!("http://{addr}/both");
+    let first = client.post(&url).send().await.unwrap();
+    let names: Vec<String> = set_cookies(&first)
+        .iter()
+        .map(|c| c.split('=').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(first.text().await.unwrap(), "1 101");
+    let second = client
+        .post(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    task.abort();
+    assert_eq!(second, "2 102", "each session kept its own counter");
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["admin", "session"]);
+    assert_eq!(admin_store.len(), 1);
+}

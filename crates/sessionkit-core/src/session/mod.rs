@@ -283,10 +283,12 @@ mod bag;
 mod flash;
 mod lifecycle;
 mod request;
+mod tagged;
 mod transaction;
 
 pub use self::bag::Bag;
 pub use self::request::{CookieChange, Finished, RequestSession};
+pub use self::tagged::SessionOf;
 
 impl Session {
     /// Waits for the handle's turn, which orders the store calls of one

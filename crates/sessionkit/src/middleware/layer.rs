@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Response;
 use sessionkit_core::store::ArcStore;
-use sessionkit_core::{Error, ReportedError, SessionConfig, SessionFactory, SessionStore};
+use sessionkit_core::{
+    Error, ReportedError, Session, SessionConfig, SessionFactory, SessionOf, SessionStore,
+};
 use tower_layer::Layer;
 
 use crate::cookie::{CookieConfig, CookieWriter, SameSite};
@@ -28,6 +30,20 @@ pub(crate) struct Shared {
     pub(crate) cookie: CookieWriter,
     pub(crate) rejections: RejectionCounters,
     pub(crate) on_error: Option<ErrorHook>,
+    /// Puts the request's session into its extensions: as a plain
+    /// `Session`, or tagged (see [`SessionLayerBuilder::tag`]).
+    pub(crate) insert: InsertSession,
+}
+
+/// How a layer puts the session into the request's extensions.
+pub(crate) type InsertSession = fn(&mut http::Extensions, Session);
+
+fn insert_plain(extensions: &mut http::Extensions, session: Session) {
+    extensions.insert(session);
+}
+
+fn insert_tagged<K: ?Sized + 'static>(extensions: &mut http::Extensions, session: Session) {
+    extensions.insert(SessionOf::<K>::new(session));
 }
 
 /// The application's error page: see [`SessionLayerBuilder::on_error`].
@@ -146,6 +162,7 @@ impl SessionLayer {
             config: SessionConfig::default(),
             cookie: CookieConfig::default(),
             on_error: None,
+            insert: insert_plain,
         }
     }
 
@@ -283,6 +300,7 @@ pub struct SessionLayerBuilder {
     config: SessionConfig,
     cookie: CookieConfig,
     on_error: Option<ErrorHook>,
+    insert: InsertSession,
 }
 
 impl std::fmt::Debug for SessionLayerBuilder {
@@ -349,6 +367,42 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Tags the layer's sessions with `K`: handlers then take a
+    /// [`SessionOf<K>`] (an axum extractor) instead of a plain [`Session`].
+    /// For an app with two session layers — a second cookie, another store
+    /// — where plain `Session`s would overwrite each other in the request's
+    /// extensions, which are keyed by type. `K` is any type of the app's,
+    /// usually an empty marker.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use sessionkit::{Session, SessionLayer, SessionOf};
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// /// The admin area's sessions: their own cookie and store.
+    /// struct Admin;
+    ///
+    /// async fn page(visitor: Session, admin: SessionOf<Admin>) -> Result<String, sessionkit::Error> {
+    ///     let name: Option<String> = admin.get("name").await?;
+    ///     let visits: u64 = visitor.get_or("visits", 0).await?;
+    ///     Ok(format!("{name:?} after {visits} visits"))
+    /// }
+    ///
+    /// let admin_sessions = SessionLayer::builder(MemoryStore::new())
+    ///     .cookie(sessionkit::CookieConfig::default().name("__Host-admin"))
+    ///     .tag::<Admin>()
+    ///     .build()?;
+    /// let app: Router = Router::new()
+    ///     .route("/", get(page))
+    ///     .layer(admin_sessions)
+    ///     .layer(SessionLayer::new(MemoryStore::new()));
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    pub fn tag<K: ?Sized + 'static>(mut self) -> Self {
+        self.insert = insert_tagged::<K>;
+        self
+    }
+
     /// Validates the cookie settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer, Error> {
         let cookie = CookieWriter::new(&self.cookie)?;
@@ -360,6 +414,7 @@ impl SessionLayerBuilder {
                 cookie,
                 rejections: RejectionCounters::default(),
                 on_error: self.on_error,
+                insert: self.insert,
             }),
         })
     }

@@ -40,7 +40,7 @@ where
             self.shared.rejections.record(why);
         }
         let request = self.shared.factory.request(incoming.presented);
-        req.extensions_mut().insert(request.session().clone());
+        (self.shared.insert)(req.extensions_mut(), request.session().clone());
         ResponseFuture::new(self.inner.call(req), request, self.shared.clone())
     }
 }
