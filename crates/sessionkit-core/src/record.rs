@@ -26,7 +26,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn duration_ms(d: Duration) -> u64 {
+/// A duration in whole milliseconds, saturating at `u64::MAX` (about 584
+/// million years) instead of wrapping: the one conversion every store uses
+/// for lifetimes and lock TTLs, so that `Duration::MAX` means "as long as
+/// the store can keep it", never a short time.
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionkit_core::record::duration_ms;
+///
+/// assert_eq!(duration_ms(Duration::from_secs(2)), 2_000);
+/// assert_eq!(duration_ms(Duration::MAX), u64::MAX);
+/// ```
+pub fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -100,7 +100,7 @@ pub(crate) struct StripeGuard {
 
 /// Milliseconds of a duration, saturating.
 pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    sessionkit_core::record::duration_ms(d)
 }
 
 /// The mtime of `metadata` in Unix milliseconds (0 if unknown).

@@ -729,7 +729,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    sessionkit_core::record::duration_ms(d)
 }
 
 impl SessionStore for MemcachedStore {

@@ -380,9 +380,7 @@ fn corrupt(id: &SessionId, operation: &'static str, why: &'static str) {
 }
 
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_MS)
+    sessionkit_core::record::duration_ms(d).clamp(1, MAX_MS)
 }
 
 impl SessionStore for RedisStore {

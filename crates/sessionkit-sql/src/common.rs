@@ -28,7 +28,7 @@ pub(crate) fn ms(value: u64) -> i64 {
 
 /// A duration in milliseconds as a column value, capped at [`MAX_MS`].
 pub(crate) fn duration_ms(d: Duration) -> i64 {
-    ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    ms(sessionkit_core::record::duration_ms(d))
 }
 
 /// The settings both builders share.

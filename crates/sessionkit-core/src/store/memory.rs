@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::id::{LockToken, SessionId};
-use crate::record::{Delta, Record, Touch, now_ms};
+use crate::record::{Delta, Record, Touch, duration_ms, now_ms};
 use crate::store::{
     Applied, AppliedAndRead, Countable, Created, ExpiredDeletion, Fence, IdChanged, Loaded, Locked,
     SessionStore,
@@ -717,7 +717,7 @@ impl SessionStore for MemoryStore {
             *id,
             Lock {
                 token,
-                expires: now.saturating_add(ttl.as_millis() as u64),
+                expires: now.saturating_add(duration_ms(ttl)),
             },
         );
         Ok(Locked::Acquired { token, record })
@@ -752,7 +752,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         }
         if let Some(l) = shard.locks.get_mut(id) {
-            l.expires = now.saturating_add(ttl.as_millis() as u64);
+            l.expires = now.saturating_add(duration_ms(ttl));
         }
         shard.refresh(id, now);
         Ok(true)

@@ -40,7 +40,7 @@ fn chain(err: &Error) -> String {
 
 /// Milliseconds of a duration, saturating.
 pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    crate::record::duration_ms(d)
 }
 
 /// Encodes a test value as the session codec does.
