@@ -46,6 +46,11 @@ cargo test -p sessionkit --features redis --test config_errors 2>&1 | tee -a tar
 # missing manifest field, fail here). The members that are not libraries
 # for users are `publish = false` and left out.
 step "cargo package (the published crates)"
+# cargo verifies each package against the others' fresh packages, which it
+# unpacks under $CARGO_HOME/registry/src/-<hash>/ (a local overlay of
+# crates.io); a copy left there by an earlier run of the same version is
+# reused as it is, stale. Remove ours first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/sessionkit{,-core,-file,-memcached,-redis,-sql}-[0-9]*
 cargo package --workspace --exclude shop --exclude reliability --exclude bench --quiet
 
 step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
