@@ -49,8 +49,10 @@ step "cargo package (the published crates)"
 # cargo verifies each package against the others' fresh packages, which it
 # unpacks under $CARGO_HOME/registry/src/-<hash>/ (a local overlay of
 # crates.io); a copy left there by an earlier run of the same version is
-# reused as it is, stale. Remove ours first.
+# reused as it is, stale; so can a `.crate` left in target/package by a run
+# from another checkout. Remove both first.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/sessionkit{,-core,-file,-memcached,-redis,-sql}-[0-9]*
+rm -rf "${CARGO_TARGET_DIR:-target}/package"
 cargo package --workspace --exclude shop --exclude reliability --exclude bench --quiet
 
 step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
