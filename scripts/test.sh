@@ -50,9 +50,12 @@ step "cargo package (the published crates)"
 # unpacks under $CARGO_HOME/registry/src/-<hash>/ (a local overlay of
 # crates.io); a copy left there by an earlier run of the same version is
 # reused as it is, stale; so can a `.crate` left in target/package by a run
-# from another checkout. Remove both first.
+# from another checkout, and so can the compiled crates of such a copy
+# (cargo fingerprints a registry crate by name and version, not content).
+# Remove all three first; on a fresh machine there is nothing to remove.
+target_dir=${CARGO_TARGET_DIR:-target}
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/sessionkit{,-core,-file,-memcached,-redis,-sql}-[0-9]*
-rm -rf "${CARGO_TARGET_DIR:-target}/package"
+rm -rf "${target_dir}/package" "${target_dir}"/debug/.fingerprint/sessionkit*
 cargo package --workspace --exclude shop --exclude reliability --exclude bench --quiet
 
 step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
