@@ -390,22 +390,7 @@ async fn buffered_write_racing_a_destroy_does_not_resurrect_the_session() {
     let id = new_session(&server).await;
 
     // A request that read the session, then writes after a logout happened.
-    let slow = {
-        let url = server.url("/slow-read-write/k?ms=300");
-        let cookie = cookie(&id);
-        tokio::spawn(async move {
-            raw()
-                .post(&url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = send_as(&server, "POST", "/destroy", &id).await;
-    assert_eq!(res.status(), 200);
-    let slow = slow.await.unwrap();
+    let slow = write_after_a_destroy(&server, &id).await;
     assert_eq!(slow.status(), 409, "the late write is refused");
     assert!(set_cookies(&slow).iter().all(|c| c.contains("Max-Age=0")));
     assert!(
@@ -636,13 +621,12 @@ async fn several_session_cookies_pick_the_known_one_and_never_clear_the_cookie()
     assert!(cookie_id(&res).is_some());
 }
 
-/// A request that reads, then writes after a concurrent destroy: its flush
-/// fails with "session gone" in the layer (409).
-async fn flush_refused_as_gone(server: &Server) -> reqwest::Response {
-    let id = new_session(server).await;
+/// A request that reads session `id`, then writes after another request
+/// destroyed it: its flush fails with "session gone" in the layer (409).
+async fn write_after_a_destroy(server: &Server, id: &str) -> reqwest::Response {
     let slow = {
         let url = server.url("/slow-read-write/k?ms=300");
-        let cookie = cookie(&id);
+        let cookie = cookie(id);
         tokio::spawn(async move {
             raw()
                 .post(&url)
@@ -653,8 +637,14 @@ async fn flush_refused_as_gone(server: &Server) -> reqwest::Response {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(send_as(server, "POST", "/destroy", &id).await.status(), 200);
+    assert_eq!(send_as(server, "POST", "/destroy", id).await.status(), 200);
     slow.await.unwrap()
+}
+
+/// [`write_after_a_destroy`] on a new session.
+async fn flush_refused_as_gone(server: &Server) -> reqwest::Response {
+    let id = new_session(server).await;
+    write_after_a_destroy(server, &id).await
 }
 
 fn header(res: &reqwest::Response, name: &str) -> Option<String> {
