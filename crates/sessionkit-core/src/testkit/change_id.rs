@@ -157,10 +157,14 @@ pub async fn fenced_change_id_moves_the_lock<S: SessionStore + Clone>(
 ) {
     check_timing(config);
     let data = entries(&[("k", b"v")]);
+    // Both sessions and their new ids exist before either part takes a lock:
+    // `new_id_for` may be CPU-bound (a Redis Cluster draws some 16,000 ids,
+    // over 100 ms in a debug build), and run inside one part it would stall
+    // the other part's short lock past its ttl.
+    let (old, new) = create_with_new_id(store, config, &data).await;
+    let (short_old, short_new) = create_with_new_id(store, config, &data).await;
 
     let moved = async {
-        let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = store.new_id_for(&old);
         let (token, _) = acquire(store, &old, config.lock_ttl, "lock on a live session").await;
         changed(
             store,
@@ -228,8 +232,7 @@ pub async fn fenced_change_id_moves_the_lock<S: SessionStore + Clone>(
     };
 
     let keeps_expiry = async {
-        let old = create(store, &record(config.lifetime, data.clone())).await;
-        let new = store.new_id_for(&old);
+        let (old, new) = (short_old, short_new);
         let start = Instant::now();
         let (token, _) = acquire(store, &old, config.short_lock_ttl, "lock with a short ttl").await;
         changed(
@@ -260,6 +263,17 @@ pub async fn fenced_change_id_moves_the_lock<S: SessionStore + Clone>(
     };
 
     tokio::join!(moved, keeps_expiry);
+}
+
+/// A session created with `data`, and a new id for it.
+async fn create_with_new_id<S: SessionStore>(
+    store: &S,
+    config: &SuiteConfig,
+    data: &Entries,
+) -> (SessionId, SessionId) {
+    let old = create(store, &record(config.lifetime, data.clone())).await;
+    let new = store.new_id_for(&old);
+    (old, new)
 }
 
 /// A fenced `change_id` writes only while its token owns an unexpired lock on
