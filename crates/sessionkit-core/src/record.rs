@@ -188,6 +188,34 @@ impl Meta {
         self.ttl = ttl_ms.min(!REMEMBERED) | REMEMBERED;
     }
 
+    /// Returns the session to the default idle lifetime `ttl_ms` and
+    /// unmarks it [remembered](Meta::remembered) (the undoing of
+    /// [`Meta::set_ttl`]); takes effect at the next [`Meta::refresh`].
+    pub fn reset_ttl(&mut self, ttl_ms: u64) {
+        self.ttl = ttl_ms.min(!REMEMBERED);
+    }
+
+    /// Brings the absolute deadline forward to `at` (Unix ms) if it is
+    /// later or absent; never moves it later. Takes effect on the expiry at
+    /// the next [`Meta::refresh`]. An `at` of 0 counts as 1 (0 would read
+    /// as "no deadline").
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::record::Meta;
+    ///
+    /// let mut meta = Meta::new(0, Duration::from_secs(100), Some(Duration::from_secs(60)));
+    /// meta.cap_deadline(90_000); // later than the deadline: no change
+    /// assert_eq!(meta.deadline(), Some(60_000));
+    /// meta.cap_deadline(30_000);
+    /// meta.refresh(10_000);
+    /// assert_eq!((meta.deadline(), meta.expires()), (Some(30_000), 30_000));
+    /// ```
+    pub fn cap_deadline(&mut self, at: u64) {
+        let at = NonZeroU64::new(at).unwrap_or(NonZeroU64::MIN);
+        self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+    }
+
     /// Moves the idle expiry to `now + ttl`, capped by the absolute deadline.
     pub fn refresh(&mut self, now: u64) {
         let idle = now.saturating_add(self.ttl_ms());
@@ -304,6 +332,10 @@ pub struct Delta {
     clear: bool,
     changes: Vec<(String, Option<Vec<u8>>)>,
     ttl: Option<u64>,
+    /// Whether `ttl` is the session's own (`set_ttl`) rather than the
+    /// default again (`reset_ttl`).
+    remembers: bool,
+    deadline: Option<u64>,
 }
 
 /// Key names and value sizes, never values (see [`Entries`]' `Debug`).
@@ -318,6 +350,8 @@ impl std::fmt::Debug for Delta {
             .field("clear", &self.clear)
             .field("changes", &changes)
             .field("ttl", &self.ttl)
+            .field("remembers", &self.remembers)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -349,9 +383,26 @@ impl Delta {
         self.changes.clear();
     }
 
-    /// Records a new idle lifetime for the session.
+    /// Records a new idle lifetime for the session, its own from now on
+    /// ([`Meta::remembered`]).
     pub fn set_ttl(&mut self, ttl: Duration) {
         self.ttl = Some(duration_ms(ttl));
+        self.remembers = true;
+    }
+
+    /// Records the return to the default idle lifetime `ttl`: the session
+    /// is no longer [remembered](Meta::remembered).
+    pub fn reset_ttl(&mut self, ttl: Duration) {
+        self.ttl = Some(duration_ms(ttl));
+        self.remembers = false;
+    }
+
+    /// Records an absolute deadline of `at` (Unix ms) for the session,
+    /// applied as [`Meta::cap_deadline`]: it can bring the deadline
+    /// forward, never move it later. Of several, the earliest holds.
+    pub fn cap_deadline(&mut self, at: u64) {
+        let at = at.max(1);
+        self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
     }
 
     /// Adds every change of `later` on top of this delta.
@@ -367,6 +418,10 @@ impl Delta {
         }
         if later.ttl.is_some() {
             self.ttl = later.ttl;
+            self.remembers = later.remembers;
+        }
+        if let Some(at) = later.deadline {
+            self.cap_deadline(at);
         }
     }
 
@@ -393,18 +448,43 @@ impl Delta {
         self.ttl
     }
 
+    /// Whether the session is [remembered](Meta::remembered) after this
+    /// delta: `Some(true)` after [`Delta::set_ttl`], `Some(false)` after
+    /// [`Delta::reset_ttl`], `None` if the delta sets no lifetime (the
+    /// session keeps what it has).
+    pub fn remembered(&self) -> Option<bool> {
+        self.ttl.map(|_| self.remembers)
+    }
+
+    /// The absolute deadline (Unix ms) the delta caps the session's at, if
+    /// any (see [`Delta::cap_deadline`]).
+    pub fn deadline_cap(&self) -> Option<u64> {
+        self.deadline
+    }
+
     /// Whether the delta changes nothing.
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.changes.is_empty() && self.ttl.is_none()
+        !self.clear && self.changes.is_empty() && self.ttl.is_none() && self.deadline.is_none()
     }
 
     /// Applies the delta to a record and refreshes its expiry at `now`.
     pub fn apply_to(&self, record: &mut Record, now: u64) {
         record.entries.apply(self);
-        if let Some(ttl) = self.ttl {
-            record.meta.set_ttl(ttl);
-        }
+        self.apply_to_meta(&mut record.meta);
         record.meta.refresh(now);
+    }
+
+    /// Applies the delta's lifetime and deadline to `meta`, without the
+    /// refresh (which [`Delta::apply_to`] adds).
+    pub fn apply_to_meta(&self, meta: &mut Meta) {
+        match (self.ttl, self.remembers) {
+            (Some(ttl), true) => meta.set_ttl(ttl),
+            (Some(ttl), false) => meta.reset_ttl(ttl),
+            (None, _) => {}
+        }
+        if let Some(at) = self.deadline {
+            meta.cap_deadline(at);
+        }
     }
 }
 
@@ -461,6 +541,53 @@ mod tests {
         assert_eq!(a.change("k"), Some(None));
         assert_eq!(a.change("j"), Some(Some(&b"1"[..])));
         assert_eq!(a.ttl_ms(), Some(5_000));
+    }
+
+    #[test]
+    fn reset_ttl_unmarks_remembered_and_merge_keeps_the_later_lifetime() {
+        let mut remember = Delta::default();
+        remember.set_ttl(Duration::from_secs(100));
+        let mut forget = Delta::default();
+        forget.reset_ttl(Duration::from_secs(10));
+        let mut meta = Meta::new(0, Duration::from_secs(10), None);
+        remember.apply_to_meta(&mut meta);
+        assert!(meta.remembered());
+        forget.apply_to_meta(&mut meta);
+        assert!(!meta.remembered());
+        assert_eq!(meta.ttl_ms(), 10_000);
+
+        remember.merge(&forget);
+        assert_eq!(remember.remembered(), Some(false));
+        assert_eq!(remember.ttl_ms(), Some(10_000));
+        assert_eq!(Delta::default().remembered(), None);
+    }
+
+    #[test]
+    fn deadline_caps_only_bring_the_deadline_forward() {
+        let mut delta = Delta::default();
+        delta.cap_deadline(50_000);
+        let mut later = Delta::default();
+        later.cap_deadline(80_000);
+        delta.merge(&later);
+        assert_eq!(delta.deadline_cap(), Some(50_000), "the earliest cap holds");
+        assert!(!delta.is_empty());
+
+        let mut record = Record {
+            entries: Entries::default(),
+            meta: Meta::new(0, Duration::from_secs(100), Some(Duration::from_secs(40))),
+        };
+        delta.apply_to(&mut record, 10_000);
+        assert_eq!(record.meta.deadline(), Some(40_000), "never later");
+        let mut none = Record {
+            entries: Entries::default(),
+            meta: Meta::new(0, Duration::from_secs(100), None),
+        };
+        delta.apply_to(&mut none, 10_000);
+        assert_eq!(none.meta.deadline(), Some(50_000));
+        assert_eq!(none.meta.expires(), 50_000);
+        let mut zero = Delta::default();
+        zero.cap_deadline(0);
+        assert_eq!(zero.deadline_cap(), Some(1), "0 would read as no deadline");
     }
 
     #[test]

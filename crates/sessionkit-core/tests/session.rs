@@ -1,6 +1,6 @@
 //! The session handle against the memory store: locks, policies, lifecycle.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sessionkit_core::record::now_ms;
 use sessionkit_core::store::{Locked, MemoryStore, SessionStore};
@@ -433,6 +433,79 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
         s.set_lifetime(Duration::ZERO).unwrap_err().kind(),
         ErrorKind::InvalidConfig
     );
+}
+
+/// Issue 13: "remember me" unticked. The next cookie is a browser-session
+/// one again (not remembered) with the configured lifetime, and the store
+/// forgets the session's own lifetime.
+#[tokio::test]
+async fn reset_lifetime_returns_to_the_default_lifetime_and_cookie() {
+    let (factory, store) = factory();
+    let s = factory.request(None);
+    s.insert("user", "ada").unwrap();
+    s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
+    let id = set_cookie(s.finish(Outcome::Success).await.cookie).0;
+
+    let s = factory.request(id);
+    s.reset_lifetime().unwrap();
+    let (_, max_age, remembered) = set_cookie(s.finish(Outcome::Success).await.cookie);
+    assert!(!remembered, "a reset session must not be remembered");
+    let default = factory.config().lifetime();
+    assert!(
+        max_age <= default && max_age > default - Duration::from_secs(5),
+        "{max_age:?}"
+    );
+    let meta = store.load(&id, None).await.unwrap().unwrap().record.meta;
+    assert_eq!((meta.ttl(), meta.remembered()), (default, false));
+}
+
+/// Issue 13: a per-session end (tower-sessions' `Expiry::AtDateTime`). It
+/// caps the expiry and the cookie's age, survives later writes, and cannot
+/// be moved later by a second call; past it, the session is gone.
+#[tokio::test]
+async fn set_expires_at_ends_the_session_then_and_never_later() {
+    let (factory, store) = factory();
+    let s = factory.request(None);
+    s.insert("user", "ada").unwrap();
+    let end = SystemTime::now() + Duration::from_secs(60);
+    s.set_expires_at(end).unwrap();
+    let (id, max_age, _) = set_cookie(s.finish(Outcome::Success).await.cookie);
+    assert!(max_age <= Duration::from_secs(60), "{max_age:?}");
+    assert!(max_age > Duration::from_secs(55), "{max_age:?}");
+
+    let s = factory.request(id);
+    s.set_expires_at(end + Duration::from_secs(3600)).unwrap();
+    s.insert("n", &1).unwrap();
+    s.finish(Outcome::Success).await;
+    let meta = store.load(&id, None).await.unwrap().unwrap().record.meta;
+    let end_ms = end.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert_eq!(
+        meta.deadline(),
+        Some(end_ms),
+        "a later end must not move it"
+    );
+    assert_eq!(meta.expires(), end_ms);
+
+    let s = factory.request(id);
+    s.set_expires_at(SystemTime::now() - Duration::from_secs(1))
+        .unwrap();
+    s.finish(Outcome::Success).await;
+    assert!(
+        store.load(&id, None).await.unwrap().is_none(),
+        "an end in the past ends the session"
+    );
+}
+
+/// The id, age and remembered mark of a `CookieChange::Set`.
+fn set_cookie(change: CookieChange) -> (SessionId, Duration, bool) {
+    match change {
+        CookieChange::Set {
+            id,
+            max_age,
+            remembered,
+        } => (id, max_age, remembered),
+        other => panic!("expected a cookie to be set, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -132,16 +132,6 @@ pub(crate) fn array(value: Value) -> Option<Vec<Value>> {
     }
 }
 
-/// An integer reply (Lua numbers arrive as integers).
-pub(crate) fn int(value: Option<&Value>) -> Option<i64> {
-    match value? {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
 /// A timestamp as the scripts return it: an integer, or decimal digits.
 pub(crate) fn number(value: Option<&Value>) -> Option<u64> {
     match value? {

@@ -12,12 +12,15 @@
 //! deadline are kept as the hex digits they were stored as and only read
 //! as numbers to compute an expiry, so they stay exact too.
 //!
-//! Replies are small arrays whose first element is a status code; the
-//! callers in `store.rs` decode them.
+//! Replies are a [`Status`] word, or a small array that starts with one;
+//! the callers in `store.rs` decode them. The words are spelled once in
+//! each language, in [`Status::name`] and in the scripts' text; a word the
+//! two spell differently is an "unexpected reply" error, which every
+//! conformance test run on Redis would show.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, Value};
 
 /// The largest idle lifetime or lock TTL, in milliseconds, that the scripts
 /// are given (about 142,000 years): keeps `now + ttl` exact in Lua's
@@ -35,6 +38,117 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     };
 }
 
+/// What a script answers, first in its reply: one word, as the scripts
+/// spell it ([`Status::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// No live session under the key (none, or expired).
+    Absent,
+    /// Data under the key that is not a session of this layout.
+    Foreign,
+    /// A live session that the script did not change.
+    Live,
+    /// A live session whose expiry the script refreshed.
+    Touched,
+    /// A new session stored.
+    Created,
+    /// A new session stored over foreign data, which it replaced.
+    Replaced,
+    /// A live session under the new id: nothing written.
+    IdTaken,
+    /// The delta written.
+    Applied,
+    /// The fence token does not own the lock: nothing written.
+    LockLost,
+    /// The session moved to its new id.
+    Changed,
+    /// Another owner holds the lock.
+    Held,
+    /// The lock taken.
+    Acquired,
+    /// The lock renewed.
+    Renewed,
+    /// The token does not own the lock (renew, unlock).
+    NotOwner,
+    /// The lock released.
+    Released,
+}
+
+impl Status {
+    const ALL: [Status; 15] = [
+        Status::Absent,
+        Status::Foreign,
+        Status::Live,
+        Status::Touched,
+        Status::Created,
+        Status::Replaced,
+        Status::IdTaken,
+        Status::Applied,
+        Status::LockLost,
+        Status::Changed,
+        Status::Held,
+        Status::Acquired,
+        Status::Renewed,
+        Status::NotOwner,
+        Status::Released,
+    ];
+
+    /// The word the scripts answer.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Status::Absent => "absent",
+            Status::Foreign => "foreign",
+            Status::Live => "live",
+            Status::Touched => "touched",
+            Status::Created => "created",
+            Status::Replaced => "replaced",
+            Status::IdTaken => "id_taken",
+            Status::Applied => "applied",
+            Status::LockLost => "lock_lost",
+            Status::Changed => "changed",
+            Status::Held => "held",
+            Status::Acquired => "acquired",
+            Status::Renewed => "renewed",
+            Status::NotOwner => "not_owner",
+            Status::Released => "released",
+        }
+    }
+
+    /// The status a reply word names; `None` for anything else.
+    pub(crate) fn of(value: Option<&Value>) -> Option<Status> {
+        let word: &[u8] = match value? {
+            Value::BulkString(bytes) => bytes,
+            Value::SimpleString(text) => text.as_bytes(),
+            _ => return None,
+        };
+        Status::ALL
+            .into_iter()
+            .find(|s| s.name().as_bytes() == word)
+    }
+}
+
+/// What `APPLY` does with the lock after a fenced write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterWrite {
+    /// Release it (the end of a locked request).
+    Release,
+    /// Keep it.
+    Keep,
+    /// Keep it and answer the whole session (`apply_and_read`).
+    KeepAndRead,
+}
+
+impl AfterWrite {
+    /// The argument the script reads.
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            AfterWrite::Release => "release",
+            AfterWrite::Keep => "keep",
+            AfterWrite::KeepAndRead => "read",
+        }
+    }
+}
+
 /// `meta(key, now)`: the live session at `key`, from its metadata field
 /// alone, as a status and the field's parts.
 macro_rules! lua_meta {
@@ -45,23 +159,23 @@ macro_rules! lua_meta {
 -- exactly 11 digits each, ttl and deadline 1 to 16 (what a u64 holds, as
 -- reply::parse_meta reads them); ttl is prefixed with `r` when the session
 -- is remembered (its lifetime is its own: Meta::remembered).
--- Returns 1 (live), created, expires (a number), ttl, deadline (the other
--- three as their hex digits) and the whole field; or just why not: 0 gone
--- (expired), -1 corrupt or foreign (not a hash: an error reply; a field
--- of another grammar), -2 no field (no key, or a hash that is not ours).
+-- Returns 'live', created, expires (a number), ttl, deadline (the other
+-- three as their hex digits) and the whole field; or just why not:
+-- 'expired', 'foreign' (not a hash: an error reply; a field of another
+-- grammar), 'missing' (no field: no key, or a hash that is not ours).
 -- Several values rather than a table: a table per call costs Redis
 -- measurably more.
 local function meta(key, now)
   local v = redis.pcall('HGET', key, '\255')
-  if v == false then return -2 end
-  if type(v) ~= 'string' then return -1 end
+  if v == false then return 'missing' end
+  if type(v) ~= 'string' then return 'foreign' end
   local c, e, l, d = string.match(v, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+)$')
-  if not c or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return -1 end
+  if not c or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return 'foreign' end
   e = tonumber(e, 16)
   -- Native expiry has removed such a key already (see expire_at); this
   -- covers a key whose TTL someone removed.
-  if now >= e then return 0 end
-  return 1, c, e, l, d, v
+  if now >= e then return 'expired' end
+  return 'live', c, e, l, d, v
 end
 "
     };
@@ -72,13 +186,12 @@ end
 macro_rules! lua_absent {
     () => {
         r"
--- Why a key has no live session: 0 absent, -1 corrupt or foreign.
+-- Why a key has no live session, as a reply says it: 'absent' (none, or
+-- expired) or 'foreign'.
 local function absent(key, why)
-  if why == -2 then
-    if redis.call('EXISTS', key) == 1 then return -1 end
-    return 0
-  end
-  return why
+  if why == 'foreign' then return 'foreign' end
+  if why == 'missing' and redis.call('EXISTS', key) == 1 then return 'foreign' end
+  return 'absent'
 end
 "
     };
@@ -179,8 +292,8 @@ end
 /// `touch` (the second round trip of a load, only when a touch is due):
 /// KEYS data; ARGV touch permille.
 ///
-/// Reply: `{0, now}` absent, `{-1, now}` corrupt, `{1, now, touched,
-/// meta}` live, with the metadata field as it is now.
+/// Reply: `{absent|foreign, now}`, or `{live|touched, now, meta}` with the
+/// metadata field as it is now (`touched`: the expiry moved).
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
@@ -191,15 +304,15 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d, v = meta(KEYS[1], now)
-if live ~= 1 then return { absent(KEYS[1], live), now } end
+if live ~= 'live' then return { absent(KEYS[1], live), now } end
 -- Touch::is_due by Redis's clock: the caller's guess used an estimate.
 local permille = tonumber(ARGV[1])
 if permille < 1000 and (e - now) * 1000 >= ttl_ms(l) * permille then
-  return { 1, now, 0, v }
+  return { 'live', now, v }
 end
 local f = refresh(KEYS[1], now, c, e, l, d)
-if not f then return { 1, now, 0, v } end
-return { 1, now, 1, f }
+if not f then return { 'live', now, v } end
+return { 'touched', now, f }
 "
     ))
 });
@@ -215,7 +328,7 @@ return { 1, now, 1, f }
 /// prelude comes after the fast path, so the fast path does not pay for
 /// defining its helpers).
 ///
-/// Reply: `0` id taken, `1` created, `-1` created over corrupt data.
+/// Reply: `id_taken`, `created`, or `replaced` (created over foreign data).
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_expire_at!(),
@@ -227,14 +340,14 @@ if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
     hset(KEYS[1], ARGV[1], 3, #ARGV)
     expire_at(KEYS[1], at)
   end
-  return 1
+  return 'created'
 end
 ",
         lua_now!(),
         lua_meta!(),
         r"
 local live = meta(KEYS[1], now)
-if live == 1 then return 0 end
+if live == 'live' then return 'id_taken' end
 -- What is left under a free id (an expired or corrupt record, the lock of
 -- an expired session) must not leak into the new session. The data key
 -- alone first: whether it existed tells a foreign hash from no key.
@@ -245,20 +358,22 @@ if at > now then
   hset(KEYS[1], ARGV[1], 3, #ARGV)
   expire_at(KEYS[1], at)
 end
-if live == -1 or (live == -2 and existed == 1) then return -1 end
-return 1
+if live == 'foreign' or (live == 'missing' and existed == 1) then return 'replaced' end
+return 'created'
 "
     ))
 });
 
 /// `apply` and `apply_and_read`: KEYS data, lock; ARGV fence token (`''`:
-/// none), release (`1` release, `0` keep, `r` keep and read the session
-/// back), clear (`1`/`0`), new ttl part as the field holds it (`r<hex>`, see
-/// `reply::format_ttl`; `''`: keep), number of pairs, the
-/// field/value pairs to set, then the fields to delete.
+/// none), what to do with the lock ([`AfterWrite::arg`]: `release`, `keep`,
+/// or `read`: keep it and read the session back), `clear` or `merge`, new
+/// ttl part as the field holds it (`r<hex>`, see `reply::format_ttl`;
+/// `''`: keep), a deadline to cap the session's at (hex; `''`: none),
+/// number of pairs, the field/value pairs to set, then the fields to
+/// delete.
 ///
-/// Reply: `{0, why}` gone, `{2}` lock lost, `{1, meta}` applied, `{1, meta,
-/// HGETALL}` applied and read.
+/// Reply: `{absent|foreign}`, `{lock_lost}`, `{applied, meta}`, or
+/// `{applied, meta, HGETALL}` after `read`.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
@@ -269,19 +384,24 @@ pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
         lua_hset!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)
-if live ~= 1 then return { 0, absent(KEYS[1], live) } end
+if live ~= 'live' then return { absent(KEYS[1], live) } end
 if ARGV[1] ~= '' then
   -- pcall: a foreign value under the lock key is no owner, not an error.
-  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 2 } end
-  if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end
+  if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 'lock_lost' } end
+  if ARGV[2] == 'release' then redis.call('DEL', KEYS[2]) end
 end
 -- A clear drops the hash; the metadata is written again below.
-if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+if ARGV[3] == 'clear' then redis.call('DEL', KEYS[1]) end
 if ARGV[4] ~= '' then l = ARGV[4] end
+-- Meta::cap_deadline: only ever earlier (a deadline of 0 is none).
+if ARGV[5] ~= '' then
+  local was = tonumber(d, 16)
+  if was == 0 or tonumber(ARGV[5], 16) < was then d = ARGV[5] end
+end
 local at = refreshed(now, l, d)
 local f = field(c, l, d, at)
-local sets_end = 5 + 2 * tonumber(ARGV[5])
-hset(KEYS[1], f, 6, sets_end)
+local sets_end = 6 + 2 * tonumber(ARGV[6])
+hset(KEYS[1], f, 7, sets_end)
 local first = sets_end + 1
 while first <= #ARGV do
   local stop = math.min(first + 199, #ARGV)
@@ -289,8 +409,8 @@ while first <= #ARGV do
   first = stop + 1
 end
 expire_at(KEYS[1], at)
-if ARGV[2] == 'r' then return { 1, f, redis.call('HGETALL', KEYS[1]) } end
-return { 1, f }
+if ARGV[2] == 'read' then return { 'applied', f, redis.call('HGETALL', KEYS[1]) } end
+return { 'applied', f }
 "
     ))
 });
@@ -298,7 +418,7 @@ return { 1, f }
 /// `change_id` on one server (all four keys in one script): KEYS old data,
 /// old lock, new data, new lock; ARGV fence token (`''`: none).
 ///
-/// Reply: `{0}` gone, `{2}` id taken, `{3}` lock lost, `{1, meta}` changed.
+/// Reply: `{absent}`, `{id_taken}`, `{lock_lost}`, or `{changed, meta}`.
 pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
@@ -308,9 +428,9 @@ pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d, v = meta(KEYS[1], now)
-if live ~= 1 then return { 0 } end
-if meta(KEYS[3], now) == 1 then return { 2 } end
-if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 3 } end
+if live ~= 'live' then return { 'absent' } end
+if meta(KEYS[3], now) == 'live' then return { 'id_taken' } end
+if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 'lock_lost' } end
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('RENAME', KEYS[1], KEYS[3])
 if ARGV[1] ~= '' then
@@ -321,7 +441,7 @@ else
 end
 -- RENAME kept the native expiry, so an expiry that does not move needs no
 -- write.
-return { 1, refresh(KEYS[3], now, c, e, l, d) or v }
+return { 'changed', refresh(KEYS[3], now, c, e, l, d) or v }
 "
     ))
 });
@@ -332,7 +452,7 @@ return { 1, refresh(KEYS[3], now, c, e, l, d) or v }
 /// request holds its lock), before the `HGETALL`, so the record returned
 /// carries the refreshed metadata.
 ///
-/// Reply: `{0, why}` absent, `{2}` held, `{1, HGETALL}` acquired.
+/// Reply: `{absent|foreign}`, `{held}`, or `{acquired, HGETALL}`.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_now!(),
@@ -343,16 +463,16 @@ pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)
-if live ~= 1 then return { 0, absent(KEYS[1], live) } end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 2 } end
+if live ~= 'live' then return { absent(KEYS[1], live) } end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 'held' } end
 refresh(KEYS[1], now, c, e, l, d)
-return { 1, redis.call('HGETALL', KEYS[1]) }
+return { 'acquired', redis.call('HGETALL', KEYS[1]) }
 "
     ))
 });
 
 /// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Renewing refreshes
-/// the idle expiry too. Reply: `1` renewed, `0` not the owner (or the
+/// the idle expiry too. Reply: `renewed`, or `not_owner` (also when the
 /// session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -363,23 +483,23 @@ pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)
-if live ~= 1 then return 0 end
-if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if live ~= 'live' then return 'not_owner' end
+if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 'not_owner' end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 refresh(KEYS[1], now, c, e, l, d)
-return 1
+return 'renewed'
 "
     ))
 });
 
-/// `unlock`: KEYS lock; ARGV token. Compare-and-delete. Reply: `1` released,
-/// `0` not the owner.
+/// `unlock`: KEYS lock; ARGV token. Compare-and-delete. Reply: `released`
+/// or `not_owner`.
 pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 'not_owner' end
 redis.call('DEL', KEYS[1])
-return 1
+return 'released'
 ",
     )
 });

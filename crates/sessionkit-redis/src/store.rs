@@ -16,7 +16,7 @@ use crate::clock::{self, RedisClock};
 use crate::connection::Connection;
 use crate::keys::{KeySpace, SessionKeys};
 use crate::reply::{self, Corrupt, RawSession};
-use crate::scripts::{self, MAX_MS};
+use crate::scripts::{self, AfterWrite, MAX_MS, Status};
 
 /// The name of this store in errors and logs.
 pub(crate) const NAME: &str = "redis";
@@ -208,16 +208,26 @@ impl RedisStore {
             .map_err(|err| Error::store_unavailable(NAME, operation, err))
     }
 
-    /// Runs a script whose reply is an array with a status code first.
-    async fn run_coded(
+    /// Runs a script whose reply is a [`Status`] word.
+    async fn run_status(
         &self,
         operation: &'static str,
         script: &ScriptInvocation<'_>,
-    ) -> Result<(i64, Vec<Value>)> {
+    ) -> Result<Status> {
+        let reply = self.run(operation, script).await?;
+        Status::of(Some(&reply)).ok_or_else(|| unexpected(operation))
+    }
+
+    /// Runs a script whose reply is an array with a [`Status`] word first.
+    async fn run_array(
+        &self,
+        operation: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<(Status, Vec<Value>)> {
         let items = reply::array(self.run(operation, script).await?)
             .ok_or_else(|| unexpected(operation))?;
-        let code = reply::int(items.first()).ok_or_else(|| unexpected(operation))?;
-        Ok((code, items))
+        let status = Status::of(items.first()).ok_or_else(|| unexpected(operation))?;
+        Ok((status, items))
     }
 
     /// Deletes a record whose metadata the scripts accept but whose entries
@@ -258,22 +268,24 @@ impl RedisStore {
         let mut script = scripts::TOUCH.prepare_invoke();
         script.key(data).arg(touch.permille());
         let sent = Instant::now();
-        let (code, items) = self.run_coded(OP, &script).await?;
+        let (status, items) = self.run_array(OP, &script).await?;
         if let Some(now) = reply::number(items.get(1)) {
             self.inner.clock.observe(now, sent, Instant::now());
         }
-        match code {
+        match status {
             // Expired or destroyed since the HGETALL: absent, as a load a
             // moment later would find it.
-            0 => Ok(None),
-            -1 => {
+            Status::Absent => Ok(None),
+            Status::Foreign => {
                 corrupt(id, OP, "replaced by data not of this layout");
                 Ok(None)
             }
-            1 => {
-                let touched = reply::int(items.get(2)).ok_or_else(|| unexpected(OP))? == 1;
-                record.meta = reply::meta(items.get(3)).ok_or_else(|| unexpected(OP))?;
-                Ok(Some(Loaded { record, touched }))
+            Status::Live | Status::Touched => {
+                record.meta = reply::meta(items.get(2)).ok_or_else(|| unexpected(OP))?;
+                Ok(Some(Loaded {
+                    record,
+                    touched: status == Status::Touched,
+                }))
             }
             _ => Err(unexpected(OP)),
         }
@@ -303,24 +315,30 @@ impl RedisStore {
 }
 
 /// The `APPLY` script call for `delta` on `keys`: `token` fences it (`""`:
-/// no fence), `release` is `1`, `0` or `r` (see `scripts::APPLY`).
+/// no fence), `after` says what becomes of the lock (see `scripts::APPLY`).
 fn apply_invocation<'a>(
     keys: &SessionKeys,
     delta: &Delta,
     token: &str,
-    release: &str,
+    after: AfterWrite,
 ) -> ScriptInvocation<'a> {
     let mut script = scripts::APPLY.prepare_invoke();
     script
         .key(&keys.data)
         .key(&keys.lock)
         .arg(token)
-        .arg(release);
-    script.arg(if delta.clears() { "1" } else { "0" });
-    match delta.ttl_ms() {
-        // As the metadata field holds it: a lifetime set by the delta is the
-        // session's own, so it is marked remembered.
-        Some(ttl) => script.arg(reply::format_ttl(ttl.clamp(1, MAX_MS), true)),
+        .arg(after.arg());
+    script.arg(if delta.clears() { "clear" } else { "merge" });
+    match (delta.ttl_ms(), delta.remembered()) {
+        // As the metadata field holds it, marked remembered or not.
+        (Some(ttl), remembered) => script.arg(reply::format_ttl(
+            ttl.clamp(1, MAX_MS),
+            remembered == Some(true),
+        )),
+        (None, _) => script.arg(""),
+    };
+    match delta.deadline_cap() {
+        Some(at) => script.arg(format!("{:x}", at.clamp(1, reply::MAX_TIME))),
         None => script.arg(""),
     };
     let sets = delta.changes().filter(|(_, v)| v.is_some()).count();
@@ -361,9 +379,9 @@ fn past_2527(operation: &'static str) -> Error {
 }
 
 /// Logs the foreign data a script found where a session should be (its
-/// absent answer `{0, -1}`); the caller treats the session as absent.
-fn note_foreign(id: &SessionId, operation: &'static str, items: &[Value]) {
-    if reply::int(items.get(1)) == Some(-1) {
+/// answer `foreign`); the caller treats the session as absent.
+fn note_foreign(id: &SessionId, operation: &'static str, status: Status) {
+    if status == Status::Foreign {
         corrupt(id, operation, "not a session hash of this layout");
     }
 }
@@ -452,10 +470,10 @@ impl SessionStore for RedisStore {
         for (k, v) in record.entries.iter() {
             script.arg(k.as_bytes()).arg(v);
         }
-        match reply::int(Some(&self.run(OP, &script).await?)) {
-            Some(0) => Ok(Created::IdTaken),
-            Some(1) => Ok(Created::Created),
-            Some(-1) => {
+        match self.run_status(OP, &script).await? {
+            Status::IdTaken => Ok(Created::IdTaken),
+            Status::Created => Ok(Created::Created),
+            Status::Replaced => {
                 corrupt(id, OP, "replaced by the new session");
                 Ok(Created::Created)
             }
@@ -470,20 +488,20 @@ impl SessionStore for RedisStore {
         fence: Option<Fence<'_>>,
     ) -> Result<Applied> {
         const OP: &str = "apply";
-        let release = match fence {
-            Some(Fence { release: true, .. }) => "1",
-            _ => "0",
+        let after = match fence {
+            Some(Fence { release: true, .. }) => AfterWrite::Release,
+            _ => AfterWrite::Keep,
         };
         let token = fence.map(|f| f.token.to_hex()).unwrap_or_default();
-        let script = apply_invocation(&self.keys(id), delta, &token, release);
-        let (code, items) = self.run_coded(OP, &script).await?;
-        match code {
-            0 => {
-                note_foreign(id, OP, &items);
+        let script = apply_invocation(&self.keys(id), delta, &token, after);
+        let (status, items) = self.run_array(OP, &script).await?;
+        match status {
+            Status::Absent | Status::Foreign => {
+                note_foreign(id, OP, status);
                 Ok(Applied::Gone)
             }
-            2 => Ok(Applied::LockLost),
-            1 => reply::meta(items.get(1))
+            Status::LockLost => Ok(Applied::LockLost),
+            Status::Applied => reply::meta(items.get(1))
                 .map(Applied::Applied)
                 .ok_or_else(|| unexpected(OP)),
             _ => Err(unexpected(OP)),
@@ -499,15 +517,20 @@ impl SessionStore for RedisStore {
         token: &LockToken,
     ) -> Result<AppliedAndRead> {
         const OP: &str = "apply_and_read";
-        let script = apply_invocation(&self.keys(id), delta, &token.to_hex(), "r");
-        let (code, mut items) = self.run_coded(OP, &script).await?;
-        match code {
-            0 => {
-                note_foreign(id, OP, &items);
+        let script = apply_invocation(
+            &self.keys(id),
+            delta,
+            &token.to_hex(),
+            AfterWrite::KeepAndRead,
+        );
+        let (status, mut items) = self.run_array(OP, &script).await?;
+        match status {
+            Status::Absent | Status::Foreign => {
+                note_foreign(id, OP, status);
                 Ok(AppliedAndRead::Gone)
             }
-            2 => Ok(AppliedAndRead::LockLost),
-            1 if items.len() == 3 => {
+            Status::LockLost => Ok(AppliedAndRead::LockLost),
+            Status::Applied if items.len() == 3 => {
                 let hash = items.pop().expect("three items");
                 Ok(match self.read_back(id, OP, hash).await? {
                     Some(record) => AppliedAndRead::Applied(record),
@@ -544,12 +567,12 @@ impl SessionStore for RedisStore {
             .key(&to.data)
             .key(&to.lock)
             .arg(fence.map(LockToken::to_hex).unwrap_or_default());
-        let (code, items) = self.run_coded(OP, &script).await?;
-        match code {
-            0 => Ok(IdChanged::Gone),
-            2 => Ok(IdChanged::IdTaken),
-            3 => Ok(IdChanged::LockLost),
-            1 => reply::meta(items.get(1))
+        let (status, items) = self.run_array(OP, &script).await?;
+        match status {
+            Status::Absent => Ok(IdChanged::Gone),
+            Status::IdTaken => Ok(IdChanged::IdTaken),
+            Status::LockLost => Ok(IdChanged::LockLost),
+            Status::Changed => reply::meta(items.get(1))
                 .map(IdChanged::Changed)
                 .ok_or_else(|| unexpected(OP)),
             _ => Err(unexpected(OP)),
@@ -589,14 +612,14 @@ impl SessionStore for RedisStore {
             .key(&keys.lock)
             .arg(token.to_hex())
             .arg(millis(ttl));
-        let (code, mut items) = self.run_coded(OP, &script).await?;
-        match code {
-            0 => {
-                note_foreign(id, OP, &items);
+        let (status, mut items) = self.run_array(OP, &script).await?;
+        match status {
+            Status::Absent | Status::Foreign => {
+                note_foreign(id, OP, status);
                 Ok(Locked::Absent)
             }
-            2 => Ok(Locked::Held),
-            1 => {
+            Status::Held => Ok(Locked::Held),
+            Status::Acquired => {
                 let hash = items.pop().ok_or_else(|| unexpected(OP))?;
                 Ok(match self.read_back(id, OP, hash).await? {
                     Some(record) => Locked::Acquired { token, record },
@@ -616,9 +639,9 @@ impl SessionStore for RedisStore {
             .key(&keys.lock)
             .arg(token.to_hex())
             .arg(millis(ttl));
-        match reply::int(Some(&self.run(OP, &script).await?)) {
-            Some(1) => Ok(true),
-            Some(0) => Ok(false),
+        match self.run_status(OP, &script).await? {
+            Status::Renewed => Ok(true),
+            Status::NotOwner => Ok(false),
             _ => Err(unexpected(OP)),
         }
     }
@@ -628,8 +651,8 @@ impl SessionStore for RedisStore {
         let keys = self.keys(id);
         let mut script = scripts::UNLOCK.prepare_invoke();
         script.key(&keys.lock).arg(token.to_hex());
-        match reply::int(Some(&self.run(OP, &script).await?)) {
-            Some(0 | 1) => Ok(()),
+        match self.run_status(OP, &script).await? {
+            Status::Released | Status::NotOwner => Ok(()),
             _ => Err(unexpected(OP)),
         }
     }

@@ -279,7 +279,9 @@ impl Statements {
                  RETURNING 1"
             ),
             // $1 id, $2 clear, $3 removed keys, $4 object to merge, $5 new
-            // ttl, $6 fence token, $7 release, $8 read the data back.
+            // ttl, $6 fence token, $7 release, $8 read the data back, $9
+            // remembered (NULL: keep), $10 deadline cap (NULL: none; LEAST
+            // ignores NULL, so it only ever brings the deadline forward).
             // The fence is part of the UPDATE's WHERE: a lost lock writes
             // nothing. Only when nothing was written does the second branch
             // look again, to tell a lost lock from a gone session.
@@ -289,8 +291,9 @@ impl Statements {
                     UPDATE {t} s SET
                         data = (CASE WHEN $2 THEN '{{}}'::jsonb ELSE s.data END - $3::text[]) || $4::jsonb,
                         ttl = COALESCE($5::bigint, s.ttl),
-                        remembered = s.remembered OR $5::bigint IS NOT NULL,
-                        expires = LEAST(c.now + COALESCE($5::bigint, s.ttl), s.deadline),
+                        remembered = COALESCE($9::boolean, s.remembered),
+                        deadline = LEAST(s.deadline, $10::bigint),
+                        expires = LEAST(c.now + COALESCE($5::bigint, s.ttl), s.deadline, $10::bigint),
                         lock_token = CASE WHEN $7 THEN NULL ELSE s.lock_token END,
                         lock_expires = CASE WHEN $7 THEN NULL ELSE s.lock_expires END
                     FROM c
@@ -534,6 +537,8 @@ impl PgStore {
             .bind(token.map(|t| t.as_bytes().to_vec()))
             .bind(release)
             .bind(read)
+            .bind(delta.remembered())
+            .bind(delta.deadline_cap().map(common::ms))
             .fetch_one(&self.inner.pool)
             .await
             .map_err(|e| failed(STORE, operation, e))?;

@@ -290,6 +290,10 @@ struct Statements {
 impl Statements {
     fn new(table: &Table) -> Statements {
         let t = &table.quoted;
+        // Meta::cap_deadline on the stored deadline: only ever earlier
+        // (SQLite's min() is NULL when an argument is).
+        let deadline = "CASE WHEN ?10 IS NULL THEN deadline \
+             WHEN deadline IS NULL OR ?10 < deadline THEN ?10 ELSE deadline END";
         let refreshed = "min(?2 + ttl, coalesce(deadline, ?2 + ttl))";
         Statements {
             load: format!("SELECT {RECORD} FROM {t} WHERE id = ?1 AND expires > ?2"),
@@ -309,13 +313,15 @@ impl Statements {
                  RETURNING 1"
             ),
             // ?3 clear, ?4 merge patch, ?5 new ttl, ?6 fence token, ?7
-            // release, ?8 read back. The fence is in the WHERE.
+            // release, ?8 read back, ?9 remembered (NULL: keep), ?10
+            // deadline cap (NULL: none). The fence is in the WHERE.
             apply: format!(
                 "UPDATE {t} SET
                     data = json_patch(CASE WHEN ?3 THEN '{{}}' ELSE data END, ?4),
                     ttl = coalesce(?5, ttl),
-                    remembered = (remembered OR ?5 IS NOT NULL),
-                    expires = min(?2 + coalesce(?5, ttl), coalesce(deadline, ?2 + coalesce(?5, ttl))),
+                    remembered = coalesce(?9, remembered),
+                    deadline = {deadline},
+                    expires = min(?2 + coalesce(?5, ttl), coalesce({deadline}, ?2 + coalesce(?5, ttl))),
                     lock_token = CASE WHEN ?7 THEN NULL ELSE lock_token END,
                     lock_expires = CASE WHEN ?7 THEN NULL ELSE lock_expires END
                  WHERE id = ?1 AND expires > ?2 AND json_valid(data)
@@ -540,6 +546,8 @@ impl SqliteStore {
             .bind(token.map(|t| t.as_bytes().to_vec()))
             .bind(release)
             .bind(read)
+            .bind(delta.remembered())
+            .bind(delta.deadline_cap().map(common::ms))
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(|e| failed(STORE, operation, e))?;

@@ -153,11 +153,14 @@ impl Session {
             .ttl_ms()
             .map(Duration::from_millis)
             .unwrap_or(config.lifetime());
-        let record = Record {
-            entries,
-            meta: Meta::new(now_ms(), lifetime, config.absolute_lifetime())
-                .with_remembered(delta.ttl_ms().is_some()),
-        };
+        let now = now_ms();
+        let mut meta = Meta::new(now, lifetime, config.absolute_lifetime())
+            .with_remembered(delta.remembered() == Some(true));
+        if let Some(at) = delta.deadline_cap() {
+            meta.cap_deadline(at);
+            meta.refresh(now);
+        }
+        let record = Record { entries, meta };
         let mut id = self.state().id_for_write();
         for _ in 0..4 {
             match self

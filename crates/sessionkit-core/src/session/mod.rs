@@ -8,7 +8,7 @@ mod state;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -741,5 +741,58 @@ impl Session {
             ));
         }
         self.write(|d| d.set_ttl(lifetime))
+    }
+
+    /// Undoes [`Session::set_lifetime`]: the session goes back to the
+    /// configured idle lifetime and is no longer remembered, so where the
+    /// configuration asks for browser-session cookies (no `Max-Age`), its
+    /// cookie becomes one again at this response ("remember me" unticked).
+    /// Buffered like a write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use std::time::Duration;
+    #[doc = concat!("# ", doc_session!())]
+    /// session.insert("user", &"ada")?;
+    /// session.set_lifetime(Duration::from_secs(30 * 24 * 3600))?;
+    /// session.save().await?;
+    /// assert!(session.expires_in().await?.unwrap() > Duration::from_secs(29 * 24 * 3600));
+    /// session.reset_lifetime()?;
+    /// session.save().await?;
+    /// assert!(session.expires_in().await?.unwrap() <= Duration::from_secs(120 * 60));
+    /// # Ok(()) }
+    /// ```
+    pub fn reset_lifetime(&self) -> Result<()> {
+        let lifetime = self.config().lifetime();
+        self.write(|d| d.reset_ttl(lifetime))
+    }
+
+    /// Ends the session at `at` at the latest, whatever its use until then
+    /// (a per-session absolute deadline, kept server-side; the cookie's
+    /// `Max-Age` follows). It can only bring the session's end forward: a
+    /// deadline already earlier (such as the configured absolute lifetime)
+    /// stays, so a handler cannot outlive the application's policy. A time
+    /// in the past ends the session at the next write. Buffered like a
+    /// write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    /// use std::time::{Duration, SystemTime};
+    #[doc = concat!("# ", doc_session!())]
+    /// let end_of_day = SystemTime::now() + Duration::from_secs(3600);
+    /// session.insert("user", &"ada")?;
+    /// session.set_expires_at(end_of_day)?;
+    /// session.save().await?;
+    /// let deadline = session.deadline().await?.unwrap();
+    /// assert!(deadline <= end_of_day && deadline + Duration::from_millis(1) >= end_of_day);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_expires_at(&self, at: SystemTime) -> Result<()> {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, crate::record::duration_ms);
+        self.write(|d| d.cap_deadline(ms))
     }
 }

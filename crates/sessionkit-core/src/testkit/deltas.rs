@@ -169,7 +169,8 @@ pub async fn apply_merges_per_key<S: SessionStore + Clone>(store: &S, config: &S
 /// [remembered](crate::record::Meta::remembered), moves the expiry by the new
 /// lifetime and leaves the entries alone; later applies, touches and a
 /// `change_id` keep the new lifetime and the mark, and `create` keeps the
-/// mark of a record that has it.
+/// mark of a record that has it. A delta with [`Delta::reset_ttl`] sets the
+/// lifetime it carries and removes the mark.
 pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
     store: &S,
     config: &SuiteConfig,
@@ -276,6 +277,20 @@ pub async fn apply_sets_ttl_and_refreshes_expiry<S: SessionStore + Clone>(
         ),
         other => panic!("change_id of a live session: {other:?}"),
     }
+
+    let mut reset = Delta::default();
+    reset.reset_ttl(config.lifetime);
+    let forgotten = applied(store, &new, &reset, None, "apply of a reset_ttl delta").await;
+    assert_eq!(
+        (forgotten.ttl(), forgotten.remembered()),
+        (config.lifetime, false),
+        "Delta::reset_ttl must set the lifetime it carries and remove the remembered mark"
+    );
+    assert_eq!(
+        load_live(store, &new, "after reset_ttl").await.meta,
+        forgotten,
+        "the metadata apply returns must be what the store keeps"
+    );
 
     let mut remembered = aged_record(config.lifetime, Duration::ZERO, entries(&[("k", b"v")]));
     remembered.meta = remembered.meta.with_remembered(true);

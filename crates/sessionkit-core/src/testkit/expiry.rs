@@ -10,7 +10,7 @@ use crate::store::{Applied, IdChanged, Locked, SessionStore};
 use super::SuiteConfig;
 use super::support::{
     acquire, applied, apply, assert_absent, check_timing, create, create_at, destroy_all, entries,
-    load_live, lock, ok, record, renew, set, sleep_until,
+    load_live, lock, ms, ok, record, renew, set, sleep_until,
 };
 
 /// Idle expiry: a session left alone for its idle lifetime is gone, for every
@@ -284,9 +284,12 @@ pub async fn touch_waits_for_the_threshold<S: SessionStore + Clone>(
 /// Absolute expiry: a session created with a long idle lifetime and a short
 /// absolute lifetime has [`Meta::expires`] capped at its deadline; touches
 /// (which then report `touched == false`), applies (also with
-/// [`Delta::set_ttl`]) and `change_id` never move it past the deadline and
-/// keep [`Meta::deadline`]; after the deadline (plus slack) the session is gone
-/// though it was touched and written in between, also under its new id.
+/// [`Delta::set_ttl`], or with a later [`Delta::cap_deadline`]) and
+/// `change_id` never move it past the deadline and keep [`Meta::deadline`];
+/// after the deadline (plus slack) the session is gone though it was touched
+/// and written in between, also under its new id. A session without a
+/// deadline gets one from a delta's `cap_deadline`, which caps its expiry
+/// and ends it just the same.
 pub async fn absolute_deadline_is_never_extended<S: SessionStore + Clone>(
     store: &S,
     config: &SuiteConfig,
@@ -314,6 +317,33 @@ pub async fn absolute_deadline_is_never_extended<S: SessionStore + Clone>(
         },
     )
     .await;
+
+    let uncapped = create(
+        store,
+        &record(config.lifetime, entries(&[("k", b"capped")])),
+    )
+    .await;
+    let cap = now_ms() + ms(short);
+    let mut capping = Delta::default();
+    capping.cap_deadline(cap);
+    let capped = applied(
+        store,
+        &uncapped,
+        &capping,
+        None,
+        "apply of a cap_deadline delta",
+    )
+    .await;
+    assert_eq!(
+        (capped.deadline(), capped.expires()),
+        (Some(cap), cap),
+        "Delta::cap_deadline must give a session without one that deadline, and cap its expiry there"
+    );
+    assert_eq!(
+        load_live(store, &uncapped, "after cap_deadline").await.meta,
+        capped,
+        "the metadata apply returns must be what the store keeps"
+    );
 
     sleep_until(start, short / 5).await;
     let loaded = ok(store.load(&written, Some(Touch::always())).await, "load")
@@ -366,6 +396,21 @@ pub async fn absolute_deadline_is_never_extended<S: SessionStore + Clone>(
         deadline,
         "a longer idle lifetime must not move the expiry past the absolute deadline"
     );
+    let mut later_cap = Delta::default();
+    later_cap.cap_deadline(deadline + ms(config.lifetime));
+    let after_cap = applied(
+        store,
+        &written,
+        &later_cap,
+        None,
+        "apply with a cap_deadline later than the deadline",
+    )
+    .await;
+    assert_eq!(
+        (after_cap.deadline(), after_cap.expires()),
+        (Some(deadline), deadline),
+        "a later cap_deadline must not move the absolute deadline"
+    );
 
     let new_id = store.new_id_for(&moved);
     match ok(store.change_id(&moved, &new_id, None).await, "change_id") {
@@ -406,5 +451,11 @@ pub async fn absolute_deadline_is_never_extended<S: SessionStore + Clone>(
         "a session moved by change_id must keep its absolute deadline",
     )
     .await;
-    destroy_all(store, &[written, moved, new_id]).await;
+    assert_absent(
+        store,
+        &uncapped,
+        "after a deadline set by cap_deadline (plus slack)",
+    )
+    .await;
+    destroy_all(store, &[written, moved, new_id, uncapped]).await;
 }

@@ -94,9 +94,9 @@
 //! | [`idle_expiry_removes_the_session`] | idle expiry, for every operation; `set_ttl` governs it |
 //! | [`touch_keeps_a_session_alive`] | touched sessions slide; `touched` reports it |
 //! | [`touch_waits_for_the_threshold`] | a touch happens only below the share |
-//! | [`absolute_deadline_is_never_extended`] | nothing passes the absolute deadline |
+//! | [`absolute_deadline_is_never_extended`] | nothing passes the absolute deadline; `cap_deadline` sets one |
 //! | [`apply_merges_per_key`] | deltas merge per key, sequential and concurrent; clear |
-//! | [`apply_sets_ttl_and_refreshes_expiry`] | apply refreshes expiry; `set_ttl` sets the lifetime |
+//! | [`apply_sets_ttl_and_refreshes_expiry`] | apply refreshes expiry; `set_ttl`/`reset_ttl` set the lifetime |
 //! | [`concurrent_deltas_all_persist`] | many concurrent writers lose nothing |
 //! | [`lock_is_exclusive`] | one owner at a time; unlock is compare-and-delete |
 //! | [`expired_lock_is_free`] | locks expire after their TTL |
