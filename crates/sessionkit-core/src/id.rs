@@ -153,6 +153,39 @@ impl SessionId {
         Sha256::digest(self.encode(&mut text)).into()
     }
 
+    /// [`SessionId::hashed`] as 64 lowercase hex digits.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_eq!(id.hashed_hex().len(), 64);
+    /// assert!(id.hashed_hex().starts_with(&id.short_hash()));
+    /// ```
+    pub fn hashed_hex(&self) -> String {
+        hex(&self.hashed())
+    }
+
+    /// The name a store gives the session at rest: [`SessionId::hashed_hex`]
+    /// when it hashes ids (the default of every store that names sessions
+    /// by text: a leaked listing holds no live id), the id's own text
+    /// otherwise.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_eq!(id.at_rest(true), id.hashed_hex());
+    /// assert_eq!(id.at_rest(false), id.expose());
+    /// ```
+    pub fn at_rest(&self, hashed: bool) -> String {
+        if hashed {
+            self.hashed_hex()
+        } else {
+            self.expose()
+        }
+    }
+
     /// A short, non-reversible tag for logs: the first 8 hex digits of
     /// [`SessionId::hashed`].
     ///
@@ -167,8 +200,7 @@ impl SessionId {
     /// assert!(!id.expose().contains(&id.short_hash()));
     /// ```
     pub fn short_hash(&self) -> String {
-        let h = self.hashed();
-        format!("{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+        hex(&self.hashed()[..4])
     }
 }
 
@@ -213,13 +245,7 @@ impl LockToken {
 
     /// The token as 32 lowercase hex digits, for stores that keep text.
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = String::with_capacity(32);
-        for b in self.0 {
-            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
-            hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-        }
-        hex
+        hex(&self.0)
     }
 }
 
@@ -343,6 +369,17 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A random `u64` from the OS CSPRNG, for jitter.
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 pub(crate) fn random_u64() -> u64 {
     u64::from_le_bytes(random_bytes())
 }
@@ -486,6 +523,11 @@ mod tests {
         let dbg = format!("{id:?}");
         assert!(!dbg.contains(&id.expose()));
         assert!(dbg.contains(&id.short_hash()));
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff, 0x0f]), "00abff0f");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sessionkit_core::store::{Applied, Created, IdChanged, Loaded, Locked};
 use sessionkit_core::{LockToken, SessionId};
 
 use crate::fail::{Context as _, Failure, path_place, session_place};
-use crate::name::{Name, Naming, hex};
+use crate::name::{Name, Naming};
 
 /// Suffix of session files.
 pub(crate) const SESSION_SUFFIX: &str = ".session";
@@ -146,7 +146,9 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
 
 /// A random suffix for a temporary file.
 pub(crate) fn random_suffix() -> String {
-    hex(&LockToken::generate().as_bytes()[..8])
+    let mut token = LockToken::generate().to_hex();
+    token.truncate(16);
+    token
 }
 
 fn encode_lock(state: &LockState) -> [u8; LOCK_LEN] {

@@ -26,13 +26,8 @@ impl Naming {
     /// The name of a (validated) session id.
     pub(crate) fn of(&self, id: &SessionId) -> Name {
         let short = id.short_hash();
-        let key = if self.hashed {
-            hex(&id.hashed())
-        } else {
-            id.expose()
-        };
         Name {
-            stem: format!("{}{key}", self.prefix),
+            stem: format!("{}{}", self.prefix, id.at_rest(self.hashed)),
             short,
         }
     }
@@ -74,17 +69,6 @@ impl Name {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +85,7 @@ mod tests {
         let id = SessionId::generate();
         let n = naming(true, "");
         let name = n.of(&id);
-        assert_eq!(name.stem, hex(&id.hashed()));
+        assert_eq!(name.stem, id.hashed_hex());
         assert!(!name.stem.contains(&id.expose()));
         assert_eq!(name.short, id.short_hash());
         assert_eq!(n.parse(&name.stem), Some(name.clone()));
@@ -127,12 +111,12 @@ mod tests {
             &"A".repeat(64),
             &"a".repeat(63),
             &id.expose(),
-            &format!("x{}", hex(&id.hashed())),
+            &format!("x{}", id.hashed_hex()),
         ] {
             assert_eq!(hashed.parse(stem), None, "{stem:?}");
         }
         let prefixed = naming(true, "a:");
-        assert_eq!(prefixed.parse(&hex(&id.hashed())), None);
-        assert_eq!(naming(false, "").parse(&hex(&id.hashed())), None);
+        assert_eq!(prefixed.parse(&id.hashed_hex()), None);
+        assert_eq!(naming(false, "").parse(&id.hashed_hex()), None);
     }
 }

@@ -13,7 +13,6 @@ use sessionkit_core::store::{Applied, Countable, Created, Fence, IdChanged, Lock
 use sessionkit_core::{ErrorKind, SessionId};
 
 use crate::disk::mtime_ms;
-use crate::name::hex;
 use crate::{FileStore, FileStoreBuilder};
 
 fn builder(dir: &Path) -> FileStoreBuilder {
@@ -62,7 +61,7 @@ async fn files_are_private_and_named_by_the_hash_of_the_id() {
         store.create(&id, &record(HOUR)).await.unwrap(),
         Created::Created
     );
-    let stem = hex(&id.hashed());
+    let stem = id.hashed_hex();
     assert_eq!(names(&path), [format!("{stem}.session")]);
     let session = path.join(format!("{stem}.session"));
     assert_eq!(mode(&session), 0o600);
@@ -94,7 +93,7 @@ async fn hashing_off_names_files_by_the_id_and_prefixes_isolate_apps() {
     let _ = a.create(&id, &record(HOUR)).await.unwrap();
     let mut expected = [
         format!("{}.session", id.expose()),
-        format!("a:{}.session", hex(&id.hashed())),
+        format!("a:{}.session", id.hashed_hex()),
     ];
     expected.sort();
     assert_eq!(names(dir.path()), expected);
@@ -117,7 +116,7 @@ async fn a_touch_moves_the_mtime_and_rewrites_nothing() {
     let id = SessionId::generate();
     let created = aged(Duration::from_secs(100), Duration::from_secs(90));
     let _ = store.create(&id, &created).await.unwrap();
-    let path = dir.path().join(format!("{}.session", hex(&id.hashed())));
+    let path = dir.path().join(format!("{}.session", id.hashed_hex()));
     let before = fs::metadata(&path).unwrap();
     let bytes = fs::read(&path).unwrap();
     assert_eq!(mtime_ms(&before), created.meta.expires());
@@ -172,7 +171,7 @@ async fn without_mtime_expiry_a_touch_rewrites_the_file() {
         )
         .await
         .unwrap();
-    let path = dir.path().join(format!("{}.session", hex(&id.hashed())));
+    let path = dir.path().join(format!("{}.session", id.hashed_hex()));
     let before = fs::metadata(&path).unwrap().ino();
     let loaded = store
         .load(&id, Some(Touch::always()))
@@ -192,7 +191,7 @@ async fn a_stale_mtime_never_shortens_a_session_and_gc_repairs_it() {
     let id = SessionId::generate();
     let created = record(HOUR);
     let _ = store.create(&id, &created).await.unwrap();
-    let path = dir.path().join(format!("{}.session", hex(&id.hashed())));
+    let path = dir.path().join(format!("{}.session", id.hashed_hex()));
     // As after `cp` without `-p`: the mtime is now, the session lives on.
     let file = fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(std::time::SystemTime::now() - Duration::from_secs(5))
@@ -236,7 +235,7 @@ async fn torn_and_foreign_files_load_as_absent_and_are_logged() {
     let good = {
         let id = SessionId::generate();
         let _ = store.create(&id, &record(HOUR)).await.unwrap();
-        fs::read(dir.path().join(format!("{}.session", hex(&id.hashed())))).unwrap()
+        fs::read(dir.path().join(format!("{}.session", id.hashed_hex()))).unwrap()
     };
     type Make<'a> = Box<dyn Fn(&Path) + 'a>;
     let cases: Vec<(&str, Make<'_>)> = vec![
@@ -257,7 +256,7 @@ async fn torn_and_foreign_files_load_as_absent_and_are_logged() {
     ];
     for (what, make) in cases {
         let id = SessionId::generate();
-        let path = dir.path().join(format!("{}.session", hex(&id.hashed())));
+        let path = dir.path().join(format!("{}.session", id.hashed_hex()));
         make(&path);
         let logs = Logs::default();
         let writer = logs.clone();
@@ -375,7 +374,7 @@ async fn expired_locks_release_their_handles_and_gc_cleans_up() {
 
     // Leftovers of crashes: a lock without a session, a temporary file.
     let gone = SessionId::generate();
-    let stem = hex(&gone.hashed());
+    let stem = gone.hashed_hex();
     fs::write(dir.path().join(format!("{stem}.lock")), b"x").unwrap();
     fs::write(
         dir.path().join(format!("{stem}.tmp-0123456789abcdef")),

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::LockConfig;
-use crate::id::{LockToken, SessionId, random_u64};
+use crate::id::{LockToken, SessionId};
 use crate::record::Record;
 use crate::session::gate::{Gate, Handoff};
 use crate::store::DynSessionStore;
@@ -141,46 +141,5 @@ async fn renew(
                 "session lock renewal failed; retrying"
             ),
         }
-    }
-}
-
-/// The pauses between lock attempts: exponential from `initial_backoff` up to
-/// `max_backoff`, each drawn uniformly from its upper half so that waiters
-/// spread out instead of retrying in lockstep.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: &LockConfig) -> Self {
-        Backoff {
-            next: config.initial_backoff,
-            max: config.max_backoff,
-        }
-    }
-
-    pub(crate) fn next_pause(&mut self) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = ceiling / 2;
-        let spread = ceiling.saturating_sub(half).as_micros().max(1) as u64;
-        half + Duration::from_micros(random_u64() % spread)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let config = LockConfig::default();
-        let mut backoff = Backoff::new(&config);
-        let pauses: Vec<_> = (0..20).map(|_| backoff.next_pause()).collect();
-        assert!(pauses[0] <= config.initial_backoff);
-        assert!(pauses.iter().all(|p| *p <= config.max_backoff));
-        assert!(pauses[19] >= config.max_backoff / 2);
     }
 }

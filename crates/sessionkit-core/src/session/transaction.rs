@@ -9,8 +9,9 @@ use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Meta, Record};
 use crate::session::Session;
 use crate::session::gate::Gate;
-use crate::session::lock::{Backoff, HeldLock};
+use crate::session::lock::HeldLock;
 use crate::session::state::{Hold, Lock, Stored};
+use crate::store::Backoff;
 use crate::store::{Applied, AppliedAndRead, Fence, Locked};
 
 impl Session {
@@ -72,7 +73,7 @@ impl Session {
                 .adopt_lock(id, token, record, &config, gate, renewed_at)
                 .await;
         }
-        let mut backoff = Backoff::new(&config);
+        let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
         let mut waited = false;
         loop {
             let taken_at = tokio::time::Instant::now();

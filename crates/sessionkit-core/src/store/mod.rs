@@ -82,9 +82,11 @@ use crate::error::Result;
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Meta, Record, Touch};
 
+mod backoff;
 mod memory;
 mod noop;
 
+pub use backoff::Backoff;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use noop::NoopStore;
 

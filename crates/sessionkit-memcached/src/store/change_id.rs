@@ -79,7 +79,8 @@ use sessionkit_core::record::now_ms;
 use sessionkit_core::store::IdChanged;
 use sessionkit_core::{LockToken, Result, SessionId};
 
-use super::{Found, Inner, Key, Put};
+use super::Inner;
+use super::cycle::{Found, Key, Put};
 use crate::client::{Cmd, Reply, SetMode};
 use crate::value::{Item, Stored, decode, encode_item, encode_moved, encode_pending};
 
@@ -125,9 +126,8 @@ impl Inner {
                 _ => IdChanged::Gone,
             });
         }
-        for attempt in 0..self.cas_attempts {
-            self.backoff(attempt).await;
-
+        let mut retries = self.retries();
+        while retries.next().await {
             // 1. Read.
             let Found::Live { item, cas: old_cas } = self.read(OP, old, &from).await? else {
                 return Ok(IdChanged::Gone);
