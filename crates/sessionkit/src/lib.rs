@@ -113,12 +113,23 @@ pub use middleware::{
 pub use sessionkit_core::{
     Bag, CookieChange, Error, ErrorKind, Finished, LockConfig, LockPolicy, LockToken, Outcome,
     Presented, ReleasePolicy, ReportedError, RequestSession, Result, Session, SessionConfig,
-    SessionConfigBuilder, SessionFactory, SessionId, SessionOf, WritePolicy, codec, record,
+    SessionConfigBuilder, SessionFactory, SessionId, SessionOf, WritePolicy,
 };
 
-/// Session stores: the contract and the stores that ship with sessionkit.
+/// Session stores: the in-process ones that ship with the core, and the
+/// traits an application names when it holds or maintains a store.
+///
+/// Writing a store of your own is done against `sessionkit-core`, which
+/// also has what only store authors need: the operations' answer types
+/// (`sessionkit_core::store::{Loaded, Applied, Locked, …}`), records and
+/// deltas (`sessionkit_core::record`), the value codec
+/// (`sessionkit_core::codec`) and the conformance suite
+/// (`sessionkit_core::testkit`, feature `testkit`).
 pub mod store {
-    pub use sessionkit_core::store::*;
+    pub use sessionkit_core::store::{
+        ArcStore, Countable, DynSessionStore, ExpiredDeletion, MemoryStore, MemoryStoreBuilder,
+        NoopStore, SessionStore,
+    };
 }
 
 /// The file store (feature `file`): [`FileStore`](sessionkit_file::FileStore).

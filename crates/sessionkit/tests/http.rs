@@ -354,7 +354,7 @@ async fn read_n(server: &Server, id: &str) -> u64 {
     use sessionkit::store::SessionStore;
     let id = sessionkit::SessionId::parse(id).unwrap();
     let loaded = server.store.inner().load(&id, None).await.unwrap().unwrap();
-    sessionkit::codec::decode_value(loaded.record.entries.get("n").unwrap()).unwrap()
+    sessionkit_core::codec::decode_value(loaded.record.entries.get("n").unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
