@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
+use sessionkit::{SessionConfig, SessionFactory, SessionId, SessionLayer};
 use sessionkit_core::codec::{decode_record, decode_value, encode_record, encode_value};
 use sessionkit_core::record::{Delta, Entries, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{Created, MemoryStore, SessionStore};
-use sessionkit::{SessionConfig, SessionFactory, SessionId, SessionLayer};
 use tower::{Layer, ServiceExt};
 
 fn runtime() -> tokio::runtime::Runtime {

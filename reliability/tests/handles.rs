@@ -601,7 +601,7 @@ fn file_store_handles_keep_every_invariant() {
 
 #[test]
 fn redis_store_handles_keep_every_invariant() {
-    let server = support::redis::RedisServer::start();
+    let server = sessionkit_test_servers::redis::RedisServer::start();
     let url = server.url();
     run("redis", &move || {
         let url = url.clone();
@@ -617,7 +617,7 @@ fn redis_store_handles_keep_every_invariant() {
 
 #[test]
 fn redis_cluster_store_handles_keep_every_invariant() {
-    let cluster = support::redis::RedisCluster::start();
+    let cluster = sessionkit_test_servers::redis::RedisCluster::start();
     let urls = cluster.urls();
     run("redis cluster", &move || {
         let urls = urls.clone();
@@ -634,8 +634,8 @@ fn redis_cluster_store_handles_keep_every_invariant() {
 
 #[test]
 fn memcached_store_handles_keep_every_invariant() {
-    let a = support::memcached::Memcached::start();
-    let b = support::memcached::Memcached::start();
+    let a = sessionkit_test_servers::memcached::Memcached::start();
+    let b = sessionkit_test_servers::memcached::Memcached::start();
     let spec = format!("{},{}", a.addr(), b.addr());
     run("memcached", &move || {
         let spec = spec.clone();

@@ -1,12 +1,10 @@
 //! A memcached server stopped under the shop: only the sessions it holds fail, the others are served; after its restart its sessions start afresh.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use reliability::{App, client, session_cookie};
 use sessionkit::{SessionId, SessionLayer};
-use support::memcached::{Memcached, builder};
+use sessionkit_test_servers::memcached::Memcached;
 
 async fn incr(
     http: &reqwest::Client,
@@ -35,7 +33,12 @@ async fn incr(
 async fn a_stopped_memcached_fails_only_its_share_of_sessions() {
     let a = Memcached::start();
     let mut b = Memcached::start();
-    let store = builder(&[&a, &b]).build().unwrap();
+    let servers = format!("{},{}", a.addr(), b.addr()).parse().unwrap();
+    let store = sessionkit_memcached::MemcachedStore::builder(servers)
+        .connect_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let app = App::serve(SessionLayer::new(store.clone())).await;
     let http = client();
 

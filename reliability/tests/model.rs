@@ -44,8 +44,6 @@
 //!   retired, or that expired, never loads again: not in a request that
 //!   started after that acknowledgement, and not at the end.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -676,7 +674,7 @@ fn file_store_matches_the_model_under_random_interleavings() {
 
 #[test]
 fn redis_store_matches_the_model_under_random_interleavings() {
-    let server = support::redis::RedisServer::start();
+    let server = sessionkit_test_servers::redis::RedisServer::start();
     run(Backend {
         redis_url: Some(server.url()),
         ..backend(Kind::Redis)
@@ -685,8 +683,8 @@ fn redis_store_matches_the_model_under_random_interleavings() {
 
 #[test]
 fn memcached_store_matches_the_model_under_random_interleavings() {
-    let a = support::memcached::Memcached::start();
-    let b = support::memcached::Memcached::start();
+    let a = sessionkit_test_servers::memcached::Memcached::start();
+    let b = sessionkit_test_servers::memcached::Memcached::start();
     run(Backend {
         memcached: Some(vec![a.addr(), b.addr()]),
         ..backend(Kind::Memcached)

@@ -1,7 +1,5 @@
 //! Redis faults under the shop: killed under load with AOF, paused past the lock TTL, slowed down by a latency proxy.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use sessionkit::{CookieConfig, ErrorKind, LockConfig, SessionConfig, SessionLaye
 use sessionkit_core::SessionFactory;
 use sessionkit_core::store::SessionStore;
 use sessionkit_redis::RedisStore;
-use support::redis::RedisServer;
+use sessionkit_test_servers::redis::RedisServer;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);

@@ -206,15 +206,15 @@
 //!
 //! To count round trips in other crates' tests (through HTTP, say), wrap the
 //! store in [`CountingStore`](https://docs.rs/sessionkit-core/latest/sessionkit_core/testkit/struct.CountingStore.html) (one
-//! store call is one round trip, except a load whose touch is due), or, to have the server itself count, include this
-//! crate's test harness, which needs nothing but `std`, `redis-server` and
-//! `redis-cli`:
+//! store call is one round trip, except a load whose touch is due), or, to have the server itself count, use the
+//! workspace's test harness (the unpublished `sessionkit-test-servers`
+//! crate, a dev-dependency that needs nothing but `std`, `redis-server` and
+//! `redis-cli`):
 //!
 //! ```text
-//! #[path = "../../sessionkit-redis/tests/support/mod.rs"]
-//! mod redis_support;
+//! use sessionkit_test_servers::redis::RedisServer;
 //!
-//! let server = redis_support::RedisServer::start();   // free port, killed on drop
+//! let server = RedisServer::start();                   // free port, stopped on drop
 //! let monitor = server.monitor();
 //! let mark = monitor.mark();
 //! /* … requests … */

@@ -1,7 +1,7 @@
 //! `RedisStore` on a real three-master Redis Cluster: the conformance suite, slots, round trips, and `change_id` within one slot, also while other nodes refuse writes.
 #![cfg(feature = "cluster")]
 
-mod support;
+use sessionkit_test_servers::redis as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -12,7 +12,7 @@
 //! that a read without a due touch makes Redis run nothing but one
 //! `HGETALL` (`INFO commandstats` counts the commands inside scripts too).
 
-mod support;
+use sessionkit_test_servers::redis as support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

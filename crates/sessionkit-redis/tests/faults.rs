@@ -1,6 +1,6 @@
 //! Faults: Redis stopped, hung and restarted under a live store; lock holders that vanish; fenced writes after a lock was lost.
 
-mod support;
+use sessionkit_test_servers::redis as support;
 
 use std::error::Error as _;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! `RedisStore` on one `redis-server`: the conformance suite, round trips counted by the server, the data layout, ids at rest, prefixes and corrupt data.
 
-mod support;
+use sessionkit_test_servers::redis as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -4,16 +4,14 @@
 #![cfg(feature = "redis")]
 
 mod common;
-#[path = "../../sessionkit-redis/tests/support/mod.rs"]
-mod redis_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{cookie_id, raw, routes};
-use redis_support::RedisServer;
 use sessionkit::redis::RedisStore;
 use sessionkit::{CookieConfig, SessionConfig, SessionLayer};
+use sessionkit_test_servers::redis::RedisServer;
 
 struct App {
     addr: SocketAddr,

@@ -1,34 +1,20 @@
-//! Test harness: `redis-server` processes (single and a 3-master cluster) on free loopback ports, and client commands counted with `MONITOR`.
+//! `redis-server` processes (single and a 3-master cluster) on free
+//! loopback ports, and client commands counted with `MONITOR`.
 //!
-//! Uses only `std` and the `redis-server` / `redis-cli` binaries (see
-//! `scripts/lib/install.sh`), so other crates' tests can include it as is:
-//!
-//! ```text
-//! #[path = "../../sessionkit-redis/tests/support/mod.rs"]
-//! mod redis_support;
-//! ```
-//!
-//! Each server runs under a small `sh` watchdog whose stdin is a pipe from
-//! the test process. Dropping a [`RedisServer`] closes the pipe; so does the
-//! test process ending in any way (a panic, `exit`, even `SIGKILL`), because
-//! the kernel closes its file descriptors. On end of input the watchdog kills
-//! the server by its PID and removes its temporary directory. That is what
-//! makes a server shared through a `static` (never dropped) safe: it goes
-//! away with the test binary.
-
-// Each test binary uses a different part of the harness.
-#![allow(dead_code)]
+//! Each server runs under a [`Supervised`] watchdog, so a server shared
+//! through [`shared`] goes away with the test binary.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::{Supervised, free_port, fresh_dir};
 
 /// How long a server may take to answer `PING` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,35 +35,26 @@ rm -rf "$dir"
 
 /// A `redis-server` on a free loopback port, killed when dropped.
 #[derive(Debug)]
-pub(crate) struct RedisServer {
+pub struct RedisServer {
     port: u16,
     extra: Vec<String>,
-    process: Option<Process>,
-}
-
-#[derive(Debug)]
-struct Process {
-    watchdog: Child,
-    /// Closing this ends the watchdog, which kills the server.
-    stdin: Option<ChildStdin>,
-    pid: u32,
-    dir: PathBuf,
+    process: Option<Supervised>,
 }
 
 impl RedisServer {
     /// Starts a standalone server, without persistence.
-    pub(crate) fn start() -> RedisServer {
+    pub fn start() -> RedisServer {
         RedisServer::start_with(&[])
     }
 
     /// Starts a server with extra `redis-server` arguments. Retries on
     /// another port if the chosen one was taken meanwhile.
-    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port(false);
-            match Process::spawn(port, &extra) {
+            let port = free_port();
+            match spawn(port, &extra) {
                 Ok(process) => {
                     return RedisServer {
                         port,
@@ -96,14 +73,14 @@ impl RedisServer {
     fn start_cluster_node() -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port(true);
+            let port = free_port_with_bus();
             let extra = vec![
                 "--cluster-enabled".to_owned(),
                 "yes".to_owned(),
                 "--cluster-node-timeout".to_owned(),
                 "5000".to_owned(),
             ];
-            match Process::spawn(port, &extra) {
+            match spawn(port, &extra) {
                 Ok(process) => {
                     return RedisServer {
                         port,
@@ -118,33 +95,33 @@ impl RedisServer {
     }
 
     /// The loopback port.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `redis://127.0.0.1:PORT`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// The PID of the running `redis-server`.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(|p| p.pid)
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
     }
 
     /// Kills the server (`SIGKILL`, like a crash) and waits until it is gone.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(process) = self.process.take() {
             process.stop();
         }
     }
 
     /// Starts the server again on the same port (with an empty dataset).
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match Process::spawn(self.port, &self.extra) {
+            match spawn(self.port, &self.extra) {
                 Ok(process) => {
                     self.process = Some(process);
                     return;
@@ -161,32 +138,29 @@ impl RedisServer {
 
     /// Pauses the server (`SIGSTOP`): it keeps its connections but answers
     /// nothing, like a hung host. [`RedisServer::resume`] undoes it.
-    pub(crate) fn pause(&self) {
+    pub fn pause(&self) {
         self.signal("-STOP");
     }
 
     /// Resumes a paused server (`SIGCONT`).
-    pub(crate) fn resume(&self) {
+    pub fn resume(&self) {
         self.signal("-CONT");
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("the server is not running");
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("could not run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
+        self.process
+            .as_ref()
+            .expect("the server is not running")
+            .signal(signal);
     }
 
     /// Runs `redis-cli -p PORT ARGS...` and returns its output.
-    pub(crate) fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, args)
     }
 
     /// Starts watching the commands clients send (see [`Monitor`]).
-    pub(crate) fn monitor(&self) -> Monitor {
+    pub fn monitor(&self) -> Monitor {
         Monitor::start(self.port)
     }
 }
@@ -197,85 +171,49 @@ impl Drop for RedisServer {
     }
 }
 
-impl Process {
-    fn spawn(port: u16, extra: &[String]) -> Result<Process, String> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sessionkit-redis-{}-{}-{port}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir {dir:?}: {e}"))?;
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("sessionkit-redis-watchdog")
-            .arg(&dir)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--dir".as_ref(), dir.as_os_str()])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("could not run sh: {e}"))?;
-        let mut line = String::new();
-        BufReader::new(watchdog.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .map_err(|e| format!("reading the server's pid: {e}"))?;
-        let pid: u32 = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("the watchdog printed {line:?} instead of a pid"))?;
-        let process = Process {
-            stdin: watchdog.stdin.take(),
-            watchdog,
-            pid,
-            dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if ping(port) {
-                return Ok(process);
-            }
-            if !process.alive() {
-                let log = process.log();
-                process.stop();
-                return Err(format!("redis-server on port {port} exited:\n{log}"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+/// Starts `redis-server` on `port` under a watchdog, and waits until it
+/// answers `PING`.
+fn spawn(port: u16, extra: &[String]) -> Result<Supervised, String> {
+    let dir = fresh_dir("redis");
+    let port_arg = port.to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--port".as_ref(),
+        port_arg.as_ref(),
+        "--bind".as_ref(),
+        "127.0.0.1".as_ref(),
+        "--save".as_ref(),
+        "".as_ref(),
+        "--appendonly".as_ref(),
+        "no".as_ref(),
+        "--daemonize".as_ref(),
+        "no".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let process = Supervised::spawn("sessionkit-redis-watchdog", WATCHDOG, &dir, args)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if ping(port) {
+            return Ok(process);
         }
-        let log = process.log();
-        process.stop();
-        Err(format!(
-            "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}:\n{log}"
-        ))
+        if !process.alive() {
+            let log = process.read("redis.log");
+            process.stop();
+            return Err(format!("redis-server on port {port} exited:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-
-    fn alive(&self) -> bool {
-        std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        // End of input: the watchdog kills the server, waits for it and
-        // removes the directory; waiting for the watchdog waits for all that.
-        drop(self.stdin.take());
-        let _ = self.watchdog.wait();
-    }
+    let log = process.read("redis.log");
+    process.stop();
+    Err(format!(
+        "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}:\n{log}"
+    ))
 }
 
 /// A Redis Cluster of three masters (no replicas) on loopback.
 #[derive(Debug)]
-pub(crate) struct RedisCluster {
+pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
 
@@ -283,7 +221,7 @@ impl RedisCluster {
     /// Starts three cluster-mode servers, joins them with `redis-cli
     /// --cluster create`, and waits until every node reports
     /// `cluster_state:ok`.
-    pub(crate) fn start() -> RedisCluster {
+    pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -320,17 +258,17 @@ impl RedisCluster {
     }
 
     /// `redis://127.0.0.1:PORT` of every node.
-    pub(crate) fn urls(&self) -> Vec<String> {
+    pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
     /// The nodes.
-    pub(crate) fn nodes(&self) -> &[RedisServer] {
+    pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
 
     /// Starts watching the commands clients send to every node.
-    pub(crate) fn monitor(&self) -> ClusterMonitor {
+    pub fn monitor(&self) -> ClusterMonitor {
         ClusterMonitor(self.nodes.iter().map(RedisServer::monitor).collect())
     }
 }
@@ -338,26 +276,22 @@ impl RedisCluster {
 /// One server shared by every test of a test binary. Tests share the
 /// process, never a connection: each `#[tokio::test]` has its own runtime,
 /// and a connection belongs to the runtime that opened it.
-pub(crate) fn shared() -> &'static RedisServer {
+pub fn shared() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(RedisServer::start)
 }
 
 /// One cluster shared by every test of a test binary.
-pub(crate) fn shared_cluster() -> &'static RedisCluster {
+pub fn shared_cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(RedisCluster::start)
 }
 
-/// A port that was free a moment ago (bound to port 0, then released). For
-/// a cluster node, its bus port (`port + 10000`) is free too.
-fn free_port(with_bus: bool) -> u16 {
+/// A port that was free a moment ago whose cluster bus port
+/// (`port + 10000`) is free too.
+fn free_port_with_bus() -> u16 {
     for _ in 0..100 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        if !with_bus {
-            return port;
-        }
+        let port = free_port();
         let Some(bus) = port.checked_add(10000) else {
             continue;
         };
@@ -406,7 +340,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 /// count covers every client of the server, so measure on a server that
 /// nothing else uses meanwhile.
 #[derive(Debug)]
-pub(crate) struct Monitor {
+pub struct Monitor {
     port: u16,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -414,7 +348,7 @@ pub(crate) struct Monitor {
 
 /// A position in a [`Monitor`]'s log.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Mark(usize);
+pub struct Mark(usize);
 
 impl Monitor {
     fn start(port: u16) -> Monitor {
@@ -445,7 +379,7 @@ impl Monitor {
     /// Re-sends (with a new tag) when the monitor does not show it soon:
     /// right after `redis-cli MONITOR` starts, its `MONITOR` may not have
     /// reached the server yet.
-    pub(crate) fn mark(&self) -> Mark {
+    pub fn mark(&self) -> Mark {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -482,7 +416,7 @@ impl Monitor {
 
     /// The commands clients sent since `start` (not those run by scripts,
     /// not the marks), lowercase, in order.
-    pub(crate) fn since(&self, start: Mark) -> Vec<String> {
+    pub fn since(&self, start: Mark) -> Vec<String> {
         let end = self.mark();
         let lines = self.lines.lock().unwrap();
         lines[start.0 + 1..end.0]
@@ -516,17 +450,17 @@ fn client_command(line: &str) -> Option<String> {
 
 /// [`Monitor`]s of every node of a cluster.
 #[derive(Debug)]
-pub(crate) struct ClusterMonitor(Vec<Monitor>);
+pub struct ClusterMonitor(Vec<Monitor>);
 
 impl ClusterMonitor {
     /// Marks every node.
-    pub(crate) fn mark(&self) -> Vec<Mark> {
+    pub fn mark(&self) -> Vec<Mark> {
         self.0.iter().map(Monitor::mark).collect()
     }
 
     /// The commands clients sent to any node since `start`, with the index
     /// of the node.
-    pub(crate) fn since(&self, start: &[Mark]) -> Vec<(usize, String)> {
+    pub fn since(&self, start: &[Mark]) -> Vec<(usize, String)> {
         self.0
             .iter()
             .zip(start)
@@ -537,7 +471,7 @@ impl ClusterMonitor {
 }
 
 /// Counts per command name.
-pub(crate) fn tally<'a>(commands: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u64> {
+pub fn tally<'a>(commands: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for c in commands {
         *out.entry(c.to_owned()).or_default() += 1;
