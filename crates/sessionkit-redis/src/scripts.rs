@@ -289,6 +289,15 @@ end
     };
 }
 
+/// What every script on a live session starts with: the clock (`now`),
+/// its metadata (`meta`) and refreshing its expiry (`expire_at`, `ttl_ms`,
+/// `refreshed`, `field`).
+macro_rules! lua_live {
+    () => {
+        concat!(lua_now!(), lua_meta!(), lua_expire_at!(), lua_refresh!())
+    };
+}
+
 /// `touch` (the second round trip of a load, only when a touch is due):
 /// KEYS data; ARGV touch permille.
 ///
@@ -296,11 +305,8 @@ end
 /// metadata field as it is now (`touched`: the expiry moved).
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
+        lua_live!(),
         lua_absent!(),
-        lua_expire_at!(),
-        lua_refresh!(),
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d, v = meta(KEYS[1], now)
@@ -376,11 +382,8 @@ return 'created'
 /// `{applied, meta, HGETALL}` after `read`.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
+        lua_live!(),
         lua_absent!(),
-        lua_expire_at!(),
-        lua_refresh!(),
         lua_hset!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)
@@ -421,10 +424,7 @@ return { 'applied', f }
 /// Reply: `{absent}`, `{id_taken}`, `{lock_lost}`, or `{changed, meta}`.
 pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
-        lua_expire_at!(),
-        lua_refresh!(),
+        lua_live!(),
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d, v = meta(KEYS[1], now)
@@ -455,11 +455,8 @@ return { 'changed', refresh(KEYS[3], now, c, e, l, d) or v }
 /// Reply: `{absent|foreign}`, `{held}`, or `{acquired, HGETALL}`.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
+        lua_live!(),
         lua_absent!(),
-        lua_expire_at!(),
-        lua_refresh!(),
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)
@@ -476,10 +473,7 @@ return { 'acquired', redis.call('HGETALL', KEYS[1]) }
 /// session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        lua_now!(),
-        lua_meta!(),
-        lua_expire_at!(),
-        lua_refresh!(),
+        lua_live!(),
         lua_refresh_meta!(),
         r"
 local live, c, e, l, d = meta(KEYS[1], now)

@@ -6,19 +6,12 @@ use sessionkit_test_servers::redis as support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
+use sessionkit_core::record::{Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
+use sessionkit_core::testkit::fixtures::{self, set};
 use sessionkit_core::{LockToken, SessionId};
 use sessionkit_redis::RedisStore;
-
-/// As in `standalone.rs`: Redis expires to the millisecond.
-fn timing() -> SuiteConfig {
-    SuiteConfig::default()
-        .with_short_lifetime(Duration::from_millis(1000))
-        .with_short_lock_ttl(Duration::from_millis(250))
-        .with_slack(Duration::from_millis(300))
-}
 
 async fn store() -> RedisStore {
     RedisStore::builder()
@@ -27,21 +20,17 @@ async fn store() -> RedisStore {
         .expect("connect to the shared cluster")
 }
 
+/// A session of one entry, `k = v`, with a minute's idle lifetime.
 fn record() -> Record {
-    Record {
-        entries: [("k", b"v".to_vec())].into_iter().collect(),
-        meta: Meta::new(now_ms(), Duration::from_secs(60), None),
-    }
-}
-
-fn set(key: &str, value: &[u8]) -> Delta {
-    let mut delta = Delta::default();
-    delta.set(key, value.to_vec());
-    delta
+    fixtures::record(Duration::from_secs(60), fixtures::entries(&[("k", b"v")]))
 }
 
 // The whole contract on the cluster, one test per line of the output.
-sessionkit_core::conformance_tests!(conformance, store().await, config = timing());
+sessionkit_core::conformance_tests!(
+    conformance,
+    store().await,
+    config = SuiteConfig::millisecond_clock()
+);
 
 /// A session's data and lock keys share one slot (the hash tag), and
 /// sessions spread over every node.

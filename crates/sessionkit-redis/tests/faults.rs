@@ -5,8 +5,9 @@ use sessionkit_test_servers::redis as support;
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
-use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
+use sessionkit_core::record::{Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
+use sessionkit_core::testkit::fixtures::{self, set};
 use sessionkit_core::{Error, ErrorKind, SessionId};
 use sessionkit_redis::RedisStore;
 
@@ -30,17 +31,9 @@ async fn store_on(server: &RedisServer) -> RedisStore {
         .expect("connect")
 }
 
+/// A session of one entry, `k = v`, with a minute's idle lifetime.
 fn record() -> Record {
-    Record {
-        entries: [("k", b"v".to_vec())].into_iter().collect(),
-        meta: Meta::new(now_ms(), Duration::from_secs(60), None),
-    }
-}
-
-fn set(key: &str, value: &[u8]) -> Delta {
-    let mut delta = Delta::default();
-    delta.set(key, value.to_vec());
-    delta
+    fixtures::record(Duration::from_secs(60), fixtures::entries(&[("k", b"v")]))
 }
 
 /// Checks that an operation failed as a store failure naming the store and

@@ -13,23 +13,12 @@ use sessionkit_core::store::{
     Applied, AppliedAndRead, Created, Fence, IdChanged, Locked, SessionStore,
 };
 use sessionkit_core::testkit::SuiteConfig;
+use sessionkit_core::testkit::fixtures::{self, set};
 use sessionkit_core::{LockToken, SessionId};
 use sessionkit_redis::RedisStore;
 use sessionkit_redis::redis::{self, aio::MultiplexedConnection};
 
 use support::RedisServer;
-
-/// Redis expires keys to the millisecond and the scripts read its clock, so
-/// the expiry tests can wait less than the memcached-safe defaults (slack
-/// 1.1 s). The short lifetime stays long enough that the presence checks
-/// (at 30 % of it, before the 50 % touch threshold) keep 200 ms of headroom
-/// on a busy two-core machine.
-fn timing() -> SuiteConfig {
-    SuiteConfig::default()
-        .with_short_lifetime(Duration::from_millis(1000))
-        .with_short_lock_ttl(Duration::from_millis(250))
-        .with_slack(Duration::from_millis(300))
-}
 
 /// A store on the server shared by this test binary.
 async fn store() -> RedisStore {
@@ -61,20 +50,15 @@ fn unique_prefix(name: &str) -> String {
 }
 
 fn record(pairs: &[(&str, &[u8])], lifetime: Duration) -> Record {
-    Record {
-        entries: pairs.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
-        meta: Meta::new(now_ms(), lifetime, None),
-    }
-}
-
-fn set(key: &str, value: &[u8]) -> Delta {
-    let mut delta = Delta::default();
-    delta.set(key, value.to_vec());
-    delta
+    fixtures::record(lifetime, fixtures::entries(pairs))
 }
 
 // The whole contract, one test per line of the output.
-sessionkit_core::conformance_tests!(conformance, store().await, config = timing());
+sessionkit_core::conformance_tests!(
+    conformance,
+    store().await,
+    config = SuiteConfig::millisecond_clock()
+);
 
 /// Runs one store operation and returns its result with the commands that
 /// clients sent the server meanwhile (see `support::Monitor`).

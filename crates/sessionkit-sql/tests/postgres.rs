@@ -13,15 +13,6 @@ use sessionkit_core::{ErrorKind, SessionId};
 use sessionkit_sql::PgStore;
 use sessionkit_sql::sqlx;
 
-/// The database clock is read to the millisecond, so the expiry tests can
-/// wait less than the memcached-safe defaults, as for Redis.
-fn timing() -> SuiteConfig {
-    SuiteConfig::default()
-        .with_short_lifetime(Duration::from_millis(1000))
-        .with_short_lock_ttl(Duration::from_millis(250))
-        .with_slack(Duration::from_millis(300))
-}
-
 /// A migrated store on the server shared by this test binary.
 async fn store() -> PgStore {
     let store = PgStore::builder()
@@ -32,7 +23,11 @@ async fn store() -> PgStore {
     store
 }
 
-sessionkit_core::conformance_tests!(conformance, store().await, config = timing());
+sessionkit_core::conformance_tests!(
+    conformance,
+    store().await,
+    config = SuiteConfig::millisecond_clock()
+);
 
 /// A migrated store on a table of its own, so a test can look at just its
 /// rows and statements.

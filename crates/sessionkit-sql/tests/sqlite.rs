@@ -11,14 +11,6 @@ use sessionkit_core::{ErrorKind, SessionId};
 use sessionkit_sql::SqliteStore;
 use sessionkit_sql::sqlx;
 
-/// The store reads the machine's clock to the millisecond.
-fn timing() -> SuiteConfig {
-    SuiteConfig::default()
-        .with_short_lifetime(Duration::from_millis(1000))
-        .with_short_lock_ttl(Duration::from_millis(250))
-        .with_slack(Duration::from_millis(300))
-}
-
 /// One database file in a temporary directory, shared by the tests of this
 /// binary (removed when the binary ends: the directory is kept in a static
 /// and cleaned by the OS's temp cleaner otherwise, so it is small).
@@ -42,7 +34,11 @@ async fn store() -> SqliteStore {
     store
 }
 
-sessionkit_core::conformance_tests!(conformance, store().await, config = timing());
+sessionkit_core::conformance_tests!(
+    conformance,
+    store().await,
+    config = SuiteConfig::millisecond_clock()
+);
 
 /// A store on an in-memory database of its own (one connection).
 async fn memory_store() -> SqliteStore {
@@ -54,7 +50,11 @@ async fn memory_store() -> SqliteStore {
     store
 }
 
-sessionkit_core::conformance_tests!(in_memory, memory_store().await, config = timing());
+sessionkit_core::conformance_tests!(
+    in_memory,
+    memory_store().await,
+    config = SuiteConfig::millisecond_clock()
+);
 
 /// A migrated store on a file of its own.
 async fn store_in(dir: &tempfile::TempDir, table: &str) -> SqliteStore {

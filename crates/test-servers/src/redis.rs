@@ -47,39 +47,25 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
-    /// Starts a server with extra `redis-server` arguments. Retries on
-    /// another port if the chosen one was taken meanwhile.
+    /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            match spawn(port, &extra) {
-                Ok(process) => {
-                    return RedisServer {
-                        port,
-                        extra,
-                        process: Some(process),
-                    };
-                }
-                Err(err) => last_error = err,
-            }
-        }
-        panic!("could not start redis-server: {last_error}");
+        RedisServer::start_on(free_port, extra)
     }
 
     /// A cluster node: cluster mode on, its config file in its own temp dir.
     /// The bus port (`port + 10000`) is free too.
     fn start_cluster_node() -> RedisServer {
+        let cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+        RedisServer::start_on(free_port_with_bus, &cluster)
+    }
+
+    /// Starts a server on a port from `port`, with `extra` arguments;
+    /// retries on another port if the chosen one was taken meanwhile.
+    fn start_on(port: fn() -> u16, extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port_with_bus();
-            let extra = vec![
-                "--cluster-enabled".to_owned(),
-                "yes".to_owned(),
-                "--cluster-node-timeout".to_owned(),
-                "5000".to_owned(),
-            ];
+            let port = port();
             match spawn(port, &extra) {
                 Ok(process) => {
                     return RedisServer {
@@ -91,7 +77,7 @@ impl RedisServer {
                 Err(err) => last_error = err,
             }
         }
-        panic!("could not start a redis cluster node: {last_error}");
+        panic!("could not start redis-server {extra:?}: {last_error}");
     }
 
     /// The loopback port.

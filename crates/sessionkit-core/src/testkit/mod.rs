@@ -139,6 +139,7 @@ mod change_id;
 mod counting;
 mod deltas;
 mod expiry;
+pub mod fixtures;
 mod guarded;
 mod locks;
 mod records;
@@ -265,6 +266,25 @@ impl Default for SuiteConfig {
 }
 
 impl SuiteConfig {
+    /// The timings for a store that expires to the millisecond by one clock
+    /// (Redis's, the database's): a short lifetime of 1 s, a short lock TTL
+    /// of 250 ms and a slack of 300 ms, so the expiry tests wait far less
+    /// than the defaults, which leave room for memcached's whole seconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionkit_core::testkit::SuiteConfig;
+    ///
+    /// let config = SuiteConfig::millisecond_clock();
+    /// assert_eq!(config.slack, Duration::from_millis(300));
+    /// ```
+    pub fn millisecond_clock() -> Self {
+        SuiteConfig::default()
+            .with_short_lifetime(Duration::from_millis(1000))
+            .with_short_lock_ttl(Duration::from_millis(250))
+            .with_slack(Duration::from_millis(300))
+    }
+
     /// Sets [`SuiteConfig::short_lifetime`].
     pub fn with_short_lifetime(mut self, lifetime: Duration) -> Self {
         self.short_lifetime = lifetime;

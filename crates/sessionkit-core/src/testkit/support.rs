@@ -1,6 +1,7 @@
 //! Helpers shared by the conformance tests: store calls that unwrap with a
 //! clear message, record builders, task joining and timing.
 
+pub(crate) use super::fixtures::{entries, record, set};
 use std::any::Any;
 use std::error::Error as _;
 use std::time::Duration;
@@ -57,22 +58,9 @@ pub(crate) fn decode<T: DeserializeOwned>(entries: &Entries, key: &str) -> T {
     decode_value(bytes).unwrap_or_else(|e| panic!("entry `{key}` does not decode: {e}"))
 }
 
-/// Entries from `(key, value)` pairs.
-pub(crate) fn entries(pairs: &[(&str, &[u8])]) -> Entries {
-    pairs.iter().map(|(k, v)| (*k, v.to_vec())).collect()
-}
-
 /// The keys of `entries`, for messages.
 pub(crate) fn keys(entries: &Entries) -> Vec<&str> {
     entries.keys().collect()
-}
-
-/// A record created now with idle lifetime `lifetime`.
-pub(crate) fn record(lifetime: Duration, entries: Entries) -> Record {
-    Record {
-        entries,
-        meta: Meta::new(now_ms(), lifetime, None),
-    }
 }
 
 /// A record created (and last refreshed) `ago` in the past, so that any
@@ -82,13 +70,6 @@ pub(crate) fn aged_record(lifetime: Duration, ago: Duration, entries: Entries) -
         entries,
         meta: Meta::new(now_ms().saturating_sub(ms(ago)), lifetime, None),
     }
-}
-
-/// A delta that sets one key.
-pub(crate) fn set(key: &str, value: &[u8]) -> Delta {
-    let mut delta = Delta::default();
-    delta.set(key, value.to_vec());
-    delta
 }
 
 /// A fence for `token`.
