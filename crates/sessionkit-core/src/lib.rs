@@ -22,6 +22,8 @@
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+mod actix;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod codec;
@@ -38,6 +40,8 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+#[cfg(feature = "actix")]
+pub use actix::into_actix_response;
 pub use config::{
     LockConfig, LockPolicy, Outcome, ReleasePolicy, SessionConfig, SessionConfigBuilder,
     WritePolicy,
