@@ -109,6 +109,35 @@ pub fn max_sessions(
     }
 }
 
+/// The address from `SHOP_ADDR` (default `127.0.0.1:3000`), or why not.
+pub fn addr_from_env() -> std::result::Result<std::net::SocketAddr, String> {
+    std::env::var("SHOP_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:3000".into())
+        .parse()
+        .map_err(|e| format!("SHOP_ADDR: expected host:port, {e}"))
+}
+
+/// The session stack from the `SESSION_*` variables (see the sessionkit
+/// `config` module); with none set, sessions live in memory, bounded by
+/// `SHOP_MAX_SESSIONS` ([`max_sessions`]). What both binaries, `shop` and
+/// `shop-actix`, start with.
+pub async fn layer_from_env() -> std::result::Result<SessionLayer, Box<dyn std::error::Error>> {
+    let config = sessionkit::Config::from_env()?;
+    let bound = std::env::var("SHOP_MAX_SESSIONS").ok();
+    Ok(match max_sessions(&config.driver, bound.as_deref())? {
+        Some(max) => {
+            let store = sessionkit::store::MemoryStore::builder()
+                .max_sessions(max)
+                .build();
+            SessionLayer::builder(store)
+                .config(config.session.clone())
+                .cookie(config.cookie.clone())
+                .build()?
+        }
+        None => config.into_layer().await?,
+    })
+}
+
 /// The shop's routes behind `layer`, on axum.
 pub fn app(layer: SessionLayer) -> Router {
     let mut router = Router::new()
