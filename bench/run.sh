@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the load benchmark of sessionkit against bare axum and tower-sessions
-# and prints one table (see BENCHMARKS.md). Builds in release mode, installs
+# (and, on actix-web, against bare actix-web and actix-session) and prints
+# one table (see BENCHMARKS.md). Builds in release mode, installs
 # redis-server/memcached when missing, starts its own on free loopback ports,
 # starts one server per variant and scenario, and stops everything it
 # started by PID. Sends traffic to 127.0.0.1 only.

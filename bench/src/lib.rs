@@ -1,4 +1,5 @@
-//! Load benchmark of sessionkit against bare axum and tower-sessions.
+//! Load benchmark of sessionkit against bare axum and tower-sessions, and of
+//! its actix-web middleware against bare actix-web and actix-session.
 //!
 //! The crate builds three binaries, driven by `bench/run.sh`:
 //!
@@ -15,7 +16,7 @@
 //! |---|---|
 //! | `GET /read` | read the integer `n` (0 if absent) |
 //! | `POST /incr` | buffered read-modify-write of `n` |
-//! | `POST /incr-locked` | locked read-modify-write of `n` (tower-sessions has no lock: plain `/incr`) |
+//! | `POST /incr-locked` | locked read-modify-write of `n` (tower-sessions and actix-session have no lock: plain `/incr`) |
 //! | `GET /plain` | the session is not touched |
 //!
 //! This crate is not published and no library crate depends on it.

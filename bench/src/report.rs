@@ -30,6 +30,11 @@ const VARIANTS: &[&str] = &[
     "tower-sessions-redis",
     "sessionkit-file",
     "sessionkit-memcached",
+    "bare-actix",
+    "sessionkit-actix-memory",
+    "sessionkit-actix-redis",
+    "actix-session-redis",
+    "actix-session-cookie",
 ];
 
 /// Parses a results file: one JSON [`Outcome`] per line.
@@ -145,13 +150,31 @@ impl<'a> Results<'a> {
     }
 }
 
-/// The tower-sessions variant on the same store as `variant`, if any.
+/// The peer variant on the same framework and store as `variant`, if any:
+/// tower-sessions for sessionkit on axum, actix-session for sessionkit on
+/// actix-web.
 fn peer(variant: &str) -> Option<&'static str> {
     match variant {
         "sessionkit-memory" => Some("tower-sessions-memory"),
         "sessionkit-redis" => Some("tower-sessions-redis"),
+        "sessionkit-actix-redis" => Some("actix-session-redis"),
         _ => None,
     }
+}
+
+/// The ceiling of `variant`'s framework: bare actix-web for the actix-web
+/// variants, bare axum for the others.
+fn bare_of(variant: &str) -> &'static str {
+    if variant.contains("actix") {
+        "bare-actix"
+    } else {
+        "bare"
+    }
+}
+
+/// Whether `variant` has no lock (its `/incr-locked` is its `/incr`).
+fn lockless(variant: &str) -> bool {
+    variant.starts_with("tower-sessions") || variant.starts_with("actix-session")
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -209,7 +232,7 @@ pub fn render(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | variant | req/s | × bare | × bare-cookie | × tower-sessions | p50 ms | p99 ms | max ms | errors | lost updates | server CPU µs/req | load generator CPU µs/req | peak RSS MiB | other load (cores) |"
+        "| scenario | variant | req/s | × bare | × bare-cookie | × peer | p50 ms | p99 ms | max ms | errors | lost updates | server CPU µs/req | load generator CPU µs/req | peak RSS MiB | other load (cores) |"
     );
     let _ = writeln!(
         out,
@@ -220,10 +243,10 @@ pub fn render(outcomes: &[Outcome]) -> String {
             let Some(o) = r.get(variant, scenario) else {
                 continue;
             };
-            let vs_bare = ratio(Some(o.rps), r.rps("bare", scenario));
+            let vs_bare = ratio(Some(o.rps), r.rps(bare_of(variant), scenario));
             let vs_wire = ratio(Some(o.rps), r.rps("bare-cookie", scenario));
-            // tower-sessions has no lock: its lossy /incr is the reference
-            // for the locked increment.
+            // tower-sessions and actix-session have no lock: their lossy
+            // /incr is the reference for the locked increment.
             let peer_scenario = if *scenario == "c-locked" {
                 "c-incr"
             } else {
@@ -235,7 +258,7 @@ pub fn render(outcomes: &[Outcome]) -> String {
             );
             let lost = lost_text(o);
             let mut name = variant.to_owned();
-            if *scenario == "c-locked" && variant.starts_with("tower-sessions") {
+            if *scenario == "c-locked" && lockless(variant) {
                 name.push_str(" (no lock: /incr)");
             }
             let _ = writeln!(
@@ -420,6 +443,42 @@ fn targets(r: &Results<'_>) -> String {
             );
         }
     }
+    // Issue 16: sessionkit on actix-web against bare actix-web and
+    // actix-session.
+    let ska = "sessionkit-actix-memory";
+    for (s, min) in [("a", 0.92), ("d", 0.97)] {
+        let v = ratio(r.rps(ska, s), r.rps("bare-actix", s));
+        line(
+            &format!("{ska} ({s}) ≥ {min} × bare-actix"),
+            v,
+            opt(v, 2),
+            &|x| x >= min,
+        );
+    }
+    for (s, min) in [("a", 1.2), ("b", 1.0)] {
+        let v = ratio(
+            r.rps("sessionkit-actix-redis", s),
+            r.rps("actix-session-redis", s),
+        );
+        line(
+            &format!("sessionkit-actix-redis ({s}) ≥ {min} × actix-session-redis"),
+            v,
+            opt(v, 2),
+            &|x| x >= min,
+        );
+    }
+    for v in ["sessionkit-actix-memory", "sessionkit-actix-redis"] {
+        let Some(o) = r.get(v, "c-locked") else {
+            continue;
+        };
+        let lost = o.lost.map(|l| l as f64);
+        line(
+            &format!("{v} (c) /incr-locked: 0 lost updates"),
+            lost,
+            lost_text(o),
+            &|x| x == 0.0,
+        );
+    }
     let e = r.get("sessionkit-memory", "e");
     let bytes = e.and_then(|o| o.idle_bytes_per_session);
     line(
@@ -513,5 +572,34 @@ mod tests {
     fn thousands_separators() {
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn actix_variants_are_compared_with_bare_actix_and_actix_session() {
+        let text = render(&[
+            o("bare", "a", 200.0),
+            o("bare-actix", "a", 100.0),
+            o("sessionkit-actix-memory", "a", 95.0),
+            o("actix-session-redis", "a", 40.0),
+            o("sessionkit-actix-redis", "a", 60.0),
+        ]);
+        assert!(
+            text.contains("| sessionkit-actix-memory | 95 | 0.95 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionkit-actix-memory (a) ≥ 0.92 × bare-actix | 0.95 | met"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sessionkit-actix-redis (a) ≥ 1.2 × actix-session-redis | 1.50 | met"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sessionkit-actix-redis (b) ≥ 1 × actix-session-redis | — | not measured"
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,11 +1,16 @@
-//! The contenders: one axum app per variant, all serving the same routes.
+//! The contenders: one axum or actix-web app per variant, all serving the
+//! same routes.
 //!
 //! Every variant is built with the library's defaults, as an application
 //! would use it: sessionkit with `SessionLayer::new` (120-minute sliding
 //! expiry, `Secure` cookie, touch when less than 75 % of the lifetime is
 //! left), tower-sessions with `SessionManagerLayer::new` (its default
-//! browser-session expiry). The load generator sends cookies back whatever
-//! their `Secure` attribute says.
+//! browser-session expiry), sessionkit on actix-web with
+//! `SessionMiddleware::new`, actix-session with `SessionMiddleware::new`
+//! (its defaults: a browser-session cookie, a signed or private cookie with
+//! a key generated at start-up). The load generator sends cookies back
+//! whatever their `Secure` attribute says. actix-web runs its default
+//! number of workers (one per core), as axum's tokio runtime does.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +45,18 @@ pub enum Variant {
     TowerSessionsMemory,
     /// tower-sessions over `tower-sessions-redis-store` (fred).
     TowerSessionsRedis,
+    /// actix-web without a session middleware: the actix ceiling, with the
+    /// same emulated session as `Bare`.
+    BareActix,
+    /// sessionkit's actix-web middleware over its `MemoryStore`.
+    SessionkitActixMemory,
+    /// sessionkit's actix-web middleware over `sessionkit-redis`.
+    SessionkitActixRedis,
+    /// actix-session 0.11 over its `RedisSessionStore` (redis-rs).
+    ActixSessionRedis,
+    /// actix-session 0.11 over its `CookieSessionStore` (the state in the
+    /// cookie itself, encrypted: no store round trip, and no lock).
+    ActixSessionCookie,
 }
 
 /// A server process a variant needs besides itself.
@@ -65,6 +82,11 @@ impl Variant {
         Variant::TowerSessionsRedis,
         Variant::SessionkitMemcached,
         Variant::SessionkitFile,
+        Variant::BareActix,
+        Variant::SessionkitActixMemory,
+        Variant::SessionkitActixRedis,
+        Variant::ActixSessionRedis,
+        Variant::ActixSessionCookie,
     ];
 
     /// The name used on the command line and in the table.
@@ -78,6 +100,11 @@ impl Variant {
             Variant::SessionkitMemcached => "sessionkit-memcached",
             Variant::TowerSessionsMemory => "tower-sessions-memory",
             Variant::TowerSessionsRedis => "tower-sessions-redis",
+            Variant::BareActix => "bare-actix",
+            Variant::SessionkitActixMemory => "sessionkit-actix-memory",
+            Variant::SessionkitActixRedis => "sessionkit-actix-redis",
+            Variant::ActixSessionRedis => "actix-session-redis",
+            Variant::ActixSessionCookie => "actix-session-cookie",
         }
     }
 
@@ -89,7 +116,10 @@ impl Variant {
     /// The store process the variant talks to.
     pub fn backend(self) -> Backend {
         match self {
-            Variant::SessionkitRedis | Variant::TowerSessionsRedis => Backend::Redis,
+            Variant::SessionkitRedis
+            | Variant::TowerSessionsRedis
+            | Variant::SessionkitActixRedis
+            | Variant::ActixSessionRedis => Backend::Redis,
             Variant::SessionkitMemcached => Backend::Memcached,
             _ => Backend::None,
         }
@@ -104,7 +134,24 @@ impl Variant {
         )
     }
 
-    /// The app of this variant, over the stores `at` points to.
+    /// Whether the variant is actix-session (which has no lock either).
+    pub fn is_actix_session(self) -> bool {
+        matches!(
+            self,
+            Variant::ActixSessionRedis | Variant::ActixSessionCookie
+        )
+    }
+
+    /// Whether the variant runs on actix-web (else on axum).
+    pub fn is_actix(self) -> bool {
+        matches!(
+            self,
+            Variant::BareActix | Variant::SessionkitActixMemory | Variant::SessionkitActixRedis
+        ) || self.is_actix_session()
+    }
+
+    /// The axum app of this variant, over the stores `at` points to; an
+    /// error for the actix-web variants, which [`serve`] serves.
     pub async fn app(self, at: &Backends) -> Result<Router, Box<dyn std::error::Error>> {
         Ok(match self {
             Variant::Bare => bare::app(),
@@ -123,6 +170,7 @@ impl Variant {
             )),
             Variant::TowerSessionsMemory => ts::memory_app(),
             Variant::TowerSessionsRedis => ts::redis_app(&at.redis_url).await?,
+            _ => return Err(format!("{} runs on actix-web: use serve", self.name()).into()),
         })
     }
 }
@@ -145,6 +193,9 @@ pub async fn serve(
     addr: SocketAddr,
     at: &Backends,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if variant.is_actix() {
+        return on_actix::serve(variant, addr, at).await;
+    }
     let app = variant.app(at).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -278,5 +329,166 @@ mod ts {
         let n: u64 = session.get("n").await.map_err(fail)?.unwrap_or(0) + 1;
         session.insert("n", n).await.map_err(fail)?;
         Ok(n.to_string())
+    }
+}
+
+/// The actix-web variants: the same routes, the same handlers' work.
+mod on_actix {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+
+    use super::*;
+
+    /// Binds `addr`, prints `listening on http://ADDR`, serves the app that
+    /// `$factory` makes (once per worker) until killed.
+    macro_rules! run {
+        ($addr:expr, $factory:expr) => {{
+            let server = HttpServer::new($factory).bind($addr)?;
+            for addr in server.addrs() {
+                println!("listening on http://{addr}");
+            }
+            server.run().await?;
+            Ok(())
+        }};
+    }
+
+    /// The routes of every variant, with `read`, `incr` and `incr_locked`
+    /// from the variant's module.
+    macro_rules! routes {
+        ($module:ident) => {
+            |cfg: &mut web::ServiceConfig| {
+                cfg.route("/read", web::get().to($module::read))
+                    .route("/incr", web::post().to($module::incr))
+                    .route("/incr-locked", web::post().to($module::incr_locked))
+                    .route("/plain", web::get().to(plain));
+            }
+        };
+    }
+
+    pub(super) async fn serve(
+        variant: Variant,
+        addr: SocketAddr,
+        at: &Backends,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use sessionkit::actix::SessionMiddleware;
+        match variant {
+            Variant::BareActix => run!(addr, || App::new().configure(routes!(bare))),
+            Variant::SessionkitActixMemory => {
+                let sessions = SessionMiddleware::new(sessionkit::store::MemoryStore::new());
+                run!(addr, move || App::new()
+                    .wrap(sessions.clone())
+                    .configure(routes!(sk)))
+            }
+            Variant::SessionkitActixRedis => {
+                let sessions = SessionMiddleware::new(
+                    sessionkit_redis::RedisStore::connect(&at.redis_url).await?,
+                );
+                run!(addr, move || App::new()
+                    .wrap(sessions.clone())
+                    .configure(routes!(sk)))
+            }
+            Variant::ActixSessionRedis => {
+                let store = actix_session::storage::RedisSessionStore::new(at.redis_url.clone())
+                    .await
+                    .map_err(|e| format!("actix-session RedisSessionStore: {e}"))?;
+                let key = actix_web::cookie::Key::generate();
+                run!(addr, move || App::new()
+                    .wrap(actix_session::SessionMiddleware::new(
+                        store.clone(),
+                        key.clone()
+                    ))
+                    .configure(routes!(peer)))
+            }
+            Variant::ActixSessionCookie => {
+                let key = actix_web::cookie::Key::generate();
+                run!(addr, move || App::new()
+                    .wrap(actix_session::SessionMiddleware::new(
+                        actix_session::storage::CookieSessionStore::default(),
+                        key.clone()
+                    ))
+                    .configure(routes!(peer)))
+            }
+            other => Err(format!("{} runs on axum", other.name()).into()),
+        }
+    }
+
+    async fn plain() -> &'static str {
+        "ok"
+    }
+
+    mod bare {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        /// The emulated session: one counter for every client.
+        static N: AtomicU64 = AtomicU64::new(0);
+
+        pub(super) async fn read() -> String {
+            N.load(Ordering::Relaxed).to_string()
+        }
+
+        pub(super) async fn incr() -> String {
+            (N.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+        }
+
+        pub(super) async fn incr_locked() -> String {
+            incr().await
+        }
+    }
+
+    mod sk {
+        use sessionkit::Session;
+
+        type Res = Result<String, sessionkit::Error>;
+
+        pub(super) async fn read(session: Session) -> Res {
+            Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
+        }
+
+        pub(super) async fn incr(session: Session) -> Res {
+            let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+            session.insert("n", &n)?;
+            Ok(n.to_string())
+        }
+
+        pub(super) async fn incr_locked(session: Session) -> Res {
+            session.lock().await?;
+            let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+            session.insert("n", &n)?;
+            session.commit().await?;
+            Ok(n.to_string())
+        }
+    }
+
+    /// actix-session: no lock, so `/incr-locked` is its plain `/incr`.
+    mod peer {
+        use actix_session::Session;
+
+        use super::HttpResponse;
+
+        fn fail(e: impl std::fmt::Display) -> HttpResponse {
+            eprintln!("actix-session: {e}");
+            HttpResponse::InternalServerError().finish()
+        }
+
+        pub(super) async fn read(session: Session) -> HttpResponse {
+            match session.get::<u64>("n") {
+                Ok(n) => HttpResponse::Ok().body(n.unwrap_or(0).to_string()),
+                Err(e) => fail(e),
+            }
+        }
+
+        pub(super) async fn incr(session: Session) -> HttpResponse {
+            let n = match session.get::<u64>("n") {
+                Ok(n) => n.unwrap_or(0) + 1,
+                Err(e) => return fail(e),
+            };
+            match session.insert("n", n) {
+                Ok(()) => HttpResponse::Ok().body(n.to_string()),
+                Err(e) => fail(e),
+            }
+        }
+
+        pub(super) async fn incr_locked(session: Session) -> HttpResponse {
+            incr(session).await
+        }
     }
 }

@@ -17,11 +17,16 @@
 //!   third-party stores can prove they keep the contract.
 //!
 //! Applications use the `sessionkit` crate, which adds the tower layer, the
-//! axum extractor and cookie handling on top of this one; its crate docs
-//! tell a session's life through a request, step by step.
+//! actix-web middleware (its feature `actix`), the extractors and cookie
+//! handling on top of this one; its crate docs tell a session's life through
+//! a request, step by step. The features `axum` and `actix` of this crate
+//! hold only what Rust's orphan rule keeps here: `Session` as an extractor
+//! and `Error` as an error response of that framework.
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+mod actix;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod codec;
@@ -38,6 +43,8 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+#[cfg(feature = "actix")]
+pub use actix::into_actix_response;
 pub use config::{
     LockConfig, LockPolicy, Outcome, ReleasePolicy, SessionConfig, SessionConfigBuilder,
     WritePolicy,

@@ -289,7 +289,8 @@ pub(crate) struct Incoming {
 /// work per request stays bounded whatever the client sends.
 const EXAMINED: usize = 8;
 
-/// Reads the session cookie from every `Cookie` header.
+/// Reads the session cookie from every `Cookie` header (the raw values,
+/// in order: [`ResponseHeaders`] says why this takes bytes, not a map).
 ///
 /// Works on raw bytes: a header that is not UTF-8 is scanned all the same.
 /// Several cookies of the session's name (one may have been planted by a
@@ -297,8 +298,12 @@ const EXAMINED: usize = 8;
 /// ids in the order sent, without repeats, from the first [`EXAMINED`] of
 /// them, at most [`Presented::MAX_CANDIDATES`]. Nothing here panics, whatever the input,
 /// and only the several-cookies case allocates.
-pub(crate) fn read(headers: &HeaderMap, name: &str, keys: &[SigningKey]) -> Incoming {
-    let found = find_pairs(headers, name.as_bytes());
+pub(crate) fn read<'h>(
+    cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    name: &str,
+    keys: &[SigningKey],
+) -> Incoming {
+    let found = find_pairs(cookie_headers, name.as_bytes());
     let parse = |value: &[u8]| {
         // RFC 6265 §4.1.1 allows the value in double quotes.
         let value = match value {
@@ -355,7 +360,7 @@ impl<'h> Found<'h> {
     }
 }
 
-/// How many pairs of `Cookie` headers are named `name`, and the values of
+/// How many pairs of the `Cookie` headers are named `name`, and the values of
 /// the first [`EXAMINED`]: each header split at `;`, each pair trimmed of
 /// spaces and tabs and split at its first `=`.
 ///
@@ -364,13 +369,13 @@ impl<'h> Found<'h> {
 /// the name. A cookie name holds no `=` nor blanks (letters, digits, `_`
 /// and `-`: [`validate_name`]), so "the first `=` ends the name" is the same as "the name,
 /// optional spaces or tabs, then `=`".
-fn find_pairs<'h>(headers: &'h HeaderMap, name: &[u8]) -> Found<'h> {
+fn find_pairs<'h>(cookie_headers: impl IntoIterator<Item = &'h [u8]>, name: &[u8]) -> Found<'h> {
     let mut found = Found {
         count: 0,
         first: [&[]; EXAMINED],
     };
-    for header in headers.get_all(COOKIE) {
-        let mut rest = header.as_bytes();
+    for header in cookie_headers {
+        let mut rest = header;
         loop {
             let (pair, next) = match memchr::memchr(b';', rest) {
                 Some(at) => (&rest[..at], Some(&rest[at + 1..])),
@@ -456,7 +461,7 @@ impl CookieWriter {
     /// asks for it.
     pub(crate) fn set(
         &self,
-        headers: &mut HeaderMap,
+        headers: &mut impl ResponseHeaders,
         id: &SessionId,
         max_age: Duration,
         persistent: bool,
@@ -475,25 +480,64 @@ impl CookieWriter {
             let _ = write!(value, "; Max-Age={secs}");
         }
         value.push_str(&self.suffix);
-        self.append(headers, value);
+        headers.append_set_cookie(value);
+        forbid_shared_caching(headers);
     }
 
     /// Expires the cookie in the browser.
-    pub(crate) fn remove(&self, headers: &mut HeaderMap) {
+    pub(crate) fn remove(&self, headers: &mut impl ResponseHeaders) {
         let value = format!(
             "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{}",
             self.name, self.suffix
         );
-        self.append(headers, value);
+        headers.append_set_cookie(value);
+        forbid_shared_caching(headers);
     }
+}
 
-    fn append(&self, headers: &mut HeaderMap, value: String) {
-        // Every part was validated to be visible ASCII, so this cannot fail.
+/// The response headers the cookie rules write: `http`'s `HeaderMap` for
+/// the tower layer, actix-web's for its middleware (actix-web 4 has its own
+/// map, over the `http` 0.2 types). The rules are written once, over this
+/// trait, so both integrations answer byte for byte the same; the request
+/// side needs no trait, as [`read`] takes the raw `Cookie` values.
+pub(crate) trait ResponseHeaders {
+    /// Appends a `Set-Cookie` line (visible ASCII: every part was
+    /// validated when the layer was built).
+    fn append_set_cookie(&mut self, value: String);
+    /// The values of `Cache-Control`, raw.
+    fn cache_control(&self) -> impl Iterator<Item = &[u8]>;
+    /// Replaces `Cache-Control`.
+    fn set_cache_control(&mut self, value: &str);
+}
+
+impl ResponseHeaders for HeaderMap {
+    fn append_set_cookie(&mut self, value: String) {
         if let Ok(value) = HeaderValue::try_from(value) {
-            headers.append(SET_COOKIE, value);
-            forbid_shared_caching(headers);
+            self.append(SET_COOKIE, value);
         }
     }
+
+    fn cache_control(&self) -> impl Iterator<Item = &[u8]> {
+        self.get_all(CACHE_CONTROL)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+
+    fn set_cache_control(&mut self, value: &str) {
+        let value = match value {
+            "private" => HeaderValue::from_static("private"),
+            other => match HeaderValue::try_from(other) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+        };
+        self.insert(CACHE_CONTROL, value);
+    }
+}
+
+/// The raw values of a request's `Cookie` headers.
+pub(crate) fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
 }
 
 /// Marks a response that read or wrote the session, but sets no cookie, as
@@ -501,9 +545,9 @@ impl CookieWriter {
 /// `Cache-Control` (then that stands: a handler that answers the same for
 /// everyone may say `public`). A body that came from the session (a user's
 /// name, a basket) must not be served by a shared cache to someone else.
-pub(crate) fn keep_private(headers: &mut HeaderMap) {
-    if !headers.contains_key(CACHE_CONTROL) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+pub(crate) fn keep_private(headers: &mut impl ResponseHeaders) {
+    if headers.cache_control().next().is_none() {
+        headers.set_cache_control("private");
     }
 }
 
@@ -513,16 +557,15 @@ pub(crate) fn keep_private(headers: &mut HeaderMap) {
 ///
 /// Adds `private` to `Cache-Control` and drops `public` and `s-maxage`, whose
 /// only purpose is shared caching; other directives the handler set stay.
-fn forbid_shared_caching(headers: &mut HeaderMap) {
-    if !headers.contains_key(CACHE_CONTROL) {
+fn forbid_shared_caching(headers: &mut impl ResponseHeaders) {
+    if headers.cache_control().next().is_none() {
         // The common case: the handler said nothing about caching.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        headers.set_cache_control("private");
         return;
     }
     let existing = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .cache_control()
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|d| !d.is_empty())
@@ -541,9 +584,7 @@ fn forbid_shared_caching(headers: &mut HeaderMap) {
     {
         kept.insert(0, "private".into());
     }
-    if let Ok(value) = HeaderValue::try_from(kept.join(", ")) {
-        headers.insert(CACHE_CONTROL, value);
-    }
+    headers.set_cache_control(&kept.join(", "));
 }
 
 #[cfg(test)]
@@ -617,7 +658,7 @@ mod tests {
                     two.append(COOKIE, first);
                     two.append(COOKIE, rest);
                     for h in [&one, &two] {
-                        let found = find_pairs(h, b"session");
+                        let found = find_pairs(cookie_headers(h), b"session");
                         assert_eq!(
                             (found.count, found.values().to_vec()),
                             find_pairs_reference(h, b"session"),
@@ -632,6 +673,10 @@ mod tests {
         assert!(cases > 5000, "{cases}");
     }
 
+    fn read_h(h: &HeaderMap, name: &str, keys: &[SigningKey]) -> Incoming {
+        read(cookie_headers(h), name, keys)
+    }
+
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -644,7 +689,7 @@ mod tests {
     fn finds_the_one_session_cookie_among_others() {
         let id = SessionId::generate();
         let line = format!("a=1; session={}; b=2", id.expose());
-        let got = read(&headers(&[line.as_bytes()]), "session", &[]);
+        let got = read_h(&headers(&[line.as_bytes()]), "session", &[]);
         assert_eq!(
             (got.presented, got.refused),
             (Presented::One(Some(id)), None)
@@ -656,7 +701,7 @@ mod tests {
         let id = SessionId::generate();
         let line = format!("session=\"{}\"", id.expose());
         assert_eq!(
-            read(&headers(&[line.as_bytes()]), "session", &[]).presented,
+            read_h(&headers(&[line.as_bytes()]), "session", &[]).presented,
             Presented::One(Some(id))
         );
     }
@@ -666,7 +711,7 @@ mod tests {
         let ids: Vec<SessionId> = (0..6).map(|_| SessionId::generate()).collect();
         let a = format!("session={}; session=junk", ids[0].expose());
         let b = format!("session={}", ids[1].expose());
-        let got = read(&headers(&[a.as_bytes(), b.as_bytes()]), "session", &[]);
+        let got = read_h(&headers(&[a.as_bytes(), b.as_bytes()]), "session", &[]);
         assert_eq!(
             (got.presented, got.refused),
             (
@@ -680,13 +725,13 @@ mod tests {
             .map(|id| format!("session={}", id.expose()))
             .collect::<Vec<_>>()
             .join("; ");
-        let got = read(&headers(&[line.as_bytes()]), "session", &[]);
+        let got = read_h(&headers(&[line.as_bytes()]), "session", &[]);
         assert_eq!(
             got.presented,
             Presented::Several(ids[..Presented::MAX_CANDIDATES].to_vec())
         );
         // Only malformed ones: several, none to try.
-        let got = read(&headers(&[b"session=a; session=b"]), "session", &[]);
+        let got = read_h(&headers(&[b"session=a; session=b"]), "session", &[]);
         assert_eq!(got.presented, Presented::Several(vec![]));
     }
 
@@ -698,7 +743,7 @@ mod tests {
             b"session=\xff\xfe",
             b"session==;;",
         ] {
-            let got = read(&headers(&[bad]), "session", &[]);
+            let got = read_h(&headers(&[bad]), "session", &[]);
             assert_eq!(
                 (got.presented, got.refused),
                 (Presented::One(None), Some(Refused::Malformed)),
@@ -706,7 +751,7 @@ mod tests {
             );
         }
         assert_eq!(
-            read(&headers(&[b"sessionx=1; xsession=2"]), "session", &[]).presented,
+            read_h(&headers(&[b"sessionx=1; xsession=2"]), "session", &[]).presented,
             Presented::Nothing
         );
     }
@@ -721,7 +766,7 @@ mod tests {
         writer.set(&mut h, &id, Duration::from_secs(60), false);
         let set = h.get(SET_COOKIE).unwrap().to_str().unwrap();
         let pair = set.split(';').next().unwrap();
-        let got = read(
+        let got = read_h(
             &headers(&[pair.as_bytes()]),
             "session",
             std::slice::from_ref(&key),
@@ -729,7 +774,7 @@ mod tests {
         assert_eq!(got.presented, Presented::One(Some(id)));
         // An unsigned id is refused when signing is on.
         let bare = format!("session={}", id.expose());
-        let got = read(
+        let got = read_h(
             &headers(&[bare.as_bytes()]),
             "session",
             std::slice::from_ref(&key),
@@ -740,7 +785,7 @@ mod tests {
         );
         // A signature made with another key is refused.
         let other = SigningKey::new(vec![8; 32]).unwrap();
-        let got = read(&headers(&[pair.as_bytes()]), "session", &[other]);
+        let got = read_h(&headers(&[pair.as_bytes()]), "session", &[other]);
         assert_eq!(
             (got.presented, got.refused),
             (Presented::One(None), Some(Refused::BadSignature))

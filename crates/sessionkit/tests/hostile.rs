@@ -6,12 +6,15 @@
 //! well-formed id); no response sets the session cookie to anything the
 //! client sent; and the server still serves normally afterwards.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use common::{Server, raw, set_cookies};
+
 use sessionkit::signing::SigningKey;
+
 use sessionkit::{CookieConfig, SessionConfig, SessionId};
 
 /// Sends `value` as the `Cookie` header (as raw bytes) to `/get/n`; returns
@@ -111,359 +114,361 @@ async fn raw_http(server: &Server, request: &[u8]) -> (u16, String) {
     (code, head)
 }
 
-#[tokio::test]
-async fn oversized_cookies_get_a_fresh_session_or_a_4xx_and_no_store_call() {
-    let server = Server::start().await;
-    let id = SessionId::generate().expose();
-    for (what, size) in [("4 KB", 4 * 1024), ("64 KB", 64 * 1024)] {
-        refused(
-            &server,
-            what,
-            format!("session={}", "A".repeat(size)).as_bytes(),
-        )
-        .await;
-        // A well-formed id buried in an oversized header of other cookies:
-        // either served (one load, strict mode: not adopted) or refused by
-        // the HTTP server as too large.
-        let big = format!("pad={}; session={id}", "b".repeat(size));
-        let (status, cookies) = probe(&server, big.as_bytes()).await;
-        eprintln!("{what} of cookies with a well-formed id: status {status}");
-        let calls = server.store.take();
-        match status {
-            200 => assert_eq!((calls.load, calls.total()), (1, 1), "{what}"),
-            400..=499 => assert_eq!(calls.total(), 0, "{what}"),
-            other => panic!("{what}: status {other}"),
-        }
-        assert!(
-            cookies.iter().all(|c| !c.contains(&id)),
-            "{what}: not adopted"
-        );
-    }
-    // Far past any header limit: the HTTP server refuses it.
-    let huge = format!(
-        "GET /get/n HTTP/1.1\r\nHost: x\r\nCookie: session={}\r\nConnection: close\r\n\r\n",
-        "A".repeat(1024 * 1024)
-    );
-    let (status, _) = raw_http(&server, huge.as_bytes()).await;
-    eprintln!("1 MB cookie: status {status} (0: connection closed)");
-    assert!(
-        status == 0 || (400..500).contains(&status),
-        "1 MB cookie: {status}"
-    );
-    assert_eq!(server.store.take().total(), 0);
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn thousands_of_cookies_cost_a_bounded_number_of_store_calls() {
-    let server = Server::start().await;
-    let many: String = (0..5000).map(|i| format!("c{i}=v{i}; ")).collect();
-    refused(&server, "5000 other cookies", many.as_bytes()).await;
-    // Several session cookies are tried in turn (cookie tossing, see
-    // `Presented`), but only the first few distinct ids, and the response
-    // never clears the cookie.
-    let id = SessionId::generate().expose();
-    let dup: String = (0..2000).map(|_| format!("session={id}; ")).collect();
-    let forged: String = (0..2000)
-        .map(|_| format!("session={}; ", SessionId::generate().expose()))
-        .collect();
-    for (what, header, loads) in [
-        ("2000 copies of one id", dup, 1),
-        (
-            "2000 forged ids",
-            forged,
-            sessionkit::Presented::MAX_CANDIDATES,
-        ),
-    ] {
-        let (status, cookies) = probe(&server, header.as_bytes()).await;
-        assert_eq!(status, 200, "{what}");
-        assert!(cookies.is_empty(), "{what}: {cookies:?}");
-        let calls = server.store.take();
-        assert_eq!(
-            (calls.load, calls.total()),
-            (loads as u64, loads as u64),
-            "{what}"
-        );
-    }
-
-    // 1000 separate Cookie headers: over hyper's header count limit.
-    let mut request = String::from("GET /get/n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for i in 0..1000 {
-        request.push_str(&format!("Cookie: c{i}=v\r\n"));
-    }
-    request.push_str("\r\n");
-    let (status, _) = raw_http(&server, request.as_bytes()).await;
-    eprintln!("1000 Cookie headers: status {status}");
-    assert!(
-        status == 200 || (400..500).contains(&status),
-        "1000 headers: {status}"
-    );
-    assert_eq!(server.store.take().total(), 0);
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn invalid_utf8_cookies_cost_no_store_call() {
-    let server = Server::start().await;
-    let id = SessionId::generate().expose();
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "all high bytes",
-            [b"session=".as_slice(), &[0xff; 43]].concat(),
-        ),
-        (
-            "lone continuation bytes",
-            [b"session=".as_slice(), &[0x80; 43]].concat(),
-        ),
-        (
-            "id with one high byte",
-            [b"session=".as_slice(), &id.as_bytes()[..42], &[0xc3]].concat(),
-        ),
-        (
-            "overlong encoding",
-            [b"session=".as_slice(), &[0xc0, 0xaf], &id.as_bytes()[..41]].concat(),
-        ),
-        (
-            "high byte in the name",
-            [b"sess\xffion=".as_slice(), id.as_bytes()].concat(),
-        ),
-    ];
-    for (what, value) in cases {
-        refused(&server, what, &value).await;
-    }
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn crlf_and_semicolon_injection_attempts_are_inert() {
-    let server = Server::start().await;
-    let forged = SessionId::generate().expose();
-    let other = SessionId::generate().expose();
-    // `;` splits pairs: none of these carries exactly one well-formed id.
-    for (what, value) in [
-        (
-            "id split by ;",
-            format!("session={};{}", &forged[..20], &forged[20..]),
-        ),
-        ("id in a value", format!("x=session={forged}")),
-        ("id as a name", format!("{forged}=session")),
-        (
-            "percent-encoded CRLF",
-            format!("session={forged}%0d%0aSet-Cookie: a=b"),
-        ),
-        ("encoded ;", format!("session={forged}%3bx")),
-        ("quotes around half", format!("session=\"{forged}")),
-    ] {
-        refused(&server, what, value.as_bytes()).await;
-    }
-    // Two ids: each tried once (cookie tossing, see `Presented`), neither
-    // adopted, and the cookie left alone.
-    let (status, cookies) = probe(
-        &server,
-        format!("session={forged};session={other}").as_bytes(),
-    )
-    .await;
-    assert_eq!((status, cookies.len()), (200, 0), "{cookies:?}");
-    let calls = server.store.take();
-    assert_eq!((calls.load, calls.total()), (2, 2));
-    // A well-formed id with trailing attributes: one load, not adopted.
-    for value in [
-        format!("session={forged}; Path=/; Domain=evil.example"),
-        format!("session=\"{forged}\""),
-        format!(" session = {forged} ;;; "),
-    ] {
-        let (status, cookies) = probe(&server, value.as_bytes()).await;
-        assert_eq!(status, 200);
-        let calls = server.store.take();
-        assert_eq!((calls.load, calls.total()), (1, 1), "{value}");
-        assert!(cookies.iter().all(|c| !c.contains(&forged)), "{value}");
-    }
-    // Raw CR, LF and NUL inside the header, below the client library that
-    // would refuse them: the server refuses the request or reads a cut
-    // header; it never echoes the injected text.
-    for (what, cookie) in [
-        ("bare CR", format!("session={forged}\rSet-Cookie: evil=1")),
-        ("bare LF", format!("session={forged}\nSet-Cookie: evil=1")),
-        ("NUL", format!("session={forged}\0evil")),
-        (
-            "obs-fold",
-            format!("session={forged}\r\n Set-Cookie: evil=1"),
-        ),
-    ] {
-        let request = format!(
-            "GET /get/n HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
-        );
-        let (status, head) = raw_http(&server, request.as_bytes()).await;
-        assert!(
-            status == 0 || status == 200 || (400..500).contains(&status),
-            "{what}: {status}"
-        );
-        assert!(
-            !head.contains("evil"),
-            "{what}: injected text echoed:\n{head}"
-        );
-        assert!(!head.contains(&forged), "{what}: id adopted:\n{head}");
-        assert!(server.store.take().total() <= 1, "{what}");
-    }
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn ids_of_every_wrong_length_cost_no_store_call() {
-    let server = Server::start().await;
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    for len in (0..=100).filter(|l| *l != 43) {
-        let value: String = (0..len)
-            .map(|i| alphabet[(i * 7 + len) % alphabet.len()] as char)
-            .collect();
-        refused(
-            &server,
-            &format!("length {len}"),
-            format!("session={value}").as_bytes(),
-        )
-        .await;
-    }
-    // 43 characters, but not an id: outside the alphabet, or not the
-    // canonical spelling of 32 bytes (the last character carries 4 bits).
-    let good = SessionId::generate().expose();
-    for bad in ["+", "/", "=", ".", "~", " ", "é"] {
-        let value = format!("{}{bad}", &good[..42]);
-        if value.len() == 43 {
+http_tests! {
+    #[tokio::test]
+    async fn oversized_cookies_get_a_fresh_session_or_a_4xx_and_no_store_call() {
+        let server = Server::start().await;
+        let id = SessionId::generate().expose();
+        for (what, size) in [("4 KB", 4 * 1024), ("64 KB", 64 * 1024)] {
             refused(
                 &server,
-                &format!("alphabet {bad:?}"),
+                what,
+                format!("session={}", "A".repeat(size)).as_bytes(),
+            )
+            .await;
+            // A well-formed id buried in an oversized header of other cookies:
+            // either served (one load, strict mode: not adopted) or refused by
+            // the HTTP server as too large.
+            let big = format!("pad={}; session={id}", "b".repeat(size));
+            let (status, cookies) = probe(&server, big.as_bytes()).await;
+            eprintln!("{what} of cookies with a well-formed id: status {status}");
+            let calls = server.store.take();
+            match status {
+                200 => assert_eq!((calls.load, calls.total()), (1, 1), "{what}"),
+                400..=499 => assert_eq!(calls.total(), 0, "{what}"),
+                other => panic!("{what}: status {other}"),
+            }
+            assert!(
+                cookies.iter().all(|c| !c.contains(&id)),
+                "{what}: not adopted"
+            );
+        }
+        // Far past any header limit: the HTTP server refuses it.
+        let huge = format!(
+            "GET /get/n HTTP/1.1\r\nHost: x\r\nCookie: session={}\r\nConnection: close\r\n\r\n",
+            "A".repeat(1024 * 1024)
+        );
+        let (status, _) = raw_http(&server, huge.as_bytes()).await;
+        eprintln!("1 MB cookie: status {status} (0: connection closed)");
+        assert!(
+            status == 0 || (400..500).contains(&status),
+            "1 MB cookie: {status}"
+        );
+        assert_eq!(server.store.take().total(), 0);
+        still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn thousands_of_cookies_cost_a_bounded_number_of_store_calls() {
+        let server = Server::start().await;
+        let many: String = (0..5000).map(|i| format!("c{i}=v{i}; ")).collect();
+        refused(&server, "5000 other cookies", many.as_bytes()).await;
+        // Several session cookies are tried in turn (cookie tossing, see
+        // `Presented`), but only the first few distinct ids, and the response
+        // never clears the cookie.
+        let id = SessionId::generate().expose();
+        let dup: String = (0..2000).map(|_| format!("session={id}; ")).collect();
+        let forged: String = (0..2000)
+            .map(|_| format!("session={}; ", SessionId::generate().expose()))
+            .collect();
+        for (what, header, loads) in [
+            ("2000 copies of one id", dup, 1),
+            (
+                "2000 forged ids",
+                forged,
+                sessionkit::Presented::MAX_CANDIDATES,
+            ),
+        ] {
+            let (status, cookies) = probe(&server, header.as_bytes()).await;
+            assert_eq!(status, 200, "{what}");
+            assert!(cookies.is_empty(), "{what}: {cookies:?}");
+            let calls = server.store.take();
+            assert_eq!(
+                (calls.load, calls.total()),
+                (loads as u64, loads as u64),
+                "{what}"
+            );
+        }
+
+        // 1000 separate Cookie headers: over hyper's header count limit.
+        let mut request = String::from("GET /get/n HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 0..1000 {
+            request.push_str(&format!("Cookie: c{i}=v\r\n"));
+        }
+        request.push_str("\r\n");
+        let (status, _) = raw_http(&server, request.as_bytes()).await;
+        eprintln!("1000 Cookie headers: status {status}");
+        assert!(
+            status == 200 || (400..500).contains(&status),
+            "1000 headers: {status}"
+        );
+        assert_eq!(server.store.take().total(), 0);
+        still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_cookies_cost_no_store_call() {
+        let server = Server::start().await;
+        let id = SessionId::generate().expose();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "all high bytes",
+                [b"session=".as_slice(), &[0xff; 43]].concat(),
+            ),
+            (
+                "lone continuation bytes",
+                [b"session=".as_slice(), &[0x80; 43]].concat(),
+            ),
+            (
+                "id with one high byte",
+                [b"session=".as_slice(), &id.as_bytes()[..42], &[0xc3]].concat(),
+            ),
+            (
+                "overlong encoding",
+                [b"session=".as_slice(), &[0xc0, 0xaf], &id.as_bytes()[..41]].concat(),
+            ),
+            (
+                "high byte in the name",
+                [b"sess\xffion=".as_slice(), id.as_bytes()].concat(),
+            ),
+        ];
+        for (what, value) in cases {
+            refused(&server, what, &value).await;
+        }
+        still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn crlf_and_semicolon_injection_attempts_are_inert() {
+        let server = Server::start().await;
+        let forged = SessionId::generate().expose();
+        let other = SessionId::generate().expose();
+        // `;` splits pairs: none of these carries exactly one well-formed id.
+        for (what, value) in [
+            (
+                "id split by ;",
+                format!("session={};{}", &forged[..20], &forged[20..]),
+            ),
+            ("id in a value", format!("x=session={forged}")),
+            ("id as a name", format!("{forged}=session")),
+            (
+                "percent-encoded CRLF",
+                format!("session={forged}%0d%0aSet-Cookie: a=b"),
+            ),
+            ("encoded ;", format!("session={forged}%3bx")),
+            ("quotes around half", format!("session=\"{forged}")),
+        ] {
+            refused(&server, what, value.as_bytes()).await;
+        }
+        // Two ids: each tried once (cookie tossing, see `Presented`), neither
+        // adopted, and the cookie left alone.
+        let (status, cookies) = probe(
+            &server,
+            format!("session={forged};session={other}").as_bytes(),
+        )
+        .await;
+        assert_eq!((status, cookies.len()), (200, 0), "{cookies:?}");
+        let calls = server.store.take();
+        assert_eq!((calls.load, calls.total()), (2, 2));
+        // A well-formed id with trailing attributes: one load, not adopted.
+        for value in [
+            format!("session={forged}; Path=/; Domain=evil.example"),
+            format!("session=\"{forged}\""),
+            format!(" session = {forged} ;;; "),
+        ] {
+            let (status, cookies) = probe(&server, value.as_bytes()).await;
+            assert_eq!(status, 200);
+            let calls = server.store.take();
+            assert_eq!((calls.load, calls.total()), (1, 1), "{value}");
+            assert!(cookies.iter().all(|c| !c.contains(&forged)), "{value}");
+        }
+        // Raw CR, LF and NUL inside the header, below the client library that
+        // would refuse them: the server refuses the request or reads a cut
+        // header; it never echoes the injected text.
+        for (what, cookie) in [
+            ("bare CR", format!("session={forged}\rSet-Cookie: evil=1")),
+            ("bare LF", format!("session={forged}\nSet-Cookie: evil=1")),
+            ("NUL", format!("session={forged}\0evil")),
+            (
+                "obs-fold",
+                format!("session={forged}\r\n Set-Cookie: evil=1"),
+            ),
+        ] {
+            let request = format!(
+                "GET /get/n HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+            );
+            let (status, head) = raw_http(&server, request.as_bytes()).await;
+            assert!(
+                status == 0 || status == 200 || (400..500).contains(&status),
+                "{what}: {status}"
+            );
+            assert!(
+                !head.contains("evil"),
+                "{what}: injected text echoed:\n{head}"
+            );
+            assert!(!head.contains(&forged), "{what}: id adopted:\n{head}");
+            assert!(server.store.take().total() <= 1, "{what}");
+        }
+        still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn ids_of_every_wrong_length_cost_no_store_call() {
+        let server = Server::start().await;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for len in (0..=100).filter(|l| *l != 43) {
+            let value: String = (0..len)
+                .map(|i| alphabet[(i * 7 + len) % alphabet.len()] as char)
+                .collect();
+            refused(
+                &server,
+                &format!("length {len}"),
                 format!("session={value}").as_bytes(),
             )
             .await;
         }
+        // 43 characters, but not an id: outside the alphabet, or not the
+        // canonical spelling of 32 bytes (the last character carries 4 bits).
+        let good = SessionId::generate().expose();
+        for bad in ["+", "/", "=", ".", "~", " ", "é"] {
+            let value = format!("{}{bad}", &good[..42]);
+            if value.len() == 43 {
+                refused(
+                    &server,
+                    &format!("alphabet {bad:?}"),
+                    format!("session={value}").as_bytes(),
+                )
+                .await;
+            }
+        }
+        let non_canonical = format!("{}B", &good[..42]);
+        if SessionId::parse(&non_canonical).is_err() {
+            refused(
+                &server,
+                "non-canonical",
+                format!("session={non_canonical}").as_bytes(),
+            )
+            .await;
+        }
+        still_serving(&server).await;
     }
-    let non_canonical = format!("{}B", &good[..42]);
-    if SessionId::parse(&non_canonical).is_err() {
-        refused(
-            &server,
-            "non-canonical",
-            format!("session={non_canonical}").as_bytes(),
+
+    #[tokio::test]
+    async fn ids_under_another_cookie_name_or_from_another_app_are_not_adopted() {
+        let server = Server::start().await;
+        let res = raw().post(server.url("/incr")).send().await.unwrap();
+        let id = common::cookie_id(&res).unwrap();
+        server.store.take();
+        // Our own live id under other names: not the session cookie.
+        for name in [
+            "Session",
+            "SESSION",
+            "session_",
+            "_session",
+            "__Host-session",
+            "sessionid",
+            "PHPSESSID",
+        ] {
+            refused(&server, name, format!("{name}={id}").as_bytes()).await;
+        }
+        // Another app (its own store, same cookie name): its id is well-formed,
+        // costs one load here, and is not adopted.
+        let other = Server::start().await;
+        let res = raw().post(other.url("/incr")).send().await.unwrap();
+        let foreign = common::cookie_id(&res).unwrap();
+        let (status, cookies) = probe(&server, format!("session={foreign}").as_bytes()).await;
+        assert_eq!(status, 200);
+        assert_eq!(server.store.take().load, 1);
+        assert!(cookies.iter().all(|c| !c.contains(&foreign)));
+        assert_eq!(server.layer.rejections().unknown, 1);
+        still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn tampered_signed_cookies_cost_no_store_call() {
+        let key = SigningKey::new(*b"hostile-test-key-0123456789abcde").unwrap();
+        let server = Server::with(
+            SessionConfig::default(),
+            CookieConfig::default().signing_keys(vec![key]),
         )
         .await;
-    }
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn ids_under_another_cookie_name_or_from_another_app_are_not_adopted() {
-    let server = Server::start().await;
-    let res = raw().post(server.url("/incr")).send().await.unwrap();
-    let id = common::cookie_id(&res).unwrap();
-    server.store.take();
-    // Our own live id under other names: not the session cookie.
-    for name in [
-        "Session",
-        "SESSION",
-        "session_",
-        "_session",
-        "__Host-session",
-        "sessionid",
-        "PHPSESSID",
-    ] {
-        refused(&server, name, format!("{name}={id}").as_bytes()).await;
-    }
-    // Another app (its own store, same cookie name): its id is well-formed,
-    // costs one load here, and is not adopted.
-    let other = Server::start().await;
-    let res = raw().post(other.url("/incr")).send().await.unwrap();
-    let foreign = common::cookie_id(&res).unwrap();
-    let (status, cookies) = probe(&server, format!("session={foreign}").as_bytes()).await;
-    assert_eq!(status, 200);
-    assert_eq!(server.store.take().load, 1);
-    assert!(cookies.iter().all(|c| !c.contains(&foreign)));
-    assert_eq!(server.layer.rejections().unknown, 1);
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn tampered_signed_cookies_cost_no_store_call() {
-    let key = SigningKey::new(*b"hostile-test-key-0123456789abcde").unwrap();
-    let server = Server::with(
-        SessionConfig::default(),
-        CookieConfig::default().signing_keys(vec![key]),
-    )
-    .await;
-    let res = raw().post(server.url("/incr")).send().await.unwrap();
-    let signed = common::cookie_id(&res).unwrap();
-    server.store.take();
-    let (id, mac) = (&signed[..43], &signed[44..]);
-    let mut cases = Vec::new();
-    // Every character of the MAC changed, in turn.
-    for i in 0..mac.len() {
-        let mut m = mac.as_bytes().to_vec();
-        m[i] = if m[i] == b'A' { b'B' } else { b'A' };
-        cases.push(format!("{id}.{}", String::from_utf8(m).unwrap()));
-    }
-    // Every character of the id changed, keeping the MAC.
-    for i in 0..id.len() {
-        let mut v = id.as_bytes().to_vec();
-        v[i] = if v[i] == b'A' { b'B' } else { b'A' };
-        cases.push(format!("{}.{mac}", String::from_utf8(v).unwrap()));
-    }
-    cases.extend([
-        id.to_owned(),
-        format!("{id}."),
-        format!("{id}.{}", &mac[..42]),
-        format!("{id}.{mac}A"),
-        format!("{id}:{mac}"),
-        format!("{mac}.{id}"),
-        format!("{}.{mac}", SessionId::generate().expose()),
-        format!("{id}.{}", "A".repeat(43)),
-    ]);
-    for value in &cases {
-        refused(&server, value, format!("session={value}").as_bytes()).await;
-    }
-    let r = server.layer.rejections();
-    assert_eq!(r.bad_signature + r.malformed, cases.len() as u64);
-    // The genuine cookie still works.
-    let res = raw()
-        .get(server.url("/get/n"))
-        .header("cookie", format!("session={signed}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.text().await.unwrap(), "1");
-    still_serving(&server).await;
-}
-
-#[tokio::test]
-async fn thousands_of_forged_ids_are_each_refused_by_strict_mode() {
-    let server = Server::start().await;
-    const FORGED: usize = 2000;
-    let mut tasks = tokio::task::JoinSet::new();
-    let client = raw();
-    let url = server.url("/incr");
-    for _ in 0..FORGED {
-        let client = client.clone();
-        let url = url.clone();
-        tasks.spawn(async move {
-            let forged = SessionId::generate().expose();
-            let res = client
-                .post(url)
-                .header("cookie", format!("session={forged}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            let issued = common::cookie_id(&res).expect("the write starts a new session");
-            assert_ne!(issued, forged, "a forged id is never adopted");
-            assert_eq!(res.text().await.unwrap(), "1", "a forged id holds nothing");
-        });
-        if tasks.len() >= 32 {
-            tasks.join_next().await.unwrap().unwrap();
+        let res = raw().post(server.url("/incr")).send().await.unwrap();
+        let signed = common::cookie_id(&res).unwrap();
+        server.store.take();
+        let (id, mac) = (&signed[..43], &signed[44..]);
+        let mut cases = Vec::new();
+        // Every character of the MAC changed, in turn.
+        for i in 0..mac.len() {
+            let mut m = mac.as_bytes().to_vec();
+            m[i] = if m[i] == b'A' { b'B' } else { b'A' };
+            cases.push(format!("{id}.{}", String::from_utf8(m).unwrap()));
         }
+        // Every character of the id changed, keeping the MAC.
+        for i in 0..id.len() {
+            let mut v = id.as_bytes().to_vec();
+            v[i] = if v[i] == b'A' { b'B' } else { b'A' };
+            cases.push(format!("{}.{mac}", String::from_utf8(v).unwrap()));
+        }
+        cases.extend([
+            id.to_owned(),
+            format!("{id}."),
+            format!("{id}.{}", &mac[..42]),
+            format!("{id}.{mac}A"),
+            format!("{id}:{mac}"),
+            format!("{mac}.{id}"),
+            format!("{}.{mac}", SessionId::generate().expose()),
+            format!("{id}.{}", "A".repeat(43)),
+        ]);
+        for value in &cases {
+            refused(&server, value, format!("session={value}").as_bytes()).await;
+        }
+        let r = server.layer.rejections();
+        assert_eq!(r.bad_signature + r.malformed, cases.len() as u64);
+        // The genuine cookie still works.
+        let res = raw()
+            .get(server.url("/get/n"))
+            .header("cookie", format!("session={signed}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "1");
+        still_serving(&server).await;
     }
-    while let Some(t) = tasks.join_next().await {
-        t.unwrap();
+
+    #[tokio::test]
+    async fn thousands_of_forged_ids_are_each_refused_by_strict_mode() {
+        let server = Server::start().await;
+        const FORGED: usize = 2000;
+        let mut tasks = tokio::task::JoinSet::new();
+        let client = raw();
+        let url = server.url("/incr");
+        for _ in 0..FORGED {
+            let client = client.clone();
+            let url = url.clone();
+            tasks.spawn(async move {
+                let forged = SessionId::generate().expose();
+                let res = client
+                    .post(url)
+                    .header("cookie", format!("session={forged}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                let issued = common::cookie_id(&res).expect("the write starts a new session");
+                assert_ne!(issued, forged, "a forged id is never adopted");
+                assert_eq!(res.text().await.unwrap(), "1", "a forged id holds nothing");
+            });
+            if tasks.len() >= 32 {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(t) = tasks.join_next().await {
+            t.unwrap();
+        }
+        let calls = server.store.take();
+        assert_eq!(calls.load, FORGED as u64, "one load per forged id");
+        assert_eq!(calls.create, FORGED as u64, "each write made a new session");
+        assert_eq!(server.layer.rejections().unknown, FORGED as u64);
+        still_serving(&server).await;
     }
-    let calls = server.store.take();
-    assert_eq!(calls.load, FORGED as u64, "one load per forged id");
-    assert_eq!(calls.create, FORGED as u64, "each write made a new session");
-    assert_eq!(server.layer.rejections().unknown, FORGED as u64);
-    still_serving(&server).await;
 }

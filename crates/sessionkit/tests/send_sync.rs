@@ -41,3 +41,13 @@ fn the_request_handle_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<sessionkit::RequestSession>();
 }
+
+/// actix-web builds an app per worker thread from a `Send + Clone` factory,
+/// so the middleware it captures must cross threads (its service and future
+/// run on one worker and need not).
+#[cfg(feature = "actix")]
+#[test]
+fn the_actix_middleware_is_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+    assert_send_sync_clone::<sessionkit::actix::SessionMiddleware>();
+}

@@ -74,7 +74,6 @@
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
-use axum::http::header::{AsHeaderName, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -90,7 +89,7 @@ pub const HEADER: &str = "x-csrf-token";
 const KEY: &str = "csrf_token";
 /// The largest form body read for its token. The shop's forms are a few
 /// dozen bytes; a larger one is refused with 413 instead of being buffered.
-const FORM_LIMIT: usize = 16 * 1024;
+pub const FORM_LIMIT: usize = 16 * 1024;
 
 /// Why a request was refused; all of them answer 403 but the oversized form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,20 +106,47 @@ pub enum Refused {
     FormTooLarge,
 }
 
+impl Refused {
+    /// The status the refusal answers with: 403, or 413 for the oversized form.
+    pub fn status(self) -> u16 {
+        match self {
+            Refused::FormTooLarge => 413,
+            _ => 403,
+        }
+    }
+
+    /// The `text/plain` body of the answer: what went wrong, for the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refused::CrossSite => "cross-site request refused",
+            Refused::ForeignOrigin => "request from another origin refused",
+            Refused::Token => "missing or wrong CSRF token: reload the page and try again",
+            Refused::FormTooLarge => "form too large",
+        }
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let (status, why) = match self {
-            Refused::CrossSite => (StatusCode::FORBIDDEN, "cross-site request refused"),
-            Refused::ForeignOrigin => {
-                (StatusCode::FORBIDDEN, "request from another origin refused")
-            }
-            Refused::Token => (
-                StatusCode::FORBIDDEN,
-                "missing or wrong CSRF token: reload the page and try again",
-            ),
-            Refused::FormTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "form too large"),
-        };
-        (status, why).into_response()
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::FORBIDDEN);
+        (status, self.message()).into_response()
+    }
+}
+
+/// A request's headers as the checks below see them, whatever the web
+/// framework: every value of one header, in order. `shop` (axum) uses the
+/// impl for `http`'s map; `shop-actix` wraps actix-web's.
+pub trait Headers {
+    /// Every value of header `name` (lowercase), in order.
+    fn values(&self, name: &str) -> Vec<&[u8]>;
+}
+
+impl Headers for HeaderMap {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect()
     }
 }
 
@@ -143,30 +169,30 @@ pub async fn screen(mut request: Request, next: Next) -> Response {
         tracing::error!("csrf::screen must run inside the session layer");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    request.extensions_mut().insert(Guard { session, sent });
+    request.extensions_mut().insert(Guard::new(session, sent));
     next.run(request).await
 }
 
-/// The value of header `name`, if sent exactly once.
-fn single(headers: &HeaderMap, name: impl AsHeaderName) -> Result<Option<&HeaderValue>, ()> {
-    let mut values = headers.get_all(name).iter();
+/// The value of a header whose `values` these are, if sent exactly once.
+fn single(values: Vec<&[u8]>) -> Result<Option<&[u8]>, ()> {
+    let mut values = values.into_iter();
     match (values.next(), values.next()) {
         (first, None) => Ok(first),
         _ => Err(()),
     }
 }
 
-/// Step 1: `Sec-Fetch-Site`, then `Origin` against `Host`.
-fn check_origin(headers: &HeaderMap) -> Result<(), Refused> {
-    let site = single(headers, "sec-fetch-site").map_err(|()| Refused::CrossSite)?;
+/// Step 1: `Sec-Fetch-Site`, then `Origin` against `Host`. No store call.
+pub fn check_origin(headers: &impl Headers) -> Result<(), Refused> {
+    let site = single(headers.values("sec-fetch-site")).map_err(|()| Refused::CrossSite)?;
     if let Some(site) = site
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+        && !matches!(site, b"same-origin" | b"none")
     {
         return Err(Refused::CrossSite);
     }
-    let origin = single(headers, ORIGIN).map_err(|()| Refused::ForeignOrigin)?;
+    let origin = single(headers.values("origin")).map_err(|()| Refused::ForeignOrigin)?;
     if let Some(origin) = origin {
-        let host = single(headers, HOST).ok().flatten();
+        let host = single(headers.values("host")).ok().flatten();
         if !same_host(origin, host) {
             return Err(Refused::ForeignOrigin);
         }
@@ -175,16 +201,62 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Refused> {
 }
 
 /// Whether `origin` (`scheme://host[:port]`, or `null`) names `host`.
-fn same_host(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
-    let origin = origin.as_bytes();
+fn same_host(origin: &[u8], host: Option<&[u8]>) -> bool {
     let authority = origin
         .strip_prefix(b"http://")
         .or_else(|| origin.strip_prefix(b"https://"));
     match (authority, host) {
         (Some(authority), Some(host)) => {
-            !authority.is_empty() && authority.eq_ignore_ascii_case(host.as_bytes())
+            !authority.is_empty() && authority.eq_ignore_ascii_case(host)
         }
         _ => false,
+    }
+}
+
+/// Where the token of a request is: decided by its headers, or to be
+/// looked for in its form body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenIn {
+    /// Decided by the headers: the `x-csrf-token` header's value (none when
+    /// it was sent several times, or the request is no form).
+    Headers(Option<String>),
+    /// A URL-encoded form without the header: read the body, up to
+    /// [`FORM_LIMIT`] bytes (413 past that), and give it to [`token_in_form`].
+    Form,
+}
+
+/// Step 2's first half: the `x-csrf-token` header, else whether the
+/// `csrf_token` field of a form body is to be read.
+pub fn token_in_headers(headers: &impl Headers) -> TokenIn {
+    match single(headers.values(HEADER)) {
+        Ok(Some(value)) => {
+            return TokenIn::Headers(std::str::from_utf8(value).ok().map(str::to_owned));
+        }
+        Ok(None) => {}
+        Err(()) => return TokenIn::Headers(None),
+    }
+    let is_form = headers
+        .values("content-type")
+        .first()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if is_form {
+        TokenIn::Form
+    } else {
+        TokenIn::Headers(None)
+    }
+}
+
+/// The `csrf_token` field of a URL-encoded form body, if it holds exactly one.
+pub fn token_in_form(body: &[u8]) -> Option<String> {
+    let mut fields = form_urlencoded::parse(body).filter(|(name, _)| name == FIELD);
+    match (fields.next(), fields.next()) {
+        (Some((_, value)), None) => Some(value.into_owned()),
+        _ => None,
     }
 }
 
@@ -192,32 +264,14 @@ fn same_host(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
 /// `csrf_token` field of a URL-encoded form, whose body is read here (up to
 /// [`FORM_LIMIT`]) and put back for the handler.
 async fn sent_token(request: &mut Request) -> Result<Option<String>, Refused> {
-    match single(request.headers(), HEADER) {
-        Ok(Some(value)) => return Ok(value.to_str().ok().map(str::to_owned)),
-        Ok(None) => {}
-        Err(()) => return Ok(None),
-    }
-    let is_form = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Ok(None);
+    if let TokenIn::Headers(sent) = token_in_headers(request.headers()) {
+        return Ok(sent);
     }
     let body = std::mem::replace(request.body_mut(), Body::empty());
     let bytes = axum::body::to_bytes(body, FORM_LIMIT)
         .await
         .map_err(|_| Refused::FormTooLarge)?;
-    let mut fields = form_urlencoded::parse(&bytes).filter(|(name, _)| name == FIELD);
-    let sent = match (fields.next(), fields.next()) {
-        (Some((_, value)), None) => Some(value.into_owned()),
-        _ => None,
-    };
+    let sent = token_in_form(&bytes);
     *request.body_mut() = Body::from(bytes);
     Ok(sent)
 }
@@ -234,6 +288,13 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guard of an unsafe request that carried `session` and sent the
+    /// token `sent`: what [`screen`] (or another framework's equivalent, once
+    /// [`check_origin`] has passed) hands the handler instead of the session.
+    pub fn new(session: Session, sent: Option<String>) -> Guard {
+        Guard { session, sent }
+    }
+
     /// Reads the session (one store round trip when the request carries a
     /// session cookie, none otherwise) and checks the token.
     pub async fn read(self) -> Result<Session, crate::Failure> {

@@ -16,8 +16,6 @@
 //! another `SESSION_DRIVER` is an error: those stores are bounded by their
 //! own servers.
 
-use std::net::SocketAddr;
-
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -28,26 +26,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let addr: SocketAddr = std::env::var("SHOP_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".into())
-        .parse()
-        .map_err(|e| format!("SHOP_ADDR: expected host:port, {e}"))?;
-    // The whole session stack from SESSION_* variables (see the sessionkit
-    // `config` module); with none set, sessions live in memory, bounded.
-    let config = sessionkit::Config::from_env()?;
-    let bound = std::env::var("SHOP_MAX_SESSIONS").ok();
-    let layer = match shop::max_sessions(&config.driver, bound.as_deref())? {
-        Some(max) => {
-            let store = sessionkit::store::MemoryStore::builder()
-                .max_sessions(max)
-                .build();
-            sessionkit::SessionLayer::builder(store)
-                .config(config.session.clone())
-                .cookie(config.cookie.clone())
-                .build()?
-        }
-        None => config.into_layer().await?,
-    };
+    let addr = shop::addr_from_env()?;
+    let layer = shop::layer_from_env().await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, shop::app(layer))

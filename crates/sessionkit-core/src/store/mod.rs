@@ -83,6 +83,7 @@ use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Meta, Record, Touch};
 
 mod backoff;
+pub(crate) mod forward;
 mod memory;
 mod noop;
 
@@ -483,53 +484,7 @@ impl ArcStore {
     }
 }
 
-impl SessionStore for ArcStore {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        self.0.load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        self.0.create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        self.0.apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        self.0.change_id(old, new, fence).await
-    }
-    fn new_id_for(&self, old: &SessionId) -> SessionId {
-        self.0.new_id_for(old)
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.0.destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        self.0.lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        self.0.renew_lock(id, token, ttl).await
-    }
-    async fn apply_and_read(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        token: &LockToken,
-    ) -> Result<AppliedAndRead> {
-        self.0.apply_and_read(id, delta, token).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        self.0.unlock(id, token).await
-    }
+forward::forward_session_store! {
+    impl[] for ArcStore;
+    to |this| this.0
 }

@@ -2,14 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use crate::error::Result;
-use crate::id::{LockToken, SessionId};
-use crate::record::{Delta, Record, Touch};
-use crate::store::{
-    Applied, AppliedAndRead, Created, Fence, IdChanged, Loaded, Locked, SessionStore,
-};
+use crate::store::SessionStore;
+use crate::store::forward::{Operation, forward_session_store};
 
 /// Wraps a store and counts every call, per operation.
 ///
@@ -128,66 +123,25 @@ impl<S> CountingStore<S> {
     }
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::SeqCst);
+impl Counters {
+    /// The counter of `op`.
+    fn of(&self, op: Operation) -> &AtomicU64 {
+        match op {
+            Operation::Load => &self.load,
+            Operation::Create => &self.create,
+            Operation::Apply => &self.apply,
+            Operation::ChangeId => &self.change_id,
+            Operation::Destroy => &self.destroy,
+            Operation::Lock => &self.lock,
+            Operation::RenewLock => &self.renew_lock,
+            Operation::Unlock => &self.unlock,
+            Operation::ApplyAndRead => &self.apply_and_read,
+        }
+    }
 }
 
-impl<S: SessionStore> SessionStore for CountingStore<S> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        bump(&self.counters.load);
-        self.inner.load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        bump(&self.counters.create);
-        self.inner.create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        bump(&self.counters.apply);
-        self.inner.apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        bump(&self.counters.change_id);
-        self.inner.change_id(old, new, fence).await
-    }
-    fn new_id_for(&self, old: &SessionId) -> SessionId {
-        self.inner.new_id_for(old)
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        bump(&self.counters.destroy);
-        self.inner.destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        bump(&self.counters.lock);
-        self.inner.lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        bump(&self.counters.renew_lock);
-        self.inner.renew_lock(id, token, ttl).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        bump(&self.counters.unlock);
-        self.inner.unlock(id, token).await
-    }
-    async fn apply_and_read(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        token: &LockToken,
-    ) -> Result<AppliedAndRead> {
-        bump(&self.counters.apply_and_read);
-        self.inner.apply_and_read(id, delta, token).await
-    }
+forward_session_store! {
+    impl[S: SessionStore] for CountingStore<S>;
+    to |this| this.inner;
+    before |op| this.counters.of(op).fetch_add(1, Ordering::SeqCst)
 }

@@ -7,10 +7,9 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use sessionkit_core::{CookieChange, ErrorKind, Finished, Outcome, RequestSession};
+use sessionkit_core::{Finished, Outcome, RequestSession};
 use sync_wrapper::SyncFuture;
 
-use crate::cookie;
 use crate::middleware::layer::Shared;
 
 type Finishing<B> = SyncFuture<Pin<Box<dyn Future<Output = Response<B>> + Send>>>;
@@ -116,25 +115,8 @@ fn respond<B: From<String>>(
     mut response: Response<B>,
     shared: &Shared,
 ) -> Response<B> {
-    if let Some(err) = finished.error {
-        let mut failed = shared.error_response(&err);
-        if err.kind() == ErrorKind::SessionGone {
-            shared.cookie.remove(failed.headers_mut());
-        }
-        return failed;
+    match shared.conclude(finished, response.headers_mut()) {
+        Ok(()) => response,
+        Err(failed) => failed.map(B::from),
     }
-    match finished.cookie {
-        // A remembered session always gets a persistent cookie, even where
-        // the default is a browser-session cookie.
-        CookieChange::Set {
-            id,
-            max_age,
-            remembered,
-        } => shared
-            .cookie
-            .set(response.headers_mut(), &id, max_age, remembered),
-        CookieChange::Remove => shared.cookie.remove(response.headers_mut()),
-        _ => cookie::keep_private(response.headers_mut()),
-    }
-    response
 }

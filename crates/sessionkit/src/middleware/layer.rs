@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::Response;
 use sessionkit_core::store::ArcStore;
 use sessionkit_core::{
-    Error, ReportedError, Session, SessionConfig, SessionFactory, SessionOf, SessionStore,
+    CookieChange, Error, ErrorKind, Finished, ReportedError, RequestSession, Session,
+    SessionConfig, SessionFactory, SessionOf, SessionStore,
 };
 use tower_layer::Layer;
 
-use crate::cookie::{CookieConfig, CookieWriter, SameSite};
+use crate::cookie::{self, CookieConfig, CookieWriter, ResponseHeaders, SameSite};
 use crate::middleware::service::SessionService;
 use crate::signing::Refused;
 
@@ -35,15 +36,38 @@ pub(crate) struct Shared {
     pub(crate) insert: InsertSession,
 }
 
-/// How a layer puts the session into the request's extensions.
-pub(crate) type InsertSession = fn(&mut http::Extensions, Session);
-
-fn insert_plain(extensions: &mut http::Extensions, session: Session) {
-    extensions.insert(session);
+/// How a layer puts the session into the request's extensions: one
+/// function per framework's extensions type, chosen together by
+/// [`SessionLayerBuilder::tag`].
+#[derive(Clone, Copy)]
+pub(crate) struct InsertSession {
+    pub(crate) http: fn(&mut http::Extensions, Session),
+    #[cfg(feature = "actix")]
+    pub(crate) actix: fn(&mut actix_web::dev::Extensions, Session),
 }
 
-fn insert_tagged<K: ?Sized + 'static>(extensions: &mut http::Extensions, session: Session) {
-    extensions.insert(SessionOf::<K>::new(session));
+impl InsertSession {
+    const PLAIN: InsertSession = InsertSession {
+        http: |extensions, session| {
+            extensions.insert(session);
+        },
+        #[cfg(feature = "actix")]
+        actix: |extensions, session| {
+            extensions.insert(session);
+        },
+    };
+
+    fn tagged<K: ?Sized + 'static>() -> InsertSession {
+        InsertSession {
+            http: |extensions, session| {
+                extensions.insert(SessionOf::<K>::new(session));
+            },
+            #[cfg(feature = "actix")]
+            actix: |extensions, session| {
+                extensions.insert(SessionOf::<K>::new(session));
+            },
+        }
+    }
 }
 
 /// The application's error page: see [`SessionLayerBuilder::on_error`].
@@ -59,26 +83,78 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// What every HTTP integration (the tower layer, the actix-web middleware)
+/// does around a request, written once: start the session from the
+/// request's cookies, and conclude it on the response.
 impl Shared {
+    /// The session of a request whose `Cookie` headers are `cookie_headers`
+    /// (raw values, in order); a refused cookie is counted and logged.
+    pub(crate) fn start<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    ) -> RequestSession {
+        let incoming = cookie::read(cookie_headers, self.cookie.name(), self.cookie.keys());
+        if let Some(why) = incoming.refused {
+            self.rejections.record(why);
+        }
+        self.factory.request(incoming.presented)
+    }
+
+    /// What a finished session does to the response. `Ok` after writing the
+    /// cookie change and the cache directive to the handler's response
+    /// `headers`; `Err` with the response to send instead when the session
+    /// could not be saved (see [`Shared::error_response`]), which then
+    /// expires the cookie if the session is gone.
+    pub(crate) fn conclude(
+        &self,
+        finished: Finished,
+        headers: &mut impl ResponseHeaders,
+    ) -> Result<(), Response<String>> {
+        if let Some(err) = finished.error {
+            let mut failed = self.error_response(&err);
+            if err.kind() == ErrorKind::SessionGone {
+                self.cookie.remove(failed.headers_mut());
+            }
+            return Err(failed);
+        }
+        match finished.cookie {
+            // A remembered session always gets a persistent cookie, even where
+            // the default is a browser-session cookie.
+            CookieChange::Set {
+                id,
+                max_age,
+                remembered,
+            } => self.cookie.set(headers, &id, max_age, remembered),
+            CookieChange::Remove => self.cookie.remove(headers),
+            _ => cookie::keep_private(headers),
+        }
+        Ok(())
+    }
+
     /// The response for a session error the layer met (a failed flush): the
     /// application's page if it set one, else [`Error::to_response`] — the
     /// same response a handler's `Err(error)` gives.
-    pub(crate) fn error_response<B: From<String>>(&self, err: &Error) -> Response<B> {
+    pub(crate) fn error_response(&self, err: &Error) -> Response<String> {
         match &self.on_error {
             Some(hook) => hook(err),
             None => err.to_response(),
         }
-        .map(B::from)
+    }
+
+    /// The application's page for a session error a handler reported, if
+    /// it set one (see [`SessionLayerBuilder::on_error`]).
+    pub(crate) fn handler_error_page(&self, err: &Error) -> Option<Response<String>> {
+        self.on_error.as_ref().map(|hook| hook(err))
     }
 
     /// A handler's response: replaced by the application's page when it
     /// reports a session error (see [`ReportedError`]) and a hook is set.
     pub(crate) fn on_handler_error<B: From<String>>(&self, response: Response<B>) -> Response<B> {
-        let Some(hook) = &self.on_error else {
-            return response;
-        };
         match response.extensions().get::<ReportedError>() {
-            Some(reported) => hook(reported.error()).map(B::from),
+            Some(reported) => match self.handler_error_page(reported.error()) {
+                Some(page) => page.map(B::from),
+                None => response,
+            },
             None => response,
         }
     }
@@ -162,7 +238,7 @@ impl SessionLayer {
             config: SessionConfig::default(),
             cookie: CookieConfig::default(),
             on_error: None,
-            insert: insert_plain,
+            insert: InsertSession::PLAIN,
         }
     }
 
@@ -399,7 +475,7 @@ impl SessionLayerBuilder {
     /// # Ok::<(), sessionkit::Error>(())
     /// ```
     pub fn tag<K: ?Sized + 'static>(mut self) -> Self {
-        self.insert = insert_tagged::<K>;
+        self.insert = InsertSession::tagged::<K>();
         self
     }
 

@@ -31,16 +31,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let incoming = cookie::read(
-            req.headers(),
-            self.shared.cookie.name(),
-            self.shared.cookie.keys(),
-        );
-        if let Some(why) = incoming.refused {
-            self.shared.rejections.record(why);
-        }
-        let request = self.shared.factory.request(incoming.presented);
-        (self.shared.insert)(req.extensions_mut(), request.session().clone());
+        let request = self.shared.start(cookie::cookie_headers(req.headers()));
+        (self.shared.insert.http)(req.extensions_mut(), request.session().clone());
         ResponseFuture::new(self.inner.call(req), request, self.shared.clone())
     }
 }

@@ -1,0 +1,179 @@
+//! An axum shop and an actix shop on one store share sessions: a session
+//! made by one is read, locked and updated by the other, and locked
+//! increments sent to both alternately are exact. On a real Redis and a
+//! real PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
+mod pg_support;
+#[path = "../../shop/tests/support/mod.rs"]
+mod support;
+
+/// A shop binary, started on a free port and killed on drop.
+struct Shop {
+    child: Child,
+    base: String,
+}
+
+impl Shop {
+    fn start(bin: &std::path::Path, envs: &[(&str, &str)]) -> Shop {
+        let mut child = Command::new(bin)
+            .env("SHOP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Shop { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The axum shop's binary, next to this package's: built here, since a
+/// test can only name its own package's binaries (`cargo build -p shop`,
+/// the same profile, the same target directory; cargo holds no lock while
+/// tests run).
+fn axum_shop() -> PathBuf {
+    let actix = PathBuf::from(env!("CARGO_BIN_EXE_shop-actix"));
+    let dir = actix.parent().unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", "shop", "--bin", "shop"]);
+    if dir.file_name().is_some_and(|d| d == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build -p shop");
+    assert!(status.success(), "cargo build -p shop failed");
+    dir.join(format!("shop{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn state(client: &reqwest::Client, shop: &Shop) -> Value {
+    client
+        .get(shop.url("/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_axum_shop_and_an_actix_shop_on_one_redis_share_sessions_and_count_exactly() {
+    let redis = support::redis();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    share_sessions(&[
+        ("SESSION_DRIVER", "redis"),
+        ("SESSION_REDIS_URL", url.as_str()),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_axum_shop_and_an_actix_shop_on_one_postgres_share_sessions_and_count_exactly() {
+    let pg = pg_support::PgServer::start();
+    let url = pg.url();
+    share_sessions(&[
+        ("SESSION_DRIVER", "postgres"),
+        ("SESSION_DATABASE_URL", url.as_str()),
+    ])
+    .await;
+}
+
+/// Both shops over the store `envs` name: a session made on axum is read,
+/// locked and updated on actix; 400 locked increments from 16 clients
+/// alternating between the two are exact; a logout on actix ends the
+/// session on axum.
+async fn share_sessions(envs: &[(&str, &str)]) {
+    let axum = Shop::start(&axum_shop(), envs);
+    let actix = Shop::start(env!("CARGO_BIN_EXE_shop-actix").as_ref(), envs);
+    let client = browser();
+
+    // Made on axum, read and updated on actix (and the other way round).
+    let res = client
+        .post(axum.url("/login"))
+        .form(&[("user", "ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let on_actix = state(&client, &actix).await;
+    assert_eq!(on_actix["user"], "ada", "actix reads axum's session");
+    let token = on_actix["csrf_token"].as_str().unwrap().to_owned();
+    let res = client
+        .post(actix.url("/basket"))
+        .form(&[("item", "tea"), ("quantity", "2"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "actix locks and updates axum's session");
+    let on_axum = state(&client, &axum).await;
+    assert_eq!(on_axum["basket"], serde_json::json!(["tea", "tea"]));
+    assert_eq!(on_axum["csrf_token"], token.as_str());
+
+    // 400 locked increments from 16 clients, alternating between the two.
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let client = client.clone();
+        let urls = [axum.url("/api/counter"), actix.url("/api/counter")];
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let res = client
+                    .post(&urls[(t + i) % 2])
+                    .header("x-csrf-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(state(&client, &axum).await["n"], 400);
+    assert_eq!(state(&client, &actix).await["n"], 400);
+
+    // Logged out on actix: gone on axum too.
+    let res = client
+        .post(actix.url("/logout"))
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(state(&client, &axum).await["user"], Value::Null);
+}
