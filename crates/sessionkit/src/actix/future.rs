@@ -137,8 +137,8 @@ impl<B> Produced<B> {
         match self {
             Produced::Response(mut response) => {
                 match shared.conclude(finished, response.headers_mut()) {
-                    Ok(()) => Ok(response),
-                    Err(failed) => {
+                    None => Ok(response),
+                    Some(failed) => {
                         Ok(response
                             .into_response(into_actix_response(failed).map_into_right_body()))
                     }
@@ -146,7 +146,7 @@ impl<B> Produced<B> {
             }
             Produced::Error(mut error) => {
                 let response = error.response.get_mut().as_mut().expect("not taken yet");
-                if let Err(failed) = shared.conclude(finished, response.headers_mut()) {
+                if let Some(failed) = shared.conclude(finished, response.headers_mut()) {
                     *error.response.get_mut() = Some(into_actix_response(failed));
                 }
                 Err(error.into())
