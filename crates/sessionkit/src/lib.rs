@@ -89,8 +89,8 @@
 //! - `axum` (default): `Session` is an axum extractor and [`Error`] an axum
 //!   response.
 //! - `actix`: the actix-web 4 middleware and the `Session` extractor, in
-//!   [`actix`](crate::actix) (off by default); the [module docs](crate::actix)
-//!   say why it is a feature of this crate rather than a crate of its own.
+//!   the module `sessionkit::actix` (off by default); its docs say why it is
+//!   a feature of this crate rather than a crate of its own.
 //! - `file`: the file store, `file::FileStore`, and `SESSION_DRIVER=file`.
 //! - `redis`: the Redis store, `redis::RedisStore`, and `SESSION_DRIVER=redis`;
 //!   `redis-cluster` adds Redis Cluster (`SESSION_REDIS_CLUSTER=true`), and

@@ -84,7 +84,7 @@ where
                             shared,
                             response.map_into_left_body(),
                         )),
-                        Err(err) => Produced::Error(ErrorResponse::new(err)),
+                        Err(err) => Produced::Error(err),
                     };
                     let session = session.take().expect("polled after completion");
                     if !session.is_used() {
@@ -108,21 +108,22 @@ where
 /// actix-web turns into a response after the middleware.
 enum Produced<B> {
     Response(ServiceResponse<EitherBody<B>>),
-    Error(ErrorResponse),
+    Error(actix_web::Error),
 }
 
 impl<B> Produced<B> {
     fn status(&self) -> u16 {
         match self {
             Produced::Response(response) => response.status().as_u16(),
-            Produced::Error(error) => error.status().as_u16(),
+            Produced::Error(error) => error.as_response_error().status_code().as_u16(),
         }
     }
 
     fn into_result(self) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
         match self {
             Produced::Response(response) => Ok(response),
-            Produced::Error(error) => Err(error.into()),
+            // Untouched session: the error passes as it came.
+            Produced::Error(error) => Err(error),
         }
     }
 
@@ -137,36 +138,37 @@ impl<B> Produced<B> {
         match self {
             Produced::Response(mut response) => {
                 match shared.conclude(finished, response.headers_mut()) {
-                    Ok(()) => Ok(response),
-                    Err(failed) => {
+                    None => Ok(response),
+                    Some(failed) => {
                         Ok(response
                             .into_response(into_actix_response(failed).map_into_right_body()))
                     }
                 }
             }
-            Produced::Error(mut error) => {
-                let response = error.response.get_mut().as_mut().expect("not taken yet");
-                if let Err(failed) = shared.conclude(finished, response.headers_mut()) {
-                    *error.response.get_mut() = Some(into_actix_response(failed));
+            Produced::Error(error) => {
+                let mut response = error.error_response();
+                if let Some(failed) = shared.conclude(finished, response.headers_mut()) {
+                    response = into_actix_response(failed);
                 }
-                Err(error.into())
+                Err(ErrorResponse::new(error, response).into())
             }
         }
     }
 }
 
-/// An error the wrapped service returned, with its response made early so
-/// that the session's cookie change lands on it (actix-web cannot clone a
-/// request for [`ServiceResponse::from_err`] while routing is under way).
-/// It answers with that response, once, and otherwise as the error it wraps.
+/// An error the wrapped service returned, for a request that used its
+/// session, with its response made early so that the session's cookie
+/// change lands on it (the middleware cannot keep a clone of the request
+/// for [`ServiceResponse::from_err`]: actix-web's routing needs the only
+/// reference). It answers with that response, once, and otherwise as the
+/// error it wraps.
 struct ErrorResponse {
     error: actix_web::Error,
     response: RefCell<Option<HttpResponse>>,
 }
 
 impl ErrorResponse {
-    fn new(error: actix_web::Error) -> Self {
-        let response = error.error_response();
+    fn new(error: actix_web::Error, response: HttpResponse) -> Self {
         ErrorResponse {
             error,
             response: RefCell::new(Some(response)),
@@ -199,12 +201,6 @@ impl ResponseError for ErrorResponse {
             Some(response) => response,
             None => self.error.error_response(),
         }
-    }
-}
-
-impl ErrorResponse {
-    fn status(&self) -> StatusCode {
-        self.status_code()
     }
 }
 

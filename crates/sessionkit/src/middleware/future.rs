@@ -116,7 +116,7 @@ fn respond<B: From<String>>(
     shared: &Shared,
 ) -> Response<B> {
     match shared.conclude(finished, response.headers_mut()) {
-        Ok(()) => response,
-        Err(failed) => failed.map(B::from),
+        None => response,
+        Some(failed) => failed.map(B::from),
     }
 }

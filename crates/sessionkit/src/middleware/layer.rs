@@ -100,22 +100,22 @@ impl Shared {
         self.factory.request(incoming.presented)
     }
 
-    /// What a finished session does to the response. `Ok` after writing the
-    /// cookie change and the cache directive to the handler's response
-    /// `headers`; `Err` with the response to send instead when the session
-    /// could not be saved (see [`Shared::error_response`]), which then
+    /// What a finished session does to the response: writes the cookie
+    /// change and the cache directive to the handler's response `headers`
+    /// and gives `None`, or, when the session could not be saved, gives the
+    /// response to send instead (see [`Shared::error_response`]), which then
     /// expires the cookie if the session is gone.
     pub(crate) fn conclude(
         &self,
         finished: Finished,
         headers: &mut impl ResponseHeaders,
-    ) -> Result<(), Response<String>> {
+    ) -> Option<Response<String>> {
         if let Some(err) = finished.error {
             let mut failed = self.error_response(&err);
             if err.kind() == ErrorKind::SessionGone {
                 self.cookie.remove(failed.headers_mut());
             }
-            return Err(failed);
+            return Some(failed);
         }
         match finished.cookie {
             // A remembered session always gets a persistent cookie, even where
@@ -128,7 +128,7 @@ impl Shared {
             CookieChange::Remove => self.cookie.remove(headers),
             _ => cookie::keep_private(headers),
         }
-        Ok(())
+        None
     }
 
     /// The response for a session error the layer met (a failed flush): the
