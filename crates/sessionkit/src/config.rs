@@ -25,7 +25,9 @@
 //! | `SESSION_HTTP_ONLY` | cookie `HttpOnly` | `true` | as above |
 //! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
 //! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
-//! | `SESSION_SIGNING_KEYS` | sign the cookie; the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
+//! | `SESSION_SIGNING_KEYS` | sign the cookie (or the header token); the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
+//! | `SESSION_TRANSPORT` | how the id travels ([`Transport`](crate::Transport)) | `cookie` | `cookie`, `header` (any case) |
+//! | `SESSION_HEADER_NAME` | the header of `SESSION_TRANSPORT=header` | `x-session-token` | a header name other than `cookie`/`set-cookie` (any case) |
 //! | `SESSION_PREFIX` | key prefix in shared stores (`file`, `redis`, `memcached`), isolating apps; ignored with a logged warning for `memory` and `noop` (see below) | the store's | non-empty text without spaces or control characters; each store adds its own rules |
 //! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature `redis-tls`), `valkey://…`, `valkeys://…`, `unix:///path/to/redis.sock` (also `redis+unix://`, `valkey+unix://`; `?db=…&pass=…`); for a cluster, several `redis://`/`rediss://` URLs separated by commas |
 //! | `SESSION_REDIS_CLUSTER` | the URLs name a Redis Cluster | `false` | boolean (needs feature `redis-cluster`) |
@@ -71,6 +73,11 @@ use sessionkit_core::{
 use crate::cookie::{CookieConfig, SameSite};
 use crate::middleware::SessionLayer;
 use crate::signing::{MIN_KEY_LEN, SigningKey};
+use crate::transport::Transport;
+
+/// The header of `SESSION_TRANSPORT=header` unless `SESSION_HEADER_NAME` names
+/// another.
+const DEFAULT_HEADER_NAME: &str = "x-session-token";
 
 /// Every driver name `SESSION_DRIVER` accepts.
 pub const DRIVERS: &str =
@@ -251,6 +258,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The cookie settings.
     pub cookie: CookieConfig,
+    /// How the id travels (`SESSION_TRANSPORT`, `SESSION_HEADER_NAME`).
+    pub transport: Transport,
 }
 
 impl Default for Config {
@@ -260,6 +269,7 @@ impl Default for Config {
             prefix: None,
             session: SessionConfig::default(),
             cookie: CookieConfig::default(),
+            transport: Transport::Cookie,
         }
     }
 }
@@ -433,11 +443,35 @@ impl Config {
             )
         })?;
 
+        let header_name = vars.get("SESSION_HEADER_NAME");
+        let transport = match vars.name("SESSION_TRANSPORT").as_deref() {
+            None | Some("cookie") => Transport::Cookie,
+            Some("header") => Transport::header(
+                header_name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_HEADER_NAME.to_owned()),
+            ),
+            Some(_) => return Err(vars.invalid("SESSION_TRANSPORT", "cookie, header")),
+        };
+        if let Some(name) = &header_name {
+            Transport::header(name.clone()).validate().map_err(|e| {
+                Error::invalid_config(
+                    "SESSION_HEADER_NAME",
+                    format!(
+                        "got {:?}: {}",
+                        redact_credentials(name),
+                        e.detail().unwrap_or("not a header name")
+                    ),
+                )
+            })?;
+        }
+
         Ok(Config {
             driver,
             prefix,
             session,
             cookie,
+            transport,
         })
     }
 
@@ -561,6 +595,7 @@ impl Config {
         SessionLayer::builder(store)
             .config(self.session.clone())
             .cookie(self.cookie.clone())
+            .transport(self.transport.clone())
             .build()
     }
 }
@@ -820,8 +855,44 @@ mod tests {
                     SigningKey::new(*b"0123456789abcdef0123456789abcdef").unwrap(),
                     SigningKey::new(*b"fedcba9876543210fedcba9876543210").unwrap(),
                 ]),
+            transport: Transport::Cookie,
         };
         assert_eq!(env, built);
+    }
+
+    #[test]
+    fn session_transport_and_header_name_are_read_and_checked() {
+        let read = |vars: &[(&str, &str)]| {
+            Config::from_lookup(|name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert_eq!(read(&[]).unwrap().transport, Transport::Cookie);
+        assert_eq!(
+            read(&[("SESSION_TRANSPORT", "Header")]).unwrap().transport,
+            Transport::header("x-session-token")
+        );
+        assert_eq!(
+            read(&[
+                ("SESSION_TRANSPORT", "header"),
+                ("SESSION_HEADER_NAME", "X-Auth-Token")
+            ])
+            .unwrap()
+            .transport,
+            Transport::Header("x-auth-token".into())
+        );
+        let err = read(&[("SESSION_TRANSPORT", "query")]).unwrap_err();
+        assert_eq!(err.setting(), Some("SESSION_TRANSPORT"));
+        for bad in ["a b", "cookie", "Set-Cookie", "", "x\u{e9}"] {
+            let err = read(&[
+                ("SESSION_TRANSPORT", "header"),
+                ("SESSION_HEADER_NAME", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(err.setting(), Some("SESSION_HEADER_NAME"), "{bad:?}");
+        }
     }
 
     #[test]

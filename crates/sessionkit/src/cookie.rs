@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::HeaderValue;
-use http::header::{CACHE_CONTROL, COOKIE, HeaderMap, SET_COOKIE};
+use http::header::{CACHE_CONTROL, HeaderMap, SET_COOKIE};
 use sessionkit_core::{Error, ErrorKind, Presented, SessionId};
 
 use crate::signing::{self, Refused, SigningKey};
@@ -508,6 +508,9 @@ pub(crate) trait ResponseHeaders {
     fn cache_control(&self) -> impl Iterator<Item = &[u8]>;
     /// Replaces `Cache-Control`.
     fn set_cache_control(&mut self, value: &str);
+    /// Replaces the header `name` with `value` (visible ASCII: a token, or
+    /// empty), for the header transport.
+    fn set_header(&mut self, name: &http::HeaderName, value: &str);
 }
 
 impl ResponseHeaders for HeaderMap {
@@ -533,11 +536,12 @@ impl ResponseHeaders for HeaderMap {
         };
         self.insert(CACHE_CONTROL, value);
     }
-}
 
-/// The raw values of a request's `Cookie` headers.
-pub(crate) fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
+    fn set_header(&mut self, name: &http::HeaderName, value: &str) {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            self.insert(name.clone(), value);
+        }
+    }
 }
 
 /// Marks a response that read or wrote the session, but sets no cookie, as
@@ -589,7 +593,14 @@ fn forbid_shared_caching(headers: &mut impl ResponseHeaders) {
 
 #[cfg(test)]
 mod tests {
+    use http::header::COOKIE;
+
     use super::*;
+
+    /// The raw values of a request's `Cookie` headers.
+    fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+        headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
+    }
 
     /// The rule as first written, one byte at a time: the reference for
     /// `find_pairs`.

@@ -109,6 +109,7 @@ pub mod config;
 pub mod cookie;
 pub mod middleware;
 pub mod signing;
+mod transport;
 
 pub use config::{Config, Driver};
 pub use cookie::{CookieConfig, SameSite};
@@ -120,6 +121,7 @@ pub use sessionkit_core::{
     Presented, ReleasePolicy, ReportedError, RequestSession, Result, Session, SessionConfig,
     SessionConfigBuilder, SessionFactory, SessionId, SessionOf, WritePolicy,
 };
+pub use transport::Transport;
 
 /// Session stores: the in-process ones that ship with the core, and the
 /// traits an application names when it holds or maintains a store.

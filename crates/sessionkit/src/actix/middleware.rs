@@ -12,6 +12,7 @@ use crate::actix::future::SessionFuture;
 use crate::config::Config;
 use crate::cookie::ResponseHeaders;
 use crate::middleware::{Rejections, SessionLayer};
+use crate::transport::RequestHeaders;
 use crate::{Error, SessionFactory};
 
 /// The actix-web session middleware: wrap an `App` or a scope with it so
@@ -198,11 +199,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let shared = &self.layer.shared;
-        let request = shared.start(
-            req.headers()
-                .get_all(header::COOKIE)
-                .map(HeaderValue::as_bytes),
-        );
+        let request = shared.start(req.headers());
         (shared.insert.actix)(&mut req.extensions_mut(), request.session().clone());
         SessionFuture::new(self.service.call(req), request, shared.clone())
     }
@@ -229,5 +226,23 @@ impl ResponseHeaders for HeaderMap {
             },
         };
         self.insert(header::CACHE_CONTROL, value);
+    }
+
+    fn set_header(&mut self, name: &http::HeaderName, value: &str) {
+        // actix-web 4's map is over the `http` 0.2 types: the name crosses
+        // as bytes (it was validated as a header name when the layer was
+        // built).
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::try_from(value),
+        ) {
+            self.insert(name, value);
+        }
+    }
+}
+
+impl RequestHeaders for HeaderMap {
+    fn values<'a>(&'a self, name: &'a http::HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name.as_str()).map(HeaderValue::as_bytes)
     }
 }

@@ -14,6 +14,7 @@ use tower_layer::Layer;
 use crate::cookie::{self, CookieConfig, CookieWriter, ResponseHeaders, SameSite};
 use crate::middleware::service::SessionService;
 use crate::signing::Refused;
+use crate::transport::{Carrier, RequestHeaders, Transport};
 
 /// The session layer: wraps a service so that each request gets a
 /// [`Session`](sessionkit_core::Session). See the [module docs](crate::middleware).
@@ -28,7 +29,8 @@ pub(crate) struct Shared {
     /// What the layer was built from, for the `with_*` shortcuts.
     pub(crate) parts: SessionLayerBuilder,
     pub(crate) factory: SessionFactory,
-    pub(crate) cookie: CookieWriter,
+    /// How the id travels: cookie or header.
+    pub(crate) carrier: Carrier,
     pub(crate) rejections: RejectionCounters,
     pub(crate) on_error: Option<ErrorHook>,
     /// Puts the request's session into its extensions: as a plain
@@ -77,7 +79,7 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("factory", &self.factory)
-            .field("cookie", &self.cookie)
+            .field("carrier", &self.carrier)
             .field("on_error", &self.on_error.as_ref().map(|_| "<fn>"))
             .finish_non_exhaustive()
     }
@@ -87,13 +89,11 @@ impl std::fmt::Debug for Shared {
 /// does around a request, written once: start the session from the
 /// request's cookies, and conclude it on the response.
 impl Shared {
-    /// The session of a request whose `Cookie` headers are `cookie_headers`
-    /// (raw values, in order); a refused cookie is counted and logged.
-    pub(crate) fn start<'h>(
-        &self,
-        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
-    ) -> RequestSession {
-        let incoming = cookie::read(cookie_headers, self.cookie.name(), self.cookie.keys());
+    /// The session of a request with these headers (its cookie, or its
+    /// session header: see [`Transport`]); a refused id is counted and
+    /// logged.
+    pub(crate) fn start(&self, headers: &impl RequestHeaders) -> RequestSession {
+        let incoming = self.carrier.read(headers);
         if let Some(why) = incoming.refused {
             self.rejections.record(why);
         }
@@ -113,7 +113,7 @@ impl Shared {
         if let Some(err) = finished.error {
             let mut failed = self.error_response(&err);
             if err.kind() == ErrorKind::SessionGone {
-                self.cookie.remove(failed.headers_mut());
+                self.carrier.remove(failed.headers_mut());
             }
             return Some(failed);
         }
@@ -124,8 +124,8 @@ impl Shared {
                 id,
                 max_age,
                 remembered,
-            } => self.cookie.set(headers, &id, max_age, remembered),
-            CookieChange::Remove => self.cookie.remove(headers),
+            } => self.carrier.set(headers, &id, max_age, remembered),
+            CookieChange::Remove => self.carrier.remove(headers),
             _ => cookie::keep_private(headers),
         }
         None
@@ -237,6 +237,7 @@ impl SessionLayer {
             store: ArcStore::new(store),
             config: SessionConfig::default(),
             cookie: CookieConfig::default(),
+            transport: Transport::default(),
             on_error: None,
             insert: InsertSession::PLAIN,
         }
@@ -375,6 +376,7 @@ pub struct SessionLayerBuilder {
     store: ArcStore,
     config: SessionConfig,
     cookie: CookieConfig,
+    transport: Transport,
     on_error: Option<ErrorHook>,
     insert: InsertSession,
 }
@@ -385,6 +387,7 @@ impl std::fmt::Debug for SessionLayerBuilder {
             .field("store", &self.store)
             .field("config", &self.config)
             .field("cookie", &self.cookie)
+            .field("transport", &self.transport)
             .field("on_error", &self.on_error.as_ref().map(|_| "<fn>"))
             .finish()
     }
@@ -397,9 +400,17 @@ impl SessionLayerBuilder {
         self
     }
 
-    /// The cookie settings. Default [`CookieConfig::default`].
+    /// The cookie settings. Default [`CookieConfig::default`]. With the
+    /// header [`Transport`], only their signing keys apply.
     pub fn cookie(mut self, cookie: CookieConfig) -> Self {
         self.cookie = cookie;
+        self
+    }
+
+    /// How the id travels: [`Transport::Cookie`] (the default) or a header
+    /// ([`Transport::header`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -481,13 +492,13 @@ impl SessionLayerBuilder {
 
     /// Validates the cookie settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer, Error> {
-        let cookie = CookieWriter::new(&self.cookie)?;
+        let carrier = Carrier::new(&self.transport, CookieWriter::new(&self.cookie)?)?;
         let parts = self.clone();
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 parts,
                 factory: SessionFactory::from_arc_store(self.store, self.config),
-                cookie,
+                carrier,
                 rejections: RejectionCounters::default(),
                 on_error: self.on_error,
                 insert: self.insert,

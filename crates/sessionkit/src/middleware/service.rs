@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use crate::cookie;
 use crate::middleware::future::ResponseFuture;
 use crate::middleware::layer::Shared;
 
@@ -31,7 +30,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let request = self.shared.start(cookie::cookie_headers(req.headers()));
+        let request = self.shared.start(req.headers());
         (self.shared.insert.http)(req.extensions_mut(), request.session().clone());
         ResponseFuture::new(self.inner.call(req), request, self.shared.clone())
     }
