@@ -26,7 +26,7 @@
 //! | `SESSION_SAME_SITE` | cookie `SameSite` | `lax` | `lax`, `strict`, `none` (any case) |
 //! | `SESSION_PERSISTENT_COOKIE` | send `Max-Age` (else a browser-session cookie; "remember me" sessions always get `Max-Age`) | `true` | boolean |
 //! | `SESSION_SIGNING_KEYS` | sign the cookie (or the header token); the first key signs, all verify (rotation) | none (unsigned) | comma-separated secrets of at least 32 bytes each |
-//! | `SESSION_TRANSPORT` | how the id travels ([`Transport`](crate::Transport)) | `cookie` | `cookie`, `header` (any case) |
+//! | `SESSION_TRANSPORT` | how the id travels ([`Transport`]) | `cookie` | `cookie`, `header` (any case) |
 //! | `SESSION_HEADER_NAME` | the header of `SESSION_TRANSPORT=header` | `x-session-token` | a header name other than `cookie`/`set-cookie` (any case) |
 //! | `SESSION_PREFIX` | key prefix in shared stores (`file`, `redis`, `memcached`), isolating apps; ignored with a logged warning for `memory` and `noop` (see below) | the store's | non-empty text without spaces or control characters; each store adds its own rules |
 //! | `SESSION_REDIS_URL` | Redis URL for `redis` | `redis://127.0.0.1:6379` | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, feature `redis-tls`), `valkey://…`, `valkeys://…`, `unix:///path/to/redis.sock` (also `redis+unix://`, `valkey+unix://`; `?db=…&pass=…`); for a cluster, several `redis://`/`rediss://` URLs separated by commas |
