@@ -369,6 +369,11 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A random `u64` from the OS CSPRNG, for jitter.
+/// 32 bytes as 43 characters of unpadded base64url (the form of an id).
+pub(crate) fn base64url_32(bytes: [u8; 32]) -> String {
+    SessionId(bytes).expose()
+}
+
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -496,6 +496,38 @@ async fn set_expires_at_ends_the_session_then_and_never_later() {
     );
 }
 
+/// Issue 17: the CSRF token is kept with the session across requests,
+/// changes with the id at a regenerate (the old one stops matching), and is
+/// gone with the session.
+#[tokio::test]
+async fn the_csrf_token_lasts_the_session_rotates_with_regenerate_and_dies_with_destroy() {
+    let factory = SessionFactory::for_tests();
+    let s = factory.session(None);
+    let token = s.csrf_token().await.unwrap();
+    let s = s.next_request().await.unwrap();
+    assert!(s.csrf_token_matches(&token).await.unwrap());
+    assert_eq!(s.csrf_token().await.unwrap(), token);
+    assert!(!s.csrf_token_matches("").await.unwrap());
+    assert!(!s.csrf_token_matches(&token[1..]).await.unwrap());
+
+    s.regenerate().await.unwrap();
+    let s = s.next_request().await.unwrap();
+    assert!(
+        !s.csrf_token_matches(&token).await.unwrap(),
+        "stale after regenerate"
+    );
+    let rotated = s.csrf_token().await.unwrap();
+    assert_ne!(rotated, token);
+
+    s.destroy().await.unwrap();
+    let s = s.next_request().await.unwrap();
+    assert!(
+        !s.csrf_token_matches(&rotated).await.unwrap(),
+        "gone with the session"
+    );
+    assert!(s.id().is_none());
+}
+
 /// The id, age and remembered mark of a `CookieChange::Set`.
 fn set_cookie(change: CookieChange) -> (SessionId, Duration, bool) {
     match change {

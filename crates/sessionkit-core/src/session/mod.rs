@@ -280,6 +280,7 @@ macro_rules! doc_session {
 
 // Declared after `doc_session!` so that their doc examples can use it.
 mod bag;
+mod csrf;
 mod flash;
 mod lifecycle;
 mod request;
