@@ -56,8 +56,8 @@ step "cargo package (the published crates)"
 target_dir=${CARGO_TARGET_DIR:-target}
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/sessionkit{,-core,-file,-memcached,-redis,-sql}-[0-9]*
 rm -rf "${target_dir}/package" "${target_dir}"/debug/.fingerprint/sessionkit*
-cargo package --workspace --exclude shop --exclude reliability --exclude bench \
-    --exclude sessionkit-test-servers --quiet
+cargo package --workspace --exclude shop --exclude shop-actix --exclude reliability \
+    --exclude bench --exclude sessionkit-test-servers --quiet
 
 step "fuzzing (20 s per target; see RELIABILITY.md for the long runs)"
 scripts/fuzz.sh 20

@@ -18,7 +18,9 @@
 //!   keeps its `sessionkit::Error`, so it answers through sessionkit's own
 //!   `ResponseError`).
 //!
-//! Form bodies that do not deserialize answer 422, as axum's `Form` does.
+//! Form bodies that do not deserialize answer 422, as axum's `Form` does,
+//! and a known path asked with another method answers 405, as axum's router
+//! does (each route is an actix-web `Resource`, whose default is 405).
 
 use std::future::{Ready, ready};
 
@@ -65,20 +67,20 @@ pub fn app(
             };
             InternalError::new(err, status).into()
         }))
-        .route("/", web::get().to(index))
-        .route("/basket", web::post().to(add_to_basket))
-        .route("/basket/remove", web::post().to(remove_from_basket))
-        .route("/basket/clear", web::post().to(clear_basket))
-        .route("/login", web::post().to(login))
-        .route("/logout", web::post().to(logout))
-        .route("/api/session", web::get().to(api_session))
-        .route("/api/counter", web::post().to(counter_locked))
-        .route("/api/counter/buffered", web::post().to(counter_buffered))
-        .route("/healthz", web::get().to(|| async { "ok" }));
+        .service(web::resource("/").route(web::get().to(index)))
+        .service(web::resource("/basket").route(web::post().to(add_to_basket)))
+        .service(web::resource("/basket/remove").route(web::post().to(remove_from_basket)))
+        .service(web::resource("/basket/clear").route(web::post().to(clear_basket)))
+        .service(web::resource("/login").route(web::post().to(login)))
+        .service(web::resource("/logout").route(web::post().to(logout)))
+        .service(web::resource("/api/session").route(web::get().to(api_session)))
+        .service(web::resource("/api/counter").route(web::post().to(counter_locked)))
+        .service(web::resource("/api/counter/buffered").route(web::post().to(counter_buffered)))
+        .service(web::resource("/healthz").route(web::get().to(|| async { "ok" })));
     for asset in routes::ASSETS {
-        app = app.route(
-            asset.path,
-            web::get().to(move || async move { serve_asset(asset) }),
+        app = app.service(
+            web::resource(asset.path)
+                .route(web::get().to(move || async move { serve_asset(asset) })),
         );
     }
     app.wrap(from_fn(screen)).wrap(sessions)

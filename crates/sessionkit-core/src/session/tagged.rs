@@ -14,8 +14,8 @@ use crate::session::Session;
 /// by type: two layers that both put a plain [`Session`] there would
 /// overwrite each other. A layer built with a tag (`SessionLayerBuilder::tag`
 /// in the `sessionkit` crate) puts a `SessionOf<K>` there instead, so each
-/// layer's session has its own type, and its own axum extractor (feature
-/// `axum`). `K` is any type of the app's, usually an empty marker; it is
+/// layer's session has its own type, and its own extractor (axum with
+/// feature `axum`, actix-web with feature `actix`). `K` is any type of the app's, usually an empty marker; it is
 /// never built.
 ///
 /// It dereferences to the [`Session`].

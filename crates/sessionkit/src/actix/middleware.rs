@@ -9,7 +9,6 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use sessionkit_core::SessionStore;
 
 use crate::actix::future::SessionFuture;
-use crate::config::Config;
 use crate::cookie::ResponseHeaders;
 use crate::middleware::{Rejections, SessionLayer};
 use crate::transport::RequestHeaders;
@@ -69,9 +68,10 @@ impl SessionMiddleware {
         SessionLayer::new(store).into()
     }
 
-    /// The middleware the `SESSION_*` environment variables describe: the
-    /// store, the session and the cookie settings, read and validated by
-    /// [`Config::from_env`] and built by [`Config::into_layer`] (which
+    /// The middleware the `SESSION_*` environment variables describe: that
+    /// of [`SessionLayer::from_env`] — the store, the session and the cookie
+    /// settings, read and validated by [`Config::from_env`](crate::Config::from_env)
+    /// and built by [`Config::into_layer`](crate::Config::into_layer) (which
     /// connects to Redis, checks a file store's save path, …).
     ///
     /// ```no_run
@@ -89,7 +89,7 @@ impl SessionMiddleware {
     /// A bad variable, named with its value and the accepted values, or a
     /// store that cannot be set up: see [`crate::config`].
     pub async fn from_env() -> Result<Self, Error> {
-        Ok(Config::from_env()?.into_layer().await?.into())
+        Ok(SessionLayer::from_env().await?.into())
     }
 
     /// How many session cookies this middleware refused, by reason (see

@@ -455,7 +455,9 @@ impl SessionLayerBuilder {
     }
 
     /// Tags the layer's sessions with `K`: handlers then take a
-    /// [`SessionOf<K>`] (an axum extractor) instead of a plain [`Session`].
+    /// [`SessionOf<K>`] (an axum extractor, and an actix-web one with the
+    /// `actix` feature, where the same tag applies to the middleware made
+    /// from this layer) instead of a plain [`Session`].
     /// For an app with two session layers — a second cookie, another store
     /// — where plain `Session`s would overwrite each other in the request's
     /// extensions, which are keyed by type. `K` is any type of the app's,

@@ -1146,3 +1146,26 @@ async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact() {
     }
     assert_eq!(state(&client, &shop).await["n"], buffered + 80, "unchanged");
 }
+
+/// Both shops' routers answer alike outside the surface: another method on
+/// a known path is 405, an unknown path 404; neither starts a session.
+#[tokio::test]
+async fn a_known_path_with_another_method_is_405_and_an_unknown_path_404() {
+    let shop = Shop::start(&[]);
+    let client = browser();
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/basket", 405),
+        (reqwest::Method::GET, "/api/counter", 405),
+        (reqwest::Method::POST, "/healthz", 405),
+        (reqwest::Method::GET, "/nope", 404),
+        (reqwest::Method::POST, "/nope", 404),
+    ] {
+        let res = client
+            .request(method.clone(), shop.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        assert_eq!(session_cookie(&res), None, "{method} {path}");
+    }
+}
