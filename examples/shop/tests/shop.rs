@@ -1,12 +1,18 @@
 //! The shop's HTTP surface, driven through the real binary on 127.0.0.1 by a
-//! cookie-keeping client.
+//! cookie-keeping client; the tests of the surface run once per store
+//! (memory, PostgreSQL, SQLite: see `on_every_store!`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
+/// The PostgreSQL harness of `sessionkit-sql`'s tests, not a copy: one
+/// server per test binary, stopped when the binary ends.
+#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
+mod pg;
 mod support;
 
 /// The shop binary, started on a free port and killed on drop.
@@ -78,9 +84,100 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
         })
 }
 
-#[tokio::test]
-async fn the_shop_serves_its_whole_surface() {
-    let shop = Shop::start(&[]);
+/// Where a test's shop keeps its sessions: the `SESSION_*` variables, and
+/// what must live as long as the shop (a SQLite file's directory).
+struct Store {
+    envs: Vec<(&'static str, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Store {
+    /// The default: the memory store of the shop process.
+    fn memory() -> Store {
+        Store {
+            envs: Vec::new(),
+            _dir: None,
+        }
+    }
+
+    /// A table of its own on the PostgreSQL server shared by this binary.
+    fn postgres() -> Store {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let table = format!("shop_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        Store {
+            envs: vec![
+                ("SESSION_DRIVER", "postgres".to_owned()),
+                ("SESSION_DATABASE_URL", pg::shared().url()),
+                ("SESSION_TABLE", table),
+            ],
+            _dir: None,
+        }
+    }
+
+    /// A SQLite file of its own in a temporary directory.
+    fn sqlite() -> Store {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+        Store {
+            envs: vec![
+                ("SESSION_DRIVER", "sqlite".to_owned()),
+                ("SESSION_DATABASE_URL", url),
+            ],
+            _dir: Some(dir),
+        }
+    }
+
+    /// The variables, with `extra` after them.
+    fn envs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        self.envs
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
+    /// A shop process on this store.
+    fn shop(&self, extra: &[(&str, &str)]) -> Shop {
+        Shop::start(&self.envs(extra))
+    }
+}
+
+/// Runs each named `async fn(Store)` once per store, as
+/// `memory::<name>`, `postgres::<name>` and `sqlite::<name>`.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        on_every_store!(@store memory, $($test),*);
+        on_every_store!(@store postgres, $($test),*);
+        on_every_store!(@store sqlite, $($test),*);
+    };
+    (@store $store:ident, $($test:ident),*) => {
+        mod $store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Store::$store()).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    the_shop_serves_its_whole_surface,
+    bad_form_input_is_rejected_with_422,
+    locked_counter_is_exact_under_concurrency,
+    remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one,
+    api_session_shows_the_csrf_token_that_the_page_embeds,
+    cross_site_posts_are_refused_and_change_nothing,
+    posts_with_a_session_need_its_token,
+    a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token,
+    the_basket_takes_quantities_and_gives_items_back,
+    a_browsers_form_redirect_is_not_a_visit,
+    work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact,
+);
+
+async fn the_shop_serves_its_whole_surface(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
 
     let health = client.get(shop.url("/healthz")).send().await.unwrap();
@@ -222,9 +319,8 @@ async fn the_shop_serves_its_whole_surface() {
     );
 }
 
-#[tokio::test]
-async fn bad_form_input_is_rejected_with_422() {
-    let shop = Shop::start(&[]);
+async fn bad_form_input_is_rejected_with_422(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let res = client
         .post(shop.url("/basket"))
@@ -258,9 +354,8 @@ async fn a_bad_session_variable_stops_the_shop_with_a_clear_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locked_counter_is_exact_under_concurrency() {
-    let shop = Shop::start(&[]);
+async fn locked_counter_is_exact_under_concurrency(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let token = log_in(&client, &shop).await;
     let mut tasks = Vec::new();
@@ -286,9 +381,8 @@ async fn locked_counter_is_exact_under_concurrency() {
     assert_eq!(state(&client, &shop).await["n"], 200);
 }
 
-#[tokio::test]
-async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one() {
-    let shop = Shop::start(&[("SESSION_PERSISTENT_COOKIE", "false")]);
+async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one(store: Store) {
+    let shop = store.shop(&[("SESSION_PERSISTENT_COOKIE", "false")]);
     let plain = browser();
     let res = plain
         .post(shop.url("/login"))
@@ -393,6 +487,20 @@ async fn two_shop_processes_on_one_redis_count_exactly() {
         ("SESSION_REDIS_URL", &url),
     ])
     .await;
+    assert_eq!(n, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_postgres_count_exactly() {
+    let store = Store::postgres();
+    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
+    assert_eq!(n, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_sqlite_file_count_exactly() {
+    let store = Store::sqlite();
+    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
     assert_eq!(n, 400);
 }
 
@@ -548,9 +656,8 @@ async fn fifty_cookieless_gets_store_no_session_and_set_no_cookie() {
     assert!(!html.contains("csrf_token"), "no session, no token: {html}");
 }
 
-#[tokio::test]
-async fn api_session_shows_the_csrf_token_that_the_page_embeds() {
-    let shop = Shop::start(&[]);
+async fn api_session_shows_the_csrf_token_that_the_page_embeds(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let v = state(&client, &shop).await;
     assert!(
@@ -581,9 +688,8 @@ async fn api_session_shows_the_csrf_token_that_the_page_embeds() {
     );
 }
 
-#[tokio::test]
-async fn cross_site_posts_are_refused_and_change_nothing() {
-    let shop = Shop::start(&[]);
+async fn cross_site_posts_are_refused_and_change_nothing(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let before = state(&client, &shop).await;
     for (header, value) in FOREIGN {
@@ -621,9 +727,8 @@ async fn cross_site_posts_are_refused_and_change_nothing() {
     assert_eq!(state(&victim, &shop).await["user"], Value::Null);
 }
 
-#[tokio::test]
-async fn posts_with_a_session_need_its_token() {
-    let shop = Shop::start(&[]);
+async fn posts_with_a_session_need_its_token(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let (_, bobs_token) = logged_in_with_a_basket(&shop, "bob").await;
     let before = state(&client, &shop).await;
@@ -703,9 +808,8 @@ async fn posts_with_a_session_need_its_token() {
     assert_eq!(state(&client, &shop).await["user"], Value::Null);
 }
 
-#[tokio::test]
-async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token() {
-    let shop = Shop::start(&[]);
+async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let res = client
         .post(shop.url("/login"))
@@ -923,9 +1027,8 @@ async fn the_csrf_check_adds_no_store_round_trip() {
     assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
 }
 
-#[tokio::test]
-async fn the_basket_takes_quantities_and_gives_items_back() {
-    let shop = Shop::start(&[]);
+async fn the_basket_takes_quantities_and_gives_items_back(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let post = |path: &'static str, fields: Vec<(&'static str, &'static str)>| {
         let mut form = fields;
@@ -1004,9 +1107,8 @@ async fn the_basket_takes_quantities_and_gives_items_back() {
 
 /// A browser follows the 303 of a form by itself; the page it lands on is
 /// the form's answer, not a visit. It sends `Origin` with every `POST`.
-#[tokio::test]
-async fn a_browsers_form_redirect_is_not_a_visit() {
-    let shop = Shop::start(&[]);
+async fn a_browsers_form_redirect_is_not_a_visit(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let visits = || async {
         let html = client
@@ -1104,9 +1206,8 @@ async fn the_page_assets_touch_no_session_and_the_page_has_a_csp() {
 /// With a few milliseconds of work between the read and the write,
 /// concurrent buffered increments overlap and lose updates even on the
 /// memory store; locked ones stay exact. This is what the race panel shows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact() {
-    let shop = Shop::start(&[]);
+async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let token = log_in(&client, &shop).await;
     let burst = |route: &'static str| {
