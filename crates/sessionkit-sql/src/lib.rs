@@ -45,8 +45,9 @@
 //! newer than this code knows is an error
 //! ([`StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable),
 //! naming the table and both versions), never a silent misuse.
-//! Concurrent migrations take turns (an advisory lock on PostgreSQL, the
-//! write lock on SQLite). For a DBA who creates the schema by hand, the SQL
+//! Concurrent migrations take turns (on PostgreSQL an advisory lock per
+//! schema, since the tables of a schema share its version table; on SQLite
+//! the write lock). For a DBA who creates the schema by hand, the SQL
 //! for the default table `sessions` (`schema_sql()` gives it for any table):
 //!
 //! PostgreSQL (12 or newer):

@@ -451,10 +451,12 @@ impl Inner {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        // Concurrent migrations of one table take turns: CREATE ... IF NOT
-        // EXISTS alone can still fail on a race in the catalog.
+        // Concurrent migrations take turns: CREATE ... IF NOT EXISTS alone
+        // can still fail on a race in the catalog. The lock is per version
+        // table, not per session table: apps with tables of their own in
+        // one schema all create that one version table.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sessionkit:' || $1))")
-            .bind(&self.table.name)
+            .bind(&self.table.versions)
             .execute(&mut *tx)
             .await
             .map_err(fail)?;

@@ -342,3 +342,35 @@ async fn every_operation_is_one_statement() {
     ];
     assert_eq!(steps, expected);
 }
+
+/// Apps with tables of their own starting at once on a fresh database (or
+/// schema) all create the shared version table: they must take turns on
+/// it, not only on their own table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_of_different_tables_at_once_all_succeed() {
+    let admin = store().await;
+    for _ in 0..5 {
+        let schema = unique("fresh");
+        sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        let stores: Vec<PgStore> = (0..4)
+            .map(|i| {
+                PgStore::builder()
+                    .table(format!("{schema}.sessions_{i}"))
+                    .sweep_interval(None)
+                    .connect(&support::shared().url())
+                    .unwrap()
+            })
+            .collect();
+        let results = tokio::join!(
+            stores[0].migrate(),
+            stores[1].migrate(),
+            stores[2].migrate(),
+            stores[3].migrate()
+        );
+        let results = [results.0, results.1, results.2, results.3];
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+}
