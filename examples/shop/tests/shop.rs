@@ -2,76 +2,15 @@
 //! cookie-keeping client; the tests of the surface run once per store
 //! (memory, PostgreSQL, SQLite: see `on_every_store!`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::Read;
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
-/// The PostgreSQL harness of `sessionkit-sql`'s tests, not a copy: one
-/// server per test binary, stopped when the binary ends.
-#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
-mod pg;
 mod support;
 
-/// The shop binary, started on a free port and killed on drop.
-struct Shop {
-    child: Child,
-    base: String,
-}
-
-impl Shop {
-    fn start(envs: &[(&str, &str)]) -> Shop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
-            .env("SHOP_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the shop binary");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Shop { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn state(client: &reqwest::Client, shop: &Shop) -> Value {
-    client
-        .get(shop.url("/api/session"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use support::shop::{Shop, Store, browser, log_in, serve, state, token_of};
 
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
     res.headers()
@@ -82,64 +21,6 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
             c.strip_prefix("session=")
                 .map(|r| r.split(';').next().unwrap().to_owned())
         })
-}
-
-/// Where a test's shop keeps its sessions: the `SESSION_*` variables, and
-/// what must live as long as the shop (a SQLite file's directory).
-struct Store {
-    envs: Vec<(&'static str, String)>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Store {
-    /// The default: the memory store of the shop process.
-    fn memory() -> Store {
-        Store {
-            envs: Vec::new(),
-            _dir: None,
-        }
-    }
-
-    /// A table of its own on the PostgreSQL server shared by this binary.
-    fn postgres() -> Store {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let table = format!("shop_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        Store {
-            envs: vec![
-                ("SESSION_DRIVER", "postgres".to_owned()),
-                ("SESSION_DATABASE_URL", pg::shared().url()),
-                ("SESSION_TABLE", table),
-            ],
-            _dir: None,
-        }
-    }
-
-    /// A SQLite file of its own in a temporary directory.
-    fn sqlite() -> Store {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
-        Store {
-            envs: vec![
-                ("SESSION_DRIVER", "sqlite".to_owned()),
-                ("SESSION_DATABASE_URL", url),
-            ],
-            _dir: Some(dir),
-        }
-    }
-
-    /// The variables, with `extra` after them.
-    fn envs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-        self.envs
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .chain(extra.iter().copied())
-            .collect()
-    }
-
-    /// A shop process on this store.
-    fn shop(&self, extra: &[(&str, &str)]) -> Shop {
-        Shop::start(&self.envs(extra))
-    }
 }
 
 /// Runs each named `async fn(Store)` once per store, as
@@ -521,44 +402,12 @@ async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many(
     assert!((1..=400).contains(&n));
 }
 
-/// Logs `client` in as `ada` (a first login, starting the session) and
-/// returns the session's CSRF token.
-async fn log_in(client: &reqwest::Client, shop: &Shop) -> String {
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    token_of(client, shop).await
-}
-
-/// The shop in this process over `store`, on a free loopback port; returns
-/// its base URL. For tests that look into the store.
-async fn serve(store: impl sessionkit::store::SessionStore) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = shop::app(sessionkit::SessionLayer::new(store));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}
-
 fn set_cookies(res: &reqwest::Response) -> Vec<String> {
     res.headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect()
-}
-
-/// The session's CSRF token, as `GET /api/session` shows it.
-async fn token_of(client: &reqwest::Client, shop: &Shop) -> String {
-    let v = state(client, shop).await;
-    v["csrf_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no csrf_token in {v}"))
-        .to_owned()
 }
 
 /// A client logged in as `user` (a first login: no session before it) with

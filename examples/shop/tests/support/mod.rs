@@ -1,7 +1,13 @@
-//! Real `memcached` and `redis-server` processes on free loopback ports,
-//! killed by PID when dropped.
+//! Real `memcached`, `redis-server` and PostgreSQL processes on free loopback
+//! ports, stopped when dropped; the shop binary and its client helpers.
 
 #![allow(dead_code)]
+
+/// The PostgreSQL harness of `sessionkit-sql`'s tests, not a copy: one
+/// server per test binary, stopped when the binary ends.
+#[path = "../../../../crates/sessionkit-sql/tests/support/mod.rs"]
+pub(crate) mod pg;
+pub(crate) mod shop;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
