@@ -161,9 +161,26 @@
 //! the lock (same token, same expiry), an unfenced one drops it.
 //!
 //! Waiting for a lock is the session handle's bounded retry with backoff
-//! and jitter (`LockConfig`). Waking waiters with PostgreSQL
-//! `LISTEN`/`NOTIFY` is not implemented yet: the store contract has no
-//! "wait for release" operation for it to serve.
+//! and jitter (`LockConfig`). Requests of one process wait in line for a
+//! session without asking the store (the session layer hands the lock from
+//! one to the next), so only requests of *different* processes wait for
+//! the row lock. On PostgreSQL they are woken when it is released
+//! ([`SessionStore::wait_for_unlock`](sessionkit_core::SessionStore::wait_for_unlock)):
+//! a waiter `LISTEN`s on the table's channel (one connection per store,
+//! taken from its pool at the first wait) and holds a shared advisory lock
+//! on the pair (a hash of the table name, the first four bytes of the row
+//! key) while it waits, on one more connection of its own; the statements
+//! that release a lock (`unlock`, a commit with release) send a `NOTIFY`
+//! only when that advisory lock shows a waiter, inside the same statement
+//! (the counts above hold). A release nobody waits for sends nothing: a
+//! `NOTIFY` makes its commit take a lock that every notifying commit of the
+//! server shares. The backoff pause stays the upper bound of each wait, so
+//! a missed notification (the release came between the failed attempt and
+//! the wait, the listening connection was lost) costs at most one pause.
+//! The advisory keys are in the two-`int4` space: an application's own
+//! `pg_advisory_lock(int, int)` on the same pair would only cause needless
+//! wake-ups or, held exclusively, make releases notify. SQLite waiters
+//! poll (there is nothing to listen on across processes).
 //!
 //! # Expiry and clocks
 //!
@@ -233,6 +250,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 mod sqlite;
+#[cfg(feature = "postgres")]
+mod wake;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PgStore, PgStoreBuilder};

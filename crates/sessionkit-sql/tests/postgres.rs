@@ -374,3 +374,114 @@ async fn migrations_of_different_tables_at_once_all_succeed() {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
 }
+
+/// The `NOTIFY` channel of a table, as `wake.rs` names it (FNV-1a of
+/// `sessionkit:` and the table name), written again here as the oracle.
+fn channel_of(table: &str) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in "sessionkit:".bytes().chain(table.bytes()) {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("sessionkit_{hash:08x}")
+}
+
+/// A waiter for a lock held by another process (another pool) is woken
+/// when the lock is released, by `unlock` or by a commit with release,
+/// instead of sleeping its whole pause; a release nobody waits for sends
+/// no notification at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lock_wakes_the_waiters_of_other_processes() {
+    let table = unique("woken");
+    let holder = store_on(&table).await;
+    let waiter = store_on(&table).await;
+    let id = SessionId::generate();
+    let _ = holder
+        .create(&id, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    let mut bystander = sqlx::postgres::PgListener::connect(&support::shared().url())
+        .await
+        .unwrap();
+    bystander.listen(&channel_of(&table)).await.unwrap();
+    let pause = Duration::from_secs(3);
+    let release_after = Duration::from_millis(200);
+    for release in ["unlock", "commit"] {
+        let Locked::Acquired { token, .. } =
+            holder.lock(&id, Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!("lock");
+        };
+        assert_eq!(
+            waiter.lock(&id, Duration::from_secs(30)).await.unwrap(),
+            Locked::Held
+        );
+        let releasing = {
+            let holder = holder.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(release_after).await;
+                if release == "unlock" {
+                    holder.unlock(&id, &token).await.unwrap();
+                } else {
+                    let mut delta = Delta::default();
+                    delta.set("k", b"1".to_vec());
+                    let fence = Fence {
+                        token: &token,
+                        release: true,
+                    };
+                    let applied = holder.apply(&id, &delta, Some(fence)).await.unwrap();
+                    assert!(matches!(applied, Applied::Applied(_)));
+                }
+            })
+        };
+        let start = std::time::Instant::now();
+        waiter.wait_for_unlock(&id, pause).await;
+        let waited = start.elapsed();
+        releasing.await.unwrap();
+        assert!(
+            waited < release_after + Duration::from_millis(500),
+            "{release}: woken {waited:?} after the wait began (release after {release_after:?}, pause {pause:?})"
+        );
+        let Locked::Acquired { token, .. } =
+            waiter.lock(&id, Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!("{release}: the lock is free after the wake-up");
+        };
+        waiter.unlock(&id, &token).await.unwrap();
+        // The bystander heard this release (a waiter was there)...
+        let heard = tokio::time::timeout(Duration::from_secs(1), bystander.recv()).await;
+        assert!(heard.is_ok(), "{release}: a notification was sent");
+    }
+    // ...and nothing else: the waiter's own unlocks above had no waiter,
+    // and neither has this one.
+    let Locked::Acquired { token, .. } = holder.lock(&id, Duration::from_secs(30)).await.unwrap()
+    else {
+        panic!("lock");
+    };
+    holder.unlock(&id, &token).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_millis(300), bystander.recv()).await;
+    assert!(
+        heard.is_err(),
+        "a release nobody waits for notifies nobody: {heard:?}"
+    );
+}
+
+/// Without a release, a waiter sleeps its pause and no longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_without_a_release_sleeps_its_pause() {
+    let store = store_on(&unique("unwoken")).await;
+    let id = SessionId::generate();
+    let _ = store
+        .create(&id, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    let _held = store.lock(&id, Duration::from_secs(30)).await.unwrap();
+    for pause in [Duration::from_millis(5), Duration::from_millis(300)] {
+        let start = std::time::Instant::now();
+        store.wait_for_unlock(&id, pause).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= pause && waited < pause + Duration::from_millis(250),
+            "{waited:?} for a pause of {pause:?}"
+        );
+    }
+}

@@ -311,6 +311,7 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
         on_b["user"], "ada",
         "a session made on one process is read on the other"
     );
+    let start = std::time::Instant::now();
     let mut tasks = Vec::new();
     for t in 0..16 {
         let client = client.clone();
@@ -331,6 +332,10 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
     for t in tasks {
         t.await.unwrap();
     }
+    println!(
+        "400 increments to {route} across two processes in {:?}",
+        start.elapsed()
+    );
     state(&client, &a).await["n"].as_u64().unwrap()
 }
 

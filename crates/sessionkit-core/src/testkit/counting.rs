@@ -190,4 +190,8 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         bump(&self.counters.apply_and_read);
         self.inner.apply_and_read(id, delta, token).await
     }
+    // Not counted: a wait is no store operation of the contract's.
+    async fn wait_for_unlock(&self, id: &SessionId, pause: std::time::Duration) {
+        self.inner.wait_for_unlock(id, pause).await
+    }
 }

@@ -108,4 +108,8 @@ impl<S: SessionStore, G: std::fmt::Debug + Send + Sync + 'static> SessionStore f
     ) -> Result<AppliedAndRead> {
         self.store.apply_and_read(id, delta, token).await
     }
+    // Passed through, so that the inner store can wake waiters.
+    async fn wait_for_unlock(&self, id: &SessionId, pause: std::time::Duration) {
+        self.store.wait_for_unlock(id, pause).await
+    }
 }
