@@ -485,3 +485,86 @@ async fn a_waiter_without_a_release_sleeps_its_pause() {
         );
     }
 }
+
+/// The sweep costs in proportion to what expired: 10,000 expired rows among
+/// 1,000,000 take 11 statements (ten batches of 1,000 from the front of the
+/// expiry index, then one that finds none), whatever the table's size.
+/// Prints the time, and the time of the peer's sweep
+/// (`tower-sessions-sqlx-store` 0.15: one `DELETE … WHERE expiry_date <
+/// now()` on a table without an index on it) on the same rows, for
+/// BENCHMARKS.md. Ignored by default (it writes 2 million rows): `cargo test
+/// -p sessionkit-sql --all-features --test postgres -- --ignored sweep`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes 2 million rows; run by hand for BENCHMARKS.md"]
+async fn sweeping_10k_expired_among_1m_rows() {
+    let table = unique("sweep");
+    let store = store_on(&table).await;
+    let pool = store.pool();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .unwrap();
+    // Rows as `create` writes them: a SHA-256-sized key, one small value.
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         SELECT sha256(int8send(i)), '{{\"n\": \"1\"}}', 0, 7200000, false,
+                CASE WHEN i % 100 = 0 THEN 1000 ELSE 9000000000000 END
+         FROM generate_series(1, 1000000) AS i"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!("ANALYZE \"{table}\""))
+        .execute(pool)
+        .await
+        .unwrap();
+    let calls = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE 'DELETE FROM%' || $1 || '%'",
+        )
+        .bind(&table)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n
+    };
+    let before = calls().await;
+    let start = std::time::Instant::now();
+    let deleted = store.delete_expired().await.unwrap();
+    let ours = start.elapsed();
+    let statements = calls().await - before;
+    assert_eq!(deleted, 10_000);
+    assert_eq!(statements, 11);
+
+    // The peer's table and sweep, on the same rows.
+    let peer = unique("peer_sweep");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{peer}\" (id text PRIMARY KEY NOT NULL, data bytea NOT NULL, expiry_date timestamptz NOT NULL);
+         INSERT INTO \"{peer}\"
+         SELECT encode(sha256(int8send(i)), 'base64'), '\\x81a16e01'::bytea,
+                CASE WHEN i % 100 = 0 THEN now() - interval '1 day' ELSE now() + interval '1 day' END
+         FROM generate_series(1, 1000000) AS i;
+         ANALYZE \"{peer}\";"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let done = sqlx::query(&format!(
+        "DELETE FROM \"{peer}\" WHERE expiry_date < (now() AT TIME ZONE 'utc')"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let theirs = start.elapsed();
+    assert_eq!(done.rows_affected(), 10_000);
+    println!(
+        "sweep of 10,000 expired among 1,000,000 rows: sessionkit {ours:?} in {statements} statements; tower-sessions-sqlx-store {theirs:?} in 1 statement (a scan of the table)"
+    );
+    for t in [&table, &peer] {
+        sqlx::query(&format!("DROP TABLE \"{t}\""))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
