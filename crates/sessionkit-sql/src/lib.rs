@@ -45,8 +45,9 @@
 //! newer than this code knows is an error
 //! ([`StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable),
 //! naming the table and both versions), never a silent misuse.
-//! Concurrent migrations take turns (an advisory lock on PostgreSQL, the
-//! write lock on SQLite). For a DBA who creates the schema by hand, the SQL
+//! Concurrent migrations take turns (on PostgreSQL an advisory lock per
+//! schema, since the tables of a schema share its version table; on SQLite
+//! the write lock). For a DBA who creates the schema by hand, the SQL
 //! for the default table `sessions` (`schema_sql()` gives it for any table):
 //!
 //! PostgreSQL (12 or newer):
@@ -160,9 +161,26 @@
 //! the lock (same token, same expiry), an unfenced one drops it.
 //!
 //! Waiting for a lock is the session handle's bounded retry with backoff
-//! and jitter (`LockConfig`). Waking waiters with PostgreSQL
-//! `LISTEN`/`NOTIFY` is not implemented yet: the store contract has no
-//! "wait for release" operation for it to serve.
+//! and jitter (`LockConfig`). Requests of one process wait in line for a
+//! session without asking the store (the session layer hands the lock from
+//! one to the next), so only requests of *different* processes wait for
+//! the row lock. On PostgreSQL they are woken when it is released
+//! ([`SessionStore::wait_for_unlock`](sessionkit_core::SessionStore::wait_for_unlock)):
+//! a waiter `LISTEN`s on the table's channel (one connection per store,
+//! taken from its pool at the first wait) and holds a shared advisory lock
+//! on the pair (a hash of the table name, the first four bytes of the row
+//! key) while it waits, on one more connection of its own; the statements
+//! that release a lock (`unlock`, a commit with release) send a `NOTIFY`
+//! only when that advisory lock shows a waiter, inside the same statement
+//! (the counts above hold). A release nobody waits for sends nothing: a
+//! `NOTIFY` makes its commit take a lock that every notifying commit of the
+//! server shares. The backoff pause stays the upper bound of each wait, so
+//! a missed notification (the release came between the failed attempt and
+//! the wait, the listening connection was lost) costs at most one pause.
+//! The advisory keys are in the two-`int4` space: an application's own
+//! `pg_advisory_lock(int, int)` on the same pair would only cause needless
+//! wake-ups or, held exclusively, make releases notify. SQLite waiters
+//! poll (there is nothing to listen on across processes).
 //!
 //! # Expiry and clocks
 //!
@@ -187,9 +205,20 @@
 //!
 //! # Durability
 //!
-//! PostgreSQL: an acknowledged write is committed with the server's
-//! settings; with the default `synchronous_commit = on` it survives a crash
-//! of the application, of the server process and of the machine.
+//! An acknowledged write is one whose statement the database committed
+//! before the response was sent: every write is one autocommitted
+//! statement, so no transaction stays open across a request.
+//!
+//! PostgreSQL: with the server's defaults (`synchronous_commit = on`,
+//! `fsync = on`) an acknowledged write survives a crash of the application,
+//! of the server process and of the machine (the commit's WAL is flushed
+//! before it is acknowledged). The shop's fault test crashes the server
+//! (immediate shutdown) under locked load and finds every acknowledged
+//! increment after the restart; requests during the outage get 503, and the
+//! pool reconnects by itself. With `synchronous_commit = off` (a server
+//! setting, or per role) the last commits (up to three times
+//! `wal_writer_delay`) can be lost in a crash of the server process, never
+//! half-written.
 //!
 //! SQLite: `connect` opens the file in WAL mode (readers never wait for the
 //! writer; `migrate` also switches a file opened elsewhere, and WAL
@@ -200,7 +229,10 @@
 //! application — the WAL is in the operating system's hands — but a power
 //! loss or an OS crash can roll back the last commits (never corrupt the
 //! file). [`Durability::Full`] flushes the WAL on every commit and survives
-//! power loss, for one `fsync` per write. Several processes may share one
+//! power loss, for one `fsync` per write. (sqlx's own defaults, which a
+//! pool made with `SqlitePool::connect` gets, are the rollback journal and
+//! `synchronous = FULL`: durable against power loss too, at two or more
+//! `fsync`s per write, and readers wait for the writer.) Several processes may share one
 //! file on a local file system (not a network share: SQLite's locks need
 //! it); locks, fences and deltas hold across them, since all of it is in
 //! the file.
@@ -232,6 +264,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 mod sqlite;
+#[cfg(feature = "postgres")]
+mod wake;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PgStore, PgStoreBuilder};

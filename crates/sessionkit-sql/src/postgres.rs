@@ -16,6 +16,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use crate::common::{
     self, MetaColumns, SCHEMA_VERSION, SWEEP_BATCH, Settings, Table, corrupt, failed,
 };
+use crate::wake::Wakeups;
 
 const STORE: &str = "postgres";
 
@@ -41,6 +42,7 @@ struct Inner {
     hash_ids: bool,
     table: Table,
     sql: Statements,
+    wake: Wakeups,
 }
 
 impl fmt::Debug for PgStore {
@@ -120,6 +122,7 @@ impl PgStoreBuilder {
         self.settings.check()?;
         let table = Table::parse(&self.settings.table, true)?;
         let inner = Arc::new(Inner {
+            wake: Wakeups::new(pool.clone(), &table),
             pool,
             hash_ids: self.settings.hash_ids,
             sql: Statements::new(&table),
@@ -245,6 +248,10 @@ impl Statements {
         // The idle expiry refreshed at `c.now`, capped by the deadline
         // (LEAST ignores NULL: no deadline, no cap).
         let refreshed = "LEAST(c.now + s.ttl, s.deadline)";
+        // A release wakes the waiters of other processes, if any (see
+        // `wake`); `$7` is `apply`'s release flag.
+        let notify_released = Wakeups::notify_sql(table, "w", "$7");
+        let notify_unlocked = Wakeups::notify_sql(table, "u", "true");
         Statements {
             load: format!(
                 "SELECT {RECORD}, false AS touched FROM {t} s WHERE s.id = $1 AND s.expires > {NOW}"
@@ -301,8 +308,9 @@ impl Statements {
                       AND ($6::bytea IS NULL OR (s.lock_token = $6 AND s.lock_expires > c.now))
                     RETURNING CASE WHEN $8 THEN s.data::text END AS data,
                         s.created, s.ttl, s.remembered, s.deadline, s.expires
-                 )
-                 SELECT 'applied' AS outcome, * FROM w
+                 ),
+                 n AS ({notify_released})
+                 SELECT 'applied' AS outcome, * FROM w WHERE (SELECT count(*) FROM n) >= 0
                  UNION ALL
                  SELECT CASE WHEN $6::bytea IS NOT NULL AND EXISTS (
                             SELECT 1 FROM {t} s, c WHERE s.id = $1 AND s.expires > c.now)
@@ -379,7 +387,11 @@ impl Statements {
                  WHERE s.id = $1 AND s.expires > c.now AND s.lock_token = $2 AND s.lock_expires > c.now"
             ),
             unlock: format!(
-                "UPDATE {t} SET lock_token = NULL, lock_expires = NULL WHERE id = $1 AND lock_token = $2"
+                "WITH u AS (
+                    UPDATE {t} SET lock_token = NULL, lock_expires = NULL
+                    WHERE id = $1 AND lock_token = $2 RETURNING 1
+                 )
+                 {notify_unlocked}"
             ),
             // One bounded range of the expiry index per statement; SKIP
             // LOCKED lets two sweepers (two app servers) share the work.
@@ -454,10 +466,12 @@ impl Inner {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        // Concurrent migrations of one table take turns: CREATE ... IF NOT
-        // EXISTS alone can still fail on a race in the catalog.
+        // Concurrent migrations take turns: CREATE ... IF NOT EXISTS alone
+        // can still fail on a race in the catalog. The lock is per version
+        // table, not per session table: apps with tables of their own in
+        // one schema all create that one version table.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sessionkit:' || $1))")
-            .bind(&self.table.name)
+            .bind(&self.table.versions)
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
@@ -721,6 +735,10 @@ impl SessionStore for PgStore {
             .await
             .map_err(|e| failed(STORE, "renew_lock", e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn wait_for_unlock(&self, id: &SessionId, pause: Duration) {
+        self.inner.wake.wait(&self.key(id), pause).await
     }
 
     async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {

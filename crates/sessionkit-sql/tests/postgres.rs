@@ -337,3 +337,229 @@ async fn every_operation_is_one_statement() {
     ];
     assert_eq!(steps, expected);
 }
+
+/// Apps with tables of their own starting at once on a fresh database (or
+/// schema) all create the shared version table: they must take turns on
+/// it, not only on their own table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_of_different_tables_at_once_all_succeed() {
+    let admin = store().await;
+    for _ in 0..5 {
+        let schema = unique("fresh");
+        sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        let stores: Vec<PgStore> = (0..4)
+            .map(|i| {
+                PgStore::builder()
+                    .table(format!("{schema}.sessions_{i}"))
+                    .sweep_interval(None)
+                    .connect(&support::shared().url())
+                    .unwrap()
+            })
+            .collect();
+        let results = tokio::join!(
+            stores[0].migrate(),
+            stores[1].migrate(),
+            stores[2].migrate(),
+            stores[3].migrate()
+        );
+        let results = [results.0, results.1, results.2, results.3];
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+}
+
+/// The `NOTIFY` channel of a table, as `wake.rs` names it (FNV-1a of
+/// `sessionkit:` and the table name), written again here as the oracle.
+fn channel_of(table: &str) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in "sessionkit:".bytes().chain(table.bytes()) {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("sessionkit_{hash:08x}")
+}
+
+/// A waiter for a lock held by another process (another pool) is woken
+/// when the lock is released, by `unlock` or by a commit with release,
+/// instead of sleeping its whole pause; a release nobody waits for sends
+/// no notification at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lock_wakes_the_waiters_of_other_processes() {
+    let table = unique("woken");
+    let holder = store_on(&table).await;
+    let waiter = store_on(&table).await;
+    let id = SessionId::generate();
+    let _ = holder
+        .create(&id, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    let mut bystander = sqlx::postgres::PgListener::connect(&support::shared().url())
+        .await
+        .unwrap();
+    bystander.listen(&channel_of(&table)).await.unwrap();
+    let pause = Duration::from_secs(3);
+    let release_after = Duration::from_millis(200);
+    for release in ["unlock", "commit"] {
+        let Locked::Acquired { token, .. } =
+            holder.lock(&id, Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!("lock");
+        };
+        assert_eq!(
+            waiter.lock(&id, Duration::from_secs(30)).await.unwrap(),
+            Locked::Held
+        );
+        let releasing = {
+            let holder = holder.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(release_after).await;
+                if release == "unlock" {
+                    holder.unlock(&id, &token).await.unwrap();
+                } else {
+                    let mut delta = Delta::default();
+                    delta.set("k", b"1".to_vec());
+                    let fence = Fence {
+                        token: &token,
+                        release: true,
+                    };
+                    let applied = holder.apply(&id, &delta, Some(fence)).await.unwrap();
+                    assert!(matches!(applied, Applied::Applied(_)));
+                }
+            })
+        };
+        let start = std::time::Instant::now();
+        waiter.wait_for_unlock(&id, pause).await;
+        let waited = start.elapsed();
+        releasing.await.unwrap();
+        assert!(
+            waited < release_after + Duration::from_millis(500),
+            "{release}: woken {waited:?} after the wait began (release after {release_after:?}, pause {pause:?})"
+        );
+        let Locked::Acquired { token, .. } =
+            waiter.lock(&id, Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!("{release}: the lock is free after the wake-up");
+        };
+        waiter.unlock(&id, &token).await.unwrap();
+        // The bystander heard this release (a waiter was there)...
+        let heard = tokio::time::timeout(Duration::from_secs(1), bystander.recv()).await;
+        assert!(heard.is_ok(), "{release}: a notification was sent");
+    }
+    // ...and nothing else: the waiter's own unlocks above had no waiter,
+    // and neither has this one.
+    let Locked::Acquired { token, .. } = holder.lock(&id, Duration::from_secs(30)).await.unwrap()
+    else {
+        panic!("lock");
+    };
+    holder.unlock(&id, &token).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_millis(300), bystander.recv()).await;
+    assert!(
+        heard.is_err(),
+        "a release nobody waits for notifies nobody: {heard:?}"
+    );
+}
+
+/// Without a release, a waiter sleeps its pause and no longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_without_a_release_sleeps_its_pause() {
+    let store = store_on(&unique("unwoken")).await;
+    let id = SessionId::generate();
+    let _ = store
+        .create(&id, &session(Duration::from_secs(60), &[]))
+        .await
+        .unwrap();
+    let _held = store.lock(&id, Duration::from_secs(30)).await.unwrap();
+    for pause in [Duration::from_millis(5), Duration::from_millis(300)] {
+        let start = std::time::Instant::now();
+        store.wait_for_unlock(&id, pause).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= pause && waited < pause + Duration::from_millis(250),
+            "{waited:?} for a pause of {pause:?}"
+        );
+    }
+}
+
+/// The sweep costs in proportion to what expired: 10,000 expired rows among
+/// 1,000,000 take 11 statements (ten batches of 1,000 from the front of the
+/// expiry index, then one that finds none), whatever the table's size.
+/// Prints the time, and the time of the peer's sweep
+/// (`tower-sessions-sqlx-store` 0.15: one `DELETE … WHERE expiry_date <
+/// now()` on a table without an index on it) on the same rows, for
+/// BENCHMARKS.md. Ignored by default (it writes 2 million rows): `cargo test
+/// -p sessionkit-sql --all-features --test postgres -- --ignored sweep`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes 2 million rows; run by hand for BENCHMARKS.md"]
+async fn sweeping_10k_expired_among_1m_rows() {
+    let table = unique("sweep");
+    let store = store_on(&table).await;
+    let pool = store.pool();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .unwrap();
+    // Rows as `create` writes them: a SHA-256-sized key, one small value.
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         SELECT sha256(int8send(i)), '{{\"n\": \"1\"}}', 0, 7200000, false,
+                CASE WHEN i % 100 = 0 THEN 1000 ELSE 9000000000000 END
+         FROM generate_series(1, 1000000) AS i"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!("ANALYZE \"{table}\""))
+        .execute(pool)
+        .await
+        .unwrap();
+    let calls = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE 'DELETE FROM%' || $1 || '%'",
+        )
+        .bind(&table)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n
+    };
+    let before = calls().await;
+    let start = std::time::Instant::now();
+    let deleted = store.delete_expired().await.unwrap();
+    let ours = start.elapsed();
+    let statements = calls().await - before;
+    assert_eq!(deleted, 10_000);
+    assert_eq!(statements, 11);
+
+    // The peer's table and sweep, on the same rows.
+    let peer = unique("peer_sweep");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{peer}\" (id text PRIMARY KEY NOT NULL, data bytea NOT NULL, expiry_date timestamptz NOT NULL);
+         INSERT INTO \"{peer}\"
+         SELECT encode(sha256(int8send(i)), 'base64'), '\\x81a16e01'::bytea,
+                CASE WHEN i % 100 = 0 THEN now() - interval '1 day' ELSE now() + interval '1 day' END
+         FROM generate_series(1, 1000000) AS i;
+         ANALYZE \"{peer}\";"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let done = sqlx::query(&format!(
+        "DELETE FROM \"{peer}\" WHERE expiry_date < (now() AT TIME ZONE 'utc')"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let theirs = start.elapsed();
+    assert_eq!(done.rows_affected(), 10_000);
+    println!(
+        "sweep of 10,000 expired among 1,000,000 rows: sessionkit {ours:?} in {statements} statements; tower-sessions-sqlx-store {theirs:?} in 1 statement (a scan of the table)"
+    );
+    for t in [&table, &peer] {
+        sqlx::query(&format!("DROP TABLE \"{t}\""))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}

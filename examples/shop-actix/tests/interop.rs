@@ -3,63 +3,25 @@
 //! increments sent to both alternately are exact. On a real Redis and a
 //! real PostgreSQL.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
-mod pg_support;
 #[path = "../../shop/tests/support/mod.rs"]
 mod support;
 
-/// A shop binary, started on a free port and killed on drop.
-struct Shop {
-    child: Child,
-    base: String,
-}
+use support::shop::{Shop, browser, state};
 
-impl Shop {
-    fn start(bin: &std::path::Path, envs: &[(&str, &str)]) -> Shop {
-        let mut child = Command::new(bin)
-            .env("SHOP_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Shop { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The binary of this package (the shared shop helpers start it by default).
+const BIN: &str = env!("CARGO_BIN_EXE_shop-actix");
 
 /// The axum shop's binary, next to this package's: built here, since a
 /// test can only name its own package's binaries (`cargo build -p shop`,
 /// the same profile, the same target directory; cargo holds no lock while
 /// tests run).
-fn axum_shop() -> PathBuf {
-    let actix = PathBuf::from(env!("CARGO_BIN_EXE_shop-actix"));
+fn axum_shop() -> String {
+    let actix = PathBuf::from(BIN);
     let dir = actix.parent().unwrap();
     let mut build = Command::new(env!("CARGO"));
     build.args(["build", "--quiet", "-p", "shop", "--bin", "shop"]);
@@ -68,32 +30,14 @@ fn axum_shop() -> PathBuf {
     }
     let status = build.status().expect("run cargo build -p shop");
     assert!(status.success(), "cargo build -p shop failed");
-    dir.join(format!("shop{}", std::env::consts::EXE_SUFFIX))
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn state(client: &reqwest::Client, shop: &Shop) -> Value {
-    client
-        .get(shop.url("/api/session"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let axum = dir.join(format!("shop{}", std::env::consts::EXE_SUFFIX));
+    axum.to_str().expect("a UTF-8 target path").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_axum_shop_and_an_actix_shop_on_one_redis_share_sessions_and_count_exactly() {
     let redis = support::redis();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     share_sessions(&[
         ("SESSION_DRIVER", "redis"),
         ("SESSION_REDIS_URL", url.as_str()),
@@ -103,7 +47,7 @@ async fn an_axum_shop_and_an_actix_shop_on_one_redis_share_sessions_and_count_ex
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_axum_shop_and_an_actix_shop_on_one_postgres_share_sessions_and_count_exactly() {
-    let pg = pg_support::PgServer::start();
+    let pg = support::pg::PgServer::start();
     let url = pg.url();
     share_sessions(&[
         ("SESSION_DRIVER", "postgres"),
@@ -117,8 +61,8 @@ async fn an_axum_shop_and_an_actix_shop_on_one_postgres_share_sessions_and_count
 /// alternating between the two are exact; a logout on actix ends the
 /// session on axum.
 async fn share_sessions(envs: &[(&str, &str)]) {
-    let axum = Shop::start(&axum_shop(), envs);
-    let actix = Shop::start(env!("CARGO_BIN_EXE_shop-actix").as_ref(), envs);
+    let axum = Shop::start_bin(&axum_shop(), envs);
+    let actix = Shop::start_bin(BIN, envs);
     let client = browser();
 
     // Made on axum, read and updated on actix (and the other way round).

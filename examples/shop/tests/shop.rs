@@ -5,15 +5,10 @@
 mod blackbox;
 mod support;
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::serve;
+
 /// The binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_shop");
-
-/// The shop in this process over `store`, on a free loopback port; returns
-/// its base URL. For tests that look into the store.
-async fn serve(store: impl sessionkit::store::SessionStore) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = shop::app(sessionkit::SessionLayer::new(store));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}

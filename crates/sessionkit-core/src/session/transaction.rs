@@ -119,7 +119,9 @@ impl Session {
                         tracing::debug!(session = %id.short_hash(), "waiting for the session lock");
                         waited = true;
                     }
-                    tokio::time::sleep_until((now + pause).min(deadline)).await;
+                    // The store may wake us early when the lock is released.
+                    let pause = (now + pause).min(deadline) - now;
+                    self.store().wait_for_unlock(&id, pause).await;
                 }
             }
         }

@@ -118,6 +118,11 @@ macro_rules! forward_session_store {
                 $({ let $op = $crate::store::forward::Operation::ApplyAndRead; $before; })?
                 $inner.apply_and_read(id, delta, token).await
             }
+            // Not an operation of the contract (not counted): a wait.
+            async fn wait_for_unlock(&self, id: &$crate::SessionId, pause: std::time::Duration) {
+                let $this = self;
+                $inner.wait_for_unlock(id, pause).await
+            }
         }
     };
 }

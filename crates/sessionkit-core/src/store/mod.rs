@@ -306,6 +306,21 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
             }
         }
     }
+
+    /// Waits before the next [`lock`](Self::lock) attempt on a lock that
+    /// was [`Locked::Held`]: at most `pause` (the session handle's backoff
+    /// pause, already cut to its deadline), less when the store learns that
+    /// the lock was released. Waking early is only a hint: the caller tries
+    /// `lock` again, and that decides.
+    ///
+    /// The default sleeps `pause`: waiters poll with backoff and jitter. A
+    /// store that can push a release to the waiters (PostgreSQL
+    /// `LISTEN`/`NOTIFY`) overrides it; it must never wait longer than
+    /// `pause`, nor fail (a store that cannot wake waiters just sleeps).
+    fn wait_for_unlock(&self, id: &SessionId, pause: Duration) -> impl Future<Output = ()> + Send {
+        let _ = id;
+        tokio::time::sleep(pause)
+    }
 }
 
 /// Stores that can delete expired sessions on demand (memory, files).
@@ -386,6 +401,8 @@ pub trait DynSessionStore: Debug + Send + Sync + 'static {
         delta: &'a Delta,
         token: &'a LockToken,
     ) -> BoxFuture<'a, Result<AppliedAndRead>>;
+    /// See [`SessionStore::wait_for_unlock`].
+    fn wait_for_unlock<'a>(&'a self, id: &'a SessionId, pause: Duration) -> BoxFuture<'a, ()>;
 }
 
 impl<S: SessionStore> DynSessionStore for S {
@@ -449,6 +466,9 @@ impl<S: SessionStore> DynSessionStore for S {
         token: &'a LockToken,
     ) -> BoxFuture<'a, Result<AppliedAndRead>> {
         Box::pin(SessionStore::apply_and_read(self, id, delta, token))
+    }
+    fn wait_for_unlock<'a>(&'a self, id: &'a SessionId, pause: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(SessionStore::wait_for_unlock(self, id, pause))
     }
 }
 

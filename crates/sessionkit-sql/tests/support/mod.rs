@@ -13,15 +13,17 @@
 //! [`PgServer`], or the test process ending in any way (even `SIGKILL`),
 //! closes it; the watchdog then stops the server (fast shutdown, then
 //! `SIGKILL` of whatever is left) and removes the directory. That is what
-//! makes a server shared through a `static` safe.
+//! makes a server shared through a `static` safe. A test that owns its
+//! server can also crash it and start it again on the same port
+//! ([`PgServer::crash`], [`PgServer::restart`]).
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,24 +32,38 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The watchdog: `$1` the directory, `$2` the bin directory, `$3` the run
-/// prefix (empty, or `setpriv ...` to drop root), `$4` the port. Starts
-/// `postgres`, prints its PID, waits for end of input, then stops it and
-/// removes the directory.
+/// prefix (empty, or `setpriv ...` to drop root), `$4` the port, `$5`
+/// `synchronous_commit`. Starts `postgres` and prints its PID; then obeys
+/// lines on its stdin: `crash` (`SIGQUIT`: PostgreSQL's immediate shutdown,
+/// no checkpoint, WAL recovery at the next start, as after a crash of the
+/// server process) and `start` (prints the new PID), each answered with a
+/// line. At end of input it stops the server and removes the directory.
 const WATCHDOG: &str = r#"
-dir=$1; bin=$2; as=$3; port=$4
-$as "$bin/postgres" -D "$dir/data" -p "$port" -h 127.0.0.1 -k "$dir" \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-    -c max_connections=300 -c shared_buffers=32MB \
-    -c shared_preload_libraries=pg_stat_statements \
-    >"$dir/postgres.log" 2>&1 </dev/null &
-pid=$!
-echo "$pid"
-while read -r _; do :; done
-kill -INT "$pid" 2>/dev/null
-i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+dir=$1; bin=$2; as=$3; port=$4; sync=$5
+start() {
+    $as "$bin/postgres" -D "$dir/data" -p "$port" -h 127.0.0.1 -k "$dir" \
+        -c fsync=off -c synchronous_commit="$sync" -c full_page_writes=off \
+        -c max_connections=300 -c shared_buffers=32MB \
+        -c shared_preload_libraries=pg_stat_statements \
+        >>"$dir/postgres.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid"
+}
+stop() {
+    kill -"$1" "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+start
+while read -r cmd; do
+    case $cmd in
+        crash) stop QUIT; echo stopped ;;
+        start) start ;;
+    esac
+done
+stop INT
 rm -rf "$dir"
 "#;
 
@@ -57,15 +73,30 @@ pub(crate) struct PgServer {
     port: u16,
     watchdog: Child,
     stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
     pid: u32,
     dir: PathBuf,
 }
 
 impl PgServer {
     /// Initialises a data directory and starts a server on it, without
-    /// fsync (tests need no durability), with trust authentication for the
-    /// `postgres` user on loopback.
+    /// fsync and with `synchronous_commit = off` (tests need no
+    /// durability), with trust authentication for the `postgres` user on
+    /// loopback.
     pub(crate) fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// A server whose acknowledged commits survive a crash of the server
+    /// process (`synchronous_commit = on`: the commit's WAL is written
+    /// before it is acknowledged; `fsync` stays off, which only matters if
+    /// the machine crashes), for tests that crash it with
+    /// [`crash`](Self::crash).
+    pub(crate) fn start_durable() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgServer {
         let bin = bin_dir();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -124,24 +155,58 @@ impl PgServer {
             .arg(&bin)
             .arg(run_as.join(" "))
             .arg(port.to_string())
+            .arg(if durable { "on" } else { "off" })
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("could not run sh");
+        let mut stdout = BufReader::new(watchdog.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(watchdog.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("read the server's pid");
+        stdout.read_line(&mut line).expect("read the server's pid");
         let pid: u32 = line.trim().parse().expect("the watchdog prints a pid");
         let server = PgServer {
             port,
             stdin: watchdog.stdin.take(),
+            stdout,
             watchdog,
             pid,
             dir,
         };
+        server.wait_ready();
+        server
+    }
+
+    /// Crashes the server process (`SIGQUIT`, PostgreSQL's immediate
+    /// shutdown) and waits until it is gone; the port stays reserved for
+    /// [`restart`](Self::restart).
+    pub(crate) fn crash(&mut self) {
+        self.command("crash");
+    }
+
+    /// Starts the server again on the same data directory and port (after
+    /// [`crash`](Self::crash): WAL recovery first) and waits until it
+    /// accepts connections.
+    pub(crate) fn restart(&mut self) {
+        let line = self.command("start");
+        self.pid = line.trim().parse().expect("the watchdog prints a pid");
+        self.wait_ready();
+    }
+
+    fn command(&mut self, cmd: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("the watchdog's stdin");
+        writeln!(stdin, "{cmd}").expect("tell the watchdog");
+        stdin.flush().expect("tell the watchdog");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("the watchdog answers");
+        line
+    }
+
+    fn wait_ready(&self) {
+        let (bin, port) = (bin_dir(), self.port);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let ready = Command::new(bin.join("pg_isready"))
@@ -150,12 +215,12 @@ impl PgServer {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if ready {
-                return server;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "postgres on port {port} did not accept connections within {START_TIMEOUT:?}:\n{}",
-                server.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

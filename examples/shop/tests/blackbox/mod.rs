@@ -4,71 +4,14 @@
 //! process over a given store (`crate::serve`): `tests/shop.rs` of `shop`
 //! (axum) and of `shop-actix` (actix-web).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
+use crate::support::shop::{Shop, Store, browser, log_in, state, token_of};
 use crate::{BIN, serve, support};
-
-/// The shop binary, started on a free port and killed on drop.
-struct Shop {
-    child: Child,
-    base: String,
-}
-
-impl Shop {
-    fn start(envs: &[(&str, &str)]) -> Shop {
-        let mut child = Command::new(BIN)
-            .env("SHOP_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the shop binary");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Shop { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn state(client: &reqwest::Client, shop: &Shop) -> Value {
-    client
-        .get(shop.url("/api/session"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
     res.headers()
@@ -81,9 +24,42 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
         })
 }
 
-#[tokio::test]
-async fn the_shop_serves_its_whole_surface() {
-    let shop = Shop::start(&[]);
+/// Runs each named `async fn(Store)` once per store, as
+/// `memory::<name>`, `postgres::<name>` and `sqlite::<name>`.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        on_every_store!(@store memory, $($test),*);
+        on_every_store!(@store postgres, $($test),*);
+        on_every_store!(@store sqlite, $($test),*);
+    };
+    (@store $store:ident, $($test:ident),*) => {
+        mod $store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Store::$store()).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    the_shop_serves_its_whole_surface,
+    bad_form_input_is_rejected_with_422,
+    locked_counter_is_exact_under_concurrency,
+    remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one,
+    api_session_shows_the_csrf_token_that_the_page_embeds,
+    cross_site_posts_are_refused_and_change_nothing,
+    posts_with_a_session_need_its_token,
+    a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token,
+    the_basket_takes_quantities_and_gives_items_back,
+    a_browsers_form_redirect_is_not_a_visit,
+    work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact,
+);
+
+async fn the_shop_serves_its_whole_surface(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
 
     let health = client.get(shop.url("/healthz")).send().await.unwrap();
@@ -225,9 +201,8 @@ async fn the_shop_serves_its_whole_surface() {
     );
 }
 
-#[tokio::test]
-async fn bad_form_input_is_rejected_with_422() {
-    let shop = Shop::start(&[]);
+async fn bad_form_input_is_rejected_with_422(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let res = client
         .post(shop.url("/basket"))
@@ -261,9 +236,8 @@ async fn a_bad_session_variable_stops_the_shop_with_a_clear_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locked_counter_is_exact_under_concurrency() {
-    let shop = Shop::start(&[]);
+async fn locked_counter_is_exact_under_concurrency(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let token = log_in(&client, &shop).await;
     let mut tasks = Vec::new();
@@ -289,9 +263,8 @@ async fn locked_counter_is_exact_under_concurrency() {
     assert_eq!(state(&client, &shop).await["n"], 200);
 }
 
-#[tokio::test]
-async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one() {
-    let shop = Shop::start(&[("SESSION_PERSISTENT_COOKIE", "false")]);
+async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one(store: Store) {
+    let shop = store.shop(&[("SESSION_PERSISTENT_COOKIE", "false")]);
     let plain = browser();
     let res = plain
         .post(shop.url("/login"))
@@ -339,6 +312,7 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
         on_b["user"], "ada",
         "a session made on one process is read on the other"
     );
+    let start = std::time::Instant::now();
     let mut tasks = Vec::new();
     for t in 0..16 {
         let client = client.clone();
@@ -359,6 +333,10 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
     for t in tasks {
         t.await.unwrap();
     }
+    println!(
+        "400 increments to {route} across two processes in {:?}",
+        start.elapsed()
+    );
     state(&client, &a).await["n"].as_u64().unwrap()
 }
 
@@ -378,7 +356,7 @@ async fn two_shop_processes_on_one_save_path_count_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
     let (m1, m2) = (support::memcached(), support::memcached());
-    let servers = format!("127.0.0.1:{},127.0.0.1:{}", m1.port, m2.port);
+    let servers = format!("{},{}", m1.addr(), m2.addr());
     let n = locked_increments_across_two_processes(&[
         ("SESSION_DRIVER", "memcached"),
         ("SESSION_MEMCACHED_SERVERS", &servers),
@@ -390,12 +368,26 @@ async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_redis_count_exactly() {
     let redis = support::redis();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     let n = locked_increments_across_two_processes(&[
         ("SESSION_DRIVER", "redis"),
         ("SESSION_REDIS_URL", &url),
     ])
     .await;
+    assert_eq!(n, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_postgres_count_exactly() {
+    let store = Store::postgres();
+    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
+    assert_eq!(n, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shop_processes_on_one_sqlite_file_count_exactly() {
+    let store = Store::sqlite();
+    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
     assert_eq!(n, 400);
 }
 
@@ -405,7 +397,7 @@ async fn two_shop_processes_on_one_redis_count_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many() {
     let redis = support::redis();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     let envs = [
         ("SESSION_DRIVER", "redis"),
         ("SESSION_REDIS_URL", url.as_str()),
@@ -416,34 +408,12 @@ async fn buffered_increments_across_two_processes_lose_updates_and_say_how_many(
     assert!((1..=400).contains(&n));
 }
 
-/// Logs `client` in as `ada` (a first login, starting the session) and
-/// returns the session's CSRF token.
-async fn log_in(client: &reqwest::Client, shop: &Shop) -> String {
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    token_of(client, shop).await
-}
-
 fn set_cookies(res: &reqwest::Response) -> Vec<String> {
     res.headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect()
-}
-
-/// The session's CSRF token, as `GET /api/session` shows it.
-async fn token_of(client: &reqwest::Client, shop: &Shop) -> String {
-    let v = state(client, shop).await;
-    v["csrf_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no csrf_token in {v}"))
-        .to_owned()
 }
 
 /// A client logged in as `user` (a first login: no session before it) with
@@ -541,9 +511,8 @@ async fn fifty_cookieless_gets_store_no_session_and_set_no_cookie() {
     assert!(!html.contains("csrf_token"), "no session, no token: {html}");
 }
 
-#[tokio::test]
-async fn api_session_shows_the_csrf_token_that_the_page_embeds() {
-    let shop = Shop::start(&[]);
+async fn api_session_shows_the_csrf_token_that_the_page_embeds(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let v = state(&client, &shop).await;
     assert!(
@@ -574,9 +543,8 @@ async fn api_session_shows_the_csrf_token_that_the_page_embeds() {
     );
 }
 
-#[tokio::test]
-async fn cross_site_posts_are_refused_and_change_nothing() {
-    let shop = Shop::start(&[]);
+async fn cross_site_posts_are_refused_and_change_nothing(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let before = state(&client, &shop).await;
     for (header, value) in FOREIGN {
@@ -614,9 +582,8 @@ async fn cross_site_posts_are_refused_and_change_nothing() {
     assert_eq!(state(&victim, &shop).await["user"], Value::Null);
 }
 
-#[tokio::test]
-async fn posts_with_a_session_need_its_token() {
-    let shop = Shop::start(&[]);
+async fn posts_with_a_session_need_its_token(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let (_, bobs_token) = logged_in_with_a_basket(&shop, "bob").await;
     let before = state(&client, &shop).await;
@@ -696,9 +663,8 @@ async fn posts_with_a_session_need_its_token() {
     assert_eq!(state(&client, &shop).await["user"], Value::Null);
 }
 
-#[tokio::test]
-async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token() {
-    let shop = Shop::start(&[]);
+async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_token(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let res = client
         .post(shop.url("/login"))
@@ -916,9 +882,8 @@ async fn the_csrf_check_adds_no_store_round_trip() {
     assert_eq!((calls.load, calls.total()), (1, 1), "{calls:?}");
 }
 
-#[tokio::test]
-async fn the_basket_takes_quantities_and_gives_items_back() {
-    let shop = Shop::start(&[]);
+async fn the_basket_takes_quantities_and_gives_items_back(store: Store) {
+    let shop = store.shop(&[]);
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     let post = |path: &'static str, fields: Vec<(&'static str, &'static str)>| {
         let mut form = fields;
@@ -997,9 +962,8 @@ async fn the_basket_takes_quantities_and_gives_items_back() {
 
 /// A browser follows the 303 of a form by itself; the page it lands on is
 /// the form's answer, not a visit. It sends `Origin` with every `POST`.
-#[tokio::test]
-async fn a_browsers_form_redirect_is_not_a_visit() {
-    let shop = Shop::start(&[]);
+async fn a_browsers_form_redirect_is_not_a_visit(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let visits = || async {
         let html = client
@@ -1097,9 +1061,8 @@ async fn the_page_assets_touch_no_session_and_the_page_has_a_csp() {
 /// With a few milliseconds of work between the read and the write,
 /// concurrent buffered increments overlap and lose updates even on the
 /// memory store; locked ones stay exact. This is what the race panel shows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact() {
-    let shop = Shop::start(&[]);
+async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact(store: Store) {
+    let shop = store.shop(&[]);
     let client = browser();
     let token = log_in(&client, &shop).await;
     let burst = |route: &'static str| {
