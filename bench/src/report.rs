@@ -35,6 +35,11 @@ const VARIANTS: &[&str] = &[
     "sessionkit-actix-redis",
     "actix-session-redis",
     "actix-session-cookie",
+    "sessionkit-postgres",
+    "tower-sessions-postgres",
+    "sessionkit-sqlite",
+    "sessionkit-sqlite-full",
+    "tower-sessions-sqlite",
 ];
 
 /// Parses a results file: one JSON [`Outcome`] per line.
@@ -158,6 +163,8 @@ fn peer(variant: &str) -> Option<&'static str> {
         "sessionkit-memory" => Some("tower-sessions-memory"),
         "sessionkit-redis" => Some("tower-sessions-redis"),
         "sessionkit-actix-redis" => Some("actix-session-redis"),
+        "sessionkit-postgres" => Some("tower-sessions-postgres"),
+        "sessionkit-sqlite" | "sessionkit-sqlite-full" => Some("tower-sessions-sqlite"),
         _ => None,
     }
 }
@@ -403,6 +410,19 @@ fn targets(r: &Results<'_>) -> String {
             &|x| x >= 1.3,
         );
     }
+    // Issue 14: the SQL stores against tower-sessions-sqlx-store.
+    for db in ["postgres", "sqlite"] {
+        let (v, p) = (format!("sessionkit-{db}"), format!("tower-sessions-{db}"));
+        for (sc, min) in [("a", 2.0), ("b", 1.5)] {
+            let x = ratio(r.rps(&v, sc), r.rps(&p, sc));
+            line(
+                &format!("{v} ({sc}) ≥ {min} × {p}"),
+                x,
+                opt(x, 2),
+                &|x| x >= min,
+            );
+        }
+    }
     let probe = r.get("sessionkit-redis", "r");
     let reads = probe
         .filter(|o| !o.round_trips.is_empty())
@@ -422,6 +442,8 @@ fn targets(r: &Results<'_>) -> String {
         ("sessionkit-redis", "tower-sessions-redis"),
         ("sessionkit-file", ""),
         ("sessionkit-memcached", ""),
+        ("sessionkit-postgres", "tower-sessions-postgres"),
+        ("sessionkit-sqlite", "tower-sessions-sqlite"),
     ] {
         let Some(o) = r.get(v, "c-locked") else {
             continue;

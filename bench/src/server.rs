@@ -57,6 +57,24 @@ pub enum Variant {
     /// actix-session 0.11 over its `CookieSessionStore` (the state in the
     /// cookie itself, encrypted: no store round trip, and no lock).
     ActixSessionCookie,
+    /// sessionkit over `sessionkit-sql`'s `PgStore` (its `connect`
+    /// defaults: 10 connections, no ping before each use).
+    SessionkitPostgres,
+    /// sessionkit over `sessionkit-sql`'s `SqliteStore` (its `connect`
+    /// defaults: WAL, `synchronous = NORMAL`).
+    SessionkitSqlite,
+    /// `SessionkitSqlite` with `Durability::Full` (`synchronous = FULL`):
+    /// the durability of the peer's defaults (an acknowledged write
+    /// survives power loss), for a like-for-like comparison.
+    SessionkitSqliteFull,
+    /// tower-sessions over `tower-sessions-sqlx-store`'s `PostgresStore`, on
+    /// a pool made as its README does (`PgPool::connect`: sqlx's defaults,
+    /// 10 connections and a ping before each use).
+    TowerSessionsPostgres,
+    /// tower-sessions over `tower-sessions-sqlx-store`'s `SqliteStore`, on
+    /// `SqlitePool::connect` (sqlx's defaults: rollback journal,
+    /// `synchronous = FULL`).
+    TowerSessionsSqlite,
 }
 
 /// A server process a variant needs besides itself.
@@ -69,6 +87,8 @@ pub enum Backend {
     Redis,
     /// A `memcached`.
     Memcached,
+    /// A PostgreSQL server.
+    Postgres,
 }
 
 impl Variant {
@@ -87,6 +107,11 @@ impl Variant {
         Variant::SessionkitActixRedis,
         Variant::ActixSessionRedis,
         Variant::ActixSessionCookie,
+        Variant::SessionkitPostgres,
+        Variant::TowerSessionsPostgres,
+        Variant::SessionkitSqlite,
+        Variant::SessionkitSqliteFull,
+        Variant::TowerSessionsSqlite,
     ];
 
     /// The name used on the command line and in the table.
@@ -105,6 +130,11 @@ impl Variant {
             Variant::SessionkitActixRedis => "sessionkit-actix-redis",
             Variant::ActixSessionRedis => "actix-session-redis",
             Variant::ActixSessionCookie => "actix-session-cookie",
+            Variant::SessionkitPostgres => "sessionkit-postgres",
+            Variant::SessionkitSqlite => "sessionkit-sqlite",
+            Variant::SessionkitSqliteFull => "sessionkit-sqlite-full",
+            Variant::TowerSessionsPostgres => "tower-sessions-postgres",
+            Variant::TowerSessionsSqlite => "tower-sessions-sqlite",
         }
     }
 
@@ -121,6 +151,7 @@ impl Variant {
             | Variant::SessionkitActixRedis
             | Variant::ActixSessionRedis => Backend::Redis,
             Variant::SessionkitMemcached => Backend::Memcached,
+            Variant::SessionkitPostgres | Variant::TowerSessionsPostgres => Backend::Postgres,
             _ => Backend::None,
         }
     }
@@ -130,7 +161,10 @@ impl Variant {
     pub fn is_tower_sessions(self) -> bool {
         matches!(
             self,
-            Variant::TowerSessionsMemory | Variant::TowerSessionsRedis
+            Variant::TowerSessionsMemory
+                | Variant::TowerSessionsRedis
+                | Variant::TowerSessionsPostgres
+                | Variant::TowerSessionsSqlite
         )
     }
 
@@ -170,6 +204,25 @@ impl Variant {
             )),
             Variant::TowerSessionsMemory => ts::memory_app(),
             Variant::TowerSessionsRedis => ts::redis_app(&at.redis_url).await?,
+            Variant::SessionkitPostgres => {
+                let store = sessionkit::sql::PgStore::connect(&at.postgres_url)?;
+                store.migrate().await?;
+                sk::app(sessionkit::SessionLayer::new(store))
+            }
+            Variant::SessionkitSqlite => {
+                let store = sessionkit::sql::SqliteStore::connect(&sqlite_url(&at.sqlite_path))?;
+                store.migrate().await?;
+                sk::app(sessionkit::SessionLayer::new(store))
+            }
+            Variant::SessionkitSqliteFull => {
+                let store = sessionkit::sql::SqliteStore::builder()
+                    .synchronous(sessionkit::sql::Durability::Full)
+                    .connect(&sqlite_url(&at.sqlite_path))?;
+                store.migrate().await?;
+                sk::app(sessionkit::SessionLayer::new(store))
+            }
+            Variant::TowerSessionsPostgres => ts::postgres_app(&at.postgres_url).await?,
+            Variant::TowerSessionsSqlite => ts::sqlite_app(&sqlite_url(&at.sqlite_path)).await?,
             _ => return Err(format!("{} runs on actix-web: use serve", self.name()).into()),
         })
     }
@@ -184,6 +237,14 @@ pub struct Backends {
     pub file_path: std::path::PathBuf,
     /// `host:port`, for the memcached variant.
     pub memcached_servers: String,
+    /// `postgres://…`, for the PostgreSQL variants.
+    pub postgres_url: String,
+    /// The database file, for the SQLite variants (created if missing).
+    pub sqlite_path: std::path::PathBuf,
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 /// Serves `variant` on `addr` until the process is stopped; prints
@@ -295,6 +356,7 @@ mod ts {
     use tower_sessions::{Session, SessionManagerLayer, SessionStore};
     use tower_sessions_redis_store::RedisStore;
     use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+    use tower_sessions_sqlx_store::sqlx;
 
     type Res = Result<String, StatusCode>;
 
@@ -305,6 +367,20 @@ mod ts {
 
     pub(super) fn memory_app() -> Router {
         app(tower_sessions::MemoryStore::default())
+    }
+
+    pub(super) async fn postgres_app(url: &str) -> Result<Router, Box<dyn std::error::Error>> {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+        store.migrate().await?;
+        Ok(app(store))
+    }
+
+    pub(super) async fn sqlite_app(url: &str) -> Result<Router, Box<dyn std::error::Error>> {
+        let pool = sqlx::SqlitePool::connect(url).await?;
+        let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
+        store.migrate().await?;
+        Ok(app(store))
     }
 
     pub(super) async fn redis_app(url: &str) -> Result<Router, Box<dyn std::error::Error>> {

@@ -9,6 +9,7 @@ SESSIONKIT_PACKAGES=(
     "redis-server:redis-server"
     "redis-cli:redis-tools"
     "memcached:memcached"
+    "curl:curl"
     "/usr/lib/postgresql/*/bin/initdb:postgresql"
     "chromium:chromium"
     "chromedriver:chromium-driver"

@@ -3,7 +3,10 @@
 //! Options: `--variant` (see `--list`), `--addr` (default `127.0.0.1:0`),
 //! `--redis-url` (default `redis://127.0.0.1:6379`), `--file-path` (the file
 //! store's save path, default `sessionkit-bench` in the temporary directory),
-//! `--memcached-servers` (default `127.0.0.1:11211`).
+//! `--memcached-servers` (default `127.0.0.1:11211`), `--postgres-url`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`), `--sqlite-path`
+//! (the SQLite variants' database file, default `sessionkit-bench.db` in the
+//! temporary directory).
 //! Prints `listening on
 //! http://ADDR` once bound, then serves until killed.
 
@@ -42,6 +45,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .str("file-path")
             .map(Into::into)
             .unwrap_or_else(|| std::env::temp_dir().join("sessionkit-bench")),
+        postgres_url: args
+            .str("postgres-url")
+            .unwrap_or("postgres://postgres@127.0.0.1:5432/postgres")
+            .to_owned(),
+        sqlite_path: args
+            .str("sqlite-path")
+            .map(Into::into)
+            .unwrap_or_else(|| std::env::temp_dir().join("sessionkit-bench.db")),
     };
     server::serve(variant, addr, &at).await
 }
