@@ -1,6 +1,6 @@
 //! `PgStore` on a real PostgreSQL server: the conformance suite, the schema and its version, ids at rest and corrupt rows.
 
-mod support;
+use sessionkit_test_servers::postgres as support;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The real servers sessionkit's tests talk to, in one place: `redis-server`
-//! (standalone and a three-master cluster) and `memcached`, each on a free
+//! (standalone and a three-master cluster), `memcached` and PostgreSQL, each on a free
 //! loopback port, started by the test that needs it and stopped with it.
 //!
 //! Only `std` and the servers' binaries (which `scripts/lib/install.sh`
@@ -13,6 +13,7 @@
 mod supervised;
 
 pub mod memcached;
+pub mod postgres;
 pub mod redis;
 
 pub use supervised::Supervised;

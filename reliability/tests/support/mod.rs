@@ -2,5 +2,4 @@
 //! memcached come from `sessionkit-test-servers`).
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../crates/sessionkit-sql/tests/support/mod.rs"]
-pub mod postgres;
+pub use sessionkit_test_servers::postgres;

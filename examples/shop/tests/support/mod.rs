@@ -4,11 +4,9 @@
 
 #![allow(dead_code)]
 
-/// The PostgreSQL harness of `sessionkit-sql`'s tests, not a copy: one
-/// server per test binary, stopped when the binary ends.
-#[path = "../../../../crates/sessionkit-sql/tests/support/mod.rs"]
-pub(crate) mod pg;
 pub(crate) mod shop;
+
+pub(crate) use sessionkit_test_servers::postgres as pg;
 
 pub(crate) use sessionkit_test_servers::memcached::Memcached;
 pub(crate) use sessionkit_test_servers::redis::RedisServer;

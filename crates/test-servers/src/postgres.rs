@@ -1,4 +1,4 @@
-//! Test harness: a real PostgreSQL server in a temporary data directory on a free loopback port, stopped when dropped or when the test process ends.
+//! A real PostgreSQL server in a temporary data directory on a free loopback port, stopped when dropped or when the test process ends.
 //!
 //! Uses only `std` and Debian's `postgresql` binaries (see
 //! `scripts/lib/install.sh`), found under `/usr/lib/postgresql/<version>/bin`
@@ -17,16 +17,14 @@
 //! server can also crash it and start it again on the same port
 //! ([`PgServer::crash`], [`PgServer::restart`]).
 
-// Each test binary uses a different part of the harness.
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 /// How long a server may take to accept connections after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,7 +67,7 @@ rm -rf "$dir"
 
 /// A PostgreSQL server on a free loopback port, stopped when dropped.
 #[derive(Debug)]
-pub(crate) struct PgServer {
+pub struct PgServer {
     port: u16,
     watchdog: Child,
     stdin: Option<ChildStdin>,
@@ -83,7 +81,7 @@ impl PgServer {
     /// fsync and with `synchronous_commit = off` (tests need no
     /// durability), with trust authentication for the `postgres` user on
     /// loopback.
-    pub(crate) fn start() -> PgServer {
+    pub fn start() -> PgServer {
         PgServer::start_with(false)
     }
 
@@ -92,7 +90,7 @@ impl PgServer {
     /// before it is acknowledged; `fsync` stays off, which only matters if
     /// the machine crashes), for tests that crash it with
     /// [`crash`](Self::crash).
-    pub(crate) fn start_durable() -> PgServer {
+    pub fn start_durable() -> PgServer {
         PgServer::start_with(true)
     }
 
@@ -181,14 +179,14 @@ impl PgServer {
     /// Crashes the server process (`SIGQUIT`, PostgreSQL's immediate
     /// shutdown) and waits until it is gone; the port stays reserved for
     /// [`restart`](Self::restart).
-    pub(crate) fn crash(&mut self) {
+    pub fn crash(&mut self) {
         self.command("crash");
     }
 
     /// Starts the server again on the same data directory and port (after
     /// [`crash`](Self::crash): WAL recovery first) and waits until it
     /// accepts connections.
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         let line = self.command("start");
         self.pid = line.trim().parse().expect("the watchdog prints a pid");
         self.wait_ready();
@@ -227,12 +225,12 @@ impl PgServer {
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The server's log so far.
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
 }
@@ -247,7 +245,7 @@ impl Drop for PgServer {
 
 /// One server shared by every test of a test binary; stopped when the
 /// binary exits (its watchdog sees the pipe close).
-pub(crate) fn shared() -> &'static PgServer {
+pub fn shared() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
     SERVER.get_or_init(PgServer::start)
 }
@@ -286,12 +284,4 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
