@@ -39,7 +39,7 @@ pub const ITEM_OVERHEAD: usize = 64;
 /// Cheap to clone; clones share the connection pools. Building a store does
 /// not connect: connections open on first use, so an app can start while a
 /// server is down (its sessions fail with
-/// [`ErrorKind::StoreUnavailable`] until it is back). See the
+/// [`ErrorKind::StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable) until it is back). See the
 /// [crate docs](crate) for the key layout, the round trips of each
 /// operation and what is not guaranteed.
 ///

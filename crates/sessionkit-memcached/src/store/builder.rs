@@ -76,8 +76,8 @@ impl MemcachedStoreBuilder {
     /// The servers' item size limit, memcached's `-I`. Default
     /// [`DEFAULT_ITEM_SIZE_LIMIT`] (1 MiB, memcached's default).
     ///
-    /// A write whose item (value + key + [`ITEM_OVERHEAD`]) would exceed it
-    /// fails before anything is sent, with [`ErrorKind::Codec`] and a message
+    /// A write whose item (value + key + [`ITEM_OVERHEAD`](super::ITEM_OVERHEAD)) would exceed it
+    /// fails before anything is sent, with [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) and a message
     /// that starts with "value too large" and gives the sizes; so does a
     /// write the server refuses as too large (when this is set higher than
     /// the server's `-I`). Accepted range: 4 KiB to 1 GiB.
@@ -94,7 +94,7 @@ impl MemcachedStoreBuilder {
 
     /// How long one round trip may take, including the wait for a free
     /// connection. Default 1 s. On timeout the operation fails with
-    /// [`ErrorKind::StoreUnavailable`] and the connection is closed.
+    /// [`ErrorKind::StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable) and the connection is closed.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -108,7 +108,7 @@ impl MemcachedStoreBuilder {
     }
 
     /// How many compare-and-swap cycles one operation tries before giving up
-    /// with [`ErrorKind::StoreUnavailable`]. Default 64. Retries wait a
+    /// with [`ErrorKind::StoreUnavailable`](sessionkit_core::ErrorKind::StoreUnavailable). Default 64. Retries wait a
     /// random, growing pause (up to 8 ms) so that contending writers spread
     /// out; the first retry does not wait.
     pub fn cas_attempts(mut self, attempts: u32) -> Self {
@@ -118,7 +118,7 @@ impl MemcachedStoreBuilder {
 
     /// Checks the settings and builds the store. Does not connect.
     ///
-    /// Errors are [`ErrorKind::InvalidConfig`] naming the setting.
+    /// Errors are [`ErrorKind::InvalidConfig`](sessionkit_core::ErrorKind::InvalidConfig) naming the setting.
     pub fn build(self) -> Result<MemcachedStore> {
         if !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid_config(
