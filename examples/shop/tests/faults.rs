@@ -19,7 +19,7 @@ use in_process::serve;
 use sessionkit::sql::sqlx;
 use sessionkit::sql::{PgStore, SqliteStore};
 use support::pg::{self, PgServer};
-use support::shop::{Shop, Store, browser, log_in, state, token_of};
+use support::shop::{Shop, Store, browser, get, log_in, post_form, state, token_of};
 
 /// What one client saw while it incremented its session's counter.
 #[derive(Debug, Default)]
@@ -167,12 +167,7 @@ async fn an_exhausted_pool_answers_503_after_a_bounded_wait_without_piling_up() 
     store.migrate().await.unwrap();
     let base = serve(store.clone()).await;
     let client = browser();
-    let res = client
-        .post(format!("{base}/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
     assert_eq!(res.status(), 303);
 
     // Every connection taken, as by slow requests elsewhere.
@@ -221,11 +216,7 @@ async fn an_exhausted_pool_answers_503_after_a_bounded_wait_without_piling_up() 
 }
 
 async fn state_at(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    let res = client
-        .get(format!("{base}/api/session"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&client, format!("{base}/api/session")).await;
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }
@@ -267,12 +258,7 @@ async fn a_hostile_row_is_absent(
             return Err(format!("the hostile session was read: {v}"));
         }
     }
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "bob")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/login"), &[("user", "bob")]).await;
     if res.status() != 303 {
         return Err(format!("POST /login: {}", res.status()));
     }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
-use crate::support::shop::{Shop, Store, browser, log_in, state, token_of};
+use crate::support::shop::{Shop, Store, browser, get, log_in, post_form, state, token_of};
 use crate::{BIN, serve, support};
 
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
@@ -74,31 +74,19 @@ async fn the_shop_serves_its_whole_surface(store: Store) {
 
     // The basket, in a locked transaction, with a flash message. The first
     // POST starts the session: it has no token to show yet.
-    let res = client
-        .post(shop.url("/basket"))
-        .form(&[("item", "tea")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/basket"), &[("item", "tea")]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/");
     let token = token_of(&client, &shop).await;
-    let res = client
-        .post(shop.url("/basket"))
-        .form(&[("item", "<scones>"), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/basket"),
+        &[("item", "<scones>"), ("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/");
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     assert!(
         html.contains(r#"<tr data-item="tea" data-quantity="1">"#)
             && html.contains(r#"<tr data-item="&lt;scones&gt;" data-quantity="1">"#)
@@ -111,26 +99,19 @@ async fn the_shop_serves_its_whole_surface(store: Store) {
     );
     // The page counts the visits of a session that exists.
     assert!(html.contains(r#"<strong id="visits">1</strong>"#), "{html}");
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     assert!(!html.contains(r#"id="flash""#), "a flash shows once");
     assert!(html.contains(r#"<strong id="visits">2</strong>"#), "{html}");
 
     // Login regenerates the id (and the token).
     let before = state(&client, &shop).await;
     assert_eq!(before["basket"], serde_json::json!(["tea", "<scones>"]));
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "ada"), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/login"),
+        &[("user", "ada"), ("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert!(session_cookie(&res).is_some(), "login sends the new id");
     let after = state(&client, &shop).await;
@@ -166,34 +147,22 @@ async fn the_shop_serves_its_whole_surface(store: Store) {
     assert_eq!(v["n"], 4);
 
     // Clearing the basket.
-    let res = client
-        .post(shop.url("/basket/clear"))
-        .form(&[("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/basket/clear"),
+        &[("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["basket"], serde_json::json!([]));
 
     // Logout ends the session: no user, no basket, no counter.
-    let res = client
-        .post(shop.url("/logout"))
-        .form(&[("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/logout"), &[("csrf_token", &token)]).await;
     assert_eq!(res.status(), 303);
     let gone = state(&client, &shop).await;
     assert_eq!(gone["user"], Value::Null);
     assert_eq!(gone["n"], 0);
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     assert!(html.contains("You are logged out."), "{html}");
     assert!(
         html.contains(r#"<strong id="visits">1</strong>"#),
@@ -204,19 +173,9 @@ async fn the_shop_serves_its_whole_surface(store: Store) {
 async fn bad_form_input_is_rejected_with_422(store: Store) {
     let shop = store.shop(&[]);
     let client = browser();
-    let res = client
-        .post(shop.url("/basket"))
-        .form(&[("item", "   ")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/basket"), &[("item", "   ")]).await;
     assert_eq!(res.status(), 422);
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "x".repeat(65))])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/login"), &[("user", "x".repeat(65))]).await;
     assert_eq!(res.status(), 422);
 }
 
@@ -266,12 +225,7 @@ async fn locked_counter_is_exact_under_concurrency(store: Store) {
 async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session_one(store: Store) {
     let shop = store.shop(&[("SESSION_PERSISTENT_COOKIE", "false")]);
     let plain = browser();
-    let res = plain
-        .post(shop.url("/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&plain, shop.url("/login"), &[("user", "ada")]).await;
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         !cookie.contains("Max-Age"),
@@ -279,12 +233,12 @@ async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session
     );
 
     let remembered = browser();
-    let res = remembered
-        .post(shop.url("/login"))
-        .form(&[("user", "bob"), ("remember", "on")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &remembered,
+        shop.url("/login"),
+        &[("user", "bob"), ("remember", "on")],
+    )
+    .await;
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         cookie.contains("Max-Age=2592000"),
@@ -420,20 +374,15 @@ fn set_cookies(res: &reqwest::Response) -> Vec<String> {
 /// `tea` in its basket and `n` = 1; returns it and its token.
 async fn logged_in_with_a_basket(shop: &Shop, user: &str) -> (reqwest::Client, String) {
     let client = browser();
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", user)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/login"), &[("user", user)]).await;
     assert_eq!(res.status(), 303);
     let token = token_of(&client, shop).await;
-    let res = client
-        .post(shop.url("/basket"))
-        .form(&[("item", "tea"), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/basket"),
+        &[("item", "tea"), ("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     let res = client
         .post(shop.url("/api/counter"))
@@ -499,14 +448,7 @@ async fn fifty_cookieless_gets_store_no_session_and_set_no_cookie() {
         }
     }
     assert_eq!(store.len(), 0, "sessions stored by 50 cookie-less GETs");
-    let html = client
-        .get(format!("{base}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, format!("{base}/")).await.text().await.unwrap();
     assert!(html.contains(r#"<strong id="visits">0</strong>"#), "{html}");
     assert!(!html.contains("csrf_token"), "no session, no token: {html}");
 }
@@ -527,14 +469,7 @@ async fn api_session_shows_the_csrf_token_that_the_page_embeds(store: Store) {
         "256 bits in hex: {token}"
     );
     assert_eq!(token_of(&client, &shop).await, token, "stable");
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     let field = format!(r#"<input type="hidden" name="csrf_token" value="{token}">"#);
     assert_eq!(
         html.matches(&field).count(),
@@ -600,12 +535,7 @@ async fn posts_with_a_session_need_its_token(store: Store) {
     ];
     for bad in wrong {
         for (path, form) in every_post(bad) {
-            let res = client
-                .post(shop.url(path))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
+            let res = post_form(&client, shop.url(path), &form).await;
             assert_eq!(res.status(), 403, "field {bad:?} to {path}");
         }
         if let Some(bad) = bad {
@@ -653,12 +583,7 @@ async fn posts_with_a_session_need_its_token(store: Store) {
         .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["basket"], json!([]));
-    let res = client
-        .post(shop.url("/logout"))
-        .form(&[("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/logout"), &[("csrf_token", &token)]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["user"], Value::Null);
 }
@@ -680,12 +605,12 @@ async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_toke
     let first = token_of(&client, &shop).await;
 
     // Logging in again from the session regenerates the id and the token.
-    let res = client
-        .post(shop.url("/login"))
-        .form(&[("user", "bob"), ("csrf_token", &first)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/login"),
+        &[("user", "bob"), ("csrf_token", &first)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     let second = token_of(&client, &shop).await;
     assert_ne!(first, second, "login rotates the token");
@@ -710,12 +635,7 @@ async fn shop_max_sessions_bounds_the_memory_store() {
     let shop = Shop::start(&[("SHOP_MAX_SESSIONS", "3")]);
     let clients: Vec<_> = (0..5).map(|_| browser()).collect();
     for (i, client) in clients.iter().enumerate() {
-        let res = client
-            .post(shop.url("/login"))
-            .form(&[("user", format!("user{i}"))])
-            .send()
-            .await
-            .unwrap();
+        let res = post_form(&client, shop.url("/login"), &[("user", format!("user{i}"))]).await;
         assert_eq!(res.status(), 303);
         // Distinct expiries, so that "closest to expiry" is one session.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -793,18 +713,10 @@ async fn the_csrf_check_adds_no_store_round_trip() {
     let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
     let base = serve(store.clone()).await;
     let client = browser();
-    let res = client
-        .post(format!("{base}/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
     assert_eq!(res.status(), 303);
-    let v: Value = client
-        .get(format!("{base}/api/session"))
-        .send()
+    let v: Value = get(&client, format!("{base}/api/session"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -858,11 +770,8 @@ async fn the_csrf_check_adds_no_store_round_trip() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let _ = store.take();
-    let v: Value = api
-        .get(format!("{base}/api/session"))
-        .send()
+    let v: Value = get(&api, format!("{base}/api/session"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -908,14 +817,7 @@ async fn the_basket_takes_quantities_and_gives_items_back(store: Store) {
             .unwrap();
         assert_eq!(res.status(), 422, "quantity {bad:?} to remove");
     }
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     assert!(html.contains("Added 3 × jam to your basket."), "{html}");
     // £6.50 + 3 × £4.20
     assert!(
@@ -937,26 +839,14 @@ async fn the_basket_takes_quantities_and_gives_items_back(store: Store) {
     assert_eq!(state(&client, &shop).await["basket"], json!(["tea"]));
     let res = post("/basket/remove", vec![("item", "jam")]).await.unwrap();
     assert_eq!(res.status(), 303);
-    let html = client
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&client, shop.url("/")).await.text().await.unwrap();
     assert!(html.contains("There is no jam in your basket."), "{html}");
     let res = post("/basket/remove", vec![("item", "tea")]).await.unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["basket"], json!([]));
 
     // Removing needs the token like every POST.
-    let res = client
-        .post(shop.url("/basket/remove"))
-        .form(&[("item", "tea")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, shop.url("/basket/remove"), &[("item", "tea")]).await;
     assert_eq!(res.status(), 403);
 }
 
@@ -966,14 +856,7 @@ async fn a_browsers_form_redirect_is_not_a_visit(store: Store) {
     let shop = store.shop(&[]);
     let client = browser();
     let visits = || async {
-        let html = client
-            .get(shop.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = get(&client, shop.url("/")).await.text().await.unwrap();
         let at = html.find(r#"<strong id="visits">"#).unwrap() + 20;
         html[at..at + html[at..].find('<').unwrap()]
             .parse::<u64>()
@@ -1010,12 +893,12 @@ async fn a_browsers_form_redirect_is_not_a_visit(store: Store) {
     }
     assert_eq!(visits().await, 2, "a visit");
     // A client that sends no Origin: its GET is a visit.
-    let res = client
-        .post(shop.url("/basket"))
-        .form(&[("item", "tea"), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(
+        &client,
+        shop.url("/basket"),
+        &[("item", "tea"), ("csrf_token", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(visits().await, 3);
 }
@@ -1027,12 +910,7 @@ async fn the_page_assets_touch_no_session_and_the_page_has_a_csp() {
     let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
     let base = serve(store.clone()).await;
     let client = browser();
-    let res = client
-        .post(format!("{base}/login"))
-        .form(&[("user", "ada")])
-        .send()
-        .await
-        .unwrap();
+    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
     assert_eq!(res.status(), 303);
     let _ = store.take();
     for (path, content_type, says) in [

@@ -71,6 +71,20 @@ impl Drop for Shop {
     }
 }
 
+/// `POST url` with `form` (urlencoded), from `client`.
+pub(crate) async fn post_form<T: serde::Serialize + ?Sized>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    form: &T,
+) -> reqwest::Response {
+    client.post(url).form(form).send().await.unwrap()
+}
+
+/// `GET url` from `client`.
+pub(crate) async fn get(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
 pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
