@@ -216,7 +216,7 @@ async fn an_exhausted_pool_answers_503_after_a_bounded_wait_without_piling_up() 
 }
 
 async fn state_at(client: &reqwest::Client, base: &str) -> serde_json::Value {
-    let res = get(&client, format!("{base}/api/session")).await;
+    let res = get(client, format!("{base}/api/session")).await;
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }

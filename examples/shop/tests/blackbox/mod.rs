@@ -635,7 +635,7 @@ async fn shop_max_sessions_bounds_the_memory_store() {
     let shop = Shop::start(&[("SHOP_MAX_SESSIONS", "3")]);
     let clients: Vec<_> = (0..5).map(|_| browser()).collect();
     for (i, client) in clients.iter().enumerate() {
-        let res = post_form(&client, shop.url("/login"), &[("user", format!("user{i}"))]).await;
+        let res = post_form(client, shop.url("/login"), &[("user", format!("user{i}"))]).await;
         assert_eq!(res.status(), 303);
         // Distinct expiries, so that "closest to expiry" is one session.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
