@@ -11,7 +11,7 @@ use serde_json::Value;
 #[path = "../../shop/tests/support/mod.rs"]
 mod support;
 
-use support::shop::{Shop, browser, state};
+use support::shop::{Shop, alternate_400_increments, browser, state};
 
 /// The binary of this package (the shared shop helpers start it by default).
 const BIN: &str = env!("CARGO_BIN_EXE_shop-actix");
@@ -88,26 +88,8 @@ async fn share_sessions(envs: &[(&str, &str)]) {
     assert_eq!(on_axum["csrf_token"], token.as_str());
 
     // 400 locked increments from 16 clients, alternating between the two.
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let client = client.clone();
-        let urls = [axum.url("/api/counter"), actix.url("/api/counter")];
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
-                let res = client
-                    .post(&urls[(t + i) % 2])
-                    .header("x-csrf-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let urls = [axum.url("/api/counter"), actix.url("/api/counter")];
+    alternate_400_increments(&client, &token, urls).await;
     assert_eq!(state(&client, &axum).await["n"], 400);
     assert_eq!(state(&client, &actix).await["n"], 400);
 

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
-use crate::support::shop::{Shop, Store, browser, get, log_in, post_form, state, token_of};
+use crate::support::shop::{
+    Shop, Store, alternate_400_increments, browser, get, log_in, post_form, state, token_of,
+};
 use crate::{BIN, serve, support};
 
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
@@ -247,9 +249,13 @@ async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session
 }
 
 /// Runs 400 locked increments of one session from 16 concurrent clients
-/// that alternate between two shop processes, and returns the final `n`.
-async fn locked_increments_across_two_processes(envs: &[(&str, &str)]) -> u64 {
-    increments_across_two_processes(envs, "/api/counter").await
+/// that alternate between two shop processes on `envs`, and checks that
+/// all 400 were kept.
+async fn locked_increments_across_two_processes_are_exact(envs: &[(&str, &str)]) {
+    assert_eq!(
+        increments_across_two_processes(envs, "/api/counter").await,
+        400
+    );
 }
 
 /// Sends 400 increments to `route` for one session from 16 concurrent
@@ -267,26 +273,7 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
         "a session made on one process is read on the other"
     );
     let start = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let client = client.clone();
-        let urls = [a.url(route), b.url(route)];
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
-                let res = client
-                    .post(&urls[(t + i) % 2])
-                    .header("x-csrf-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    alternate_400_increments(&client, &token, [a.url(route), b.url(route)]).await;
     println!(
         "400 increments to {route} across two processes in {:?}",
         start.elapsed()
@@ -298,51 +285,46 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
 async fn two_shop_processes_on_one_save_path_count_exactly() {
     let dir = std::env::temp_dir().join(format!("shop-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let n = locked_increments_across_two_processes(&[
+    locked_increments_across_two_processes_are_exact(&[
         ("SESSION_DRIVER", "file"),
         ("SESSION_FILE_PATH", dir.to_str().unwrap()),
     ])
     .await;
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(n, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
     let (m1, m2) = (support::memcached(), support::memcached());
     let servers = format!("{},{}", m1.addr(), m2.addr());
-    let n = locked_increments_across_two_processes(&[
+    locked_increments_across_two_processes_are_exact(&[
         ("SESSION_DRIVER", "memcached"),
         ("SESSION_MEMCACHED_SERVERS", &servers),
     ])
     .await;
-    assert_eq!(n, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_redis_count_exactly() {
     let redis = support::redis();
     let url = redis.url();
-    let n = locked_increments_across_two_processes(&[
+    locked_increments_across_two_processes_are_exact(&[
         ("SESSION_DRIVER", "redis"),
         ("SESSION_REDIS_URL", &url),
     ])
     .await;
-    assert_eq!(n, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_postgres_count_exactly() {
     let store = Store::postgres();
-    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
-    assert_eq!(n, 400);
+    locked_increments_across_two_processes_are_exact(&store.envs(&[])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_sqlite_file_count_exactly() {
     let store = Store::sqlite();
-    let n = locked_increments_across_two_processes(&store.envs(&[])).await;
-    assert_eq!(n, 400);
+    locked_increments_across_two_processes_are_exact(&store.envs(&[])).await;
 }
 
 /// The same race with buffered increments loses updates — by design: each

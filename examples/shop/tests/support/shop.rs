@@ -201,3 +201,31 @@ pub(crate) async fn token_of(client: &reqwest::Client, shop: &Shop) -> String {
         .unwrap_or_else(|| panic!("no csrf_token in {v}"))
         .to_owned()
 }
+
+/// Sends 400 increments to `urls` (`POST` with the CSRF header `token`),
+/// from 16 concurrent clients sharing `client`'s session, each alternating
+/// between the two URLs; every one must answer 200.
+pub(crate) async fn alternate_400_increments(
+    client: &reqwest::Client,
+    token: &str,
+    urls: [String; 2],
+) {
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (client, urls, token) = (client.clone(), urls.clone(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let res = client
+                    .post(&urls[(t + i) % 2])
+                    .header("x-csrf-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
