@@ -561,7 +561,7 @@ pub(crate) fn keep_private(headers: &mut impl ResponseHeaders) {
 ///
 /// Adds `private` to `Cache-Control` and drops `public` and `s-maxage`, whose
 /// only purpose is shared caching; other directives the handler set stay.
-fn forbid_shared_caching(headers: &mut impl ResponseHeaders) {
+pub(crate) fn forbid_shared_caching(headers: &mut impl ResponseHeaders) {
     if headers.cache_control().next().is_none() {
         // The common case: the handler said nothing about caching.
         headers.set_cache_control("private");

@@ -162,7 +162,7 @@ impl Carrier {
                     signing::sign(keys, name.as_str(), id)
                 };
                 headers.set_header(name, &token);
-                cookie::keep_private(headers);
+                cookie::forbid_shared_caching(headers);
             }
         }
     }
@@ -173,7 +173,7 @@ impl Carrier {
             Carrier::Cookie(writer) => writer.remove(headers),
             Carrier::Header { name, .. } => {
                 headers.set_header(name, "");
-                cookie::keep_private(headers);
+                cookie::forbid_shared_caching(headers);
             }
         }
     }

@@ -128,6 +128,22 @@ http_tests! {
         assert_eq!(token(&res, HEADER).as_deref(), Some(""), "an unknown token is dropped");
     }
 
+    /// A response that hands out a token is never shared-cacheable, even
+    /// when the handler said `public` (as a response that sets a cookie).
+    #[tokio::test]
+    async fn a_response_carrying_a_token_is_never_publicly_cacheable() {
+        let config = sessionkit::SessionConfig::builder().touch_threshold(1.0).build().unwrap();
+        let server =
+            Server::built(store(), |b| b.config(config).transport(Transport::header(HEADER))).await;
+        let t = token(&send(&server, "POST", "/set/k/v", HEADER, None).await, HEADER).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // Every read touches here, so the token is sent again.
+        let res = send(&server, "GET", "/cached-read/k", HEADER, Some(&t)).await;
+        assert_eq!(token(&res, HEADER).as_deref(), Some(t.as_str()));
+        let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+        assert!(cache.contains("private") && !cache.contains("public"), "{cache}");
+    }
+
     #[tokio::test]
     async fn signed_tokens_verify_and_a_tampered_one_is_refused() {
         let server = signed_server().await;
