@@ -40,6 +40,11 @@ pub enum ErrorKind {
     /// A handler asked for the session but no session layer runs in front of
     /// it.
     MissingLayer,
+    /// A request with an unsafe method was refused as a possible cross-site
+    /// request forgery: it did not send the session's CSRF token, or it came
+    /// from another site or origin (see the facade's `CsrfLayer`). Status
+    /// 403; nothing the request changed in the session was written.
+    CsrfRejected,
 }
 
 impl ErrorKind {
@@ -57,6 +62,7 @@ impl ErrorKind {
             ErrorKind::InvalidSavePath => "invalid save path",
             ErrorKind::SavePathUnavailable => "save path unavailable",
             ErrorKind::MissingLayer => "session layer missing",
+            ErrorKind::CsrfRejected => "request refused by the CSRF check",
         }
     }
 }
@@ -257,7 +263,7 @@ impl Error {
     /// The HTTP status a response should carry when this error ends a
     /// request: 503 for store failures and lock timeouts (worth a retry), 409
     /// for a session that was lost to a concurrent request (gone, lock lost),
-    /// 500 for everything else.
+    /// 403 for a request the CSRF check refused, 500 for everything else.
     ///
     /// ```
     /// use sessionkit_core::{Error, ErrorKind};
@@ -270,6 +276,7 @@ impl Error {
         match self.inner.kind {
             ErrorKind::StoreUnavailable | ErrorKind::LockTimeout => 503,
             ErrorKind::SessionGone | ErrorKind::LockLost => 409,
+            ErrorKind::CsrfRejected => 403,
             _ => 500,
         }
     }
@@ -283,6 +290,9 @@ impl Error {
             ErrorKind::SessionGone => "the session ended during the request; nothing was saved",
             ErrorKind::LockLost => "the session changed during the request; nothing was saved",
             ErrorKind::MissingLayer => "internal error: session layer missing",
+            ErrorKind::CsrfRejected => {
+                "request refused: it came from another site, or without this page's CSRF token; reload the page and try again"
+            }
             _ => "internal server error",
         }
     }

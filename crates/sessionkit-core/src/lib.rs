@@ -55,6 +55,7 @@ pub use redact::redact_credentials;
 #[cfg(feature = "http")]
 pub use response::ReportedError;
 pub use session::{
-    Bag, CookieChange, Finished, Presented, RequestSession, Session, SessionFactory, SessionOf,
+    Bag, CookieChange, CsrfCheck, Finished, Presented, RequestSession, Session, SessionFactory,
+    SessionOf,
 };
 pub use store::SessionStore;

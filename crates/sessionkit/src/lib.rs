@@ -107,12 +107,14 @@
 pub mod actix;
 pub mod config;
 pub mod cookie;
+pub mod csrf;
 pub mod middleware;
 pub mod signing;
 mod transport;
 
 pub use config::{Config, Driver};
 pub use cookie::{CookieConfig, SameSite};
+pub use csrf::CsrfLayer;
 pub use middleware::{
     Rejections, ResponseFuture, SessionLayer, SessionLayerBuilder, SessionService,
 };

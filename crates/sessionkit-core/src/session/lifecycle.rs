@@ -33,6 +33,8 @@ impl Session {
     /// ```
     pub async fn regenerate(&self) -> Result<()> {
         let _turn = self.turn().await;
+        self.state().used = true;
+        self.settle_csrf_in_turn().await?;
         let (old, token) = {
             let mut state = self.state();
             state.used = true;
@@ -118,6 +120,8 @@ impl Session {
     /// ```
     pub async fn destroy(&self) -> Result<()> {
         let _turn = self.turn().await;
+        self.state().used = true;
+        self.settle_csrf_in_turn().await?;
         // The lock (and this process's line for the session) is let go only
         // once the store has deleted the session and its lock.
         let (id, _held) = {
@@ -189,6 +193,10 @@ impl Session {
     }
 
     pub(super) async fn flush_pending(&self) -> Result<()> {
+        if self.state().pending.is_empty() {
+            return Ok(());
+        }
+        self.settle_csrf_in_turn().await?;
         let (id, delta, blind) = {
             let mut state = self.state();
             if state.pending.is_empty() {

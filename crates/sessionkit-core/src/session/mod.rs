@@ -288,6 +288,7 @@ mod tagged;
 mod transaction;
 
 pub use self::bag::Bag;
+pub use self::csrf::CsrfCheck;
 pub use self::request::{CookieChange, Finished, RequestSession};
 pub use self::tagged::SessionOf;
 
@@ -530,6 +531,7 @@ impl Session {
         {
             let mut state = self.state();
             state.used = true;
+            state.csrf_verdict()?;
             if !matches!(state.stored, Stored::Unloaded) {
                 return Ok(());
             }
@@ -564,7 +566,7 @@ impl Session {
                         state.expiry_moved = Some(loaded.record.meta);
                     }
                     state.adopt_live(loaded.record.entries, loaded.record.meta);
-                    return Ok(());
+                    return state.csrf_verdict();
                 }
                 None => {
                     self.strict_rejection(&id);
@@ -575,6 +577,16 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Decides a pending CSRF check before a store call that would not read
+    /// the session (a blind flush, a destroy, a regenerate): reads it, as the
+    /// check must; the caller has the handle's turn. `Err` when refused.
+    async fn settle_csrf_in_turn(&self) -> Result<()> {
+        if self.state().csrf_pending() {
+            self.load_in_turn().await?;
+        }
+        self.state().csrf_verdict()
     }
 
     /// The error for a store that called every fresh id taken: only a broken

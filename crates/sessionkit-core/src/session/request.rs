@@ -211,6 +211,12 @@ impl Session {
     fn conclude(&self, error: Option<Error>) -> Finished {
         let mut state = self.state();
         state.finished = true;
+        // A refused CSRF check ends the request with 403 even when the
+        // handler went on after its error.
+        let error = match (error, state.csrf_verdict()) {
+            (Some(error), _) => Some(error),
+            (None, verdict) => verdict.err(),
+        };
         // The expiry the client must learn about: the one the store reported
         // when it moved (a touch, a write, a creation, a new id).
         let meta = match &state.stored {

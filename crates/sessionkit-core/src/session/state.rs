@@ -3,8 +3,8 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta};
-use crate::session::Presented;
 use crate::session::lock::HeldLock;
+use crate::session::{Presented, csrf};
 
 /// What the handle knows about the stored session.
 #[derive(Debug)]
@@ -52,6 +52,23 @@ pub(crate) enum Sent {
     Several,
 }
 
+/// Where the request stands with the CSRF check an HTTP integration asked
+/// for (see [`CsrfCheck`](crate::CsrfCheck)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Csrf {
+    /// No check asked for: a safe method, a session carried in a header, no
+    /// CSRF layer, or a handle made outside a request.
+    NotAsked,
+    /// To be decided on the first read of the stored session, against the
+    /// token the request sent (none yet when the CSRF layer has not run).
+    Pending { sent: Option<String> },
+    /// The request sent the session's token, or had no stored session.
+    Passed,
+    /// The request's token was missing or wrong: every operation fails, and
+    /// nothing the request changed is written.
+    Refused,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     /// The current id: the client's, a regenerated one, or one minted for a
@@ -78,6 +95,7 @@ pub(crate) struct State {
     /// The handler used the session (read, wrote, locked, …). An unused
     /// session needs no finishing: no store call, no cookie.
     pub(crate) used: bool,
+    pub(crate) csrf: Csrf,
 }
 
 impl State {
@@ -106,6 +124,7 @@ impl State {
             expiry_moved: None,
             finished: false,
             used: false,
+            csrf: Csrf::NotAsked,
         }
     }
 
@@ -113,6 +132,7 @@ impl State {
     /// the response was produced.
     pub(crate) fn begin_change(&mut self) -> Result<()> {
         self.used = true;
+        self.csrf_verdict()?;
         if self.finished {
             return Err(Error::new(ErrorKind::ModificationDenied)
                 .with_detail("the response was already produced"));
@@ -228,6 +248,7 @@ impl State {
         self.id = None;
         self.stored = Stored::Fresh;
         self.expiry_moved = None;
+        self.settle_csrf();
     }
 
     /// The session as the store holds it: the id is known, so the client's
@@ -235,6 +256,47 @@ impl State {
     pub(crate) fn adopt_live(&mut self, entries: Entries, meta: Meta) {
         self.stored = Stored::Live { entries, meta };
         self.candidates = Vec::new();
+        self.settle_csrf();
+    }
+
+    /// Decides a pending CSRF check now that the stored session is known:
+    /// passed when the request sent the session's token or no session is
+    /// stored (there is nothing to act on with a forged request, and no
+    /// token could have been handed out); refused otherwise, and then the
+    /// request's unwritten changes are dropped.
+    pub(crate) fn settle_csrf(&mut self) {
+        let Csrf::Pending { sent } = &self.csrf else {
+            return;
+        };
+        let passed = match (&self.stored, self.id) {
+            (Stored::Live { entries, .. }, Some(id)) => {
+                csrf::token_matches(entries.get(csrf::SECRET_KEY), &id, sent.as_deref())
+            }
+            _ => true,
+        };
+        if passed {
+            self.csrf = Csrf::Passed;
+        } else {
+            tracing::info!("request refused: missing or wrong CSRF token");
+            self.csrf = Csrf::Refused;
+            self.pending = Delta::default();
+            if let Lock::Held { changes, .. } = &mut self.lock {
+                *changes = Delta::default();
+            }
+        }
+    }
+
+    /// `Err` once the CSRF check refused the request.
+    pub(crate) fn csrf_verdict(&self) -> Result<()> {
+        match self.csrf {
+            Csrf::Refused => Err(csrf::refusal()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a CSRF check waits for the stored session to be read.
+    pub(crate) fn csrf_pending(&self) -> bool {
+        matches!(self.csrf, Csrf::Pending { .. })
     }
 
     /// Moves on to the client's next candidate id after the current one

@@ -145,11 +145,22 @@ impl Session {
                 .with_operation("lock")
                 .with_detail("the session changed id while the lock was awaited"));
         }
+        let verdict = {
+            let mut state = self.state();
+            // Taking the lock refreshed the idle expiry (so did the write
+            // that handed it on): the cookie tells the browser.
+            state.expiry_moved = Some(record.meta);
+            state.adopt_live(record.entries, record.meta);
+            state.csrf_verdict()
+        };
+        if let Err(refused) = verdict {
+            // The read under the lock decided a CSRF check against the
+            // request: let the lock go, having written nothing.
+            let _ = self.store().unlock(&id, &token).await;
+            drop(gate);
+            return Err(refused.with_operation("lock"));
+        }
         let mut state = self.state();
-        // Taking the lock refreshed the idle expiry (so did the write that
-        // handed it on): the cookie tells the browser.
-        state.expiry_moved = Some(record.meta);
-        state.adopt_live(record.entries, record.meta);
         state.hold(Hold::Store(HeldLock::start(
             self.inner.shared.store.clone(),
             id,

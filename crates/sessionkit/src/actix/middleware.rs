@@ -200,7 +200,8 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let shared = &self.layer.shared;
         let request = shared.start(req.headers());
-        (shared.insert.actix)(&mut req.extensions_mut(), request.session().clone());
+        let check = shared.csrf_check(&request, req.method().as_str().as_bytes());
+        (shared.insert.actix)(&mut req.extensions_mut(), request.session().clone(), check);
         SessionFuture::new(self.service.call(req), request, shared.clone())
     }
 }

@@ -80,8 +80,10 @@
 //!
 //! [`Transform`]: actix_web::dev::Transform
 
+mod csrf;
 mod future;
 mod middleware;
 
+pub use self::csrf::{CsrfMiddleware, CsrfMiddlewareService};
 pub use self::future::SessionFuture;
 pub use self::middleware::{SessionMiddleware, SessionMiddlewareService};

@@ -1,12 +1,13 @@
 //! The layer and its builder.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::Response;
 use sessionkit_core::store::ArcStore;
 use sessionkit_core::{
-    CookieChange, Error, ErrorKind, Finished, ReportedError, RequestSession, Session,
+    CookieChange, CsrfCheck, Error, ErrorKind, Finished, ReportedError, RequestSession, Session,
     SessionConfig, SessionFactory, SessionOf, SessionStore,
 };
 use tower_layer::Layer;
@@ -36,38 +37,103 @@ pub(crate) struct Shared {
     /// Puts the request's session into its extensions: as a plain
     /// `Session`, or tagged (see [`SessionLayerBuilder::tag`]).
     pub(crate) insert: InsertSession,
+    /// Set once a [`CsrfLayer`](crate::CsrfLayer) was made from this layer:
+    /// every unsafe request with a session cookie then needs its token.
+    pub(crate) csrf_checked: AtomicBool,
 }
 
 /// How a layer puts the session into the request's extensions: one
 /// function per framework's extensions type, chosen together by
 /// [`SessionLayerBuilder::tag`].
+///
+/// The request's [`CsrfCheck`], when one is asked for, travels the same way
+/// to the CSRF layer, which takes it out: in a slot of the tag's type, so
+/// that each CSRF layer feeds the check of the session layer it was made
+/// from.
 #[derive(Clone, Copy)]
 pub(crate) struct InsertSession {
-    pub(crate) http: fn(&mut http::Extensions, Session),
+    pub(crate) http: fn(&mut http::Extensions, Session, Option<CsrfCheck>),
+    pub(crate) take_check_http: fn(&mut http::Extensions) -> Option<CsrfCheck>,
     #[cfg(feature = "actix")]
-    pub(crate) actix: fn(&mut actix_web::dev::Extensions, Session),
+    pub(crate) actix: fn(&mut actix_web::dev::Extensions, Session, Option<CsrfCheck>),
+    #[cfg(feature = "actix")]
+    pub(crate) take_check_actix: fn(&mut actix_web::dev::Extensions) -> Option<CsrfCheck>,
+}
+
+/// A request's CSRF check on its way from a session layer that inserts
+/// its session as `T` to the CSRF layer made from it.
+struct CheckSlot<T>(CsrfCheck, PhantomData<fn() -> T>);
+
+impl<T> Clone for CheckSlot<T> {
+    fn clone(&self) -> Self {
+        CheckSlot(self.0.clone(), PhantomData)
+    }
+}
+
+/// What a layer inserts for the handler: a `Session`, or a tagged one.
+trait Inserted: Clone + Send + Sync + 'static {
+    fn from_session(session: Session) -> Self;
+}
+
+impl Inserted for Session {
+    fn from_session(session: Session) -> Self {
+        session
+    }
+}
+
+impl<K: ?Sized + 'static> Inserted for SessionOf<K> {
+    fn from_session(session: Session) -> Self {
+        SessionOf::new(session)
+    }
+}
+
+fn insert_http<T: Inserted>(
+    ext: &mut http::Extensions,
+    session: Session,
+    check: Option<CsrfCheck>,
+) {
+    ext.insert(T::from_session(session));
+    if let Some(check) = check {
+        ext.insert(CheckSlot::<T>(check, PhantomData));
+    }
+}
+
+fn take_check_http<T: Inserted>(ext: &mut http::Extensions) -> Option<CsrfCheck> {
+    ext.remove::<CheckSlot<T>>().map(|slot| slot.0)
+}
+
+#[cfg(feature = "actix")]
+fn insert_actix<T: Inserted>(
+    ext: &mut actix_web::dev::Extensions,
+    session: Session,
+    check: Option<CsrfCheck>,
+) {
+    ext.insert(T::from_session(session));
+    if let Some(check) = check {
+        ext.insert(CheckSlot::<T>(check, PhantomData));
+    }
+}
+
+#[cfg(feature = "actix")]
+fn take_check_actix<T: Inserted>(ext: &mut actix_web::dev::Extensions) -> Option<CsrfCheck> {
+    ext.remove::<CheckSlot<T>>().map(|slot| slot.0)
 }
 
 impl InsertSession {
-    const PLAIN: InsertSession = InsertSession {
-        http: |extensions, session| {
-            extensions.insert(session);
-        },
-        #[cfg(feature = "actix")]
-        actix: |extensions, session| {
-            extensions.insert(session);
-        },
-    };
+    const PLAIN: InsertSession = InsertSession::of::<Session>();
 
     fn tagged<K: ?Sized + 'static>() -> InsertSession {
+        InsertSession::of::<SessionOf<K>>()
+    }
+
+    const fn of<T: Inserted>() -> InsertSession {
         InsertSession {
-            http: |extensions, session| {
-                extensions.insert(SessionOf::<K>::new(session));
-            },
+            http: insert_http::<T>,
+            take_check_http: take_check_http::<T>,
             #[cfg(feature = "actix")]
-            actix: |extensions, session| {
-                extensions.insert(SessionOf::<K>::new(session));
-            },
+            actix: insert_actix::<T>,
+            #[cfg(feature = "actix")]
+            take_check_actix: take_check_actix::<T>,
         }
     }
 }
@@ -98,6 +164,16 @@ impl Shared {
             self.rejections.record(why);
         }
         self.factory.request(incoming.presented)
+    }
+
+    /// The CSRF check of a request with `method`, when a
+    /// [`CsrfLayer`](crate::CsrfLayer) was made from this layer, the method
+    /// is unsafe and the session travels in a cookie (see [`crate::csrf`]).
+    pub(crate) fn csrf_check(&self, request: &RequestSession, method: &[u8]) -> Option<CsrfCheck> {
+        let wanted = self.csrf_checked.load(Ordering::Relaxed)
+            && matches!(self.carrier, Carrier::Cookie(_))
+            && !crate::csrf::is_safe(method);
+        wanted.then(|| request.require_csrf_token())
     }
 
     /// What a finished session does to the response: writes the cookie
@@ -504,6 +580,7 @@ impl SessionLayerBuilder {
                 rejections: RejectionCounters::default(),
                 on_error: self.on_error,
                 insert: self.insert,
+                csrf_checked: AtomicBool::new(false),
             }),
         })
     }

@@ -31,7 +31,10 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let request = self.shared.start(req.headers());
-        (self.shared.insert.http)(req.extensions_mut(), request.session().clone());
+        let check = self
+            .shared
+            .csrf_check(&request, req.method().as_str().as_bytes());
+        (self.shared.insert.http)(req.extensions_mut(), request.session().clone(), check);
         ResponseFuture::new(self.inner.call(req), request, self.shared.clone())
     }
 }

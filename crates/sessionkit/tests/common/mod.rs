@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use sessionkit::store::MemoryStore;
 use sessionkit::{
-    CookieConfig, Error, ErrorKind, Session, SessionConfig, SessionLayer, SessionLayerBuilder,
-    SessionOf,
+    CookieConfig, CsrfLayer, Error, ErrorKind, Session, SessionConfig, SessionLayer,
+    SessionLayerBuilder, SessionOf,
 };
 use sessionkit_core::testkit::CountingStore;
 
@@ -108,6 +108,30 @@ impl Running {
 /// (the last one outermost, as `.layer(a).layer(b)` and `.wrap(a).wrap(b)`
 /// both have it).
 pub async fn serve(layers: Vec<SessionLayer>) -> Running {
+    serve_with(layers, None).await
+}
+
+/// Where a test puts a CSRF layer.
+#[derive(Clone)]
+pub enum Csrf {
+    /// Inside the (innermost) session layer, where it belongs.
+    Inside(CsrfLayer),
+    /// Outermost: misplaced.
+    Outside(CsrfLayer),
+}
+
+/// [`serve`], with `csrf` inside the (innermost) session layer.
+pub async fn serve_with(layers: Vec<SessionLayer>, csrf: Option<CsrfLayer>) -> Running {
+    serve_csrf(layers, csrf.map(Csrf::Inside)).await
+}
+
+/// [`serve`], with the CSRF layer `csrf` wrapped outside `layer`.
+pub async fn serve_with_outer_csrf(layer: SessionLayer, csrf: CsrfLayer) -> Running {
+    serve_csrf(vec![layer], Some(Csrf::Outside(csrf))).await
+}
+
+/// [`serve`], with a CSRF layer where `csrf` says.
+pub async fn serve_csrf(layers: Vec<SessionLayer>, csrf: Option<Csrf>) -> Running {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = match framework() {
@@ -115,8 +139,14 @@ pub async fn serve(layers: Vec<SessionLayer>) -> Running {
             listener.set_nonblocking(true).unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let mut app = axum_app();
+            if let Some(Csrf::Inside(csrf)) = &csrf {
+                app = app.layer(csrf.clone());
+            }
             for layer in layers {
                 app = app.layer(layer);
+            }
+            if let Some(Csrf::Outside(csrf)) = csrf {
+                app = app.layer(csrf);
             }
             Stop::Task(tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
@@ -129,7 +159,7 @@ pub async fn serve(layers: Vec<SessionLayer>) -> Running {
             let server = actix_web::HttpServer::new(move || {
                 let middlewares: Vec<sessionkit::actix::SessionMiddleware> =
                     layers.iter().cloned().map(Into::into).collect();
-                actix_app(middlewares)
+                actix_app(middlewares, csrf.clone())
             })
             .workers(2)
             .disable_signals()
@@ -175,8 +205,18 @@ impl Server {
         store: CountingStore<MemoryStore>,
         build: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder,
     ) -> Server {
+        Server::guarded(store, build, |_| None).await
+    }
+
+    /// A server whose layer `build` sets up, with the CSRF layer that `csrf`
+    /// makes from it (if any) inside.
+    pub async fn guarded(
+        store: CountingStore<MemoryStore>,
+        build: impl FnOnce(SessionLayerBuilder) -> SessionLayerBuilder,
+        csrf: impl FnOnce(&SessionLayer) -> Option<CsrfLayer>,
+    ) -> Server {
         let layer = build(SessionLayer::builder(store.clone())).build().unwrap();
-        let running = serve(vec![layer.clone()]).await;
+        let running = serve_with(vec![layer.clone()], csrf(&layer)).await;
         Server {
             addr: running.addr,
             store,
@@ -203,6 +243,8 @@ pub struct Ctx {
     admin: Res<SessionOf<Admin>>,
     params: Vec<String>,
     ms: u64,
+    /// The request body, as text.
+    body: String,
 }
 
 impl Ctx {
@@ -267,7 +309,8 @@ macro_rules! route {
 }
 
 /// The routes of every test server (paths in the `{param}` syntax that
-/// axum 0.8 and actix-web share).
+/// axum 0.8 and actix-web share). Handlers get the body as text, so that
+/// none of them reads it as a form.
 const ROUTES: &[(Method, &str, Handler)] = &[
     (Method::Get, "/plain", |_| {
         Box::pin(async { Ok("plain".into()) })
@@ -287,6 +330,9 @@ const ROUTES: &[(Method, &str, Handler)] = &[
     route!(Post "/fail/{kind}" fail),
     route!(Get "/id" show_id),
     route!(Post "/both" both),
+    route!(Get "/csrf-token" csrf_token),
+    route!(Post "/echo" echo),
+    route!(Post "/swallow" swallow),
 ];
 
 /// [`ROUTES`] on axum.
@@ -299,12 +345,14 @@ pub fn axum_app() -> axum::Router {
         let endpoint = move |session: Res<Session>,
                              admin: Res<SessionOf<Admin>>,
                              params: RawPathParams,
-                             RawQuery(query): RawQuery| async move {
+                             RawQuery(query): RawQuery,
+                             body: String| async move {
             let ctx = Ctx {
                 session,
                 admin,
                 params: params.iter().map(|(_, v)| v.to_owned()).collect(),
                 ms: query_ms(query.as_deref()),
+                body,
             };
             match handler(ctx).await {
                 Ok(reply) => {
@@ -337,6 +385,7 @@ pub fn axum_app() -> axum::Router {
 /// [`ROUTES`] on actix-web, wrapped in `middlewares` (the last outermost).
 pub fn actix_app(
     middlewares: Vec<sessionkit::actix::SessionMiddleware>,
+    csrf: Option<Csrf>,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -352,12 +401,14 @@ pub fn actix_app(
     for &(method, path, handler) in ROUTES {
         let endpoint = move |session: Res<Session>,
                              admin: Res<SessionOf<Admin>>,
-                             req: HttpRequest| async move {
+                             req: HttpRequest,
+                             body: String| async move {
             let ctx = Ctx {
                 session,
                 admin,
                 params: req.match_info().iter().map(|(_, v)| v.to_owned()).collect(),
                 ms: query_ms(Some(req.query_string())),
+                body,
             };
             handler(ctx).await.map(|reply| {
                 let mut res = HttpResponse::build(
@@ -383,14 +434,32 @@ pub fn actix_app(
     let mut middlewares = middlewares.into_iter();
     let (inner, outer) = (middlewares.next(), middlewares.next());
     assert!(middlewares.next().is_none(), "at most two session layers");
+    use sessionkit::actix::CsrfMiddleware;
+    let unused_csrf = || CsrfMiddleware::new(&unused_middleware());
+    let (inside, outside) = match csrf {
+        Some(Csrf::Inside(csrf)) => (Some(CsrfMiddleware::from(csrf)), None),
+        Some(Csrf::Outside(csrf)) => (None, Some(CsrfMiddleware::from(csrf))),
+        None => (None, None),
+    };
     actix_web::App::new()
-        .service(scope.wrap(actix_web::middleware::Condition::new(
-            inner.is_some(),
-            inner.clone().unwrap_or_else(unused_middleware),
-        )))
+        .service(
+            scope
+                .wrap(actix_web::middleware::Condition::new(
+                    inside.is_some(),
+                    inside.unwrap_or_else(unused_csrf),
+                ))
+                .wrap(actix_web::middleware::Condition::new(
+                    inner.is_some(),
+                    inner.clone().unwrap_or_else(unused_middleware),
+                )),
+        )
         .wrap(actix_web::middleware::Condition::new(
             outer.is_some(),
             outer.unwrap_or_else(unused_middleware),
+        ))
+        .wrap(actix_web::middleware::Condition::new(
+            outside.is_some(),
+            outside.unwrap_or_else(unused_csrf),
         ))
 }
 
@@ -527,6 +596,27 @@ async fn both(ctx: Ctx) -> Res<Reply> {
     visitor.insert("n", &v)?;
     admin.insert("n", &a)?;
     Ok(format!("{v} {a}").into())
+}
+
+/// The session's CSRF token (a buffered write when the session has none yet).
+async fn csrf_token(ctx: Ctx) -> Res<Reply> {
+    Ok(ctx.session()?.csrf_token().await?.into())
+}
+
+/// The body the handler got, after reading the session's `n`: what a form
+/// handler behind the CSRF layer sees.
+async fn echo(ctx: Ctx) -> Res<Reply> {
+    let n = ctx.session()?.get_or("n", 0u64).await?;
+    Ok(format!("{n} {}", ctx.body).into())
+}
+
+/// A handler that ignores its session's errors and answers 200 anyway.
+async fn swallow(ctx: Ctx) -> Res<Reply> {
+    let session = ctx.session()?;
+    let _ = session.get::<String>("k").await;
+    let _ = session.insert("k", "swallowed");
+    let _ = session.destroy().await;
+    Ok("ok".into())
 }
 
 /// A client that keeps cookies, like a browser.
