@@ -528,6 +528,78 @@ async fn the_csrf_token_lasts_the_session_rotates_with_regenerate_and_dies_with_
     assert!(s.id().is_none());
 }
 
+/// A stored session holding `n = 0` and its CSRF token.
+async fn stored_with_token(factory: &SessionFactory) -> (SessionId, String) {
+    let s = factory.request(None);
+    s.insert("n", &0u64).unwrap();
+    let token = s.csrf_token().await.unwrap();
+    assert!(s.finish(Outcome::Success).await.error.is_none());
+    (s.id().unwrap(), token)
+}
+
+/// The CSRF check an integration asks for is decided by the first store
+/// call that reads: a blind write has the session read before its flush,
+/// and a refusal there writes nothing and reports 403 at the finish.
+#[tokio::test]
+async fn a_csrf_check_reads_before_a_blind_flush_and_a_refusal_writes_nothing() {
+    let (factory, store) = factory();
+    let (id, token) = stored_with_token(&factory).await;
+
+    let forged = factory.request(id);
+    let check = forged.require_csrf_token();
+    assert!(check.is_needed(), "an id was sent");
+    check.present(Some(token[1..].to_owned()));
+    forged.insert("n", &7u64).unwrap(); // buffered: nothing read yet
+    let finished = forged.finish(Outcome::Success).await;
+    assert_eq!(finished.error.unwrap().kind(), ErrorKind::CsrfRejected);
+    assert_eq!(stored_n(&store, &id).await, Some(0));
+
+    let genuine = factory.request(id);
+    genuine.require_csrf_token().present(Some(token));
+    genuine.insert("n", &8u64).unwrap();
+    assert!(genuine.finish(Outcome::Success).await.error.is_none());
+    assert_eq!(stored_n(&store, &id).await, Some(8));
+
+    // Without an id there is nothing to check against.
+    let first = factory.request(None);
+    assert!(!first.require_csrf_token().is_needed());
+    first.insert("n", &1u64).unwrap();
+    assert!(first.finish(Outcome::Success).await.error.is_none());
+}
+
+/// Under the whole-request lock policy the first read is a lock: a refusal
+/// there releases it at once, so the next request does not wait.
+#[tokio::test]
+async fn a_csrf_refusal_under_the_whole_request_policy_releases_the_lock() {
+    let config = SessionConfig::builder()
+        .lock_policy(LockPolicy::WholeRequest)
+        .lock(LockConfig::default().with_wait(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let (factory, store) = factory_with(config);
+    let (id, token) = stored_with_token(&factory).await;
+    let forged = factory.request(id);
+    forged.require_csrf_token().present(None);
+    let err = forged.get::<u64>("n").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CsrfRejected);
+    assert!(!forged.is_locked());
+    assert!(forged.insert("n", &5u64).is_err(), "every later call fails");
+    let genuine = factory.request(id);
+    genuine.require_csrf_token().present(Some(token));
+    assert_eq!(
+        genuine.get::<u64>("n").await.unwrap(),
+        Some(0),
+        "not kept waiting"
+    );
+    genuine.insert("n", &1u64).unwrap();
+    assert!(genuine.finish(Outcome::Success).await.error.is_none());
+    assert_eq!(
+        forged.finish(Outcome::Success).await.error.unwrap().kind(),
+        ErrorKind::CsrfRejected
+    );
+    assert_eq!(stored_n(&store, &id).await, Some(1));
+}
+
 /// The id, age and remembered mark of a `CookieChange::Set`.
 fn set_cookie(change: CookieChange) -> (SessionId, Duration, bool) {
     match change {

@@ -12,6 +12,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Server, raw, set_cookies};
+use sessionkit::CsrfLayer;
+use sessionkit::store::MemoryStore;
+use sessionkit_core::testkit::CountingStore;
 
 use sessionkit::signing::SigningKey;
 
@@ -65,6 +68,11 @@ async fn still_serving(server: &Server) {
         .unwrap();
     assert_eq!(res.text().await.unwrap(), "2");
     server.store.take();
+}
+
+/// The header line of a URL-encoded form body.
+fn form() -> Vec<u8> {
+    b"Content-Type: application/x-www-form-urlencoded\r\n".to_vec()
 }
 
 /// Sends raw bytes as a whole HTTP/1.1 request; returns the status line's
@@ -470,5 +478,53 @@ http_tests! {
         assert_eq!(calls.create, FORGED as u64, "each write made a new session");
         assert_eq!(server.layer.rejections().unknown, FORGED as u64);
         still_serving(&server).await;
+    }
+
+    #[tokio::test]
+    async fn hostile_csrf_tokens_and_origins_get_a_403_or_a_4xx_and_never_a_5xx() {
+        let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
+        let server = Server::guarded(store, |b| b, |layer| Some(CsrfLayer::new(layer))).await;
+        let res = raw().post(server.url("/incr")).send().await.unwrap();
+        let id = common::cookie_id(&res).unwrap();
+        let cookie = format!("Cookie: session={id}\r\n");
+        let host = format!("Host: {}\r\n", server.addr);
+        let long = "A".repeat(16 * 1024);
+        let mut huge_form = b"csrf_token=".to_vec();
+        huge_form.extend(std::iter::repeat_n(b'%', 70 * 1024));
+        // (extra header lines, body): none of these carries the right token.
+        let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (format!("X-CSRF-Token: {long}\r\n").into_bytes(), vec![]),
+            (b"X-CSRF-Token: a\r\nX-CSRF-Token: a\r\n".to_vec(), vec![]),
+            (b"X-CSRF-Token: \xff\xfe\xc3\xa9t\xc3\xa9\r\n".to_vec(), vec![]),
+            (b"X-CSRF-Token: \r\n".to_vec(), vec![]),
+            (b"X-CSRF-Token: \x7f\x01\r\n".to_vec(), vec![]),
+            (b"Sec-Fetch-Site: \xff\r\n".to_vec(), vec![]),
+            (format!("Sec-Fetch-Site: {long}\r\n").into_bytes(), vec![]),
+            (b"Origin: \xe2\x98\x83://x\r\n".to_vec(), vec![]),
+            (format!("Origin: http://{long}\r\n").into_bytes(), vec![]),
+            (b"Origin: http://a\r\nOrigin: http://a\r\n".to_vec(), vec![]),
+            (form(), b"csrf_token=%ff%fe%00".to_vec()),
+            (form(), b"csrf_token=\xff\xfe&csrf_token".to_vec()),
+            (form(), b"%%%&&&===&csrf_token=%zz".to_vec()),
+            (form(), huge_form),
+            (b"Content-Type: application/x-www-form-urlencoded; charset=\xff\r\n".to_vec(), b"x=1".to_vec()),
+        ];
+        for (headers, body) in cases {
+            let mut request = format!("POST /incr HTTP/1.1\r\n{host}{cookie}Connection: close\r\n")
+                .into_bytes();
+            request.extend_from_slice(&headers);
+            request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            request.extend_from_slice(&body);
+            let (code, head) = raw_http(&server, &request).await;
+            let what = String::from_utf8_lossy(&headers[..headers.len().min(60)]).into_owned();
+            assert!((400..500).contains(&code), "{what}: {head}");
+        }
+        let res = raw()
+            .get(server.url("/get/n"))
+            .header("cookie", format!("session={id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "1", "no hostile request counted");
     }
 }
