@@ -591,7 +591,31 @@ impl Config {
         }
     }
 
-    fn layer_over(&self, store: impl SessionStore) -> Result<SessionLayer, Error> {
+    /// The layer these settings describe, over a store of your own instead
+    /// of the one [`Config::driver`](Config#structfield.driver) names: the session, cookie and
+    /// transport settings all apply, so nothing read from the environment
+    /// is lost (building the layer by hand from the `session` and `cookie`
+    /// fields would drop the transport).
+    ///
+    /// ```
+    /// use sessionkit::Config;
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// let config = Config::from_lookup(|name| match name {
+    ///     "SESSION_TRANSPORT" => Some("header".into()),
+    ///     _ => None,
+    /// })?;
+    /// // A memory store with a bound of its own, under the variables' settings.
+    /// let layer = config.layer_over(MemoryStore::builder().max_sessions(1_000).build())?;
+    /// # let _ = layer;
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The cookie or transport settings are invalid (see
+    /// [`SessionLayerBuilder::build`](crate::SessionLayerBuilder::build)).
+    pub fn layer_over(&self, store: impl SessionStore) -> Result<SessionLayer, Error> {
         SessionLayer::builder(store)
             .config(self.session.clone())
             .cookie(self.cookie.clone())

@@ -35,19 +35,23 @@
 //! client that posts with `fetch` and does not follow the redirect leaves
 //! the marker for its next visit, which then goes uncounted.)
 //!
-//! Every `POST` is guarded against cross-site request forgery ([`csrf`]): a
-//! request from another site or origin (by `Sec-Fetch-Site` or `Origin`) is
-//! refused with 403, and one that carries a session must carry the session's
-//! token too, as the form field `csrf_token` or the header `x-csrf-token`
-//! (403 otherwise). The page puts the token in every form; API clients read
-//! it from `GET /api/session` (`null` without a session). A request without
-//! a session yet (the first login) is judged by its origin alone.
+//! Every `POST` is guarded against cross-site request forgery by
+//! sessionkit's CSRF layer ([`sessionkit::csrf`]): a request from another
+//! site or origin (by `Sec-Fetch-Site` or `Origin`) is refused with 403, and
+//! one that carries a session must carry the session's token too, as the
+//! form field `csrf_token` or the header `x-csrf-token` (403 otherwise,
+//! with nothing written). The page puts the token in every form; API
+//! clients read it from `GET /api/session` (`null` without a session). A
+//! request without a session yet (the first login) is judged by its origin
+//! alone. With `SESSION_TRANSPORT=header` the session travels in the
+//! `x-session-token` header instead of a cookie, and no CSRF check applies
+//! (a browser never attaches that header to a forged request).
 //!
 //! # Crate layout
 //!
 //! The routes are written once, framework-agnostic, in [`routes`] (with the
-//! CSRF checks of [`csrf`], the page and the [`catalogue`]); [`app`] mounts
-//! them on axum. The `shop-actix` example mounts the same routes on
+//! page and the [`catalogue`]); [`app`] mounts them on axum behind the
+//! session and CSRF layers. The `shop-actix` example mounts the same routes on
 //! actix-web, so the two binaries serve one surface and share sessions on
 //! one store.
 
@@ -56,14 +60,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sessionkit::{Session, SessionLayer};
+use sessionkit::{CsrfLayer, Session, SessionLayer};
 
 pub mod catalogue;
-pub mod csrf;
 mod page;
 pub mod routes;
 
-use crate::csrf::Guard;
 pub use crate::routes::{Answer, Failure, MAX_QUANTITY, MAX_WORK_MS};
 use crate::routes::{ItemForm, LoginForm, Work};
 
@@ -129,10 +131,7 @@ pub async fn layer_from_env() -> std::result::Result<SessionLayer, Box<dyn std::
             let store = sessionkit::store::MemoryStore::builder()
                 .max_sessions(max)
                 .build();
-            SessionLayer::builder(store)
-                .config(config.session.clone())
-                .cookie(config.cookie.clone())
-                .build()?
+            config.layer_over(store)?
         }
         None => config.into_layer().await?,
     })
@@ -154,16 +153,27 @@ pub fn app(layer: SessionLayer) -> Router {
     for asset in routes::ASSETS {
         router = router.route(asset.path, get(move || async move { serve_asset(asset) }));
     }
-    router
-        .layer(axum::middleware::from_fn(csrf::screen))
-        .layer(layer)
+    router.layer(csrf_layer(&layer)).layer(layer)
+}
+
+/// The largest form the shop reads for its CSRF token: its forms are a few
+/// dozen bytes; a larger one is answered 413.
+pub const FORM_LIMIT: usize = 16 * 1024;
+
+/// The shop's CSRF layer, made from its session layer: sessionkit's
+/// defaults (form field `csrf_token`, header `x-csrf-token`), forms up to
+/// [`FORM_LIMIT`].
+pub fn csrf_layer(sessions: &SessionLayer) -> CsrfLayer {
+    CsrfLayer::builder(sessions)
+        .form_limit(FORM_LIMIT)
+        .build()
+        .expect("the shop's CSRF settings are valid")
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Session(e) => e.into_response(),
-            Failure::Refused(r) => r.into_response(),
             Failure::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, why).into_response(),
         }
     }
@@ -195,40 +205,40 @@ async fn index(session: Session) -> Result {
     routes::index(session).await
 }
 
-async fn add_to_basket(guard: Guard, headers: HeaderMap, Form(form): Form<ItemForm>) -> Result {
-    routes::add_to_basket(guard, from_browser(&headers), form).await
+async fn add_to_basket(session: Session, headers: HeaderMap, Form(form): Form<ItemForm>) -> Result {
+    routes::add_to_basket(session, from_browser(&headers), form).await
 }
 
 async fn remove_from_basket(
-    guard: Guard,
+    session: Session,
     headers: HeaderMap,
     Form(form): Form<ItemForm>,
 ) -> Result {
-    routes::remove_from_basket(guard, from_browser(&headers), form).await
+    routes::remove_from_basket(session, from_browser(&headers), form).await
 }
 
-async fn clear_basket(guard: Guard, headers: HeaderMap) -> Result {
-    routes::clear_basket(guard, from_browser(&headers)).await
+async fn clear_basket(session: Session, headers: HeaderMap) -> Result {
+    routes::clear_basket(session, from_browser(&headers)).await
 }
 
-async fn login(guard: Guard, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result {
-    routes::login(guard, from_browser(&headers), form).await
+async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result {
+    routes::login(session, from_browser(&headers), form).await
 }
 
-async fn logout(guard: Guard, headers: HeaderMap) -> Result {
-    routes::logout(guard, from_browser(&headers)).await
+async fn logout(session: Session, headers: HeaderMap) -> Result {
+    routes::logout(session, from_browser(&headers)).await
 }
 
 async fn api_session(session: Session) -> Result {
     routes::api_session(session).await
 }
 
-async fn counter_locked(guard: Guard, Query(work): Query<Work>) -> Result {
-    routes::counter_locked(guard, work).await
+async fn counter_locked(session: Session, Query(work): Query<Work>) -> Result {
+    routes::counter_locked(session, work).await
 }
 
-async fn counter_buffered(guard: Guard, Query(work): Query<Work>) -> Result {
-    routes::counter_buffered(guard, work).await
+async fn counter_buffered(session: Session, Query(work): Query<Work>) -> Result {
+    routes::counter_buffered(session, work).await
 }
 
 fn serve_asset(asset: routes::Asset) -> Response {

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::catalogue::{Basket, CATALOGUE, Line, Product, money};
-use crate::csrf;
 
 /// What the page shows.
 #[derive(Debug)]
@@ -53,8 +52,7 @@ pub(crate) fn render(page: &Page<'_>) -> String {
         .token
         .map(|t| {
             format!(
-                r#"<input type="hidden" name="{}" value="{}">"#,
-                csrf::FIELD,
+                r#"<input type="hidden" name="csrf_token" value="{}">"#,
                 escape(t)
             )
         })

@@ -1,6 +1,12 @@
 //! The shop's routes, whatever the web framework: each handler takes the
-//! session (or the CSRF [`Guard`]) and the request's plain inputs, and gives
-//! an [`Answer`] or a [`Failure`].
+//! session and the request's plain inputs, and gives an [`Answer`] or a
+//! [`Failure`].
+//!
+//! Every `POST` runs behind sessionkit's CSRF layer (`CsrfLayer` on axum,
+//! `CsrfMiddleware` on actix-web), inside the session layer: a request from
+//! another site or origin is refused before it gets here, and a forged one
+//! with a session cookie fails at its first session call with a 403
+//! (`ErrorKind::CsrfRejected`), having written nothing.
 //!
 //! `shop` mounts them on axum ([`crate::app`]), `shop-actix` on actix-web;
 //! each adapter only extracts the inputs and writes the answer, so both
@@ -13,7 +19,6 @@ use serde::Deserialize;
 use serde_json::json;
 use sessionkit::Session;
 
-use crate::csrf::{self, Guard};
 use crate::page;
 
 /// Longest accepted basket item or user name, in characters.
@@ -63,14 +68,14 @@ pub const ASSETS: [Asset; 2] = [
     },
 ];
 
-/// Why a handler failed: the session (its store), or the CSRF defence.
+/// Why a handler failed: the session (its store, or the CSRF check), or
+/// the input.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Failure {
-    /// The session failed; answered as sessionkit maps its errors.
+    /// The session failed, or refused a forged request; answered as
+    /// sessionkit maps its errors (403 for a refused CSRF check).
     Session(sessionkit::Error),
-    /// The request was refused by the CSRF defence.
-    Refused(csrf::Refused),
     /// A form or query field is out of range (422); says what is accepted.
     Invalid(String),
 }
@@ -78,12 +83,6 @@ pub enum Failure {
 impl From<sessionkit::Error> for Failure {
     fn from(e: sessionkit::Error) -> Self {
         Failure::Session(e)
-    }
-}
-
-impl From<csrf::Refused> for Failure {
-    fn from(r: csrf::Refused) -> Self {
-        Failure::Refused(r)
     }
 }
 
@@ -111,7 +110,7 @@ pub async fn index(session: Session) -> Result<Answer> {
         visits += 1;
         session.insert("visits", &visits)?;
     }
-    let token = csrf::token(&session).await?;
+    let token = token(&session).await?;
     let expires_in = if exists {
         session.expires_in().await?
     } else {
@@ -130,15 +129,36 @@ pub async fn index(session: Session) -> Result<Answer> {
     })))
 }
 
+/// The CSRF token of a session that exists (`None` without one: a `GET`
+/// never creates a session to hand out a token). The session must have
+/// been read already: until then `id()` is merely the id the client sent.
+async fn token(session: &Session) -> Result<Option<String>> {
+    if session.id().is_none() {
+        return Ok(None);
+    }
+    Ok(Some(session.csrf_token().await?))
+}
+
+/// Gives a session the secret of its CSRF token if it has none yet (one
+/// this request starts, or one from before the CSRF defence), in the same
+/// store write as the request's other changes: so the page that follows a
+/// `POST` finds the token and its `GET` writes nothing. The token itself
+/// changes with every new id (login), without a write.
+async fn with_token(session: &Session) -> Result<()> {
+    session.csrf_token().await?;
+    Ok(())
+}
+
 /// The 303 back to the page after a form `POST`. A browser (it sends
 /// `Origin` with every `POST`; other clients need not: `from_browser` says
 /// whether this request did) follows it by itself: the page it lands on
 /// answers the form and is not a visit, which a flash marker tells the next
 /// `GET /`.
-fn back_to_page(session: &Session, from_browser: bool) -> Result<Answer> {
+async fn back_to_page(session: &Session, from_browser: bool) -> Result<Answer> {
     if from_browser {
         session.flash(LANDING, &true)?;
     }
+    with_token(session).await?;
     Ok(Answer::BackToPage)
 }
 
@@ -183,27 +203,27 @@ fn times(quantity: usize, item: &str) -> String {
 }
 
 /// `POST /basket`.
-pub async fn add_to_basket(guard: Guard, from_browser: bool, form: ItemForm) -> Result<Answer> {
+pub async fn add_to_basket(session: Session, from_browser: bool, form: ItemForm) -> Result<Answer> {
     let (item, quantity) = form.parse()?;
-    let session = guard.lock().await?;
+    session.lock().await?;
     let mut basket = session.get_or::<Vec<String>>("basket", Vec::new()).await?;
     basket.extend(std::iter::repeat_n(item.clone(), quantity));
     session.insert("basket", &basket)?;
     let added = times(quantity, &item);
     session.flash("notice", &format!("Added {added} to your basket."))?;
-    let to = back_to_page(&session, from_browser)?;
+    let to = back_to_page(&session, from_browser).await?;
     session.commit().await?;
     Ok(to)
 }
 
 /// `POST /basket/remove`.
 pub async fn remove_from_basket(
-    guard: Guard,
+    session: Session,
     from_browser: bool,
     form: ItemForm,
 ) -> Result<Answer> {
     let (item, quantity) = form.parse()?;
-    let session = guard.lock().await?;
+    session.lock().await?;
     let mut basket = session.get_or::<Vec<String>>("basket", Vec::new()).await?;
     let mut removed = 0;
     // The latest first, so that the line keeps its place while any is left.
@@ -224,17 +244,16 @@ pub async fn remove_from_basket(
         format!("Removed {} from your basket.", times(removed, &item))
     };
     session.flash("notice", &notice)?;
-    let to = back_to_page(&session, from_browser)?;
+    let to = back_to_page(&session, from_browser).await?;
     session.commit().await?;
     Ok(to)
 }
 
 /// `POST /basket/clear`.
-pub async fn clear_basket(guard: Guard, from_browser: bool) -> Result<Answer> {
-    let session = guard.read().await?;
+pub async fn clear_basket(session: Session, from_browser: bool) -> Result<Answer> {
     session.discard("basket")?;
     session.flash("notice", "Your basket is empty.")?;
-    back_to_page(&session, from_browser)
+    back_to_page(&session, from_browser).await
 }
 
 /// The form of `POST /login`.
@@ -249,13 +268,11 @@ pub struct LoginForm {
 const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `POST /login`.
-pub async fn login(guard: Guard, from_browser: bool, form: LoginForm) -> Result<Answer> {
+pub async fn login(session: Session, from_browser: bool, form: LoginForm) -> Result<Answer> {
     let user = clean(&form.user).ok_or_else(|| invalid_text("user"))?;
-    let session = guard.read().await?;
-    // A new id and a new CSRF token at every privilege change: an id or a
-    // token planted or seen before the login is worthless after it.
+    // A new id, and with it a new CSRF token, at every privilege change: an
+    // id or a token planted or seen before the login is worthless after it.
     session.regenerate().await?;
-    csrf::rotate(&session)?;
     session.insert("user", &user)?;
     if form.remember.is_some() {
         // Kept server-side for 30 days of inactivity, with a persistent
@@ -265,18 +282,16 @@ pub async fn login(guard: Guard, from_browser: bool, form: LoginForm) -> Result<
         session.insert(REMEMBERED, &true)?;
     }
     session.flash("notice", &format!("Welcome, {user}."))?;
-    back_to_page(&session, from_browser)
+    back_to_page(&session, from_browser).await
 }
 
 /// `POST /logout`.
-pub async fn logout(guard: Guard, from_browser: bool) -> Result<Answer> {
-    let session = guard.read().await?;
+pub async fn logout(session: Session, from_browser: bool) -> Result<Answer> {
     session.destroy().await?;
     // A write after destroy starts a new, anonymous session for the
-    // message, born with a token of its own.
+    // message, born with a token of its own (in `back_to_page`).
     session.flash("notice", "You are logged out.")?;
-    csrf::rotate(&session)?;
-    back_to_page(&session, from_browser)
+    back_to_page(&session, from_browser).await
 }
 
 /// `GET /api/session`.
@@ -287,7 +302,7 @@ pub async fn api_session(session: Session) -> Result<Answer> {
         "basket": session.get::<Vec<String>>("basket").await?.unwrap_or_default(),
         "visits": session.get::<u64>("visits").await?.unwrap_or(0),
         "n": session.get::<u64>("n").await?.unwrap_or(0),
-        "csrf_token": csrf::token(&session).await?,
+        "csrf_token": token(&session).await?,
     })))
 }
 
@@ -324,27 +339,28 @@ impl Work {
 }
 
 /// `POST /api/counter`.
-pub async fn counter_locked(guard: Guard, work: Work) -> Result<Answer> {
+pub async fn counter_locked(session: Session, work: Work) -> Result<Answer> {
     let pause = work.pause()?;
-    let session = guard.lock().await?;
+    session.lock().await?;
     let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
     if let Some(pause) = pause {
         tokio::time::sleep(pause).await;
     }
     session.insert("n", &n)?;
+    with_token(&session).await?;
     session.commit().await?;
     Ok(Answer::Json(json!({ "n": n })))
 }
 
 /// `POST /api/counter/buffered`.
-pub async fn counter_buffered(guard: Guard, work: Work) -> Result<Answer> {
+pub async fn counter_buffered(session: Session, work: Work) -> Result<Answer> {
     let pause = work.pause()?;
-    let session = guard.read().await?;
     let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
     if let Some(pause) = pause {
         tokio::time::sleep(pause).await;
     }
     session.insert("n", &n)?;
+    with_token(&session).await?;
     Ok(Answer::Json(json!({ "n": n })))
 }
 

@@ -58,7 +58,72 @@ on_every_store!(
     the_basket_takes_quantities_and_gives_items_back,
     a_browsers_form_redirect_is_not_a_visit,
     work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact,
+    with_the_header_transport_the_json_api_works_with_the_header_alone,
 );
+
+/// `SESSION_TRANSPORT=header`: an API client without cookies gets the
+/// session's token in `x-session-token` and sends it back; no token or
+/// cookie is asked for, and no cookie is set.
+async fn with_the_header_transport_the_json_api_works_with_the_header_alone(store: Store) {
+    let shop = store.shop(&[("SESSION_TRANSPORT", "header")]);
+    // Keeps no cookies, follows no redirect.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client.post(shop.url("/api/counter")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(session_cookie(&res), None, "no cookie in header mode");
+    let token = res.headers()["x-session-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!token.is_empty());
+    assert_eq!(res.json::<Value>().await.unwrap()["n"], 1);
+    for n in 2..=3 {
+        let res = client
+            .post(shop.url("/api/counter/buffered"))
+            .header("x-session-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["n"],
+            n,
+            "the same session"
+        );
+    }
+    let v: Value = client
+        .get(shop.url("/api/session"))
+        .header("x-session-token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["n"], 3);
+    // Logout answers an empty token: the session is gone.
+    let res = client
+        .post(shop.url("/logout"))
+        .header("x-session-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = client
+        .get(shop.url("/api/session"))
+        .header("x-session-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["n"],
+        0,
+        "the old token reaches nothing"
+    );
+}
 
 async fn the_shop_serves_its_whole_surface(store: Store) {
     let shop = store.shop(&[]);
@@ -447,8 +512,11 @@ async fn api_session_shows_the_csrf_token_that_the_page_embeds(store: Store) {
 
     let (client, token) = logged_in_with_a_basket(&shop, "ada").await;
     assert!(
-        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
-        "256 bits in hex: {token}"
+        token.len() == 43
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "256 bits in base64url: {token}"
     );
     assert_eq!(token_of(&client, &shop).await, token, "stable");
     let html = get(&client, shop.url("/")).await.text().await.unwrap();
