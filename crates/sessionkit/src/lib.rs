@@ -15,6 +15,10 @@
 //!   request that does not touch its session.
 //! - **Strict ids**: 256 random bits, validated before any store access, and
 //!   never adopted when the store does not know them.
+//! - **CSRF protection tied to the session** ([`CsrfLayer`], module
+//!   [`csrf`]): an origin check and the session's synchronizer token, checked
+//!   with the data of the handler's own first store call; and sessions
+//!   carried in a header for API clients ([`Transport::header`]).
 //!
 //! # Quick start
 //!

@@ -38,7 +38,7 @@
 //! checked, and needs not be: it acts with no authority of the session's.
 //!
 //! Refused, the handler's session call fails with
-//! [`ErrorKind::CsrfRejected`](crate::ErrorKind::CsrfRejected) (its
+//! [`ErrorKind::CsrfRejected`] (its
 //! response is 403), so does every later one, nothing it changed is
 //! written, a lock it took is released, and the layer answers 403 even if
 //! the handler went on: see [`CsrfCheck`](sessionkit_core::CsrfCheck).
