@@ -127,6 +127,9 @@ pub use self::service::{CsrfFuture, CsrfService};
 /// The CSRF layer for tower and axum: see the [module docs](self). Made from
 /// the [`SessionLayer`] it goes with, and placed inside it.
 ///
+/// It serves any `Clone` tower service whose request body can be rebuilt
+/// from the bytes of a form it read (`From<Bytes>`: axum's `Body`,
+/// `http_body_util::Full`); on plain hyper, put it behind a body that can.
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CsrfLayer {
