@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sessionkit_core::record::now_ms;
 use sessionkit_core::store::{Locked, MemoryStore, SessionStore};
 use sessionkit_core::{
-    CookieChange, ErrorKind, LockConfig, LockPolicy, Outcome, ReleasePolicy, Session,
-    SessionConfig, SessionFactory, SessionId, WritePolicy,
+    CookieChange, ErrorKind, LockConfig, LockPolicy, Outcome, ReleasePolicy, RequestSession,
+    Session, SessionConfig, SessionFactory, SessionId, WritePolicy,
 };
 
 fn factory_with(config: SessionConfig) -> (SessionFactory, MemoryStore) {
@@ -33,6 +33,46 @@ async fn stored(factory: &SessionFactory) -> SessionId {
     s.id().unwrap()
 }
 
+/// A factory with `config`, its store, and a stored session holding `n = 0`.
+async fn with_stored(config: SessionConfig) -> (SessionFactory, MemoryStore, SessionId) {
+    let (factory, store) = factory_with(config);
+    let id = stored(&factory).await;
+    (factory, store, id)
+}
+
+/// [`with_stored`], and a request of that session holding its lock.
+async fn locked(config: SessionConfig) -> (SessionFactory, MemoryStore, SessionId, RequestSession) {
+    let (factory, store, id) = with_stored(config).await;
+    let request = factory.request(id);
+    request.lock().await.unwrap();
+    (factory, store, id, request)
+}
+
+/// Locks `session`, adds one to its `n` and commits.
+async fn locked_increment(session: RequestSession) {
+    session.lock().await.unwrap();
+    let n = session.get::<u64>("n").await.unwrap().unwrap();
+    session.insert("n", &(n + 1)).unwrap();
+    session.commit().await.unwrap();
+}
+
+/// The whole-request lock policy, with waits of 100 ms.
+fn whole_request_locks() -> SessionConfig {
+    SessionConfig::builder()
+        .lock_policy(LockPolicy::WholeRequest)
+        .lock(LockConfig::default().with_wait(Duration::from_millis(100)))
+        .build()
+        .unwrap()
+}
+
+/// A "remember me" login of `ada`: a lifetime of 30 days.
+fn remember_ada_for_30_days(session: &Session) {
+    session.insert("user", "ada").unwrap();
+    session
+        .set_lifetime(Duration::from_secs(30 * 24 * 3600))
+        .unwrap();
+}
+
 async fn stored_n(store: &MemoryStore, id: &SessionId) -> Option<u64> {
     let loaded = store.load(id, None).await.unwrap()?;
     loaded
@@ -44,10 +84,7 @@ async fn stored_n(store: &MemoryStore, id: &SessionId) -> Option<u64> {
 
 #[tokio::test]
 async fn locks_are_reentrant_and_released_by_the_last_level() {
-    let (factory, store) = factory_with(quick_locks(100));
-    let id = stored(&factory).await;
-    let a = factory.request(id);
-    a.lock().await.unwrap();
+    let (factory, store, id, a) = locked(quick_locks(100)).await;
     a.lock().await.unwrap();
     a.insert("n", &1u64).unwrap();
     a.commit().await.unwrap();
@@ -65,10 +102,7 @@ async fn locks_are_reentrant_and_released_by_the_last_level() {
 
 #[tokio::test]
 async fn lock_wait_is_bounded() {
-    let (factory, _store) = factory_with(quick_locks(300));
-    let id = stored(&factory).await;
-    let holder = factory.request(id);
-    holder.lock().await.unwrap();
+    let (factory, _store, id, _holder) = locked(quick_locks(300)).await;
     let waiter = factory.request(id);
     let start = Instant::now();
     let err = waiter.lock().await.unwrap_err();
@@ -80,17 +114,8 @@ async fn lock_wait_is_bounded() {
 
 #[tokio::test]
 async fn a_waiter_gets_the_lock_once_it_is_released() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
-    let holder = factory.request(id);
-    holder.lock().await.unwrap();
-    let waiter = factory.request(id);
-    let wait = tokio::spawn(async move {
-        waiter.lock().await.unwrap();
-        let n = waiter.get::<u64>("n").await.unwrap().unwrap();
-        waiter.insert("n", &(n + 1)).unwrap();
-        waiter.commit().await.unwrap();
-    });
+    let (factory, store, id, holder) = locked(SessionConfig::default()).await;
+    let wait = tokio::spawn(locked_increment(factory.request(id)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     holder.insert("n", &10u64).unwrap();
     holder.commit().await.unwrap();
@@ -216,10 +241,7 @@ async fn commit_after_the_lock_was_lost_writes_nothing() {
         .lock(LockConfig::default().with_ttl(Duration::from_millis(200)))
         .build()
         .unwrap();
-    let (factory, store) = factory_with(config);
-    let id = stored(&factory).await;
-    let a = factory.request(id);
-    a.lock().await.unwrap();
+    let (_factory, store, id, a) = locked(config).await;
     a.insert("n", &99u64).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(5)).await.unwrap()
@@ -243,10 +265,7 @@ async fn renewal_keeps_a_long_holder_s_lock() {
         )
         .build()
         .unwrap();
-    let (factory, store) = factory_with(config);
-    let id = stored(&factory).await;
-    let a = factory.request(id);
-    a.lock().await.unwrap();
+    let (factory, store, id, a) = locked(config).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let b = factory.request(id);
     assert_eq!(b.lock().await.unwrap_err().kind(), ErrorKind::LockTimeout);
@@ -257,13 +276,8 @@ async fn renewal_keeps_a_long_holder_s_lock() {
 
 #[tokio::test]
 async fn whole_request_policy_locks_on_first_read_until_finish() {
-    let config = SessionConfig::builder()
-        .lock_policy(LockPolicy::WholeRequest)
-        .lock(LockConfig::default().with_wait(Duration::from_millis(100)))
-        .build()
-        .unwrap();
-    let (factory, store) = factory_with(config);
-    let id = stored(&factory).await;
+    let config = whole_request_locks();
+    let (factory, store, id) = with_stored(config).await;
     let a = factory.request(id);
     let n = a.get::<u64>("n").await.unwrap().unwrap();
     assert!(a.is_locked(), "the first read took the lock");
@@ -310,10 +324,7 @@ async fn locked_only_policy_refuses_writes_outside_a_lock() {
 
 #[tokio::test]
 async fn unlock_keeps_changes_as_buffered_writes() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
-    let s = factory.request(id);
-    s.lock().await.unwrap();
+    let (_factory, store, id, s) = locked(SessionConfig::default()).await;
     s.insert("n", &3u64).unwrap();
     s.unlock().await.unwrap();
     assert_eq!(stored_n(&store, &id).await, Some(0), "not written yet");
@@ -323,10 +334,7 @@ async fn unlock_keeps_changes_as_buffered_writes() {
 
 #[tokio::test]
 async fn finish_rolls_back_on_server_errors_by_default() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
-    let s = factory.request(id);
-    s.lock().await.unwrap();
+    let (factory, store, id, s) = locked(SessionConfig::default()).await;
     s.insert("n", &1u64).unwrap();
     assert!(s.finish(Outcome::ServerError).await.error.is_none());
     assert_eq!(stored_n(&store, &id).await, Some(0));
@@ -342,10 +350,7 @@ async fn release_policy_commit_commits_even_on_server_errors() {
         .release_policy(ReleasePolicy::Commit)
         .build()
         .unwrap();
-    let (factory, store) = factory_with(config);
-    let id = stored(&factory).await;
-    let s = factory.request(id);
-    s.lock().await.unwrap();
+    let (_factory, store, id, s) = locked(config).await;
     s.lock().await.unwrap();
     s.insert("n", &1u64).unwrap();
     assert!(s.finish(Outcome::ServerError).await.error.is_none());
@@ -369,8 +374,7 @@ async fn writes_after_finish_are_refused() {
 
 #[tokio::test]
 async fn destroy_then_write_starts_a_new_session() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
+    let (factory, store, id) = with_stored(SessionConfig::default()).await;
     let s = factory.request(id);
     s.destroy().await.unwrap();
     s.insert("flash", "bye").unwrap();
@@ -386,10 +390,7 @@ async fn destroy_then_write_starts_a_new_session() {
 
 #[tokio::test]
 async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
-    let (factory, store) = factory_with(quick_locks(50));
-    let id = stored(&factory).await;
-    let s = factory.request(id);
-    s.lock().await.unwrap();
+    let (factory, store, id, s) = locked(quick_locks(50)).await;
     s.regenerate().await.unwrap();
     let new = s.id().unwrap();
     assert_ne!(new, id);
@@ -409,8 +410,7 @@ async fn regenerate_under_a_lock_moves_the_lock_and_commit_still_works() {
 async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
     let (factory, store) = factory();
     let s = factory.request(None);
-    s.insert("user", "ada").unwrap();
-    s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
+    remember_ada_for_30_days(&s);
     let finished = s.finish(Outcome::Success).await;
     let CookieChange::Set {
         id,
@@ -442,8 +442,7 @@ async fn per_session_lifetime_is_kept_server_side_and_sets_the_cookie_age() {
 async fn reset_lifetime_returns_to_the_default_lifetime_and_cookie() {
     let (factory, store) = factory();
     let s = factory.request(None);
-    s.insert("user", "ada").unwrap();
-    s.set_lifetime(Duration::from_secs(30 * 24 * 3600)).unwrap();
+    remember_ada_for_30_days(&s);
     let id = set_cookie(s.finish(Outcome::Success).await.cookie).0;
 
     let s = factory.request(id);
@@ -571,11 +570,7 @@ async fn a_csrf_check_reads_before_a_blind_flush_and_a_refusal_writes_nothing() 
 /// there releases it at once, so the next request does not wait.
 #[tokio::test]
 async fn a_csrf_refusal_under_the_whole_request_policy_releases_the_lock() {
-    let config = SessionConfig::builder()
-        .lock_policy(LockPolicy::WholeRequest)
-        .lock(LockConfig::default().with_wait(Duration::from_millis(100)))
-        .build()
-        .unwrap();
+    let config = whole_request_locks();
     let (factory, store) = factory_with(config);
     let (id, token) = stored_with_token(&factory).await;
     let forged = factory.request(id);
@@ -614,10 +609,7 @@ fn set_cookie(change: CookieChange) -> (SessionId, Duration, bool) {
 
 #[tokio::test]
 async fn a_dropped_handle_releases_its_lock() {
-    let (factory, _store) = factory_with(quick_locks(500));
-    let id = stored(&factory).await;
-    let s = factory.request(id);
-    s.lock().await.unwrap();
+    let (factory, _store, id, s) = locked(quick_locks(500)).await;
     drop(s);
     let t = factory.request(id);
     t.lock()
@@ -760,13 +752,7 @@ async fn a_handoff_whose_read_misses_still_commits_and_releases() {
     // Through the session: a holder with a waiter behind it commits.
     let holder = factory.request(id);
     holder.lock().await.unwrap();
-    let waiter = factory.request(id);
-    let waiting = tokio::spawn(async move {
-        waiter.lock().await.unwrap();
-        let n = waiter.get::<u64>("n").await.unwrap().unwrap();
-        waiter.insert("n", &(n + 1)).unwrap();
-        waiter.commit().await.unwrap();
-    });
+    let waiting = tokio::spawn(locked_increment(factory.request(id)));
     tokio::time::sleep(Duration::from_millis(20)).await;
     holder.insert("n", &10u64).unwrap();
     store
@@ -786,10 +772,7 @@ async fn a_handoff_whose_read_misses_still_commits_and_releases() {
 /// and the finish must not panic either.
 #[tokio::test]
 async fn reload_under_a_lock_after_a_destroy_fails_the_commit_without_panicking() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
-    let a = factory.request(id);
-    a.lock().await.unwrap();
+    let (factory, store, id, a) = locked(SessionConfig::default()).await;
     factory.request(id).destroy().await.unwrap();
     a.reload().await.unwrap();
     a.insert("n", &7u64).unwrap();
@@ -861,8 +844,7 @@ async fn finish_rolls_back_locked_changes_on_client_errors_by_default() {
             .release_policy(policy)
             .build()
             .unwrap();
-        let (factory, store) = factory_with(config);
-        let id = stored(&factory).await;
+        let (factory, store, id) = with_stored(config).await;
         let s = factory.request(id);
         s.insert("note", "buffered").unwrap();
         s.lock().await.unwrap();
@@ -883,8 +865,7 @@ async fn finish_rolls_back_locked_changes_on_client_errors_by_default() {
 /// either way.
 #[tokio::test]
 async fn transactions_commit_on_ok_and_roll_back_on_err() {
-    let (factory, store) = factory();
-    let id = stored(&factory).await;
+    let (factory, store, id) = with_stored(SessionConfig::default()).await;
     let s = factory.request(id);
     let refused: Result<(), sessionkit_core::Error> = s
         .transaction(|s| async move {
@@ -939,8 +920,7 @@ async fn a_second_commit_under_a_local_lock_writes_to_the_session_the_first_crea
 /// Nothing to write is never an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releasing_a_lock_with_nothing_to_write_succeeds_after_a_destroy_even_with_waiters() {
-    let (factory, _store) = factory_with(quick_locks(2000));
-    let id = stored(&factory).await;
+    let (factory, _store, id) = with_stored(quick_locks(2000)).await;
     let a = factory.session(id);
     a.lock().await.unwrap();
     let b = factory.session(id);

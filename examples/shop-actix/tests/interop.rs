@@ -11,7 +11,7 @@ use serde_json::Value;
 #[path = "../../shop/tests/support/mod.rs"]
 mod support;
 
-use support::shop::{Shop, alternate_400_increments, browser, state};
+use support::shop::{Shop, alternate_400_increments, browser, post_header, state};
 
 /// The binary of this package (the shared shop helpers start it by default).
 const BIN: &str = env!("CARGO_BIN_EXE_shop-actix");
@@ -94,12 +94,7 @@ async fn share_sessions(envs: &[(&str, &str)]) {
     assert_eq!(state(&client, &actix).await["n"], 400);
 
     // Logged out on actix: gone on axum too.
-    let res = client
-        .post(actix.url("/logout"))
-        .header("x-csrf-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, actix.url("/logout"), "x-csrf-token", &token).await;
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &axum).await["user"], Value::Null);
 }

@@ -19,7 +19,7 @@ use in_process::serve;
 use sessionkit::sql::sqlx;
 use sessionkit::sql::{PgStore, SqliteStore};
 use support::pg::{self, PgServer};
-use support::shop::{Shop, Store, browser, get, log_in, post_form, state, token_of};
+use support::shop::{Shop, Store, browser, get, log_in, post_form, post_header, state, token_of};
 
 /// What one client saw while it incremented its session's counter.
 #[derive(Debug, Default)]
@@ -263,12 +263,7 @@ async fn a_hostile_row_is_absent(
         return Err(format!("POST /login: {}", res.status()));
     }
     let token = token_of(&client, &shop).await;
-    let res = client
-        .post(shop.url("/api/counter"))
-        .header("x-csrf-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/api/counter"), "x-csrf-token", &token).await;
     if res.status() != 200 {
         return Err(format!("POST /api/counter: {}", res.status()));
     }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sessionkit::store::MemoryStore;
 
 use crate::support::shop::{
-    Shop, Store, alternate_400_increments, browser, get, log_in, post_form, state, token_of,
+    Shop, Store, alternate_400_increments, browser, get, log_in, post_form, post_header, state,
+    token_of,
 };
 use crate::{BIN, serve, support};
 
@@ -81,12 +82,13 @@ async fn with_the_header_transport_the_json_api_works_with_the_header_alone(stor
     assert!(!token.is_empty());
     assert_eq!(res.json::<Value>().await.unwrap()["n"], 1);
     for n in 2..=3 {
-        let res = client
-            .post(shop.url("/api/counter/buffered"))
-            .header("x-session-token", &token)
-            .send()
-            .await
-            .unwrap();
+        let res = post_header(
+            &client,
+            shop.url("/api/counter/buffered"),
+            "x-session-token",
+            &token,
+        )
+        .await;
         assert_eq!(res.status(), 200);
         assert_eq!(
             res.json::<Value>().await.unwrap()["n"],
@@ -105,12 +107,7 @@ async fn with_the_header_transport_the_json_api_works_with_the_header_alone(stor
         .unwrap();
     assert_eq!(v["n"], 3);
     // Logout answers an empty token: the session is gone.
-    let res = client
-        .post(shop.url("/logout"))
-        .header("x-session-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/logout"), "x-session-token", &token).await;
     assert_eq!(res.status(), 303);
     let res = client
         .get(shop.url("/api/session"))
@@ -191,26 +188,23 @@ async fn the_shop_serves_its_whole_surface(store: Store) {
 
     // Counters: locked and buffered, the token in the header.
     for expected in 1..=3 {
-        let v: Value = client
-            .post(shop.url("/api/counter"))
-            .header("x-csrf-token", &token)
-            .send()
+        let v: Value = post_header(&client, shop.url("/api/counter"), "x-csrf-token", &token)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
         assert_eq!(v["n"], expected);
     }
-    let v: Value = client
-        .post(shop.url("/api/counter/buffered"))
-        .header("x-csrf-token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_header(
+        &client,
+        shop.url("/api/counter/buffered"),
+        "x-csrf-token",
+        &token,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["n"], 4);
 
     // Clearing the basket.
@@ -273,12 +267,7 @@ async fn locked_counter_is_exact_under_concurrency(store: Store) {
         let token = token.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                let res = client
-                    .post(&url)
-                    .header("x-csrf-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
+                let res = post_header(&client, &url, "x-csrf-token", &token).await;
                 assert_eq!(res.status(), 200);
             }
         }));
@@ -316,7 +305,7 @@ async fn remember_me_gives_a_persistent_cookie_and_plain_login_a_browser_session
 /// Runs 400 locked increments of one session from 16 concurrent clients
 /// that alternate between two shop processes on `envs`, and checks that
 /// all 400 were kept.
-async fn locked_increments_across_two_processes_are_exact(envs: &[(&str, &str)]) {
+async fn exact_on_two(envs: &[(&str, &str)]) {
     assert_eq!(
         increments_across_two_processes(envs, "/api/counter").await,
         400
@@ -350,7 +339,7 @@ async fn increments_across_two_processes(envs: &[(&str, &str)], route: &str) -> 
 async fn two_shop_processes_on_one_save_path_count_exactly() {
     let dir = std::env::temp_dir().join(format!("shop-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    locked_increments_across_two_processes_are_exact(&[
+    exact_on_two(&[
         ("SESSION_DRIVER", "file"),
         ("SESSION_FILE_PATH", dir.to_str().unwrap()),
     ])
@@ -362,7 +351,7 @@ async fn two_shop_processes_on_one_save_path_count_exactly() {
 async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
     let (m1, m2) = (support::memcached(), support::memcached());
     let servers = format!("{},{}", m1.addr(), m2.addr());
-    locked_increments_across_two_processes_are_exact(&[
+    exact_on_two(&[
         ("SESSION_DRIVER", "memcached"),
         ("SESSION_MEMCACHED_SERVERS", &servers),
     ])
@@ -372,24 +361,21 @@ async fn two_shop_processes_on_two_memcached_servers_count_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_redis_count_exactly() {
     let redis = support::redis();
-    let url = redis.url();
-    locked_increments_across_two_processes_are_exact(&[
+    exact_on_two(&[
         ("SESSION_DRIVER", "redis"),
-        ("SESSION_REDIS_URL", &url),
+        ("SESSION_REDIS_URL", &redis.url()),
     ])
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_postgres_count_exactly() {
-    let store = Store::postgres();
-    locked_increments_across_two_processes_are_exact(&store.envs(&[])).await;
+    exact_on_two(&Store::postgres().envs(&[])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shop_processes_on_one_sqlite_file_count_exactly() {
-    let store = Store::sqlite();
-    locked_increments_across_two_processes_are_exact(&store.envs(&[])).await;
+    exact_on_two(&Store::sqlite().envs(&[])).await;
 }
 
 /// The same race with buffered increments loses updates — by design: each
@@ -431,12 +417,7 @@ async fn logged_in_with_a_basket(shop: &Shop, user: &str) -> (reqwest::Client, S
     )
     .await;
     assert_eq!(res.status(), 303);
-    let res = client
-        .post(shop.url("/api/counter"))
-        .header("x-csrf-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/api/counter"), "x-csrf-token", &token).await;
     assert_eq!(res.status(), 200);
     let v = state(&client, shop).await;
     assert_eq!(v["user"], user);
@@ -615,22 +596,12 @@ async fn posts_with_a_session_need_its_token(store: Store) {
         .unwrap();
     assert_eq!(res.status(), 303);
     for (route, n) in [("/api/counter", 2), ("/api/counter/buffered", 3)] {
-        let res = client
-            .post(shop.url(route))
-            .header("x-csrf-token", &token)
-            .send()
-            .await
-            .unwrap();
+        let res = post_header(&client, shop.url(route), "x-csrf-token", &token).await;
         assert_eq!(res.status(), 200, "{route}");
         assert_eq!(res.json::<Value>().await.unwrap()["n"], n);
     }
     assert_eq!(state(&client, &shop).await["basket"], json!(["tea", "jam"]));
-    let res = client
-        .post(shop.url("/basket/clear"))
-        .header("x-csrf-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/basket/clear"), "x-csrf-token", &token).await;
     assert_eq!(res.status(), 303);
     assert_eq!(state(&client, &shop).await["basket"], json!([]));
     let res = post_form(&client, shop.url("/logout"), &[("csrf_token", &token)]).await;
@@ -664,19 +635,9 @@ async fn a_first_login_needs_only_same_origin_headers_and_login_rotates_the_toke
     assert_eq!(res.status(), 303);
     let second = token_of(&client, &shop).await;
     assert_ne!(first, second, "login rotates the token");
-    let res = client
-        .post(shop.url("/api/counter"))
-        .header("x-csrf-token", &first)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/api/counter"), "x-csrf-token", &first).await;
     assert_eq!(res.status(), 403, "the token from before the login is void");
-    let res = client
-        .post(shop.url("/api/counter"))
-        .header("x-csrf-token", &second)
-        .send()
-        .await
-        .unwrap();
+    let res = post_header(&client, shop.url("/api/counter"), "x-csrf-token", &second).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -753,18 +714,29 @@ async fn a_bad_shop_max_sessions_stops_the_shop_with_a_clear_error() {
     }
 }
 
+/// The shop in process over a counting memory store, and a client logged
+/// in as `ada` there.
+async fn logged_in_over_a_counting_store() -> (
+    sessionkit_core::testkit::CountingStore<MemoryStore>,
+    String,
+    reqwest::Client,
+) {
+    let store = sessionkit_core::testkit::CountingStore::new(
+        MemoryStore::builder().sweep_interval(None).build(),
+    );
+    let base = serve(store.clone()).await;
+    let client = browser();
+    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
+    assert_eq!(res.status(), 303);
+    (store, base, client)
+}
+
 /// The token check reads the session as the handler's first access would
 /// (a load, or a lock that reads in the same call), so it costs no round
 /// trip beyond the handler's own; the origin check costs none at all.
 #[tokio::test]
 async fn the_csrf_check_adds_no_store_round_trip() {
-    use sessionkit_core::testkit::CountingStore;
-
-    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
-    let base = serve(store.clone()).await;
-    let client = browser();
-    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
-    assert_eq!(res.status(), 303);
+    let (store, base, client) = logged_in_over_a_counting_store().await;
     let v: Value = get(&client, format!("{base}/api/session"))
         .await
         .json()
@@ -955,13 +927,7 @@ async fn a_browsers_form_redirect_is_not_a_visit(store: Store) {
 
 #[tokio::test]
 async fn the_page_assets_touch_no_session_and_the_page_has_a_csp() {
-    use sessionkit_core::testkit::CountingStore;
-
-    let store = CountingStore::new(MemoryStore::builder().sweep_interval(None).build());
-    let base = serve(store.clone()).await;
-    let client = browser();
-    let res = post_form(&client, format!("{base}/login"), &[("user", "ada")]).await;
-    assert_eq!(res.status(), 303);
+    let (store, base, client) = logged_in_over_a_counting_store().await;
     let _ = store.take();
     for (path, content_type, says) in [
         ("/assets/shop.css", "text/css; charset=utf-8", ".race"),
@@ -1001,12 +967,7 @@ async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact(store
             let token = token.clone();
             tasks.push(tokio::spawn(async move {
                 for _ in 0..5 {
-                    let res = client
-                        .post(&url)
-                        .header("x-csrf-token", &token)
-                        .send()
-                        .await
-                        .unwrap();
+                    let res = post_header(&client, &url, "x-csrf-token", &token).await;
                     assert_eq!(res.status(), 200);
                 }
             }));
@@ -1026,12 +987,13 @@ async fn work_ms_makes_buffered_increments_lose_and_locked_ones_stay_exact(store
 
     for (query, status) in [("work_ms=51", 422), ("work_ms=x", 400), ("work_ms=-1", 400)] {
         for route in ["/api/counter", "/api/counter/buffered"] {
-            let res = client
-                .post(shop.url(&format!("{route}?{query}")))
-                .header("x-csrf-token", &token)
-                .send()
-                .await
-                .unwrap();
+            let res = post_header(
+                &client,
+                shop.url(&format!("{route}?{query}")),
+                "x-csrf-token",
+                &token,
+            )
+            .await;
             assert_eq!(res.status(), status, "{route}?{query}");
         }
     }

@@ -180,6 +180,21 @@ impl Store {
     }
 }
 
+/// `POST url` with the header `name: value` (a CSRF or session token).
+pub(crate) async fn post_header(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    name: &str,
+    value: &str,
+) -> reqwest::Response {
+    client.post(url).header(name, value).send().await.unwrap()
+}
+
+/// The JSON body of `res`.
+pub(crate) async fn json(res: reqwest::Response) -> Value {
+    res.json().await.unwrap()
+}
+
 /// Logs `client` in as `ada` (a first login, starting the session) and
 /// returns the session's CSRF token.
 pub(crate) async fn log_in(client: &reqwest::Client, shop: &Shop) -> String {
@@ -215,12 +230,7 @@ pub(crate) async fn alternate_400_increments(
         let (client, urls, token) = (client.clone(), urls.clone(), token.to_owned());
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                let res = client
-                    .post(&urls[(t + i) % 2])
-                    .header("x-csrf-token", &token)
-                    .send()
-                    .await
-                    .unwrap();
+                let res = post_header(&client, &urls[(t + i) % 2], "x-csrf-token", &token).await;
                 assert_eq!(res.status(), 200);
             }
         }));
