@@ -9,8 +9,6 @@ use common::{Server, browser, cookie_id, raw, set_cookies};
 
 use sessionkit::{CookieConfig, SessionConfig};
 
-use sessionkit_core::testkit::Calls;
-
 async fn new_session(server: &Server) -> String {
     let res = raw().post(server.url("/incr")).send().await.unwrap();
     let id = cookie_id(&res).expect("a new session sets its cookie");
@@ -192,82 +190,38 @@ http_tests! {
             "touch re-sends the cookie"
         );
         assert_eq!(res.text().await.unwrap(), "1");
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                load: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(load: 1));
 
         // Read + buffered write: load, apply.
         let res = send_as(&server, "POST", "/incr", &id).await;
         assert_eq!(res.text().await.unwrap(), "2");
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                load: 1,
-                apply: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(load: 1, apply: 1));
 
         // Blind buffered write: one apply.
         let res = send_as(&server, "POST", "/set/k/v", &id).await;
         assert_eq!(res.status(), 200);
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                apply: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(apply: 1));
 
         // Locked read-modify-write: lock (+ load), apply (+ unlock).
         let res = send_as(&server, "POST", "/incr-locked", &id).await;
         assert_eq!(res.text().await.unwrap(), "3");
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                lock: 1,
-                apply: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(lock: 1, apply: 1));
 
         // Regenerate: one change_id.
         let res = send_as(&server, "POST", "/regenerate", &id).await;
         let new_id = cookie_id(&res).expect("regenerate sends the new id");
         assert_ne!(new_id, id);
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                change_id: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(change_id: 1));
 
         // Destroy: one destroy.
         let res = send_as(&server, "POST", "/destroy", &new_id).await;
         assert_eq!(res.status(), 200);
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                destroy: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(destroy: 1));
 
         // A new session: one create.
         let res = client.post(server.url("/set/a/b")).send().await.unwrap();
         assert!(cookie_id(&res).is_some());
-        assert_eq!(
-            server.store.take(),
-            Calls {
-                create: 1,
-                ..Calls::default()
-            }
-        );
+        assert_eq!(server.store.take(), calls!(create: 1));
     }
 
     #[tokio::test]

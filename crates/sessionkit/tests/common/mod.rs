@@ -75,6 +75,17 @@ macro_rules! http_tests {
     };
 }
 
+/// The store calls of a `CountingStore` with the given counts, zero for
+/// the others: `calls!(load: 1, apply: 1)`.
+macro_rules! calls {
+    ($($op:ident: $n:expr),* $(,)?) => {
+        sessionkit_core::testkit::Calls {
+            $($op: $n,)*
+            ..sessionkit_core::testkit::Calls::default()
+        }
+    };
+}
+
 /// A served app: its address, stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
