@@ -107,3 +107,46 @@ async fn events_name_sessions_by_short_hash_and_never_by_id() {
         assert!(text.contains(&short), "{short} not in:\n{text}");
     }
 }
+
+/// A value stored as one type and read as another (a type changed by a
+/// deploy) used to fail every request of that client with a 500 until the
+/// session ended. It reads as absent now: the handler goes on, its write
+/// replaces the value, and the log names the key and the expected type,
+/// never the value.
+#[tokio::test(flavor = "current_thread")]
+async fn a_value_of_another_type_reads_as_absent_and_the_warning_names_its_key_only() {
+    const VALUE: &str = "not-a-number-s3cr3t";
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = Server::start().await;
+    let client = raw();
+    let res = client
+        .post(server.url(&format!("/set/n/{VALUE}")))
+        .send()
+        .await
+        .unwrap();
+    let cookie = format!("session={}", cookie_id(&res).unwrap());
+    // `/incr` reads `n` as a number.
+    for expected in ["1", "2"] {
+        let res = client
+            .post(server.url("/incr"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), expected);
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("reads as absent").count(), 1, "{text}");
+    assert!(text.contains("`n`") && text.contains("u64"), "{text}");
+    assert!(
+        !text.contains(VALUE),
+        "the value leaked into the log:\n{text}"
+    );
+}

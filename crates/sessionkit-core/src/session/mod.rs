@@ -323,7 +323,14 @@ impl Session {
     /// Reads `key`, deserialized as `T`; `None` if absent.
     ///
     /// Loads the session on first use (one store round trip, touch included).
-    /// An error means the store failed or the stored value is not a `T`.
+    /// An error means the store failed.
+    ///
+    /// A stored value that is not a `T` (after a deploy that changed the
+    /// type kept under `key`, say) reads as absent, with a warning in the
+    /// log that names the key and the expected type, never the value: the
+    /// handler goes on as for a new visitor and its next write of `key`
+    /// replaces the old value, instead of every request of that client
+    /// failing until the session ends.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -354,14 +361,27 @@ impl Session {
         Ok(self.get(key).await?.unwrap_or(default))
     }
 
-    /// Reads any entry, plain or reserved (for bags and flash messages).
+    /// Reads any entry, plain or reserved (for bags and flash messages); a
+    /// value that is not a `T` reads as absent (see [`Session::get`]).
     pub(crate) async fn entry<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.ensure_loaded().await?;
         let state = self.state();
-        state
-            .value(key)
-            .map(|v| decode_value_of(key, v))
-            .transpose()
+        let Some(bytes) = state.value(key) else {
+            return Ok(None);
+        };
+        match decode_value_of(key, bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) => {
+                // The error names the key and what was expected, never the
+                // value (which may be a secret).
+                tracing::warn!(
+                    error = %err,
+                    cause = %std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default(),
+                    "a session value of another type reads as absent"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// The keys of every entry whose key starts with `prefix`, without it.
