@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{
-    Applied, Countable, Created, ExpiredDeletion, Fence, IdChanged, Locked, SessionStore,
+    Applied, Created, ExpiredDeletion, Fence, IdChanged, Locked, SessionStore,
 };
 use sessionkit_core::testkit::SuiteConfig;
+use sessionkit_core::testkit::fixtures::{
+    assert_reads_as_absent, expired_sessions_are_swept_and_not_counted,
+};
 use sessionkit_core::{ErrorKind, SessionId};
 use sessionkit_sql::PgStore;
 use sessionkit_sql::sqlx;
@@ -169,20 +172,7 @@ async fn corrupt_rows_load_as_absent() {
         .execute(store.pool())
         .await
         .unwrap();
-        assert!(store.load(&id, None).await.unwrap().is_none(), "{data}");
-        assert!(
-            store
-                .load(&id, Some(Touch::always()))
-                .await
-                .unwrap()
-                .is_none(),
-            "{data}"
-        );
-        assert_eq!(
-            store.lock(&id, Duration::from_secs(5)).await.unwrap(),
-            Locked::Absent,
-            "{data}"
-        );
+        assert_reads_as_absent(&store, &id, data).await;
     }
     // The columns' CHECKs keep out-of-range times from being written at all.
     let refused = sqlx::query(&format!(
@@ -226,23 +216,8 @@ async fn an_exhausted_pool_fails_fast_with_store_unavailable() {
 async fn expired_rows_are_swept_and_not_counted() {
     let table = unique("swept");
     let store = store_on(&table).await;
-    let short = Duration::from_millis(100);
-    for _ in 0..5 {
-        let _ = store
-            .create(&SessionId::generate(), &session(short, &[]))
-            .await
-            .unwrap();
-    }
-    let live = SessionId::generate();
-    let _ = store
-        .create(&live, &session(Duration::from_secs(60), &[]))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(store.count().await.unwrap(), 1);
-    assert_eq!(store.delete_expired().await.unwrap(), 5);
-    assert_eq!(store.delete_expired().await.unwrap(), 0);
-    assert!(store.load(&live, None).await.unwrap().is_some());
+    // Counted exactly: the expired rows are not counted even before the sweep.
+    assert_eq!(expired_sessions_are_swept_and_not_counted(&store).await, 1);
 }
 
 /// Statements as the server counts them (`pg_stat_statements`, top level):

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
-use sessionkit_core::store::{Applied, Countable, ExpiredDeletion, Fence, Locked, SessionStore};
+use sessionkit_core::record::{Delta, Meta, Record, now_ms};
+use sessionkit_core::store::{Applied, Fence, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
+use sessionkit_core::testkit::fixtures::{
+    assert_reads_as_absent, expired_sessions_are_swept_and_not_counted,
+};
 use sessionkit_core::{ErrorKind, SessionId};
 use sessionkit_sql::SqliteStore;
 use sessionkit_sql::sqlx;
@@ -157,20 +160,7 @@ async fn corrupt_rows_load_as_absent() {
         .execute(store.pool())
         .await
         .unwrap();
-        assert!(store.load(&id, None).await.unwrap().is_none(), "{data}");
-        assert!(
-            store
-                .load(&id, Some(Touch::always()))
-                .await
-                .unwrap()
-                .is_none(),
-            "{data}"
-        );
-        assert_eq!(
-            store.lock(&id, Duration::from_secs(5)).await.unwrap(),
-            Locked::Absent,
-            "{data}"
-        );
+        assert_reads_as_absent(&store, &id, data).await;
         let mut delta = Delta::default();
         delta.set("k", b"1".to_vec());
         let applied = store.apply(&id, &delta, None).await.unwrap();
@@ -242,23 +232,6 @@ async fn two_pools_on_one_file_lose_no_locked_increment() {
 async fn expired_rows_are_swept_and_not_counted() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(&dir, "sessions").await;
-    for _ in 0..5 {
-        let _ = store
-            .create(
-                &SessionId::generate(),
-                &session(Duration::from_millis(50), &[]),
-            )
-            .await
-            .unwrap();
-    }
-    let live = SessionId::generate();
-    let _ = store
-        .create(&live, &session(Duration::from_secs(60), &[]))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(store.count().await.unwrap(), 1);
-    assert_eq!(store.delete_expired().await.unwrap(), 5);
-    assert_eq!(store.delete_expired().await.unwrap(), 0);
-    assert!(store.load(&live, None).await.unwrap().is_some());
+    // Counted exactly: the expired rows are not counted even before the sweep.
+    assert_eq!(expired_sessions_are_swept_and_not_counted(&store).await, 1);
 }
