@@ -3,9 +3,11 @@
 //! Cookie settings live in the `sessionkit` facade, next to the HTTP code that
 //! uses them; this module holds what the session handle itself needs.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::owner::{OwnerCap, WhenFull};
 use crate::record::Touch;
 
 /// How locks behave: TTL, renewal, and the bounded wait to acquire one.
@@ -262,6 +264,7 @@ pub struct SessionConfig {
     pub(crate) write_policy: WritePolicy,
     pub(crate) release_policy: ReleasePolicy,
     pub(crate) keep_old_id_for: Option<Duration>,
+    pub(crate) owner_cap: Option<OwnerCap>,
 }
 
 impl Default for SessionConfig {
@@ -275,6 +278,7 @@ impl Default for SessionConfig {
             write_policy: WritePolicy::default(),
             release_policy: ReleasePolicy::default(),
             keep_old_id_for: None,
+            owner_cap: None,
         }
     }
 }
@@ -285,6 +289,7 @@ impl SessionConfig {
         SessionConfigBuilder {
             config: SessionConfig::default(),
             touch_share: 0.75,
+            owner_cap_max: None,
         }
     }
 
@@ -340,6 +345,7 @@ impl SessionConfig {
         SessionConfigBuilder {
             config: self.clone(),
             touch_share: f64::from(self.touch.permille()) / 1000.0,
+            owner_cap_max: None,
         }
     }
 
@@ -348,6 +354,12 @@ impl SessionConfig {
     pub fn keep_old_id_for(&self) -> Option<Duration> {
         self.keep_old_id_for
     }
+
+    /// The cap on sessions per owner, if any (see
+    /// [`SessionConfigBuilder::max_sessions_per_owner`]).
+    pub fn owner_cap(&self) -> Option<OwnerCap> {
+        self.owner_cap
+    }
 }
 
 /// Builds a [`SessionConfig`]; see there.
@@ -355,6 +367,8 @@ impl SessionConfig {
 pub struct SessionConfigBuilder {
     config: SessionConfig,
     touch_share: f64,
+    /// As given, to refuse 0 at `build`.
+    owner_cap_max: Option<u32>,
 }
 
 impl SessionConfigBuilder {
@@ -453,8 +467,38 @@ impl SessionConfigBuilder {
         self
     }
 
+    /// At most `max` sessions per owner at once, enforced when
+    /// [`Session::set_owner`](crate::Session::set_owner) gives a session its
+    /// owner (in the same store operation, so simultaneous logins cannot
+    /// both slip under the cap); beyond it, `when_full` says whether the
+    /// owner's least recently used other sessions end or the new one is
+    /// refused. Default: no cap.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionConfig;
+    /// use sessionkit_core::owner::WhenFull;
+    ///
+    /// let config = SessionConfig::builder()
+    ///     .max_sessions_per_owner(3, WhenFull::EndLeastRecent)
+    ///     .build()?;
+    /// assert_eq!(config.owner_cap().unwrap().max.get(), 3);
+    /// assert!(SessionConfig::builder().max_sessions_per_owner(0, WhenFull::Refuse).build().is_err());
+    /// # Ok::<(), sessionkit_core::Error>(())
+    /// ```
+    pub fn max_sessions_per_owner(mut self, max: u32, when_full: WhenFull) -> Self {
+        self.owner_cap_max = Some(max);
+        self.config.owner_cap = NonZeroU32::new(max).map(|max| OwnerCap { max, when_full });
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<SessionConfig, Error> {
+        if self.owner_cap_max == Some(0) {
+            return Err(Error::invalid_config(
+                "max_sessions_per_owner",
+                "must be at least 1",
+            ));
+        }
         let mut config = self.config;
         if config.lifetime < Duration::from_secs(1) {
             return Err(Error::invalid_config(

@@ -45,6 +45,15 @@ pub enum ErrorKind {
     /// from another site or origin (see the facade's `CsrfLayer`). Status
     /// 403; nothing the request changed in the session was written.
     CsrfRejected,
+    /// An owner or a session handle is malformed (see
+    /// [`owner`](crate::owner)); the error never repeats it.
+    InvalidOwner,
+    /// The store keeps no index of owners' sessions (see
+    /// [`OwnerIndex`](crate::owner::OwnerIndex)).
+    OwnersUnsupported,
+    /// The owner has as many sessions as the cap allows, and the cap
+    /// refuses more ([`WhenFull::Refuse`](crate::owner::WhenFull::Refuse)).
+    OwnerFull,
 }
 
 impl ErrorKind {
@@ -63,6 +72,9 @@ impl ErrorKind {
             ErrorKind::SavePathUnavailable => "save path unavailable",
             ErrorKind::MissingLayer => "session layer missing",
             ErrorKind::CsrfRejected => "request refused by the CSRF check",
+            ErrorKind::InvalidOwner => "invalid session owner or handle",
+            ErrorKind::OwnersUnsupported => "the store keeps no owner index",
+            ErrorKind::OwnerFull => "the owner has as many sessions as allowed",
         }
     }
 }
@@ -263,7 +275,8 @@ impl Error {
     /// The HTTP status a response should carry when this error ends a
     /// request: 503 for store failures and lock timeouts (worth a retry), 409
     /// for a session that was lost to a concurrent request (gone, lock lost),
-    /// 403 for a request the CSRF check refused, 500 for everything else.
+    /// 403 for a request the CSRF check refused and a login beyond the cap
+    /// of sessions per owner, 500 for everything else.
     ///
     /// ```
     /// use sessionkit_core::{Error, ErrorKind};
@@ -276,7 +289,7 @@ impl Error {
         match self.inner.kind {
             ErrorKind::StoreUnavailable | ErrorKind::LockTimeout => 503,
             ErrorKind::SessionGone | ErrorKind::LockLost => 409,
-            ErrorKind::CsrfRejected => 403,
+            ErrorKind::CsrfRejected | ErrorKind::OwnerFull => 403,
             _ => 500,
         }
     }
@@ -290,6 +303,7 @@ impl Error {
             ErrorKind::SessionGone => "the session ended during the request; nothing was saved",
             ErrorKind::LockLost => "the session changed during the request; nothing was saved",
             ErrorKind::MissingLayer => "internal error: session layer missing",
+            ErrorKind::OwnerFull => "too many sessions: sign out on another device first",
             ErrorKind::CsrfRejected => {
                 "request refused: it came from another site, or without this page's CSRF token; reload the page and try again"
             }

@@ -33,6 +33,7 @@ pub mod codec;
 mod config;
 mod error;
 mod id;
+pub mod owner;
 pub mod record;
 mod redact;
 #[cfg(feature = "http")]

@@ -39,6 +39,8 @@
 //! | `SESSION_LOCK_WAIT` | longest wait for a lock, milliseconds | `5000` | integer ≥ 0 |
 //! | `SESSION_LOCK_POLICY` | when sessions are locked | `on-demand` | `on-demand`, `request` (any case) |
 //! | `SESSION_WRITE_POLICY` | whether writes need a lock | `buffered` | `buffered`, `locked-only` (any case) |
+//! | `SESSION_MAX_PER_OWNER` | the most sessions one owner has at once (see [`Session::set_owner`](crate::Session::set_owner)) | none | integer ≥ 1, or empty for none |
+//! | `SESSION_OWNER_WHEN_FULL` | what a login beyond `SESSION_MAX_PER_OWNER` does | `end-least-recent` | `end-least-recent` (the owner's least recently used other session ends), `refuse` (the login fails with 403) (any case) |
 //!
 //! # `SESSION_PREFIX` with `memory` or `noop`
 //!
@@ -64,6 +66,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sessionkit_core::owner::WhenFull;
 use sessionkit_core::store::{MemoryStore, NoopStore};
 use sessionkit_core::{
     Error, ErrorKind, LockConfig, LockPolicy, SessionConfig, SessionStore, WritePolicy,
@@ -378,6 +381,25 @@ impl Config {
             Some(_) => {
                 return Err(vars.invalid("SESSION_WRITE_POLICY", "buffered, locked-only"));
             }
+        }
+        let when_full = match vars.name("SESSION_OWNER_WHEN_FULL").as_deref() {
+            None | Some("end-least-recent") => WhenFull::EndLeastRecent,
+            Some("refuse") => WhenFull::Refuse,
+            Some(_) => {
+                return Err(vars.invalid("SESSION_OWNER_WHEN_FULL", "end-least-recent, refuse"));
+            }
+        };
+        if let Some(v) = vars.get("SESSION_MAX_PER_OWNER")
+            && !v.is_empty()
+        {
+            let max: u32 = v.parse().ok().filter(|m| *m >= 1).ok_or_else(|| {
+                invalid(
+                    "SESSION_MAX_PER_OWNER",
+                    &v,
+                    "a whole number, at least 1 (empty for no cap)",
+                )
+            })?;
+            session = session.max_sessions_per_owner(max, when_full);
         }
         let session = session.build()?;
 
@@ -849,6 +871,8 @@ mod tests {
             ("SESSION_LOCK_WAIT", "2500"),
             ("SESSION_LOCK_POLICY", "request"),
             ("SESSION_WRITE_POLICY", "locked-only"),
+            ("SESSION_MAX_PER_OWNER", "3"),
+            ("SESSION_OWNER_WHEN_FULL", "Refuse"),
             (
                 "SESSION_SIGNING_KEYS",
                 "0123456789abcdef0123456789abcdef, fedcba9876543210fedcba9876543210",
@@ -869,6 +893,7 @@ mod tests {
                 )
                 .lock_policy(LockPolicy::WholeRequest)
                 .write_policy(WritePolicy::LockedOnly)
+                .max_sessions_per_owner(3, WhenFull::Refuse)
                 .build()
                 .unwrap(),
             cookie: CookieConfig::default()
@@ -1072,6 +1097,9 @@ mod tests {
         rejected("SESSION_LOCK_WAIT", "soon");
         rejected("SESSION_LOCK_POLICY", "always");
         rejected("SESSION_WRITE_POLICY", "strict");
+        rejected("SESSION_MAX_PER_OWNER", "0");
+        rejected("SESSION_MAX_PER_OWNER", "many");
+        rejected("SESSION_OWNER_WHEN_FULL", "evict");
         rejected("SESSION_SIGNING_KEYS", "short");
         let err =
             from(&[("SESSION_SIGNING_KEYS", &format!("{},tiny", "k".repeat(32)))]).unwrap_err();

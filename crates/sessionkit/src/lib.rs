@@ -129,6 +129,15 @@ pub use sessionkit_core::{
 };
 pub use transport::Transport;
 
+/// Owners of sessions: who is logged in where (see
+/// [`Session::set_owner`](crate::Session::set_owner)); the registry
+/// [`Owners`](owner::Owners) lists, counts and revokes an owner's sessions.
+pub mod owner {
+    pub use sessionkit_core::owner::{
+        OwnedSession, Owner, OwnerCap, Owners, SessionHandle, WhenFull,
+    };
+}
+
 /// Session stores: the in-process ones that ship with the core, and the
 /// traits an application names when it holds or maintains a store.
 ///

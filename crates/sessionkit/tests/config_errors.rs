@@ -70,6 +70,7 @@ fn enumerated_variables_accept_any_case() {
     assert!(from(&[("SESSION_LOCK_POLICY", "Request")]).is_ok());
     assert!(from(&[("SESSION_WRITE_POLICY", "LOCKED-ONLY")]).is_ok());
     assert!(from(&[("SESSION_SAME_SITE", "Strict")]).is_ok());
+    assert!(from(&[("SESSION_OWNER_WHEN_FULL", "REFUSE")]).is_ok());
     // Still refused: a value that is not one of the names, in any case.
     assert_eq!(
         driver("Mongo").unwrap_err().setting(),

@@ -283,6 +283,7 @@ mod bag;
 mod csrf;
 mod flash;
 mod lifecycle;
+mod owner;
 mod request;
 mod tagged;
 mod transaction;

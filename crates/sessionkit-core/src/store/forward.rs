@@ -19,14 +19,17 @@ pub(crate) enum Operation {
 
 /// Implements `SessionStore` for a wrapper by forwarding each operation to
 /// the store `$inner` evaluates to (with `$this` bound to `&self`), after
-/// running `$before` with `$op` bound to its [`Operation`], if given.
+/// running `$before` with `$op` bound to its [`Operation`], if given. The
+/// owner index is the wrapped store's only where `owners` says how to reach
+/// it (from `Arc<Self>`); otherwise the wrapper has none.
 /// Wrappers written with it cannot forget an operation, nor forward one to
 /// the wrong method.
 macro_rules! forward_session_store {
     (
         impl[$($generics:tt)*] for $ty:ty;
         to |$this:ident| $inner:expr
-        $(; before |$op:ident| $before:expr)? $(;)?
+        $(; before |$op:ident| $before:expr)?
+        $(; owners |$oself:ident| $owners:expr)? $(;)?
     ) => {
         impl<$($generics)*> $crate::store::SessionStore for $ty {
             fn name(&self) -> &'static str {
@@ -123,6 +126,14 @@ macro_rules! forward_session_store {
                 let $this = self;
                 $inner.wait_for_unlock(id, pause).await
             }
+            $(
+                fn owner_index(
+                    self: std::sync::Arc<Self>,
+                ) -> Option<std::sync::Arc<dyn $crate::owner::DynOwnerIndex>> {
+                    let $oself = self;
+                    $owners
+                }
+            )?
         }
     };
 }

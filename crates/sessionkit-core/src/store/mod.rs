@@ -80,6 +80,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::id::{LockToken, SessionId};
+use crate::owner::DynOwnerIndex;
 use crate::record::{Delta, Meta, Record, Touch};
 
 mod backoff;
@@ -321,6 +322,14 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         let _ = id;
         tokio::time::sleep(pause)
     }
+
+    /// The store's index of owners' sessions, if it keeps one: how a
+    /// [`Session`](crate::Session) behind a type-erased store finds it. The
+    /// default is `None`; a store that implements
+    /// [`OwnerIndex`](crate::owner::OwnerIndex) returns `Some(self)`.
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn DynOwnerIndex>> {
+        None
+    }
 }
 
 /// Stores that can delete expired sessions on demand (memory, files).
@@ -403,6 +412,8 @@ pub trait DynSessionStore: Debug + Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<AppliedAndRead>>;
     /// See [`SessionStore::wait_for_unlock`].
     fn wait_for_unlock<'a>(&'a self, id: &'a SessionId, pause: Duration) -> BoxFuture<'a, ()>;
+    /// See [`SessionStore::owner_index`].
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn DynOwnerIndex>>;
 }
 
 impl<S: SessionStore> DynSessionStore for S {
@@ -470,6 +481,9 @@ impl<S: SessionStore> DynSessionStore for S {
     fn wait_for_unlock<'a>(&'a self, id: &'a SessionId, pause: Duration) -> BoxFuture<'a, ()> {
         Box::pin(SessionStore::wait_for_unlock(self, id, pause))
     }
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn DynOwnerIndex>> {
+        SessionStore::owner_index(self)
+    }
 }
 
 /// A type-erased store behind an `Arc`, itself a [`SessionStore`].
@@ -506,5 +520,6 @@ impl ArcStore {
 
 forward::forward_session_store! {
     impl[] for ArcStore;
-    to |this| this.0
+    to |this| this.0;
+    owners |this| this.0.clone().owner_index()
 }

@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+mod owners;
+
 use crate::error::Result;
 use crate::id::{LockToken, SessionId};
 use crate::record::{Delta, Record, Touch, duration_ms, now_ms};
@@ -83,6 +85,9 @@ struct Shared {
     /// Dropped with the last clone of the store, which ends the sweep task
     /// at once instead of at its next tick.
     _stop_sweeping: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The owner index (see [`owners`]). Taken before any shard lock, never
+    /// after one; only owner operations and `change_id` take it.
+    owners: Mutex<owners::Index>,
 }
 
 /// Hashes a [`SessionId`] by taking eight of its bytes.
@@ -258,6 +263,12 @@ impl Drop for ShardGuard<'_> {
 }
 
 impl Shared {
+    fn owners(&self) -> MutexGuard<'_, owners::Index> {
+        // Every owner operation leaves the index consistent before it can
+        // panic (and a stale entry is only dropped later).
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn shard(&self, id: &SessionId) -> ShardGuard<'_> {
         self.lock_shard(self.index(id))
     }
@@ -458,6 +469,7 @@ impl MemoryStoreBuilder {
             max_sessions: self.max_sessions,
             evicted: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            owners: Mutex::default(),
             _stop_sweeping: sweeper.is_some().then_some(stop),
         });
         if let Some((every, rt)) = sweeper {
@@ -577,6 +589,10 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn crate::owner::DynOwnerIndex>> {
+        Some(self)
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }
@@ -641,6 +657,9 @@ impl SessionStore for MemoryStore {
         fence: Option<&LockToken>,
     ) -> Result<IdChanged> {
         let now = now_ms();
+        // The owner index first (the lock order), so that an owned session
+        // is never seen at neither id by an owner operation.
+        let mut owners = self.shared.owners();
         let (a, b) = (self.shared.index(old), self.shared.index(new));
         // Two shards are locked in index order, so two moves in opposite
         // directions cannot deadlock.
@@ -689,6 +708,7 @@ impl SessionStore for MemoryStore {
             Some(s) => &mut **s,
             None => &mut *first,
         };
+        owners.moved(&record, *new);
         target.insert(*new, record);
         if let Some(l) = moved_lock {
             target.locks.insert(*new, l);

@@ -1,0 +1,162 @@
+//! A session's owner, from the handle's side: set it at login, read it back.
+
+use crate::codec::encode_value;
+use crate::error::{Error, ErrorKind, Result};
+use crate::owner::{DEVICE_KEY, HANDLE_KEY, OWNER_KEY, Owner, OwnerSet, Owners, SessionHandle};
+use crate::session::state::Stored;
+use crate::session::{Session, SessionFactory};
+
+impl Session {
+    /// Makes `owner` (a user id, say) the owner of this session, so that
+    /// the owner's sessions can be listed and revoked (see
+    /// [`Owners`](crate::owner::Owners) and the [`owner`](crate::owner)
+    /// module). Call it at login, after [`Session::regenerate`].
+    ///
+    /// One store operation, which also enforces the configured cap on
+    /// sessions per owner
+    /// ([`max_sessions_per_owner`](crate::SessionConfigBuilder::max_sessions_per_owner));
+    /// a session not stored yet is created first, with its writes so far.
+    /// The session gets a [`SessionHandle`] (kept if it had one), which
+    /// survives later regenerates.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.regenerate().await?;
+    /// session.insert("user", &"ada")?;
+    /// session.set_owner("user-42").await?;
+    /// assert_eq!(session.owner().await?.as_deref(), Some("user-42"));
+    /// assert!(session.handle().await?.is_some());
+    /// assert!(session.keys().await?.contains(&"user".to_owned())); // not a plain key
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidOwner`] for an empty or too long owner or one
+    /// with control characters; [`ErrorKind::OwnerFull`] (403) when the cap
+    /// refuses another session; [`ErrorKind::OwnersUnsupported`] when the
+    /// store keeps no owner index; [`ErrorKind::SessionGone`] when the
+    /// session ended meanwhile; and the store's own errors.
+    pub async fn set_owner(&self, owner: &str) -> Result<()> {
+        self.set_owner_with(owner, None).await
+    }
+
+    /// [`Session::set_owner`], with a label for the device the session was
+    /// started on (its user agent, say), which the owner's list shows.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.set_owner_on("user-42", "Firefox on Linux").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_owner_on(&self, owner: &str, device: &str) -> Result<()> {
+        self.set_owner_with(owner, Some(device)).await
+    }
+
+    async fn set_owner_with(&self, owner: &str, device: Option<&str>) -> Result<()> {
+        let owner = Owner::new(owner).map_err(|e| e.with_operation("set_owner"))?;
+        let store = self.store().name();
+        let index = self
+            .inner
+            .shared
+            .store
+            .clone()
+            .owner_index()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::OwnersUnsupported)
+                    .with_operation("set_owner")
+                    .with_store(store)
+                    .with_detail("this store keeps no index of owners' sessions")
+            })?;
+        let _turn = self.turn().await;
+        self.state().begin_change()?;
+        self.settle_csrf_in_turn().await?;
+        let stored = {
+            let state = self.state();
+            state.id.is_some() && !matches!(state.stored, Stored::Fresh)
+        };
+        if !stored {
+            // Created with the request's writes so far and the owner, as a
+            // flush would; the store operation below then adds the handle.
+            self.insert_entry(OWNER_KEY, owner.as_str())?;
+            self.flush_pending().await?;
+        }
+        let (id, handle) = {
+            let state = self.state();
+            let handle = state
+                .value(HANDLE_KEY)
+                .and_then(|v| crate::codec::decode_value::<String>(v).ok())
+                .and_then(|text| SessionHandle::parse(&text).ok());
+            (state.id, handle.unwrap_or_else(SessionHandle::generate))
+        };
+        let Some(id) = id else {
+            return Err(Error::new(ErrorKind::SessionGone)
+                .with_operation("set_owner")
+                .with_detail("the session could not be stored"));
+        };
+        let cap = self.config().owner_cap();
+        let set = index.set_owner(&id, &owner, &handle, device, cap).await;
+        match set.map_err(|e| e.with_operation("set_owner").with_store(store))? {
+            OwnerSet::Set { ended } => {
+                let mut state = self.state();
+                if let Stored::Live { entries, .. } = &mut state.stored {
+                    entries.insert(OWNER_KEY, encode_value(&owner.as_str())?);
+                    entries.insert(HANDLE_KEY, encode_value(&handle.to_string())?);
+                    match device {
+                        Some(device) => entries.insert(DEVICE_KEY, encode_value(&device)?),
+                        None => {
+                            entries.remove(DEVICE_KEY);
+                        }
+                    }
+                }
+                tracing::info!(%handle, ended = ended.len(), "session owner set");
+                Ok(())
+            }
+            OwnerSet::Full => Err(Error::new(ErrorKind::OwnerFull)
+                .with_operation("set_owner")
+                .with_store(store)
+                .with_detail("the owner has as many sessions as the cap allows")),
+            OwnerSet::Gone => {
+                self.state().found_gone();
+                Err(Error::new(ErrorKind::SessionGone)
+                    .with_operation("set_owner")
+                    .with_store(store))
+            }
+        }
+    }
+
+    /// The session's owner, if [`Session::set_owner`] gave it one. Reads
+    /// the session if it was not read yet.
+    pub async fn owner(&self) -> Result<Option<String>> {
+        self.entry(OWNER_KEY).await
+    }
+
+    /// The session's handle among its owner's sessions (to mark "this
+    /// device" in a list of them), if it has an owner.
+    pub async fn handle(&self) -> Result<Option<SessionHandle>> {
+        let text = self.entry::<String>(HANDLE_KEY).await?;
+        Ok(text.and_then(|t| SessionHandle::parse(&t).ok()))
+    }
+}
+
+impl SessionFactory {
+    /// The registry of owners' sessions of this factory's store, if the
+    /// store keeps an owner index.
+    ///
+    /// ```
+    /// use sessionkit_core::SessionFactory;
+    ///
+    /// assert!(SessionFactory::for_tests().owners().is_some()); // the memory store
+    /// ```
+    pub fn owners(&self) -> Option<Owners> {
+        let store = self.shared.store.clone();
+        let name = store.name();
+        store
+            .owner_index()
+            .map(|index| Owners::from_dyn(index, name))
+    }
+}
