@@ -25,7 +25,7 @@ use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use sessionkit::Session;
 use sessionkit::actix::{CsrfMiddleware, SessionMiddleware};
-use shop::routes::{self, Answer, Failure, ItemForm, LoginForm, Work};
+use shop::routes::{self, Answer, Failure, ItemForm, LoginForm, RevokeForm, Work};
 
 /// The shop's routes behind `sessions`, on actix-web: for
 /// `HttpServer::new(move || shop_actix::app(sessions.clone()))`.
@@ -67,6 +67,13 @@ pub fn app(
         .service(web::resource("/api/session").route(web::get().to(api_session)))
         .service(web::resource("/api/counter").route(web::post().to(counter_locked)))
         .service(web::resource("/api/counter/buffered").route(web::post().to(counter_buffered)))
+        .service(web::resource("/api/sessions").route(web::get().to(api_sessions)))
+        .service(web::resource("/api/sessions/revoke").route(web::post().to(revoke_session)))
+        .service(
+            web::resource("/api/sessions/revoke-others")
+                .route(web::post().to(revoke_other_sessions)),
+        )
+        .service(web::resource("/account").route(web::get().to(account)))
         .service(web::resource("/healthz").route(web::get().to(|| async { "ok" })));
     for asset in routes::ASSETS {
         app = app.service(
@@ -91,8 +98,15 @@ fn respond(result: Result<Answer, Failure>) -> Result<HttpResponse, actix_web::E
         Ok(Answer::Json(value)) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(value.to_string())),
+        Ok(Answer::Done) => Ok(HttpResponse::NoContent().finish()),
         Ok(_) => Ok(HttpResponse::InternalServerError().finish()),
         Err(Failure::Session(e)) => Err(e.into()),
+        Err(Failure::NotLoggedIn) => Ok(text(StatusCode::UNAUTHORIZED, "log in first")),
+        Err(Failure::NotFound) => Ok(text(StatusCode::NOT_FOUND, "no such session of yours")),
+        Err(Failure::Unsupported) => Ok(text(
+            StatusCode::NOT_IMPLEMENTED,
+            "this session store keeps no list of a user's sessions",
+        )),
         Err(Failure::Invalid(why)) => Err(InternalError::from_response(
             why.clone(),
             HttpResponse::UnprocessableEntity()
@@ -102,6 +116,13 @@ fn respond(result: Result<Answer, Failure>) -> Result<HttpResponse, actix_web::E
         .into()),
         Err(_) => Ok(HttpResponse::InternalServerError().finish()),
     }
+}
+
+/// A `text/plain` answer with `status`, as axum gives `(status, &str)`.
+fn text(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
 }
 
 type Res = Result<HttpResponse, actix_web::Error>;
@@ -129,7 +150,27 @@ async fn clear_basket(session: Session, req: HttpRequest) -> Res {
 }
 
 async fn login(session: Session, req: HttpRequest, form: web::Form<LoginForm>) -> Res {
-    respond(routes::login(session, from_browser(&req), form.into_inner()).await)
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    respond(routes::login(session, from_browser(&req), user_agent, form.into_inner()).await)
+}
+
+async fn api_sessions(session: Session) -> Res {
+    respond(routes::api_sessions(session).await)
+}
+
+async fn revoke_session(session: Session, form: web::Form<RevokeForm>) -> Res {
+    respond(routes::revoke_session(session, form.into_inner()).await)
+}
+
+async fn revoke_other_sessions(session: Session) -> Res {
+    respond(routes::revoke_other_sessions(session).await)
+}
+
+async fn account(session: Session) -> Res {
+    respond(routes::account(session).await)
 }
 
 async fn logout(session: Session, req: HttpRequest) -> Res {

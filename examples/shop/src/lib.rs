@@ -12,6 +12,10 @@
 //! | `GET /api/session` | JSON `{"user", "basket", "visits", "n", "csrf_token"}`; reads only (but for giving a session from before the CSRF defence its token) |
 //! | `POST /api/counter` (optional query `work_ms`, 0 to 50) | locked read-modify-write of `n`; JSON `{"n": N}` |
 //! | `POST /api/counter/buffered` (optional query `work_ms`) | the same increment, buffered, no lock; JSON `{"n": N}` |
+//! | `GET /api/sessions` | logged in: JSON `{"sessions": [{"handle", "current", "created", "last_seen", "expires", "user_agent"}]}` (times in ms since the Unix epoch), least recently used first; not logged in: 401 |
+//! | `POST /api/sessions/revoke` (form `handle`) | signs out that session of the logged-in user: 204; a handle that is not theirs: 404, nothing revoked |
+//! | `POST /api/sessions/revoke-others` | signs out every other session of the logged-in user: 204 |
+//! | `GET /account` | HTML page: the user's sessions by device, "sign out" on each, "sign out everywhere else" |
 //! | `GET /healthz` | `ok` |
 //! | `GET /assets/shop.css`, `GET /assets/shop.js` | the page's style and script, compiled in; no session |
 //!
@@ -67,7 +71,7 @@ mod page;
 pub mod routes;
 
 pub use crate::routes::{Answer, Failure, MAX_QUANTITY, MAX_WORK_MS};
-use crate::routes::{ItemForm, LoginForm, Work};
+use crate::routes::{ItemForm, LoginForm, RevokeForm, Work};
 
 /// The memory store's bound when `SHOP_MAX_SESSIONS` is not set: far above
 /// what a demo sees, far below what would strain a laptop (the shop's
@@ -149,6 +153,10 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/api/session", get(api_session))
         .route("/api/counter", post(counter_locked))
         .route("/api/counter/buffered", post(counter_buffered))
+        .route("/api/sessions", get(api_sessions))
+        .route("/api/sessions/revoke", post(revoke_session))
+        .route("/api/sessions/revoke-others", post(revoke_other_sessions))
+        .route("/account", get(account))
         .route("/healthz", get(|| async { "ok" }));
     for asset in routes::ASSETS {
         router = router.route(asset.path, get(move || async move { serve_asset(asset) }));
@@ -174,6 +182,15 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Session(e) => e.into_response(),
+            Failure::NotLoggedIn => (StatusCode::UNAUTHORIZED, "log in first").into_response(),
+            Failure::NotFound => {
+                (StatusCode::NOT_FOUND, "no such session of yours").into_response()
+            }
+            Failure::Unsupported => (
+                StatusCode::NOT_IMPLEMENTED,
+                "this session store keeps no list of a user's sessions",
+            )
+                .into_response(),
             Failure::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, why).into_response(),
         }
     }
@@ -189,6 +206,7 @@ impl IntoResponse for Answer {
                 .into_response(),
             Answer::BackToPage => Redirect::to("/").into_response(),
             Answer::Json(value) => Json(value).into_response(),
+            Answer::Done => StatusCode::NO_CONTENT.into_response(),
         }
     }
 }
@@ -222,7 +240,26 @@ async fn clear_basket(session: Session, headers: HeaderMap) -> Result {
 }
 
 async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Result {
-    routes::login(session, from_browser(&headers), form).await
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    routes::login(session, from_browser(&headers), user_agent, form).await
+}
+
+async fn api_sessions(session: Session) -> Result {
+    routes::api_sessions(session).await
+}
+
+async fn revoke_session(session: Session, Form(form): Form<RevokeForm>) -> Result {
+    routes::revoke_session(session, form).await
+}
+
+async fn revoke_other_sessions(session: Session) -> Result {
+    routes::revoke_other_sessions(session).await
+}
+
+async fn account(session: Session) -> Result {
+    routes::account(session).await
 }
 
 async fn logout(session: Session, headers: HeaderMap) -> Result {

@@ -157,6 +157,7 @@ fn account(page: &Page<'_>, csrf: &str) -> String {
             format!(
                 r#"<p class="who">Logged in as <strong id="user">{}</strong></p>
 {remembered}
+<p><a id="sessions-link" href="/account">Where you are logged in</a></p>
 <form method="post" action="/logout">{csrf}<button id="logout" class="secondary">Log out</button></form>"#,
                 escape(user)
             )
@@ -380,5 +381,97 @@ mod tests {
         let html = page(&[], None);
         assert!(!html.contains("csrf_token"), "{html}");
         assert!(html.contains(r#"id="basket-empty""#));
+    }
+}
+
+/// The account page (`GET /account`): the logged-in user's sessions as
+/// `GET /api/sessions` gives them (`None`: not logged in), each with a
+/// button that signs it out, and one that signs out all the others.
+pub(crate) fn render_account(sessions: Option<&serde_json::Value>, token: Option<&str>) -> String {
+    let csrf = token
+        .map(|t| {
+            format!(
+                r#"<input type="hidden" name="csrf_token" value="{}">"#,
+                escape(t)
+            )
+        })
+        .unwrap_or_default();
+    let body = match sessions.and_then(|v| v["sessions"].as_array()) {
+        None => r#"<p id="not-logged-in">Log in on <a href="/">the shop's page</a> to see where you are logged in.</p>"#.to_owned(),
+        Some(list) => {
+            let mut rows = String::new();
+            for s in list {
+                let handle = escape(s["handle"].as_str().unwrap_or_default());
+                let device = escape(s["user_agent"].as_str().unwrap_or("unknown browser"));
+                let seen = s["last_seen"].as_u64().unwrap_or(0);
+                let current = s["current"].as_bool().unwrap_or(false);
+                let action = if current {
+                    r#"<span class="this-device">this device</span>"#.to_owned()
+                } else {
+                    format!(
+                        r#"<form method="post" action="/api/sessions/revoke" data-reload>{csrf}<input type="hidden" name="handle" value="{handle}"><button class="secondary">Sign out</button></form>"#
+                    )
+                };
+                let _ = write!(
+                    rows,
+                    r#"<li class="device" data-handle="{handle}"{mark}><span class="what">{device}</span> <span class="when" data-ms="{seen}">last seen {seen_text}</span> {action}</li>
+"#,
+                    mark = if current { r#" id="this-device""# } else { "" },
+                    seen_text = ago(seen),
+                );
+            }
+            let others = list.iter().filter(|s| s["current"] != true).count();
+            let all = if others > 0 {
+                format!(
+                    r#"<form method="post" action="/api/sessions/revoke-others" data-reload>{csrf}<button id="revoke-others" class="primary">Sign out everywhere else ({others})</button></form>"#
+                )
+            } else {
+                r#"<p class="note" id="only-this-device">You are logged in on this device only.</p>"#.to_owned()
+            };
+            format!("<ul class=\"devices\" id=\"devices\">\n{rows}</ul>\n{all}")
+        }
+    };
+    format!(
+        r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Your sessions · sessionkit shop</title>
+<link rel="stylesheet" href="/assets/shop.css">
+<script src="/assets/shop.js" defer></script>
+</head>
+<body>
+<header class="top">
+<div class="wrap">
+<p class="brand"><span class="logo" aria-hidden="true">sk</span> sessionkit <span class="brand-shop">shop</span></p>
+<p class="tagline">Where you are logged in: every session the server keeps for you, by device. Signing one out ends it on the server at once.</p>
+</div>
+</header>
+<main id="main" class="wrap">
+<section class="card account" aria-labelledby="sessions-title">
+<h2 id="sessions-title">Your sessions</h2>
+{body}
+<p class="note" id="account-status" role="status"></p>
+<p><a href="/">Back to the shop</a></p>
+</section>
+</main>
+</body>
+</html>
+"##
+    )
+}
+
+/// How long ago `ms` (milliseconds since the Unix epoch) was, as a person
+/// reads it.
+fn ago(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let secs = now.saturating_sub(ms) / 1000;
+    if secs < 60 {
+        "just now".to_owned()
+    } else {
+        format!("{} ago", duration(Duration::from_secs(secs)))
     }
 }

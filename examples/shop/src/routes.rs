@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 use sessionkit::Session;
+use sessionkit::owner::{Owner, Owners, SessionHandle};
 
 use crate::page;
 
@@ -38,6 +39,8 @@ pub enum Answer {
     BackToPage,
     /// A JSON body.
     Json(serde_json::Value),
+    /// `204 No Content`.
+    Done,
 }
 
 /// A file of the page's, compiled in: its path, `Content-Type` and body.
@@ -78,6 +81,12 @@ pub enum Failure {
     Session(sessionkit::Error),
     /// A form or query field is out of range (422); says what is accepted.
     Invalid(String),
+    /// The route needs a logged-in user (401).
+    NotLoggedIn,
+    /// No such thing, for this user (404).
+    NotFound,
+    /// The session store keeps no index of a user's sessions (501).
+    Unsupported,
 }
 
 impl From<sessionkit::Error> for Failure {
@@ -267,8 +276,30 @@ pub struct LoginForm {
 /// How long a "remember me" login lasts without a visit.
 const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// `POST /login`.
-pub async fn login(session: Session, from_browser: bool, form: LoginForm) -> Result<Answer> {
+/// The device label of a session: the browser's `User-Agent`, cut to 120
+/// characters, control characters dropped.
+fn device(user_agent: Option<&str>) -> String {
+    let label: String = user_agent
+        .unwrap_or("unknown browser")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
+    if label.trim().is_empty() {
+        "unknown browser".into()
+    } else {
+        label
+    }
+}
+
+/// `POST /login`. `user_agent` labels the device in the user's list of
+/// sessions.
+pub async fn login(
+    session: Session,
+    from_browser: bool,
+    user_agent: Option<&str>,
+    form: LoginForm,
+) -> Result<Answer> {
     let user = clean(&form.user).ok_or_else(|| invalid_text("user"))?;
     // A new id, and with it a new CSRF token, at every privilege change: an
     // id or a token planted or seen before the login is worthless after it.
@@ -281,6 +312,15 @@ pub async fn login(session: Session, from_browser: bool, form: LoginForm) -> Res
         session.set_lifetime(REMEMBER_FOR)?;
         session.insert(REMEMBERED, &true)?;
     }
+    // The user owns the session: it shows in their list of sessions, and
+    // can be signed out from another device. A store without an owner
+    // index (memcached) serves the shop without that list.
+    match session.set_owner_on(&user, &device(user_agent)).await {
+        Err(e) if e.kind() == sessionkit::ErrorKind::OwnersUnsupported => {
+            tracing::debug!("the store keeps no owner index: no list of sessions");
+        }
+        other => other?,
+    }
     session.flash("notice", &format!("Welcome, {user}."))?;
     back_to_page(&session, from_browser).await
 }
@@ -292,6 +332,93 @@ pub async fn logout(session: Session, from_browser: bool) -> Result<Answer> {
     // message, born with a token of its own (in `back_to_page`).
     session.flash("notice", "You are logged out.")?;
     back_to_page(&session, from_browser).await
+}
+
+/// The logged-in user of `session`, the registry of their sessions, and
+/// this session's handle among them.
+async fn signed_in(session: &Session) -> Result<(Owners, Owner, Option<SessionHandle>)> {
+    let user = session
+        .get::<String>("user")
+        .await?
+        .ok_or(Failure::NotLoggedIn)?;
+    let owners = session.owners().ok_or(Failure::Unsupported)?;
+    let owner = Owner::new(user)?;
+    Ok((owners, owner, session.handle().await?))
+}
+
+/// Milliseconds since the Unix epoch.
+fn ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The user's sessions as `GET /api/sessions` shows them.
+async fn sessions_json(session: &Session) -> Result<serde_json::Value> {
+    let (owners, owner, current) = signed_in(session).await?;
+    let sessions: Vec<_> = owners
+        .list(&owner)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "handle": s.handle.to_string(),
+                "current": Some(s.handle) == current,
+                "created": ms(s.created),
+                "last_seen": ms(s.last_seen),
+                "expires": ms(s.expires),
+                "user_agent": s.device,
+            })
+        })
+        .collect();
+    Ok(json!({ "sessions": sessions }))
+}
+
+/// `GET /api/sessions`: the logged-in user's sessions (401 otherwise).
+pub async fn api_sessions(session: Session) -> Result<Answer> {
+    Ok(Answer::Json(sessions_json(&session).await?))
+}
+
+/// The form of `POST /api/sessions/revoke`.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    handle: String,
+}
+
+/// `POST /api/sessions/revoke`: signs out one of the user's sessions by
+/// handle (204); a handle that is not theirs revokes nothing (404).
+pub async fn revoke_session(session: Session, form: RevokeForm) -> Result<Answer> {
+    let (owners, owner, _) = signed_in(&session).await?;
+    let handle = SessionHandle::parse(form.handle.trim()).map_err(|_| Failure::NotFound)?;
+    if owners.revoke(&owner, &handle).await? {
+        Ok(Answer::Done)
+    } else {
+        Err(Failure::NotFound)
+    }
+}
+
+/// `POST /api/sessions/revoke-others`: signs out every other session of the
+/// user (204).
+pub async fn revoke_other_sessions(session: Session) -> Result<Answer> {
+    let (owners, owner, current) = signed_in(&session).await?;
+    match current {
+        Some(current) => owners.revoke_all_except(&owner, &current).await?,
+        None => owners.revoke_all(&owner).await?,
+    };
+    Ok(Answer::Done)
+}
+
+/// `GET /account`: the user's sessions, each with a button that signs it
+/// out, and one that signs out every other.
+pub async fn account(session: Session) -> Result<Answer> {
+    let listed = match sessions_json(&session).await {
+        Err(Failure::NotLoggedIn) => None,
+        other => Some(other?),
+    };
+    let token = token(&session).await?;
+    Ok(Answer::Page(page::render_account(
+        listed.as_ref(),
+        token.as_deref(),
+    )))
 }
 
 /// `GET /api/session`.

@@ -129,6 +129,28 @@ impl Session {
         }
     }
 
+    /// The registry of owners' sessions of this session's store (to show
+    /// the owner's other sessions, or sign them out), if the store keeps
+    /// an owner index.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sessionkit_core::Result<()> {
+    #[doc = concat!("# ", doc_session!())]
+    /// session.set_owner("ada").await?;
+    /// let owners = session.owners().expect("the memory store keeps an owner index");
+    /// let ada = sessionkit_core::owner::Owner::new("ada")?;
+    /// assert_eq!(owners.count(&ada).await?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn owners(&self) -> Option<Owners> {
+        let store = self.inner.shared.store.clone();
+        let name = store.name();
+        store
+            .owner_index()
+            .map(|index| Owners::from_dyn(index, name))
+    }
+
     /// The session's owner, if [`Session::set_owner`] gave it one. Reads
     /// the session if it was not read yet.
     pub async fn owner(&self) -> Result<Option<String>> {

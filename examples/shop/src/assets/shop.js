@@ -120,3 +120,27 @@
     }
   });
 })();
+
+// The account page (GET /account): its sign-out forms post to the JSON API
+// (which answers 204, so a plain form submission would leave the page as it
+// was); with this script the page reloads to show what is left. Without
+// it, the forms still work: reload to see the change.
+(() => {
+  for (const form of document.querySelectorAll('form[data-reload]')) {
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const res = await fetch(form.action, {
+        method: 'POST',
+        body: new URLSearchParams(new FormData(form)),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+      const status = document.getElementById('account-status');
+      if (res.ok) {
+        window.location.reload();
+      } else if (status) {
+        status.textContent = `That did not work (${res.status}). Reload the page and try again.`;
+      }
+    });
+  }
+})();

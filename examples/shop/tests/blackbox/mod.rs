@@ -1022,3 +1022,126 @@ async fn a_known_path_with_another_method_is_405_and_an_unknown_path_404() {
         assert_eq!(session_cookie(&res), None, "{method} {path}");
     }
 }
+
+/// A client that keeps cookies and says it is `device`.
+fn device(device: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(device)
+        .build()
+        .unwrap()
+}
+
+async fn sessions_of(client: &reqwest::Client, shop: &Shop) -> Vec<Value> {
+    let res = get(client, shop.url("/api/sessions")).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    v["sessions"].as_array().unwrap().clone()
+}
+
+/// `GET /api/sessions`, `POST /api/sessions/revoke`, `POST
+/// /api/sessions/revoke-others` and `GET /account` on the memory store (the
+/// one that keeps an owner index so far): two devices of ada, one of bob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sees_and_signs_out_their_sessions_on_other_devices() {
+    let shop = Store::memory().shop(&[]);
+    let nobody = browser();
+    assert_eq!(get(&nobody, shop.url("/api/sessions")).await.status(), 401);
+    let account = get(&nobody, shop.url("/account")).await;
+    assert_eq!(account.status(), 200);
+    assert!(account.text().await.unwrap().contains("not-logged-in"));
+
+    let (laptop, phone, bobs) = (device("laptop"), device("phone"), device("bob's"));
+    let laptop_token = log_in(&laptop, &shop).await;
+    let phone_token = log_in(&phone, &shop).await;
+    let res = post_form(&bobs, shop.url("/login"), &[("user", "bob")]).await;
+    assert_eq!(res.status(), 303);
+
+    let listed = sessions_of(&laptop, &shop).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mine: Vec<_> = listed.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["user_agent"], "laptop");
+    let on_phone = listed.iter().find(|s| s["user_agent"] == "phone").unwrap();
+    let phone_handle = on_phone["handle"].as_str().unwrap().to_owned();
+    for s in &listed {
+        let created = s["created"].as_u64().unwrap();
+        let seen = s["last_seen"].as_u64().unwrap();
+        assert!(
+            created <= seen && seen < s["expires"].as_u64().unwrap(),
+            "{s}"
+        );
+    }
+    let page = get(&laptop, shop.url("/account"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&phone_handle) && page.contains("this-device"),
+        "{page}"
+    );
+
+    // Bob cannot sign out ada's phone with its handle.
+    let bob_token = token_of(&bobs, &shop).await;
+    let res = bobs
+        .post(shop.url("/api/sessions/revoke"))
+        .header("x-csrf-token", &bob_token)
+        .form(&[("handle", phone_handle.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(state(&phone, &shop).await["user"], "ada");
+    // Nor can a forged request from another site: no token.
+    let res = laptop
+        .post(shop.url("/api/sessions/revoke"))
+        .form(&[("handle", phone_handle.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    // The laptop signs the phone out: the phone is logged out at once.
+    let res = laptop
+        .post(shop.url("/api/sessions/revoke"))
+        .header("x-csrf-token", &laptop_token)
+        .form(&[("handle", phone_handle.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(state(&phone, &shop).await["user"], Value::Null);
+    assert_eq!(sessions_of(&laptop, &shop).await.len(), 1);
+    let _ = phone_token;
+
+    // Sign out everywhere else: a second phone login goes, the laptop stays.
+    let phone = device("phone");
+    log_in(&phone, &shop).await;
+    assert_eq!(sessions_of(&laptop, &shop).await.len(), 2);
+    let res = post_header(
+        &laptop,
+        shop.url("/api/sessions/revoke-others"),
+        "x-csrf-token",
+        &laptop_token,
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(state(&phone, &shop).await["user"], Value::Null);
+    assert_eq!(state(&laptop, &shop).await["user"], "ada");
+    assert_eq!(sessions_of(&bobs, &shop).await.len(), 1, "bob's untouched");
+}
+
+/// A store without an owner index yet (PostgreSQL here): logins work, the
+/// list of sessions answers 501 with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_owner_index_the_sessions_api_says_so() {
+    let shop = Store::postgres().shop(&[]);
+    let client = browser();
+    log_in(&client, &shop).await;
+    assert_eq!(state(&client, &shop).await["user"], "ada");
+    let res = get(&client, shop.url("/api/sessions")).await;
+    assert_eq!(res.status(), 501);
+    assert!(res.text().await.unwrap().contains("keeps no list"));
+}

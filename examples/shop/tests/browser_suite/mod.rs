@@ -809,6 +809,36 @@ async fn a_form_from_another_loopback_origin_is_refused(c: &Client, shop: &Shop)
     );
 }
 
+/// Two browser profiles (two devices) log in as the same user; the first
+/// opens "Where you are logged in", sees both, and signs the other out;
+/// the other is logged out on its next request.
+async fn a_device_signs_out_another(first: &Client, second: &Client, shop: &Shop) {
+    for c in [first, second] {
+        c.goto(&shop.url("/")).await.unwrap();
+        fill_and_click(c, "user-input", "grace", "login").await;
+        wait_text(c, "user", "grace").await;
+    }
+    click(first, "sessions-link").await;
+    element(first, "this-device").await;
+    let others = first
+        .find_all(Locator::Css("li.device:not(#this-device) button"))
+        .await
+        .unwrap();
+    assert_eq!(others.len(), 1, "the other device is listed");
+    others[0].click().await.unwrap();
+    // The page reloads with this device alone.
+    element(first, "only-this-device").await;
+    second.goto(&shop.url("/")).await.unwrap();
+    element(second, "user-none").await;
+    first.goto(&shop.url("/")).await.unwrap();
+    wait_text(first, "user", "grace").await;
+    check(
+        "two browser profiles log in as grace; the first opens #sessions-link, sees two \
+         devices, signs the other out (its button on /account): the second profile is \
+         logged out on its next page, the first is not",
+    );
+}
+
 async fn drive(c: &Client, shop: &Shop, forgetful_shop: &Shop) {
     let first_visit = a_visit_creates_no_session(c, shop).await;
     the_race_works_without_a_session(c, shop).await;
@@ -835,9 +865,14 @@ async fn the_shop_works_in_a_real_browser() {
     let profile = TempDir::new("shop-browser-profile");
     let driver = ChromeDriver::start();
 
+    let second_profile = TempDir::new("shop-browser-profile-2");
     let run = async {
         let client = open_browser(&driver, &profile.0).await;
         drive(&client, &shop, &forgetful_shop).await;
+        let other_device = open_browser(&driver, &second_profile.0).await;
+        let devices_shop = Shop::start(&[]);
+        a_device_signs_out_another(&client, &other_device, &devices_shop).await;
+        other_device.close().await.unwrap();
         client.close().await.unwrap();
     };
     tokio::time::timeout(WHOLE_TEST, run)
