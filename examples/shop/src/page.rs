@@ -412,10 +412,9 @@ pub(crate) fn render_account(sessions: Option<&serde_json::Value>, token: Option
                         r#"<form method="post" action="/api/sessions/revoke" data-reload>{csrf}<input type="hidden" name="handle" value="{handle}"><button class="secondary">Sign out</button></form>"#
                     )
                 };
-                let _ = write!(
+                let _ = writeln!(
                     rows,
-                    r#"<li class="device" data-handle="{handle}"{mark}><span class="what">{device}</span> <span class="when" data-ms="{seen}">last seen {seen_text}</span> {action}</li>
-"#,
+                    r#"<li class="device" data-handle="{handle}"{mark}><span class="what">{device}</span> <span class="when" data-ms="{seen}">last seen {seen_text}</span> {action}</li>"#,
                     mark = if current { r#" id="this-device""# } else { "" },
                     seen_text = ago(seen),
                 );
