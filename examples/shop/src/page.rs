@@ -328,62 +328,6 @@ const RACE: &str = r#"<section class="card race" id="race" aria-labelledby="race
 <noscript><p class="note">The race runs in your browser and needs JavaScript.</p></noscript>
 </section>"#;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escape_neutralizes_markup() {
-        assert_eq!(
-            escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
-
-    #[test]
-    fn durations_read_as_days_hours_and_minutes() {
-        let min = |m: u64| Duration::from_secs(m * 60 + 59);
-        assert_eq!(duration(min(4)), "4 min");
-        assert_eq!(duration(min(119)), "1 h 59 min");
-        assert_eq!(duration(min(1440 + 60)), "1 day 1 h");
-        assert_eq!(duration(min(30 * 1440 - 1)), "29 days 23 h");
-    }
-
-    fn page(basket: &[String], token: Option<&str>) -> String {
-        render(&Page {
-            session: token.is_some(),
-            visits: 3,
-            user: Some("<ada>"),
-            remembered: true,
-            basket,
-            n: 7,
-            flash: Some("Added <x>."),
-            token,
-            expires_in: Some(Duration::from_secs(3600)),
-        })
-    }
-
-    #[test]
-    fn every_form_carries_the_token_and_text_is_escaped() {
-        let basket: Vec<String> = ["tea", "tea", "<b>"].map(String::from).into();
-        let html = page(&basket, Some("t0k"));
-        let field = r#"<input type="hidden" name="csrf_token" value="t0k">"#;
-        assert_eq!(html.matches(field).count(), html.matches("<form").count());
-        assert!(html.contains(r#"<strong id="user">&lt;ada&gt;</strong>"#));
-        assert!(html.contains(r#"data-item="&lt;b&gt;" data-quantity="1""#));
-        assert!(html.contains(r#"data-item="tea" data-quantity="2""#));
-        assert!(html.contains(r#"<td class="num" id="basket-total">£13.00</td>"#));
-        assert!(!html.contains("<b>") && !html.contains("<ada>") && !html.contains("<x>"));
-    }
-
-    #[test]
-    fn without_a_session_the_page_names_no_token() {
-        let html = page(&[], None);
-        assert!(!html.contains("csrf_token"), "{html}");
-        assert!(html.contains(r#"id="basket-empty""#));
-    }
-}
-
 /// The account page (`GET /account`): the logged-in user's sessions as
 /// `GET /api/sessions` gives them (`None`: not logged in), each with a
 /// button that signs it out, and one that signs out all the others.
@@ -472,5 +416,61 @@ fn ago(ms: u64) -> String {
         "just now".to_owned()
     } else {
         format!("{} ago", duration(Duration::from_secs(secs)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralizes_markup() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_days_hours_and_minutes() {
+        let min = |m: u64| Duration::from_secs(m * 60 + 59);
+        assert_eq!(duration(min(4)), "4 min");
+        assert_eq!(duration(min(119)), "1 h 59 min");
+        assert_eq!(duration(min(1440 + 60)), "1 day 1 h");
+        assert_eq!(duration(min(30 * 1440 - 1)), "29 days 23 h");
+    }
+
+    fn page(basket: &[String], token: Option<&str>) -> String {
+        render(&Page {
+            session: token.is_some(),
+            visits: 3,
+            user: Some("<ada>"),
+            remembered: true,
+            basket,
+            n: 7,
+            flash: Some("Added <x>."),
+            token,
+            expires_in: Some(Duration::from_secs(3600)),
+        })
+    }
+
+    #[test]
+    fn every_form_carries_the_token_and_text_is_escaped() {
+        let basket: Vec<String> = ["tea", "tea", "<b>"].map(String::from).into();
+        let html = page(&basket, Some("t0k"));
+        let field = r#"<input type="hidden" name="csrf_token" value="t0k">"#;
+        assert_eq!(html.matches(field).count(), html.matches("<form").count());
+        assert!(html.contains(r#"<strong id="user">&lt;ada&gt;</strong>"#));
+        assert!(html.contains(r#"data-item="&lt;b&gt;" data-quantity="1""#));
+        assert!(html.contains(r#"data-item="tea" data-quantity="2""#));
+        assert!(html.contains(r#"<td class="num" id="basket-total">£13.00</td>"#));
+        assert!(!html.contains("<b>") && !html.contains("<ada>") && !html.contains("<x>"));
+    }
+
+    #[test]
+    fn without_a_session_the_page_names_no_token() {
+        let html = page(&[], None);
+        assert!(!html.contains("csrf_token"), "{html}");
+        assert!(html.contains(r#"id="basket-empty""#));
     }
 }
