@@ -142,6 +142,7 @@ mod expiry;
 pub mod fixtures;
 mod guarded;
 mod locks;
+pub mod owners;
 mod records;
 mod support;
 
