@@ -32,6 +32,7 @@ mod axum;
 pub mod codec;
 mod config;
 mod error;
+pub mod events;
 mod id;
 pub mod owner;
 pub mod record;

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Events;
 use crate::id::SessionId;
 use crate::store::{BoxFuture, SessionStore};
 
@@ -383,6 +384,8 @@ impl<S: OwnerIndex> DynOwnerIndex for S {
 pub struct Owners {
     index: Arc<dyn DynOwnerIndex>,
     store: &'static str,
+    /// The observer of the factory it came from, if any.
+    events: Events,
 }
 
 impl fmt::Debug for Owners {
@@ -400,13 +403,22 @@ impl Owners {
         Owners {
             index: Arc::new(store),
             store: store_name,
+            events: Events::default(),
         }
     }
 
     /// The registry of an index a store handed out (see
-    /// [`SessionStore::owner_index`]).
-    pub(crate) fn from_dyn(index: Arc<dyn DynOwnerIndex>, store: &'static str) -> Owners {
-        Owners { index, store }
+    /// [`SessionStore::owner_index`]), telling `events` of revocations.
+    pub(crate) fn from_dyn(
+        index: Arc<dyn DynOwnerIndex>,
+        store: &'static str,
+        events: Events,
+    ) -> Owners {
+        Owners {
+            index,
+            store,
+            events,
+        }
     }
 
     /// The owner's live sessions, least recently used first.
@@ -430,6 +442,10 @@ impl Owners {
         let revoked = revoked.map_err(|e| e.with_operation("revoke"))?;
         if revoked {
             tracing::info!(%handle, "session revoked");
+            self.events.emit(|| crate::events::SessionEvent::Revoked {
+                handle: *handle,
+                owner: owner.clone(),
+            });
         }
         Ok(revoked)
     }
@@ -450,6 +466,13 @@ impl Owners {
         let ended = self.index.revoke_all(owner, except).await;
         let ended = ended.map_err(|e| e.with_operation("revoke_all"))?;
         tracing::info!(sessions = ended, "sessions of an owner revoked");
+        if ended > 0 {
+            self.events
+                .emit(|| crate::events::SessionEvent::RevokedAll {
+                    owner: owner.clone(),
+                    count: ended,
+                });
+        }
         Ok(ended)
     }
 }

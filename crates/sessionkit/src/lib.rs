@@ -129,6 +129,8 @@ pub use sessionkit_core::{
 };
 pub use transport::Transport;
 
+pub use sessionkit_core::events;
+
 /// Owners of sessions: who is logged in where (see
 /// [`Session::set_owner`](crate::Session::set_owner)); the registry
 /// [`Owners`](owner::Owners) lists, counts and revokes an owner's sessions.

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::SessionEvent;
 use crate::id::SessionId;
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
 use crate::session::lock::HeldLock;
@@ -84,6 +85,11 @@ impl Session {
                         }
                     }
                     tracing::info!(old = %old.short_hash(), new = %new.short_hash(), "session id regenerated");
+                    let (handle, owner) = self.owned_as();
+                    self.inner
+                        .shared
+                        .events
+                        .emit(|| SessionEvent::Regenerated { handle, owner });
                     if let Some(grace) = self.config().keep_old_id_for() {
                         self.keep_old_id(old, new, grace).await;
                     }
@@ -124,6 +130,7 @@ impl Session {
         self.settle_csrf_in_turn().await?;
         // The lock (and this process's line for the session) is let go only
         // once the store has deleted the session and its lock.
+        let (handle, owner) = self.owned_as();
         let (id, _held) = {
             let mut state = self.state();
             state.used = true;
@@ -140,6 +147,10 @@ impl Session {
                 .await
                 .map_err(|e| e.with_operation("destroy"))?;
             tracing::info!(session = %id.short_hash(), "session destroyed");
+            self.inner
+                .shared
+                .events
+                .emit(|| SessionEvent::Destroyed { handle, owner });
         }
         Ok(())
     }
@@ -174,6 +185,7 @@ impl Session {
                 .map_err(|e| e.with_operation("create"))?
             {
                 Created::Created => {
+                    self.inner.shared.events.emit(|| SessionEvent::Created);
                     let mut state = self.state();
                     state.id = Some(id);
                     state.expiry_moved = Some(record.meta);

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{decode_value_of, encode_value_of};
 use crate::config::{LockPolicy, SessionConfig, WritePolicy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Events, SessionEvent};
 use crate::id::SessionId;
 use crate::record::Delta;
 use crate::store::{ArcStore, DynSessionStore, SessionStore};
@@ -50,6 +51,8 @@ struct Shared {
     config: SessionConfig,
     unknown_ids: AtomicU64,
     gates: Arc<Gates>,
+    /// The application's observer, if it registered one.
+    events: Events,
 }
 
 impl SessionFactory {
@@ -66,8 +69,30 @@ impl SessionFactory {
                 config,
                 unknown_ids: AtomicU64::new(0),
                 gates: Arc::default(),
+                events: Events::default(),
             }),
         }
+    }
+
+    /// This factory, with `observer` told of what happens to its sessions
+    /// (see [`events`](crate::events)): called on a thread of its own, off
+    /// the requests' path. Call it when building the factory.
+    pub fn with_observer(self, observer: impl Fn(&SessionEvent) + Send + 'static) -> Self {
+        SessionFactory {
+            shared: Arc::new(Shared {
+                store: self.shared.store.clone(),
+                config: self.shared.config.clone(),
+                unknown_ids: AtomicU64::new(self.unknown_ids()),
+                gates: self.shared.gates.clone(),
+                events: Events::to(observer),
+            }),
+        }
+    }
+
+    /// How many events were dropped because the observer fell behind (its
+    /// queue holds 1,024).
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.events.dropped()
     }
 
     /// A factory over a type-erased store.

@@ -2,6 +2,7 @@
 
 use crate::codec::encode_value;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::SessionEvent;
 use crate::owner::{DEVICE_KEY, HANDLE_KEY, OWNER_KEY, Owner, OwnerSet, Owners, SessionHandle};
 use crate::session::state::Stored;
 use crate::session::{Session, SessionFactory};
@@ -114,6 +115,11 @@ impl Session {
                     }
                 }
                 tracing::info!(%handle, ended = ended.len(), "session owner set");
+                self.inner.shared.events.emit(|| SessionEvent::OwnerSet {
+                    handle,
+                    owner,
+                    ended,
+                });
                 Ok(())
             }
             OwnerSet::Full => Err(Error::new(ErrorKind::OwnerFull)
@@ -144,11 +150,25 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn owners(&self) -> Option<Owners> {
-        let store = self.inner.shared.store.clone();
+        let shared = &self.inner.shared;
+        let store = shared.store.clone();
         let name = store.name();
         store
             .owner_index()
-            .map(|index| Owners::from_dyn(index, name))
+            .map(|index| Owners::from_dyn(index, name, shared.events.clone()))
+    }
+
+    /// The handle and owner the handle knows of (read before, or set by
+    /// this request), for events: nothing is read for them.
+    pub(super) fn owned_as(&self) -> (Option<SessionHandle>, Option<Owner>) {
+        let state = self.state();
+        let text = |key| -> Option<String> {
+            crate::codec::decode_value::<String>(state.value(key)?).ok()
+        };
+        (
+            text(HANDLE_KEY).and_then(|t| SessionHandle::parse(&t).ok()),
+            text(OWNER_KEY).and_then(|t| Owner::new(t).ok()),
+        )
     }
 
     /// The session's owner, if [`Session::set_owner`] gave it one. Reads
@@ -175,10 +195,6 @@ impl SessionFactory {
     /// assert!(SessionFactory::for_tests().owners().is_some()); // the memory store
     /// ```
     pub fn owners(&self) -> Option<Owners> {
-        let store = self.shared.store.clone();
-        let name = store.name();
-        store
-            .owner_index()
-            .map(|index| Owners::from_dyn(index, name))
+        self.session(None).owners()
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::Response;
+use sessionkit_core::events::SessionEvent;
 use sessionkit_core::store::ArcStore;
 use sessionkit_core::{
     CookieChange, CsrfCheck, Error, ErrorKind, Finished, ReportedError, RequestSession, Session,
@@ -316,6 +317,7 @@ impl SessionLayer {
             transport: Transport::default(),
             on_error: None,
             insert: InsertSession::PLAIN,
+            observer: None,
         }
     }
 
@@ -455,7 +457,12 @@ pub struct SessionLayerBuilder {
     transport: Transport,
     on_error: Option<ErrorHook>,
     insert: InsertSession,
+    observer: Option<Observer>,
 }
+
+/// The application's observer of session events: see
+/// [`SessionLayerBuilder::on_event`].
+type Observer = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
 
 impl std::fmt::Debug for SessionLayerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -465,11 +472,37 @@ impl std::fmt::Debug for SessionLayerBuilder {
             .field("cookie", &self.cookie)
             .field("transport", &self.transport)
             .field("on_error", &self.on_error.as_ref().map(|_| "<fn>"))
+            .field("observer", &self.observer.as_ref().map(|_| "<fn>"))
             .finish()
     }
 }
 
 impl SessionLayerBuilder {
+    /// Tells `observer` what happens to sessions: created, regenerated,
+    /// destroyed, given an owner, revoked (see
+    /// [`sessionkit_core::events`]). It runs on a thread of its own, off
+    /// the requests' path; events carry handles and owners, never ids.
+    ///
+    /// ```
+    /// use sessionkit::SessionLayer;
+    /// use sessionkit::events::SessionEvent;
+    /// use sessionkit::store::MemoryStore;
+    ///
+    /// let layer = SessionLayer::builder(MemoryStore::new())
+    ///     .on_event(|event: &SessionEvent| {
+    ///         if let SessionEvent::OwnerSet { owner, .. } = event {
+    ///             println!("new sign-in of {}", owner.as_str());
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    pub fn on_event(mut self, observer: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
     /// The session settings. Default [`SessionConfig::default`].
     pub fn config(mut self, config: SessionConfig) -> Self {
         self.config = config;
@@ -575,7 +608,11 @@ impl SessionLayerBuilder {
         Ok(SessionLayer {
             shared: Arc::new(Shared {
                 parts,
-                factory: SessionFactory::from_arc_store(self.store, self.config),
+                factory: match self.observer {
+                    Some(observer) => SessionFactory::from_arc_store(self.store, self.config)
+                        .with_observer(move |event| observer(event)),
+                    None => SessionFactory::from_arc_store(self.store, self.config),
+                },
                 carrier,
                 rejections: RejectionCounters::default(),
                 on_error: self.on_error,
