@@ -21,6 +21,8 @@
 #                    (s: PostgreSQL statements per request, counted by the
 #                    server with pg_stat_statements, and table bytes per
 #                    idle session; written to statements.md)
+#   BENCH_PG_POOL    connection pool size of both PostgreSQL variants
+#                    (default: each one's own, 10 for both)
 #   BENCH_OUT        directory for results.jsonl and table.md
 #                    (default target/bench)
 set -euo pipefail

@@ -205,7 +205,11 @@ impl Variant {
             Variant::TowerSessionsMemory => ts::memory_app(),
             Variant::TowerSessionsRedis => ts::redis_app(&at.redis_url).await?,
             Variant::SessionkitPostgres => {
-                let store = sessionkit::sql::PgStore::connect(&at.postgres_url)?;
+                let mut builder = sessionkit::sql::PgStore::builder();
+                if let Some(max) = pg_pool_size() {
+                    builder = builder.max_connections(max);
+                }
+                let store = builder.connect(&at.postgres_url)?;
                 store.migrate().await?;
                 sk::app(sessionkit::SessionLayer::new(store))
             }
@@ -226,6 +230,13 @@ impl Variant {
             _ => return Err(format!("{} runs on actix-web: use serve", self.name()).into()),
         })
     }
+}
+
+/// `BENCH_PG_POOL`: the connection pool size of both PostgreSQL variants,
+/// to see whether the pool bounds them (default: each one's own default,
+/// 10 for both).
+fn pg_pool_size() -> Option<u32> {
+    std::env::var("BENCH_PG_POOL").ok()?.parse().ok()
 }
 
 /// Where the stores outside the process are.
@@ -370,7 +381,11 @@ mod ts {
     }
 
     pub(super) async fn postgres_app(url: &str) -> Result<Router, Box<dyn std::error::Error>> {
-        let pool = sqlx::PgPool::connect(url).await?;
+        let mut options = sqlx::postgres::PgPoolOptions::new();
+        if let Some(max) = super::pg_pool_size() {
+            options = options.max_connections(max);
+        }
+        let pool = options.connect(url).await?;
         let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
         store.migrate().await?;
         Ok(app(store))
