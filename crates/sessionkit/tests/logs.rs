@@ -29,16 +29,21 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-// One thread, so the server's events reach this test's subscriber.
-#[tokio::test(flavor = "current_thread")]
-async fn events_name_sessions_by_short_hash_and_never_by_id() {
+/// Captures this thread's events from `level` up, until the guard drops.
+fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(logs.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+// One thread, so the server's events reach this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn events_name_sessions_by_short_hash_and_never_by_id() {
+    let (logs, _guard) = capture(tracing::Level::TRACE);
 
     let server = Server::with(
         SessionConfig::builder()
@@ -116,13 +121,7 @@ async fn events_name_sessions_by_short_hash_and_never_by_id() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_value_of_another_type_reads_as_absent_and_the_warning_names_its_key_only() {
     const VALUE: &str = "not-a-number-s3cr3t";
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture(tracing::Level::WARN);
     let server = Server::start().await;
     let client = raw();
     let res = client

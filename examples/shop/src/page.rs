@@ -71,16 +71,9 @@ pub(crate) fn render(page: &Page<'_>) -> String {
     let basket = basket(page.basket, &csrf);
     let session = session(page);
     let race = RACE;
+    let head = head("sessionkit shop");
     format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>sessionkit shop</title>
-<link rel="stylesheet" href="/assets/shop.css">
-<script src="/assets/shop.js" defer></script>
-</head>
+        r##"{head}
 <body>
 <a class="skip" href="#main">Skip to the shop</a>
 <header class="top">
@@ -374,16 +367,9 @@ pub(crate) fn render_account(sessions: Option<&serde_json::Value>, token: Option
             format!("<ul class=\"devices\" id=\"devices\">\n{rows}</ul>\n{all}")
         }
     };
+    let head = head("Your sessions · sessionkit shop");
     format!(
-        r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Your sessions · sessionkit shop</title>
-<link rel="stylesheet" href="/assets/shop.css">
-<script src="/assets/shop.js" defer></script>
-</head>
+        r##"{head}
 <body>
 <header class="top">
 <div class="wrap">
@@ -402,6 +388,21 @@ pub(crate) fn render_account(sessions: Option<&serde_json::Value>, token: Option
 </body>
 </html>
 "##
+    )
+}
+
+/// The start of a page, to its `<head>`'s end: the page's style and script.
+fn head(title: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="/assets/shop.css">
+<script src="/assets/shop.js" defer></script>
+</head>"#
     )
 }
 

@@ -117,20 +117,10 @@ where
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        let host = req
-            .headers()
-            .get(actix_web::http::header::HOST)
-            .map(|h| h.as_bytes().to_vec())
-            .or_else(|| {
-                req.uri()
-                    .authority()
-                    .map(|a| a.as_str().as_bytes().to_vec())
-            });
-        let step = self.rules.step(
-            req.method().as_str().as_bytes(),
-            req.headers(),
-            host.as_deref(),
-        );
+        let authority = req.uri().authority().map(|a| a.as_str());
+        let step = self
+            .rules
+            .step(req.method().as_str().as_bytes(), req.headers(), authority);
         let service = self.service.clone();
         let token_in = match step {
             Step::Pass => return pass(service, req),

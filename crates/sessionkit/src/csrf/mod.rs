@@ -337,17 +337,21 @@ pub(crate) enum TokenIn {
 }
 
 impl Rules {
-    /// The first decision on a request, from its method and headers; `host`
-    /// is its `Host` (or, in HTTP/2, its URI's authority).
+    /// The first decision on a request, from its method, its headers and
+    /// its URI's authority (what HTTP/2 sends instead of `Host`).
     pub(crate) fn step(
         &self,
         method: &[u8],
         headers: &impl RequestHeaders,
-        host: Option<&[u8]>,
+        authority: Option<&str>,
     ) -> Step {
         if is_safe(method) || matches!(self.sessions.carrier, Carrier::Header { .. }) {
             return Step::Pass;
         }
+        let host = headers
+            .values(&http::header::HOST)
+            .next()
+            .or(authority.map(str::as_bytes));
         if let Err(why) = self.check_origin(headers, host) {
             return Step::Refuse(why);
         }
@@ -567,6 +571,15 @@ mod tests {
             "application/x-www-form-urlencoded; charset=utf-8",
         )]);
         assert!(matches!(rules.step(b"GET", &form, None), Step::Pass));
+        let other = headers(&[("origin", "http://a.example")]);
+        assert!(matches!(
+            rules.step(b"POST", &other, Some("a.example")),
+            Step::Token(_)
+        ));
+        assert!(matches!(
+            rules.step(b"POST", &other, Some("b.example")),
+            Step::Refuse(_)
+        ));
         assert!(matches!(rules.step(b"OPTIONS", &form, None), Step::Pass));
         assert!(matches!(
             rules.step(b"POST", &form, None),

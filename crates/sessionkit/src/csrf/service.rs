@@ -83,20 +83,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .map(|h| h.as_bytes().to_vec())
-            .or_else(|| {
-                req.uri()
-                    .authority()
-                    .map(|a| a.as_str().as_bytes().to_vec())
-            });
-        let step = self.rules.step(
-            req.method().as_str().as_bytes(),
-            req.headers(),
-            host.as_deref(),
-        );
+        let authority = req.uri().authority().map(|a| a.as_str());
+        let step = self
+            .rules
+            .step(req.method().as_str().as_bytes(), req.headers(), authority);
         let kind = match step {
             Step::Pass => Kind::Inner {
                 future: self.inner.call(req),

@@ -689,6 +689,19 @@ async fn remember_me_is_persistent(c: &Client, shop: &Shop) {
     ));
 }
 
+/// Waits for the shop's refusal page (sessionkit's 403 text).
+async fn wait_refused(c: &Client, what: &str) {
+    let refused = "//*[contains(normalize-space(), 'request refused')]";
+    if let Err(e) = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(refused))
+        .await
+    {
+        fail(c, &format!("{what} was not refused: {e}")).await;
+    }
+}
+
 /// `text` percent-encoded for a `data:` URL.
 fn percent_encoded(text: &str) -> String {
     text.bytes()
@@ -713,15 +726,7 @@ async fn a_cross_site_form_is_refused(c: &Client, shop: &Shop) {
     c.goto(&format!("data:text/html,{}", percent_encoded(&attack)))
         .await
         .unwrap();
-    let refused = "//*[contains(normalize-space(), 'request refused')]";
-    if let Err(e) = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(refused))
-        .await
-    {
-        fail(c, &format!("the forged login was not refused: {e}")).await;
-    }
+    wait_refused(c, "the forged login").await;
     let landed = c.current_url().await.unwrap().to_string();
     assert_eq!(landed, shop.url("/login"), "the form reached the shop");
     c.goto(&shop.url("/")).await.unwrap();
@@ -780,15 +785,7 @@ async fn a_form_from_another_loopback_origin_is_refused(c: &Client, shop: &Shop)
             shop.url(path)
         );
         c.goto(&attacker_site(attack)).await.unwrap();
-        let refused = "//*[contains(normalize-space(), 'request refused')]";
-        if let Err(e) = c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::XPath(refused))
-            .await
-        {
-            fail(c, &format!("the forged POST {path} was not refused: {e}")).await;
-        }
+        wait_refused(c, &format!("the forged POST {path}")).await;
         assert_eq!(
             c.current_url().await.unwrap().to_string(),
             shop.url(path),
