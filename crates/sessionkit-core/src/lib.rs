@@ -12,6 +12,9 @@
 //!   [`MemoryStore`](store::MemoryStore) and [`NoopStore`](store::NoopStore);
 //! - [records](record) and the [codec];
 //! - [`SessionConfig`] and the lock settings;
+//! - [owners](owner): who a session belongs to, the [`OwnerIndex`](owner::OwnerIndex)
+//!   capability of stores and the [`Owners`](owner::Owners) registry;
+//! - session [events] for an application's observer;
 //! - [`Error`];
 //! - with feature `testkit`, the store conformance suite (module `testkit`), so that
 //!   third-party stores can prove they keep the contract.
