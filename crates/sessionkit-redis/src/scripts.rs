@@ -351,7 +351,8 @@ return { 'touched', now, f }
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         r"
-if #ARGV <= 202 and redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
+local free = redis.call('EXISTS', KEYS[1], KEYS[2]) == 0
+if free and #ARGV <= 202 then
   redis.call('HSET', KEYS[1], '\255', ARGV[1], unpack(ARGV, 3))
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
   return 'created'
@@ -361,7 +362,7 @@ end
         lua_hset!(),
         r"
 local at = tonumber(ARGV[2]) + 1
-if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
+if free then
   if at > 1 then
     hset(KEYS[1], ARGV[1], 3, #ARGV)
     expire_at(KEYS[1], at)

@@ -1388,6 +1388,11 @@ async fn create_of_a_free_id_runs_three_commands() {
         Created::IdTaken
     );
     let run = commands_run(&mut conn).await;
+    assert_eq!(
+        run.get("exists"),
+        Some(&1),
+        "the keys are tested once: {run:?}"
+    );
     assert_eq!(run.get("time"), Some(&1), "{run:?}");
     assert_eq!(
         run.get("hset"),
