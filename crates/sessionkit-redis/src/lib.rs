@@ -246,7 +246,7 @@
 //! deadline, or twice in one millisecond).
 //!
 //! Each command a script runs costs Redis about as much as the same command
-//! sent by a client, and running a script at all 2.5–3 µs more (measured
+//! sent by a client, and running a script at all about 2 µs more (measured
 //! for `create`, below); so each script runs only the commands it needs and
 //! defines only the Lua helpers it uses.
 //!
@@ -255,25 +255,27 @@
 //! A new session must never overwrite a live one, and must not take over
 //! what an expired one left under its id (the record, if its key lost its
 //! TTL, or a lock that outlived it): a test of both keys and a write of the
-//! hash with its expiry, atomically. The options, measured on Redis 7.0
-//! (`redis-cli --pipe` of 30,000 creates of a one-entry session, three or
-//! four interleaved rounds on a shared two-core machine; Redis's CPU time
-//! per create, from `used_cpu_user + used_cpu_sys`, parsing included, and
-//! the time `INFO commandstats` gives the commands sent, a script's
-//! commands included):
+//! hash with its expiry, atomically. The options, measured on Redis 7.0 by
+//! `bench/redis-create-options.py` (`redis-cli --pipe` of 30,000 creates of
+//! a one-entry session per option, three interleaved rounds on a shared
+//! two-core machine; Redis's CPU time per create, from `used_cpu_user +
+//! used_cpu_sys`, parsing included, and the time `INFO commandstats` gives
+//! the commands sent, a script's commands included; an earlier session on
+//! the same machine, busier, measured 5.4–6.5 µs of CPU before and 4.8–5.0
+//! now, in the same order):
 //!
 //! | option | Redis CPU µs per create | `commandstats` µs | keeps the contract |
 //! |---|--:|--:|---|
-//! | the script before (helpers defined, then `EXISTS`, `HSET`, `PEXPIREAT`) | 5.4–6.5 | 5.0–8.3 | yes |
-//! | **the script now**: fast path first, nothing defined before it | 4.8–5.0 | 4.8–4.9 | yes |
-//! | a fast-path-only script, a second script when the id is occupied | 4.6–5.1 | 3.9–5.7 | yes, in two round trips when occupied |
-//! | the same body as a Redis 7 function (`FCALL`) | 4.5–5.1 | 3.9–5.8 | yes, but needs Redis 7 and `FUNCTION LOAD` on every node |
-//! | `MULTI`: `HSET` a staging key, `PEXPIREAT` it, `RENAMENX` it onto the data key, `DEL` it | 4.3–4.5 | 3.0–3.3 | no: cannot test the lock key in the same step |
-//! | `MULTI`: `HSETNX` of the metadata as a guard, `HSET`, `PEXPIREAT` | 2.9–3.3 | 1.9–2.5 | no: the `HSET` and `PEXPIREAT` run even when the guard fails, into a live session |
-//! | no guard at all: `HSET`, `PEXPIREAT` | 2.0–2.2 | 1.2–1.5 | no |
-//! | tower-sessions' `SET key value NX EXAT` (a string, for comparison) | 1.4 | 0.8–0.9 | — |
+//! | the script before (helpers defined, then `EXISTS`, `HSET`, `PEXPIREAT`) | 4.3–4.5 | 3.8–4.5 | yes |
+//! | **the script now**: fast path first, nothing defined before it | 3.7–3.8 | 3.1–4.1 | yes |
+//! | a fast-path-only script, a second script when the id is occupied | 3.7–3.9 | 3.1–4.5 | yes, in two round trips when occupied |
+//! | the same body as a Redis 7 function (`FCALL`) | 3.5–3.6 | 3.0–3.4 | yes, but needs Redis 7 and `FUNCTION LOAD` on every node |
+//! | `MULTI`: `HSET` a staging key, `PEXPIREAT` it, `RENAMENX` it onto the data key, `DEL` it | 3.2–3.4 | 2.2–2.4 | no: cannot test the lock key in the same step |
+//! | `MULTI`: `HSETNX` of the metadata as a guard, `HSET`, `PEXPIREAT` | 2.4–2.7 | 1.5–2.3 | no: the `HSET` and `PEXPIREAT` run even when the guard fails, into a live session |
+//! | no guard at all: `HSET`, `PEXPIREAT` | 1.6 | 0.9–1.1 | no |
+//! | tower-sessions' `SET key value NX EXAT` (a string, for comparison) | 1.0–1.1 | 0.6–0.7 | — |
 //!
-//! Calling a script at all costs Redis about 2.5–3 µs (the script's
+//! Calling a script at all costs Redis about 2 µs (the script's
 //! lookup, its `KEYS`/`ARGV` tables, each `redis.call` turned into a
 //! command and its reply back); the commands inside cost what they cost
 //! from a client. A transaction cannot make a write depend on a test, and
