@@ -3,14 +3,16 @@
 //! - ids: `SessionId::generate`, `SessionId::parse` (valid and malformed);
 //! - the layer on a request that never touches its session, with a cookie
 //!   (the cookie parser is private, so this goes through `SessionLayer` with
-//!   `tower::ServiceExt::oneshot` over a trivial service);
+//!   `tower::ServiceExt::oneshot` over a trivial service), and on a request
+//!   that creates a session (scenario (b) of the load benchmark without
+//!   HTTP);
 //! - the codec: `encode_record`/`decode_record`, `encode_value`/`decode_value`;
 //! - `Session::get`/`insert` on a loaded session;
 //! - `MemoryStore::load`/`apply`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
@@ -71,6 +73,38 @@ fn layer(c: &mut Criterion) {
                 .body(())
                 .expect("a valid request");
             rt.block_on(svc.clone().oneshot(req))
+        })
+    });
+    // Every iteration stores a new session: each batch gets a store of its
+    // own, made and dropped outside the timing, so memory stays bounded and
+    // the maps stay the size of one batch.
+    g.bench_function("request that creates a session", |b| {
+        b.iter_custom(|iters| {
+            let creating = rt.block_on(async {
+                let store = MemoryStore::builder().sweep_interval(None).build();
+                SessionLayer::new(store).layer(tower::service_fn(|req: Request<()>| async move {
+                    let session = req
+                        .extensions()
+                        .get::<sessionkit::Session>()
+                        .expect("the layer puts the session in the extensions")
+                        .clone();
+                    session.insert("n", &1u64).expect("a u64 encodes");
+                    Ok::<_, Infallible>(Response::new(String::new()))
+                }))
+            });
+            let start = Instant::now();
+            for _ in 0..iters {
+                let req = Request::builder()
+                    .method("POST")
+                    .uri("/incr")
+                    .body(())
+                    .expect("a valid request");
+                let res = rt.block_on(creating.clone().oneshot(req));
+                debug_assert!(res.is_ok_and(|r| r.headers().contains_key("set-cookie")));
+            }
+            let took = start.elapsed();
+            drop(creating);
+            took
         })
     });
     g.finish();

@@ -461,12 +461,16 @@ impl SessionStore for RedisStore {
         let keys = self.keys(id);
         let meta = &record.meta;
         let field = reply::format_meta(meta).ok_or_else(|| past_2527(OP))?;
+        let expires = meta.expires().min(reply::MAX_TIME);
         let mut script = scripts::CREATE.prepare_invoke();
+        // The native expiry one millisecond early, as the scripts'
+        // `expire_at` sets it (see there), so that the fast path formats no
+        // number in Lua.
         script
             .key(&keys.data)
             .key(&keys.lock)
             .arg(field)
-            .arg(meta.expires().min(reply::MAX_TIME));
+            .arg(expires.saturating_sub(1));
         for (k, v) in record.entries.iter() {
             script.arg(k.as_bytes()).arg(v);
         }

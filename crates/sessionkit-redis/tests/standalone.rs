@@ -1309,3 +1309,253 @@ async fn braces_in_the_prefix_are_an_invalid_config() {
     assert_eq!(err.kind(), sessionkit_core::ErrorKind::InvalidConfig);
     assert_eq!(err.setting(), Some("url"));
 }
+
+/// The commands Redis ran, by name, from `INFO commandstats` (which counts
+/// the commands scripts run too), without the test's own.
+async fn commands_run(conn: &mut MultiplexedConnection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (!["info", "config|resetstat", "script|load", "evalsha", "eval"].contains(&name))
+                .then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// A new session under a free id — nearly every `create` — makes Redis run
+/// `EXISTS`, `HSET` and `PEXPIREAT` and nothing else (no clock, no read of
+/// metadata); only an occupied id takes the script further. Runs on a
+/// server of its own, so that no other client adds to the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_of_a_free_id_runs_three_commands() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let mut conn = raw(&server.url()).await;
+    // Loads the script (NOSCRIPT, then EVAL) outside the counts.
+    let warm = SessionId::generate();
+    let lifetime = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .create(&warm, &record(&[("n", b"1")], lifetime))
+            .await
+            .unwrap(),
+        Created::Created
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..10u8 {
+        let id = SessionId::generate();
+        let rec = record(&[("n", &[b'0' + i]), ("user", b"\"ada\"")], lifetime);
+        assert_eq!(store.create(&id, &rec).await.unwrap(), Created::Created);
+        assert_eq!(store.load(&id, None).await.unwrap().unwrap().record, rec);
+    }
+    assert_eq!(
+        commands_run(&mut conn).await,
+        BTreeMap::from([
+            ("exists".to_owned(), 10),
+            ("hset".to_owned(), 10),
+            ("pexpireat".to_owned(), 10),
+            ("hgetall".to_owned(), 10),
+        ]),
+        "a free id: EXISTS, HSET, PEXPIREAT (and the test's HGETALL)"
+    );
+
+    // An occupied id goes on to read the clock and the metadata.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .create(&warm, &record(&[("n", b"2")], lifetime))
+            .await
+            .unwrap(),
+        Created::IdTaken
+    );
+    let run = commands_run(&mut conn).await;
+    assert_eq!(
+        run.get("exists"),
+        Some(&1),
+        "the keys are tested once: {run:?}"
+    );
+    assert_eq!(run.get("time"), Some(&1), "{run:?}");
+    assert_eq!(
+        run.get("hset"),
+        None,
+        "a refused create writes nothing: {run:?}"
+    );
+}
+
+/// A hash of this layout whose metadata says it expired, left without a
+/// native expiry (by hand, or by a server that lost the TTL), and a lock
+/// left by it: `create` under its id takes none of it over. The new
+/// session holds exactly its own entries, expires natively, and is not
+/// locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_over_an_expired_record_adopts_none_of_it() {
+    let store = store_with_prefix(&unique_prefix("expired-record")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    for with_lock in [false, true] {
+        let id = SessionId::generate();
+        let (data, lock) = store.keys_of(&id);
+        write_expired_record(&mut conn, &data, &lock, with_lock).await;
+        // The scripts judge it by its metadata (a plain read trusts the
+        // native expiry, which this key lacks: see the crate docs, "Expiry").
+        assert_eq!(
+            store.apply(&id, &set("k", b"v"), None).await.unwrap(),
+            Applied::Gone
+        );
+
+        let fresh = record(&[("k", b"fresh")], Duration::from_secs(60));
+        assert_eq!(store.create(&id, &fresh).await.unwrap(), Created::Created);
+        let fields: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(&data)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !fields.contains_key(b"old".as_slice()),
+            "lock {with_lock}: the expired record's entries must not be adopted: {fields:?}"
+        );
+        assert_eq!(store.load(&id, None).await.unwrap().unwrap().record, fresh);
+        assert_eq!(
+            pexpiretime(&mut conn, &data).await,
+            fresh.meta.expires() as i64 - 1
+        );
+        let locked: i64 = redis::cmd("EXISTS")
+            .arg(&lock)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(locked, 0, "lock {with_lock}: the stale lock must be gone");
+        store.destroy(&id).await.unwrap();
+    }
+}
+
+/// Writes, under `data`, a session of this layout that expired five seconds
+/// ago with an entry `old` and no native expiry, and under `lock` (if
+/// `with_lock`) a lock that outlives it.
+async fn write_expired_record(
+    conn: &mut MultiplexedConnection,
+    data: &str,
+    lock: &str,
+    with_lock: bool,
+) {
+    let now = now_ms();
+    let meta = format!("{:011x}{:011x}{:x}:0", now - 65_000, now - 5_000, 60_000);
+    let _: i64 = redis::cmd("HSET")
+        .arg(data)
+        .arg(b"\xff")
+        .arg(meta)
+        .arg("old")
+        .arg("stale")
+        .query_async(conn)
+        .await
+        .unwrap();
+    if with_lock {
+        let _: () = redis::cmd("SET")
+            .arg(lock)
+            .arg("a token of the expired session")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Tasks racing to create one id over an expired record and its lock:
+/// exactly one gets `Created`, its record is the one stored, and nothing of
+/// the expired record remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_over_an_expired_record_have_one_winner() {
+    let store = store_with_prefix(&unique_prefix("race-expired")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    for _ in 0..5 {
+        let id = SessionId::generate();
+        let (data, lock) = store.keys_of(&id);
+        write_expired_record(&mut conn, &data, &lock, true).await;
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mine = record(&[("who", &[b'0' + i])], Duration::from_secs(60));
+                    let created = store.create(&id, &mine).await.unwrap();
+                    (created, mine)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (created, mine) = task.await.unwrap();
+            if created == Created::Created {
+                winners.push(mine);
+            } else {
+                assert_eq!(created, Created::IdTaken);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one of 8 racing creates wins");
+        assert_eq!(
+            store.load(&id, None).await.unwrap().unwrap().record,
+            winners[0],
+            "the stored record is the winner's, with nothing of the expired one"
+        );
+        assert!(matches!(
+            store.lock(&id, Duration::from_secs(5)).await.unwrap(),
+            Locked::Acquired { .. }
+        ));
+        store.destroy(&id).await.unwrap();
+    }
+}
+
+/// Sessions at and past the size of `create`'s fast path (100 entries),
+/// and without entries, are written alike: the same entries, metadata and
+/// native expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_writes_sessions_of_every_size_alike() {
+    let store = store().await;
+    let mut conn = raw(&support::shared().url()).await;
+    for n in [0, 1, 99, 100, 101, 250] {
+        let id = SessionId::generate();
+        let entries: Entries = (0..n)
+            .map(|i| (format!("key-{i:03}"), i.to_string().into_bytes()))
+            .collect();
+        let rec = Record {
+            entries,
+            meta: Meta::new(now_ms(), Duration::from_secs(60), None),
+        };
+        assert_eq!(store.create(&id, &rec).await.unwrap(), Created::Created);
+        assert_eq!(
+            store.load(&id, None).await.unwrap().unwrap().record,
+            rec,
+            "{n} entries"
+        );
+        let (data, _) = store.keys_of(&id);
+        assert_eq!(
+            pexpiretime(&mut conn, &data).await,
+            rec.meta.expires() as i64 - 1,
+            "{n} entries"
+        );
+        assert_eq!(
+            store.create(&id, &rec).await.unwrap(),
+            Created::IdTaken,
+            "{n} entries"
+        );
+        store.destroy(&id).await.unwrap();
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, HeaderMap, SET_COOKIE};
-use sessionkit_core::{Error, ErrorKind, Presented, SessionId};
+use sessionkit_core::{Error, ErrorKind, Presented, SESSION_ID_LEN, SessionId};
 
 use crate::signing::{self, Refused, SigningKey};
 
@@ -466,20 +466,32 @@ impl CookieWriter {
         max_age: Duration,
         persistent: bool,
     ) {
-        // One buffer of the right size: this runs for every new session.
-        let mut value = String::with_capacity(self.name.len() + 128 + self.suffix.len());
+        // One buffer of exactly the right size: this runs for every new
+        // session, and a `String` whose length is its capacity becomes the
+        // header value's `Bytes` without an allocation of its own (a spare
+        // capacity costs `bytes` a shared header, allocated, and an atomic
+        // count on drop).
+        let signed = (!self.keys.is_empty()).then(|| signing::sign(&self.keys, &self.name, id));
+        let secs = (self.persistent || persistent)
+            .then(|| max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0));
+        let len = self.name.len()
+            + 1
+            + signed.as_ref().map_or(SESSION_ID_LEN, String::len)
+            + secs.map_or(0, |s| MAX_AGE.len() + decimal_digits(s))
+            + self.suffix.len();
+        let mut value = String::with_capacity(len);
         value.push_str(&self.name);
         value.push('=');
-        if self.keys.is_empty() {
-            id.expose_into(&mut value);
-        } else {
-            value.push_str(&signing::sign(&self.keys, &self.name, id));
+        match &signed {
+            None => id.expose_into(&mut value),
+            Some(signed) => value.push_str(signed),
         }
-        if self.persistent || persistent {
-            let secs = max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0);
-            let _ = write!(value, "; Max-Age={secs}");
+        if let Some(secs) = secs {
+            value.push_str(MAX_AGE);
+            let _ = write!(value, "{secs}");
         }
         value.push_str(&self.suffix);
+        debug_assert_eq!(value.len(), len, "the cookie's length computed ahead");
         headers.append_set_cookie(value);
         forbid_shared_caching(headers);
     }
@@ -493,6 +505,14 @@ impl CookieWriter {
         headers.append_set_cookie(value);
         forbid_shared_caching(headers);
     }
+}
+
+/// What precedes a cookie's lifetime in seconds.
+const MAX_AGE: &str = "; Max-Age=";
+
+/// The number of decimal digits of `n`.
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// The response headers the cookie rules write: `http`'s `HeaderMap` for
@@ -801,6 +821,60 @@ mod tests {
             (got.presented, got.refused),
             (Presented::One(None), Some(Refused::BadSignature))
         );
+    }
+
+    /// Headers that keep the `Set-Cookie` strings as they were handed over.
+    #[derive(Default)]
+    struct Captured(Vec<String>);
+
+    impl ResponseHeaders for Captured {
+        fn append_set_cookie(&mut self, value: String) {
+            self.0.push(value);
+        }
+        fn cache_control(&self) -> impl Iterator<Item = &[u8]> {
+            std::iter::empty()
+        }
+        fn set_cache_control(&mut self, _: &str) {}
+        fn set_header(&mut self, _: &http::HeaderName, _: &str) {}
+    }
+
+    #[test]
+    fn the_set_cookie_value_fills_its_buffer_exactly() {
+        // So that `Bytes::from` takes it without allocating (see `set`).
+        let key = SigningKey::new(vec![9; 32]).unwrap();
+        let configs = [
+            CookieConfig::default(),
+            CookieConfig::default().persistent(false),
+            CookieConfig::default().signing_keys(vec![key]),
+            CookieConfig::default()
+                .name("__Host-sid")
+                .domain(None)
+                .persistent(false),
+        ];
+        let ages = [0, 1, 999, 1_000, 7_200_000, u64::MAX / 1_000_000];
+        for config in &configs {
+            let writer = CookieWriter::new(config).unwrap();
+            for ms in ages {
+                for remembered in [false, true] {
+                    let mut h = Captured::default();
+                    writer.set(
+                        &mut h,
+                        &SessionId::generate(),
+                        Duration::from_millis(ms),
+                        remembered,
+                    );
+                    let value = &h.0[0];
+                    assert_eq!(value.len(), value.capacity(), "{value}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_digits_counts_every_digit() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(decimal_digits(n), n.to_string().len(), "{n}");
+        }
     }
 
     #[test]

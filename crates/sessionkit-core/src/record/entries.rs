@@ -17,6 +17,7 @@
 //! Entries are sorted by key and keys are unique, so equal tables have equal
 //! buffers and a key is found by binary search over the offsets.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -63,10 +64,23 @@ struct Packer {
     capacity: usize,
 }
 
+thread_local! {
+    /// The buffer tables are packed in before they are copied into their
+    /// `Arc<[u8]>`, kept per thread: `Arc::from(Vec)` copies anyway, so
+    /// packing into a fresh `Vec` cost every new session and every write an
+    /// allocation and a free for nothing.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer a thread keeps: a huge session's table is
+/// packed in a buffer of its own, freed after.
+const SCRATCH_KEPT: usize = 4096;
+
 impl Packer {
     /// A packer for at most `capacity` entries of `data` bytes in all.
     fn new(capacity: usize, data: usize) -> Self {
-        let mut buf = Vec::with_capacity(WORD * (1 + 3 * capacity) + data);
+        let mut buf = SCRATCH.take();
+        buf.reserve(WORD * (1 + 3 * capacity) + data);
         buf.resize(WORD * (1 + capacity), 0);
         Packer {
             buf,
@@ -89,6 +103,7 @@ impl Packer {
 
     fn finish(mut self) -> Entries {
         if self.count == 0 {
+            self.recycle();
             return Entries::default();
         }
         if self.count < self.capacity {
@@ -104,8 +119,20 @@ impl Packer {
             }
         }
         self.buf[..WORD].copy_from_slice(&(self.count as u32).to_le_bytes());
+        let packed = Arc::from(&self.buf[..]);
+        self.recycle();
         Entries {
-            packed: Some(Arc::from(self.buf)),
+            packed: Some(packed),
+        }
+    }
+
+    /// Hands the buffer back to the thread, wiped (values are often
+    /// secrets) and empty, unless it grew past [`SCRATCH_KEPT`].
+    fn recycle(mut self) {
+        if self.buf.capacity() <= SCRATCH_KEPT {
+            self.buf.fill(0);
+            self.buf.clear();
+            SCRATCH.set(self.buf);
         }
     }
 }
@@ -302,6 +329,31 @@ impl<K: AsRef<str>, V: Into<Box<[u8]>>> FromIterator<(K, V)> for Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_are_packed_in_a_buffer_the_thread_keeps_small() {
+        SCRATCH.take();
+        let entries: Entries = [("token", b"secret".to_vec())].into_iter().collect();
+        assert_eq!(entries.get("token"), Some(&b"secret"[..]));
+        let kept = SCRATCH.take();
+        assert!(
+            kept.is_empty() && kept.capacity() > 0,
+            "the packing buffer goes back to the thread, emptied"
+        );
+        SCRATCH.set(kept);
+        // The next table is packed in it, and is right.
+        let mut next = entries.clone();
+        let mut delta = Delta::default();
+        delta.set("n", b"1".to_vec());
+        next.apply(&delta);
+        assert_eq!(next.get("n"), Some(&b"1"[..]));
+        assert_eq!(next.get("token"), Some(&b"secret"[..]));
+        assert_eq!(entries.len(), 1, "the first table is its own copy");
+        // A huge table's buffer is not kept.
+        let huge: Entries = [("big", vec![7u8; 3 * SCRATCH_KEPT])].into_iter().collect();
+        assert_eq!(huge.get("big").map(<[u8]>::len), Some(3 * SCRATCH_KEPT));
+        assert!(SCRATCH.take().capacity() <= SCRATCH_KEPT);
+    }
 
     fn table(pairs: &[(&str, &str)]) -> Entries {
         pairs
