@@ -16,7 +16,11 @@ use sessionkit_core::{Error, SessionId};
 pub(crate) const MAX_MS: i64 = (1 << 53) - 1;
 
 /// The schema version this code writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+///
+/// 2 added the columns `owner` and `handle` and their index (the owner
+/// index: see `sessionkit_core::owner`); `migrate` adds them to a table of
+/// version 1.
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Expired rows deleted per statement by the sweep.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
@@ -70,6 +74,8 @@ pub(crate) struct Table {
     pub(crate) quoted: String,
     /// The quoted name of the expiry index, in the table's schema.
     pub(crate) index: String,
+    /// The quoted name of the owner index, in the table's schema.
+    pub(crate) owner_index: String,
     /// The quoted name of the version table, in the table's schema.
     pub(crate) versions: String,
 }
@@ -118,6 +124,7 @@ impl Table {
             // Postgres puts an index in its table's schema; the name
             // given must be unqualified.
             index: format!("\"{table}_expires\""),
+            owner_index: format!("\"{table}_owner\""),
             versions: within("sessionkit_schema"),
         })
     }

@@ -66,9 +66,13 @@
 //!     deadline bigint CHECK (deadline BETWEEN 1 AND 9007199254740991),
 //!     expires bigint NOT NULL CHECK (expires BETWEEN 0 AND 9007199254740991),
 //!     lock_token bytea,
-//!     lock_expires bigint
+//!     lock_expires bigint,
+//!     owner text,
+//!     handle text
 //! );
+//! ALTER TABLE "sessions" ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS handle text;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires" ON "sessions" (expires);
+//! CREATE INDEX IF NOT EXISTS "sessions_owner" ON "sessions" (owner) WHERE owner IS NOT NULL;
 //! ```
 //!
 //! SQLite (3.38 or newer; sqlx bundles a recent one):
@@ -87,12 +91,17 @@
 //!     deadline INTEGER CHECK (deadline BETWEEN 1 AND 9007199254740991),
 //!     expires INTEGER NOT NULL CHECK (expires BETWEEN 0 AND 9007199254740991),
 //!     lock_token BLOB,
-//!     lock_expires INTEGER
+//!     lock_expires INTEGER,
+//!     owner TEXT,
+//!     handle TEXT
 //! ) STRICT;
 //! CREATE INDEX IF NOT EXISTS "sessions_expires" ON "sessions" (expires);
+//! CREATE INDEX IF NOT EXISTS "sessions_owner" ON "sessions" (owner) WHERE owner IS NOT NULL;
 //! ```
 //!
-//! then `INSERT INTO sessionkit_schema VALUES ('sessions', 1)`.
+//! then `INSERT INTO sessionkit_schema VALUES ('sessions', 2)`. Version 1
+//! had no `owner` and `handle`: `migrate` adds them (PostgreSQL: the
+//! `ALTER TABLE` above; SQLite: `ALTER TABLE … ADD COLUMN` for each).
 //!
 //! | column | holds |
 //! |---|---|
@@ -101,6 +110,7 @@
 //! | `created`, `expires`, `deadline` | Unix milliseconds; `deadline` `NULL` for no absolute expiry |
 //! | `ttl`, `remembered` | the idle lifetime in ms, and whether it is the session's own ("remember me", [`Meta::remembered`](sessionkit_core::record::Meta::remembered)) |
 //! | `lock_token`, `lock_expires` | the lock: its 16-byte token and when it expires; `NULL` when free |
+//! | `owner`, `handle` | the session's owner and its handle among the owner's sessions (see `Session::set_owner`), also kept in `data`; `NULL` for a session without an owner. Indexed where not `NULL`, so an owner's sessions are found without a scan |
 //!
 //! One row per session, not one per key: a read is one index lookup of one
 //! row, a write rewrites one row, and an idle session costs one heap tuple

@@ -218,12 +218,17 @@ CREATE TABLE IF NOT EXISTS {t} (
     deadline bigint CHECK (deadline BETWEEN 1 AND {max}),
     expires bigint NOT NULL CHECK (expires BETWEEN 0 AND {max}),
     lock_token bytea,
-    lock_expires bigint
+    lock_expires bigint,
+    owner text,
+    handle text
 );
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS handle text;
 CREATE INDEX IF NOT EXISTS {index} ON {t} (expires);
+CREATE INDEX IF NOT EXISTS {owner_index} ON {t} (owner) WHERE owner IS NOT NULL;
 ",
         versions = table.versions,
         index = table.index,
+        owner_index = table.owner_index,
     )
 }
 
@@ -286,7 +291,7 @@ impl Statements {
                  ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, created = EXCLUDED.created,
                     ttl = EXCLUDED.ttl, remembered = EXCLUDED.remembered,
                     deadline = EXCLUDED.deadline, expires = EXCLUDED.expires,
-                    lock_token = NULL, lock_expires = NULL
+                    lock_token = NULL, lock_expires = NULL, owner = NULL, handle = NULL
                  WHERE s.expires <= {NOW}
                  RETURNING 1"
             ),
@@ -307,7 +312,9 @@ impl Statements {
                         deadline = LEAST(s.deadline, $10::bigint),
                         expires = LEAST(c.now + COALESCE($5::bigint, s.ttl), s.deadline, $10::bigint),
                         lock_token = CASE WHEN $7 THEN NULL ELSE s.lock_token END,
-                        lock_expires = CASE WHEN $7 THEN NULL ELSE s.lock_expires END
+                        lock_expires = CASE WHEN $7 THEN NULL ELSE s.lock_expires END,
+                        owner = CASE WHEN $2 THEN NULL ELSE s.owner END,
+                        handle = CASE WHEN $2 THEN NULL ELSE s.handle END
                     FROM c
                     WHERE s.id = $1 AND s.expires > c.now AND jsonb_typeof(s.data) = 'object'
                       AND ($6::bytea IS NULL OR (s.lock_token = $6 AND s.lock_expires > c.now))
@@ -341,16 +348,18 @@ impl Statements {
                  ),
                  ins AS (
                     INSERT INTO {t} AS n (id, data, created, ttl, remembered, deadline, expires,
-                                          lock_token, lock_expires)
+                                          lock_token, lock_expires, owner, handle)
                     SELECT $2, ok.data, ok.created, ok.ttl, ok.remembered, ok.deadline,
                            LEAST(c.now + ok.ttl, ok.deadline),
                            CASE WHEN $3::bytea IS NULL THEN NULL ELSE ok.lock_token END,
-                           CASE WHEN $3::bytea IS NULL THEN NULL ELSE ok.lock_expires END
+                           CASE WHEN $3::bytea IS NULL THEN NULL ELSE ok.lock_expires END,
+                           ok.owner, ok.handle
                     FROM ok, c
                     ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, created = EXCLUDED.created,
                         ttl = EXCLUDED.ttl, remembered = EXCLUDED.remembered,
                         deadline = EXCLUDED.deadline, expires = EXCLUDED.expires,
-                        lock_token = EXCLUDED.lock_token, lock_expires = EXCLUDED.lock_expires
+                        lock_token = EXCLUDED.lock_token, lock_expires = EXCLUDED.lock_expires,
+                        owner = EXCLUDED.owner, handle = EXCLUDED.handle
                     WHERE n.expires <= {NOW}
                     RETURNING n.created, n.ttl, n.remembered, n.deadline, n.expires
                  ),

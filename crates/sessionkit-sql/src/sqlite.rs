@@ -259,12 +259,16 @@ CREATE TABLE IF NOT EXISTS {t} (
     deadline INTEGER CHECK (deadline BETWEEN 1 AND {max}),
     expires INTEGER NOT NULL CHECK (expires BETWEEN 0 AND {max}),
     lock_token BLOB,
-    lock_expires INTEGER
+    lock_expires INTEGER,
+    owner TEXT,
+    handle TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS {index} ON {t} (expires);
+CREATE INDEX IF NOT EXISTS {owner_index} ON {t} (owner) WHERE owner IS NOT NULL;
 ",
         versions = table.versions,
         index = table.index,
+        owner_index = table.owner_index,
     )
 }
 
@@ -308,7 +312,7 @@ impl Statements {
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, created = excluded.created,
                     ttl = excluded.ttl, remembered = excluded.remembered,
                     deadline = excluded.deadline, expires = excluded.expires,
-                    lock_token = NULL, lock_expires = NULL
+                    lock_token = NULL, lock_expires = NULL, owner = NULL, handle = NULL
                  WHERE {t}.expires <= ?2
                  RETURNING 1"
             ),
@@ -323,7 +327,9 @@ impl Statements {
                     deadline = {deadline},
                     expires = min(?2 + coalesce(?5, ttl), coalesce({deadline}, ?2 + coalesce(?5, ttl))),
                     lock_token = CASE WHEN ?7 THEN NULL ELSE lock_token END,
-                    lock_expires = CASE WHEN ?7 THEN NULL ELSE lock_expires END
+                    lock_expires = CASE WHEN ?7 THEN NULL ELSE lock_expires END,
+                    owner = CASE WHEN ?3 THEN NULL ELSE owner END,
+                    handle = CASE WHEN ?3 THEN NULL ELSE handle END
                  WHERE id = ?1 AND expires > ?2 AND json_valid(data)
                    AND (?6 IS NULL OR (lock_token = ?6 AND lock_expires > ?2))
                  RETURNING CASE WHEN ?8 THEN data END AS data, created, ttl, remembered, deadline, expires"
@@ -331,15 +337,18 @@ impl Statements {
             live: format!("SELECT 1 FROM {t} WHERE id = ?1 AND expires > ?2"),
             take_old: format!(
                 "DELETE FROM {t} WHERE id = ?1 AND expires > ?2
-                 RETURNING data, created, ttl, remembered, deadline, expires, lock_token, lock_expires"
+                 RETURNING data, created, ttl, remembered, deadline, expires, lock_token, lock_expires,
+                    owner, handle"
             ),
             put_new: format!(
-                "INSERT INTO {t} (id, data, created, ttl, remembered, deadline, expires, lock_token, lock_expires)
-                 VALUES (?1, ?3, ?4, ?5, ?6, ?7, min(?2 + ?5, coalesce(?7, ?2 + ?5)), ?8, ?9)
+                "INSERT INTO {t} (id, data, created, ttl, remembered, deadline, expires, lock_token, lock_expires,
+                                  owner, handle)
+                 VALUES (?1, ?3, ?4, ?5, ?6, ?7, min(?2 + ?5, coalesce(?7, ?2 + ?5)), ?8, ?9, ?10, ?11)
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data, created = excluded.created,
                     ttl = excluded.ttl, remembered = excluded.remembered,
                     deadline = excluded.deadline, expires = excluded.expires,
-                    lock_token = excluded.lock_token, lock_expires = excluded.lock_expires
+                    lock_token = excluded.lock_token, lock_expires = excluded.lock_expires,
+                    owner = excluded.owner, handle = excluded.handle
                  WHERE {t}.expires <= ?2
                  RETURNING created, ttl, remembered, deadline, expires"
             ),
@@ -469,6 +478,17 @@ impl Inner {
                 ));
             }
             Some(v) if v == i64::from(SCHEMA_VERSION) => return tx.commit().await.map_err(fail),
+            Some(1) => {
+                // Version 2 added the owner columns (their index comes
+                // with the schema below).
+                sqlx::raw_sql(&format!(
+                    "ALTER TABLE {t} ADD COLUMN owner TEXT; ALTER TABLE {t} ADD COLUMN handle TEXT;",
+                    t = self.table.quoted
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            }
             _ => {}
         }
         sqlx::raw_sql(&schema_sql(&self.table))
@@ -711,6 +731,8 @@ impl SessionStore for SqliteStore {
             }
         }
         let data: String = row.try_get("data").map_err(fail)?;
+        let owner: Option<String> = row.try_get("owner").map_err(fail)?;
+        let handle: Option<String> = row.try_get("handle").map_err(fail)?;
         let m = match meta_columns(&row).map_err(fail)?.meta() {
             Ok(meta) => MetaColumns::of(&meta),
             Err(reason) => {
@@ -728,6 +750,8 @@ impl SessionStore for SqliteStore {
             .bind(m.deadline)
             .bind(fence.and(lock_token))
             .bind(fence.and(lock_expires))
+            .bind(owner)
+            .bind(handle)
             .fetch_optional(&mut *tx)
             .await
             .map_err(fail)?;

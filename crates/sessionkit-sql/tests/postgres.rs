@@ -69,7 +69,7 @@ async fn migrate_is_idempotent_and_refuses_a_newer_schema() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     assert!(store.schema_sql().contains("CREATE INDEX IF NOT EXISTS"));
 
     // Several processes starting at once take turns.
@@ -539,4 +539,58 @@ async fn sweeping_10k_expired_among_1m_rows() {
             .await
             .unwrap();
     }
+}
+
+/// A table of schema version 1 (before the owner columns), with a session
+/// in it: `migrate` adds the columns and their index, records version 2,
+/// and the session is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_version_1_table_and_keeps_its_sessions() {
+    let table = unique("v1");
+    let pool = sqlx::PgPool::connect(&support::shared().url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE IF NOT EXISTS sessionkit_schema (table_name text PRIMARY KEY, version integer NOT NULL);
+         INSERT INTO sessionkit_schema VALUES ('{table}', 1);
+         CREATE TABLE \"{table}\" (id bytea PRIMARY KEY, data jsonb NOT NULL, created bigint NOT NULL,
+             ttl bigint NOT NULL, remembered boolean NOT NULL, deadline bigint,
+             expires bigint NOT NULL, lock_token bytea, lock_expires bigint);
+         CREATE INDEX \"{table}_expires\" ON \"{table}\" (expires);"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = SessionId::generate();
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         VALUES ($1, '{{\"n\": \"1\"}}', 0, 600000, false, 9000000000000)"
+    ))
+    .bind(id.hashed().to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let store = store_on(&table).await; // migrates
+    store.migrate().await.unwrap(); // and again: nothing to do
+    let version: i32 =
+        sqlx::query_scalar("SELECT version FROM sessionkit_schema WHERE table_name = $1")
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 2);
+    let empty: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{table}\" WHERE owner IS NULL"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(empty, 1, "the column is there, empty");
+    let loaded = store
+        .load(&id, None)
+        .await
+        .unwrap()
+        .expect("the session survived");
+    assert_eq!(loaded.record.entries.get("n"), Some(&b"1"[..]));
 }

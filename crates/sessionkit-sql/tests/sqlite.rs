@@ -96,7 +96,7 @@ async fn the_file_is_in_wal_mode_and_migrate_refuses_a_newer_schema() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 
     sqlx::query("UPDATE sessionkit_schema SET version = 7 WHERE table_name = 'sessions'")
         .execute(store.pool())
@@ -234,4 +234,59 @@ async fn expired_rows_are_swept_and_not_counted() {
     let store = store_in(&dir, "sessions").await;
     // Counted exactly: the expired rows are not counted even before the sweep.
     assert_eq!(expired_sessions_are_swept_and_not_counted(&store).await, 1);
+}
+
+/// A table of schema version 1 (before the owner columns), with a session
+/// in it: `migrate` adds the columns and their index, records version 2,
+/// and the session is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_version_1_table_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v1.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let id = SessionId::generate();
+    sqlx::raw_sql(
+        "CREATE TABLE sessionkit_schema (table_name TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT;
+         INSERT INTO sessionkit_schema VALUES ('sessions', 1);
+         CREATE TABLE sessions (id BLOB PRIMARY KEY, data TEXT NOT NULL, created INTEGER NOT NULL,
+             ttl INTEGER NOT NULL, remembered INTEGER NOT NULL, deadline INTEGER,
+             expires INTEGER NOT NULL, lock_token BLOB, lock_expires INTEGER) STRICT;
+         CREATE INDEX sessions_expires ON sessions (expires);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, data, created, ttl, remembered, expires)
+         VALUES (?1, '{\"n\": \"1\"}', 0, 600000, 0, 9000000000000)",
+    )
+    .bind(id.hashed().to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::builder()
+        .sweep_interval(None)
+        .connect(&url)
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // and again: nothing to do
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM sessionkit_schema WHERE table_name = 'sessions'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(version, 2);
+    let owners: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE owner IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(owners, 1, "the column is there, empty");
+    let loaded = store
+        .load(&id, None)
+        .await
+        .unwrap()
+        .expect("the session survived");
+    assert_eq!(loaded.record.entries.get("n"), Some(&b"1"[..]));
 }
