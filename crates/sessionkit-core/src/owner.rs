@@ -23,7 +23,7 @@
 //!
 //! A store keeps an owner index by implementing [`OwnerIndex`]; the session
 //! handle finds it through [`SessionStore::owner_index`]. So far the memory
-//! store does; on a store without one, [`Session::set_owner`](crate::Session::set_owner)
+//! store and `sessionkit-sql`'s SQLite store do; on a store without one, [`Session::set_owner`](crate::Session::set_owner)
 //! fails with [`ErrorKind::OwnersUnsupported`], and [`Owners::of`] does not
 //! compile.
 //!
@@ -247,6 +247,42 @@ pub enum OwnerSet {
     Full,
     /// The session is missing or expired; nothing was written.
     Gone,
+}
+
+/// The change a store makes to a session's entries when it sets its owner
+/// (for [`OwnerIndex`] implementations): the owner, the handle and the
+/// device label in their reserved entries (no device: its entry removed).
+/// Apply it to the stored entries in the same atomic step as the index.
+///
+/// ```
+/// use sessionkit_core::owner::{Owner, SessionHandle, device_in, owner_delta};
+/// use sessionkit_core::record::Entries;
+///
+/// let mut entries = Entries::default();
+/// entries.apply(&owner_delta(&Owner::new("ada")?, &SessionHandle::generate(), Some("laptop"))?);
+/// assert_eq!(device_in(&entries).as_deref(), Some("laptop"));
+/// # Ok::<(), sessionkit_core::Error>(())
+/// ```
+pub fn owner_delta(
+    owner: &Owner,
+    handle: &SessionHandle,
+    device: Option<&str>,
+) -> Result<crate::record::Delta> {
+    use crate::codec::encode_value;
+    let mut delta = crate::record::Delta::default();
+    delta.set(OWNER_KEY, encode_value(&owner.as_str())?);
+    delta.set(HANDLE_KEY, encode_value(&handle.to_string())?);
+    match device {
+        Some(device) => delta.set(DEVICE_KEY, encode_value(&device)?),
+        None => delta.remove(DEVICE_KEY),
+    }
+    Ok(delta)
+}
+
+/// The device label a session's entries carry, if any (for
+/// [`OwnerIndex::sessions_of`] implementations).
+pub fn device_in(entries: &crate::record::Entries) -> Option<String> {
+    crate::codec::decode_value(entries.get(DEVICE_KEY)?).ok()
 }
 
 /// A store that keeps an index of each owner's sessions. See the

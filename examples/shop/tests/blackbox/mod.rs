@@ -1040,12 +1040,21 @@ async fn sessions_of(client: &reqwest::Client, shop: &Shop) -> Vec<Value> {
     v["sessions"].as_array().unwrap().clone()
 }
 
-/// `GET /api/sessions`, `POST /api/sessions/revoke`, `POST
-/// /api/sessions/revoke-others` and `GET /account` on the memory store (the
-/// one that keeps an owner index so far): two devices of ada, one of bob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_sees_and_signs_out_their_sessions_on_other_devices() {
-    let shop = Store::memory().shop(&[]);
+async fn a_user_sees_and_signs_out_their_sessions_on_other_devices_in_memory() {
+    a_user_sees_and_signs_out_their_sessions_on_other_devices(Store::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sees_and_signs_out_their_sessions_on_other_devices_on_sqlite() {
+    a_user_sees_and_signs_out_their_sessions_on_other_devices(Store::sqlite()).await;
+}
+
+/// `GET /api/sessions`, `POST /api/sessions/revoke`, `POST
+/// /api/sessions/revoke-others` and `GET /account` on a store that keeps an
+/// owner index: two devices of ada, one of bob.
+async fn a_user_sees_and_signs_out_their_sessions_on_other_devices(store: Store) {
+    let shop = store.shop(&[]);
     let nobody = browser();
     assert_eq!(get(&nobody, shop.url("/api/sessions")).await.status(), 401);
     let account = get(&nobody, shop.url("/account")).await;

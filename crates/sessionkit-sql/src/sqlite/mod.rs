@@ -21,6 +21,8 @@ use crate::common::{
     self, MetaColumns, SCHEMA_VERSION, SWEEP_BATCH, Settings, Table, corrupt, failed,
 };
 
+mod owners;
+
 const STORE: &str = "sqlite";
 
 /// The columns a record is read from, in this order.
@@ -587,6 +589,10 @@ impl SessionStore for SqliteStore {
         STORE
     }
 
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn sessionkit_core::owner::DynOwnerIndex>> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         let key = self.key(id);
         let now_ms = now_ms();
@@ -844,7 +850,7 @@ mod tests {
     /// The crate docs show a DBA the exact schema `migrate` creates.
     #[test]
     fn the_docs_show_the_schema() {
-        let docs: Vec<&str> = include_str!("lib.rs")
+        let docs: Vec<&str> = include_str!("../lib.rs")
             .lines()
             .filter_map(|l| l.strip_prefix("//! ").or((l == "//!").then_some("")))
             .collect();
