@@ -23,7 +23,8 @@
 //!
 //! A store keeps an owner index by implementing [`OwnerIndex`]; the session
 //! handle finds it through [`SessionStore::owner_index`]. So far the memory
-//! store and `sessionkit-sql`'s SQLite store do; on a store without one, [`Session::set_owner`](crate::Session::set_owner)
+//! store and `sessionkit-sql`'s SQLite and PostgreSQL stores do; on a
+//! store without one, [`Session::set_owner`](crate::Session::set_owner)
 //! fails with [`ErrorKind::OwnersUnsupported`], and [`Owners::of`] does not
 //! compile.
 //!

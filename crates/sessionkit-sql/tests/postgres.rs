@@ -594,3 +594,7 @@ async fn migrate_upgrades_a_version_1_table_and_keeps_its_sessions() {
         .expect("the session survived");
     assert_eq!(loaded.record.entries.get("n"), Some(&b"1"[..]));
 }
+
+// The owner index (issue 15): the checks every store with one runs (owners
+// are unique per check, so they share the table).
+sessionkit_core::owner_index_tests!(owners, store_on("owners").await);

@@ -18,6 +18,8 @@ use crate::common::{
 };
 use crate::wake::Wakeups;
 
+mod owners;
+
 const STORE: &str = "postgres";
 
 /// The database clock in Unix milliseconds, read once per statement
@@ -580,6 +582,10 @@ impl SessionStore for PgStore {
         STORE
     }
 
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn sessionkit_core::owner::DynOwnerIndex>> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         let key = self.key(id);
         let Some(touch) = touch else {
@@ -825,7 +831,7 @@ mod tests {
     /// The crate docs show a DBA the exact schema `migrate` creates.
     #[test]
     fn the_docs_show_the_schema() {
-        let docs: Vec<&str> = include_str!("lib.rs")
+        let docs: Vec<&str> = include_str!("../lib.rs")
             .lines()
             .filter_map(|l| l.strip_prefix("//! ").or((l == "//!").then_some("")))
             .collect();
