@@ -333,7 +333,7 @@ async fn a_table_from_a_newer_version_stops_the_shop_with_a_clear_error() {
         .connect(&pg::shared().url())
         .unwrap();
     pg.migrate().await.unwrap();
-    sqlx::query("UPDATE sessionkit_schema SET version = 2 WHERE table_name = $1")
+    sqlx::query("UPDATE sessionkit_schema SET version = 1000 WHERE table_name = $1")
         .bind(store.table())
         .execute(pg.pool())
         .await
@@ -347,7 +347,7 @@ async fn a_table_from_a_newer_version_stops_the_shop_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        stderr.contains(store.table()) && stderr.contains("version 2"),
+        stderr.contains(store.table()) && stderr.contains("version 1000"),
         "{stderr}"
     );
 
@@ -356,7 +356,7 @@ async fn a_table_from_a_newer_version_stops_the_shop_with_a_clear_error() {
     let url = format!("sqlite://{}", file.display());
     let lite = SqliteStore::connect(&url).unwrap();
     lite.migrate().await.unwrap();
-    sqlx::query("UPDATE sessionkit_schema SET version = 2")
+    sqlx::query("UPDATE sessionkit_schema SET version = 1000")
         .execute(lite.pool())
         .await
         .unwrap();
@@ -371,5 +371,5 @@ async fn a_table_from_a_newer_version_stops_the_shop_with_a_clear_error() {
         !out.status.success() && !stderr.contains("panicked"),
         "{stderr}"
     );
-    assert!(stderr.contains("version 2"), "{stderr}");
+    assert!(stderr.contains("version 1000"), "{stderr}");
 }
