@@ -186,6 +186,28 @@ pub(crate) fn entries_json(entries: &Entries) -> Result<String, Error> {
     Ok(Value::Object(map).to_string())
 }
 
+/// One of an owner's sessions as both stores list it, from its row's
+/// `handle`, `[created, ttl, expires]` and `data`: `None` for a row whose
+/// handle does not parse (it is not listed, and cannot be revoked by it).
+pub(crate) fn owned_session(
+    handle: Option<String>,
+    [created, ttl, expires]: [i64; 3],
+    data: String,
+) -> Option<sessionkit_core::owner::OwnedSession> {
+    let handle = sessionkit_core::owner::SessionHandle::parse(&handle?).ok()?;
+    let device = decode_entries(&data)
+        .ok()
+        .and_then(|entries| sessionkit_core::owner::device_in(&entries));
+    let ms = |v: i64| u64::try_from(v).unwrap_or(0);
+    Some(sessionkit_core::owner::OwnedSession::new(
+        handle,
+        ms(created),
+        ms(expires.saturating_sub(ttl)),
+        ms(expires),
+        device,
+    ))
+}
+
 /// The entries of a row's JSON object text; `Err` says why it is corrupt.
 pub(crate) fn decode_entries(text: &str) -> Result<Entries, &'static str> {
     let value: Value = serde_json::from_str(text).map_err(|_| "data is not JSON")?;

@@ -13,8 +13,7 @@
 //! sessions; expired ones are never counted nor listed.
 
 use sessionkit_core::owner::{
-    OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull, device_in,
-    owner_delta,
+    OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull, owner_delta,
 };
 use sessionkit_core::{Result, SessionId};
 use sha2::{Digest, Sha256};
@@ -140,27 +139,16 @@ impl OwnerIndex for PgStore {
         .map_err(fail)?;
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
-            let handle: Option<String> = row.try_get("handle").map_err(fail)?;
-            let Some(handle) = handle.and_then(|h| SessionHandle::parse(&h).ok()) else {
-                continue;
-            };
-            let (created, ttl, expires): (i64, i64, i64) = (
-                row.try_get("created").map_err(fail)?,
-                row.try_get("ttl").map_err(fail)?,
-                row.try_get("expires").map_err(fail)?,
+            let listed = common::owned_session(
+                row.try_get("handle").map_err(fail)?,
+                [
+                    row.try_get("created").map_err(fail)?,
+                    row.try_get("ttl").map_err(fail)?,
+                    row.try_get("expires").map_err(fail)?,
+                ],
+                row.try_get("data").map_err(fail)?,
             );
-            let data: String = row.try_get("data").map_err(fail)?;
-            let device = common::decode_entries(&data)
-                .ok()
-                .and_then(|entries| device_in(&entries));
-            let ms = |v: i64| u64::try_from(v).unwrap_or(0);
-            sessions.push(OwnedSession::new(
-                handle,
-                ms(created),
-                ms(expires.saturating_sub(ttl)),
-                ms(expires),
-                device,
-            ));
+            sessions.extend(listed);
         }
         Ok(sessions)
     }
