@@ -78,6 +78,26 @@ impl KeySpace {
 }
 
 impl KeySpace {
+    /// The key of an owner's index: `{prefix}{o.<SHA-1 of the owner as
+    /// stored>}`, the stored owner being its JSON text (what the session's
+    /// reserved owner entry holds, byte for byte), SHA-1 in 40 lowercase
+    /// hex digits.
+    ///
+    /// Hashed because owners are free text: braces in one would move the
+    /// hash tag, and a long one would make a long key. SHA-1 because the
+    /// scripts compute the same name (`redis.sha1hex`) when `change_id`
+    /// moves an owned session; it is no security boundary here: every
+    /// index entry is checked against the owner the session itself
+    /// carries, so two owners whose names collide share a hash, not
+    /// sessions. `o.` is not in the base64url alphabet and is not `raw.`,
+    /// so an index key never names a session's key.
+    pub(crate) fn owner_key(&self, stored_owner: &[u8]) -> String {
+        let digest = sha1_smol::Sha1::from(stored_owner).digest();
+        format!("{}{{o.{digest}}}", self.prefix)
+    }
+}
+
+impl KeySpace {
     /// The Redis Cluster hash slot of `id`'s keys, as `CLUSTER KEYSLOT`
     /// computes it: the slot of the hash tag `<tag>`. No allocation: a
     /// regenerate in a cluster computes it some 16,000 times.

@@ -522,6 +522,7 @@ mod clock;
 mod connection;
 mod keys;
 mod reply;
+#[macro_use]
 mod scripts;
 mod store;
 

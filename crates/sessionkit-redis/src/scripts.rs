@@ -440,9 +440,15 @@ return { 'applied', f }
 });
 
 /// `change_id` on one server (all four keys in one script): KEYS old data,
-/// old lock, new data, new lock; ARGV fence token (`''`: none).
+/// old lock, new data, new lock; ARGV fence token (`''`: none), then what
+/// to do with an owned session's entry in its owner's index: `index` and
+/// the key prefix (move it here: one server, where a script may touch the
+/// index's key too), or `reply` (answer the owner and handle: in a
+/// cluster the index lives in another slot, and the caller moves it).
 ///
-/// Reply: `{absent}`, `{id_taken}`, `{lock_lost}`, or `{changed, meta}`.
+/// Reply: `{absent}`, `{id_taken}`, `{lock_lost}`, `{changed, meta}`, or
+/// `{changed, meta, owner, handle}` (the stored owner and the handle's hex
+/// digits) after `reply` for an owned session.
 pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
@@ -462,7 +468,16 @@ else
 end
 -- RENAME kept the native expiry, so an expiry that does not move needs no
 -- write.
-return { 'changed', refresh(KEYS[3], now, c, e, l, d) or v }
+local f = refresh(KEYS[3], now, c, e, l, d) or v
+-- An owned session's entry in its owner's index follows it (see
+-- store/owners.rs for the index).
+local o = redis.call('HMGET', KEYS[3], '\1owner', '\1handle')
+if not (o[1] and o[2]) then return { 'changed', f } end
+local h = string.sub(o[2], 2, -2)
+if ARGV[2] == 'reply' then return { 'changed', f, o[1], h } end
+local idx = ARGV[3] .. '{o.' .. redis.sha1hex(o[1]) .. '}'
+if redis.call('HGET', idx, h) == KEYS[1] then redis.call('HSET', idx, h, KEYS[3]) end
+return { 'changed', f }
 "
     ))
 });

@@ -18,6 +18,8 @@ use crate::keys::{KeySpace, SessionKeys};
 use crate::reply::{self, Corrupt, RawSession};
 use crate::scripts::{self, AfterWrite, MAX_MS, Status};
 
+mod owners;
+
 /// The name of this store in errors and logs.
 pub(crate) const NAME: &str = "redis";
 
@@ -406,6 +408,10 @@ impl SessionStore for RedisStore {
         NAME
     }
 
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn sessionkit_core::owner::DynOwnerIndex>> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         const OP: &str = "load";
         let data = self.inner.keys.data_key(id);
@@ -564,21 +570,34 @@ impl SessionStore for RedisStore {
                 ));
         }
         let (from, to) = (self.keys(old), self.keys(new));
+        let [mode, prefix] = self.index_mode();
         let mut script = scripts::CHANGE_ID.prepare_invoke();
         script
             .key(&from.data)
             .key(&from.lock)
             .key(&to.data)
             .key(&to.lock)
-            .arg(fence.map(LockToken::to_hex).unwrap_or_default());
+            .arg(fence.map(LockToken::to_hex).unwrap_or_default())
+            .arg(mode)
+            .arg(prefix);
         let (status, items) = self.run_array(OP, &script).await?;
         match status {
             Status::Absent => Ok(IdChanged::Gone),
             Status::IdTaken => Ok(IdChanged::IdTaken),
             Status::LockLost => Ok(IdChanged::LockLost),
-            Status::Changed => reply::meta(items.get(1))
-                .map(IdChanged::Changed)
-                .ok_or_else(|| unexpected(OP)),
+            Status::Changed => {
+                let meta = reply::meta(items.get(1)).ok_or_else(|| unexpected(OP))?;
+                // In a cluster, an owned session's index entry follows in a
+                // second step (see store/owners.rs).
+                #[cfg(feature = "cluster")]
+                if let [_, _, Value::BulkString(owner), Value::BulkString(handle)] = &items[..] {
+                    let handle = std::str::from_utf8(handle).map_err(|_| unexpected(OP))?;
+                    if !self.entry_moved(owner, handle, &from.data, &to).await? {
+                        return Ok(IdChanged::Gone);
+                    }
+                }
+                Ok(IdChanged::Changed(meta))
+            }
             _ => Err(unexpected(OP)),
         }
     }

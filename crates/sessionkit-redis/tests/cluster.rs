@@ -6,6 +6,7 @@ use sessionkit_test_servers::redis as support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sessionkit_core::owner::{Owner, OwnerIndex, OwnerSet, SessionHandle};
 use sessionkit_core::record::{Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
@@ -31,6 +32,10 @@ sessionkit_core::conformance_tests!(
     store().await,
     config = SuiteConfig::millisecond_clock()
 );
+
+// The owner index, with the index in its own slot: every check of the
+// testkit's.
+sessionkit_core::owner_index_tests!(owners, store().await);
 
 /// A session's data and lock keys share one slot (the hash tag), and
 /// sessions spread over every node.
@@ -360,4 +365,75 @@ async fn regenerate_that_fails_leaves_the_session_under_the_old_id() {
     }
     store.destroy(&old).await.unwrap();
     store.destroy(&new).await.unwrap();
+}
+
+/// Runs `redis-cli` with `args` on the node that holds `key`'s slot (the
+/// others answer `MOVED`).
+fn cli_at(cluster: &support::RedisCluster, key: &str, args: &[&str]) -> String {
+    let mut answers = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.cli(args))
+        .filter(|out| !out.contains("MOVED"));
+    let answer = answers
+        .next()
+        .unwrap_or_else(|| panic!("no node holds {key}"));
+    assert!(answers.next().is_none(), "two nodes hold {key}");
+    answer.trim().to_owned()
+}
+
+/// In a cluster an owned session's index lives in the owner's slot, so
+/// `change_id` moves the index entry in a second step: the entry follows
+/// the session even when a repair dropped it in between, and a revocation
+/// that marked it in between ends the session under its new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_sessions_entry_follows_change_id_unless_revoked_in_between() {
+    let cluster = support::shared_cluster();
+    let store = store().await;
+    let name = format!("ada-{}", SessionId::generate().short_hash());
+    let ada = Owner::new(name.as_str()).unwrap();
+    let digest = sha1_smol::Sha1::from(format!("\"{name}\"")).digest();
+    let index = format!("sessionkit:{{o.{digest}}}");
+    let handle = SessionHandle::generate();
+    let hex = handle.to_string();
+
+    let old = SessionId::generate();
+    assert_eq!(
+        store.create(&old, &record()).await.unwrap(),
+        Created::Created
+    );
+    let set = store.set_owner(&old, &ada, &handle, None, None).await;
+    assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+    assert_eq!(
+        cli_at(cluster, &index, &["HGET", &index, &hex]),
+        store.keys_of(&old).0
+    );
+
+    // A repair dropped the entry between the two steps: it comes back.
+    cli_at(cluster, &index, &["HDEL", &index, &hex]);
+    let new = store.new_id_for(&old);
+    assert!(matches!(
+        store.change_id(&old, &new, None).await.unwrap(),
+        IdChanged::Changed(_)
+    ));
+    assert_eq!(
+        cli_at(cluster, &index, &["HGET", &index, &hex]),
+        store.keys_of(&new).0
+    );
+    let listed = store.sessions_of(&ada).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, handle);
+
+    // A revocation marked the entry before the second step: the session
+    // ends under its new id.
+    let mark = format!("revoked {}", sessionkit_core::record::now_ms());
+    cli_at(cluster, &index, &["HSET", &index, &hex, &mark]);
+    let newer = store.new_id_for(&new);
+    assert_eq!(
+        store.change_id(&new, &newer, None).await.unwrap(),
+        IdChanged::Gone
+    );
+    assert!(store.load(&newer, None).await.unwrap().is_none());
+    assert!(store.load(&new, None).await.unwrap().is_none());
+    assert!(store.sessions_of(&ada).await.unwrap().is_empty());
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull};
 use sessionkit_core::record::{Delta, Entries, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{
     Applied, AppliedAndRead, Created, Fence, IdChanged, Locked, SessionStore,
@@ -59,6 +60,9 @@ sessionkit_core::conformance_tests!(
     store().await,
     config = SuiteConfig::millisecond_clock()
 );
+
+// The owner index: every check of the testkit's.
+sessionkit_core::owner_index_tests!(owners, store().await);
 
 /// Runs one store operation and returns its result with the commands that
 /// clients sent the server meanwhile (see `support::Monitor`).
@@ -147,10 +151,10 @@ async fn every_operation_is_one_round_trip_but_a_due_touch() {
         row("apply (fenced)", c);
 
         let (read, c) = counted!(monitor, store.apply_and_read(&id, &set("h", b"5"), &token));
-        let AppliedAndRead::Applied(record) = read else {
+        let AppliedAndRead::Applied(read_back) = read else {
             panic!("apply_and_read: {read:?}")
         };
-        assert_eq!(record.entries.get("h"), Some(&b"5"[..]));
+        assert_eq!(read_back.entries.get("h"), Some(&b"5"[..]));
         row("apply_and_read (lock kept)", c);
 
         let fence = Fence {
@@ -181,6 +185,50 @@ async fn every_operation_is_one_round_trip_but_a_due_touch() {
         let (changed, c) = counted!(monitor, store.change_id(&new, &newer, Some(&token)));
         assert!(matches!(changed, IdChanged::Changed(_)));
         row("change_id (fenced, lock moves)", c);
+
+        // The owner index: each operation one script, a cap included.
+        let ada = Owner::new(format!("ada-{round}")).unwrap();
+        let handle = SessionHandle::generate();
+        let (set, c) = counted!(
+            monitor,
+            store.set_owner(&newer, &ada, &handle, Some("laptop"), None)
+        );
+        assert!(matches!(set, OwnerSet::Set { .. }));
+        row("set_owner", c);
+        let other = SessionId::generate();
+        let created = store
+            .create(&other, &record(&[("n", b"1")], lifetime))
+            .await
+            .unwrap();
+        assert_eq!(created, Created::Created);
+        let cap = OwnerCap {
+            max: 1.try_into().unwrap(),
+            when_full: WhenFull::EndLeastRecent,
+        };
+        let (set, c) = counted!(
+            monitor,
+            store.set_owner(&other, &ada, &SessionHandle::generate(), None, Some(cap))
+        );
+        assert!(matches!(set, OwnerSet::Set { ended } if ended == [handle]));
+        row("set_owner (cap, one ended)", c);
+        let (listed, c) = counted!(monitor, store.sessions_of(&ada));
+        assert_eq!(listed.len(), 1);
+        row("sessions_of", c);
+        let moved = SessionId::generate();
+        let (changed, c) = counted!(monitor, store.change_id(&other, &moved, None));
+        assert!(matches!(changed, IdChanged::Changed(_)));
+        row("change_id (owned)", c);
+        let (revoked, c) = counted!(monitor, store.revoke(&ada, &listed[0].handle));
+        assert!(revoked);
+        row("revoke", c);
+        let (none, c) = counted!(monitor, store.revoke_all(&ada, None));
+        assert_eq!(none, 0);
+        row("revoke_all", c);
+        let created = store
+            .create(&newer, &record(&[("n", b"1")], lifetime))
+            .await
+            .unwrap();
+        assert_eq!(created, Created::Created);
 
         let ((), c) = counted!(monitor, store.destroy(&newer));
         row("destroy", c);
@@ -710,6 +758,12 @@ async fn exercise(store: &RedisStore) -> Vec<SessionId> {
             .unwrap();
         let _ = store.load(&id, Some(Touch::always())).await.unwrap();
         let _ = store.apply(&id, &set("n", b"1"), None).await.unwrap();
+        // Owned, so that the owner index (and its move on change_id) is
+        // scanned too.
+        let owner = Owner::new(format!("owner-{}", id.short_hash())).unwrap();
+        let handle = SessionHandle::generate();
+        let set_owner = store.set_owner(&id, &owner, &handle, None, None).await;
+        assert!(matches!(set_owner.unwrap(), OwnerSet::Set { .. }));
         let Locked::Acquired { token, .. } =
             store.lock(&id, Duration::from_secs(30)).await.unwrap()
         else {
@@ -744,6 +798,59 @@ async fn exercise(store: &RedisStore) -> Vec<SessionId> {
     store.destroy(&gone).await.unwrap();
     ids.push(gone);
     ids
+}
+
+/// An owner's index is one hash, `{prefix}{o.<SHA-1 of the owner's JSON>}`,
+/// from handle (hex) to the session's data key, and the session carries
+/// its owner, handle and device in the reserved entries; `change_id` moves
+/// the entry in the same script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_index_layout_is_as_documented() {
+    let prefix = unique_prefix("owners");
+    let store = store_with_prefix(&prefix).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let id = SessionId::generate();
+    let lifetime = Duration::from_secs(60);
+    let created = store.create(&id, &record(&[("k", b"v")], lifetime)).await;
+    assert_eq!(created.unwrap(), Created::Created);
+    let owner = Owner::new("ada@example.com").unwrap();
+    let handle = SessionHandle::generate();
+    let set = store
+        .set_owner(&id, &owner, &handle, Some("laptop"), None)
+        .await;
+    assert!(matches!(set.unwrap(), OwnerSet::Set { .. }));
+
+    let digest = sha1_smol::Sha1::from(&b"\"ada@example.com\""[..]).digest();
+    let index = format!("{prefix}{{o.{digest}}}");
+    let entries: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(&index)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries,
+        BTreeMap::from([(handle.to_string(), store.keys_of(&id).0)])
+    );
+    let fields: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(store.keys_of(&id).0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let field = |name: &[u8]| fields.get(name).cloned().unwrap_or_default();
+    assert_eq!(field(b"\x01owner"), b"\"ada@example.com\"");
+    assert_eq!(field(b"\x01handle"), format!("\"{handle}\"").into_bytes());
+    assert_eq!(field(b"\x01device"), b"\"laptop\"");
+
+    let new = SessionId::generate();
+    let changed = store.change_id(&id, &new, None).await.unwrap();
+    assert!(matches!(changed, IdChanged::Changed(_)));
+    let moved: Option<String> = redis::cmd("HGET")
+        .arg(&index)
+        .arg(handle.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(moved, Some(store.keys_of(&new).0));
 }
 
 /// With hashing at rest on (the default), no session id — as the 43

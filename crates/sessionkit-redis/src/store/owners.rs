@@ -1,0 +1,796 @@
+//! The owner index: one Redis hash per owner, handle → the session's data
+//! key, next to the owner entries each session carries.
+//!
+//! ```text
+//! sessionkit:{o.<SHA-1 of the stored owner, hex>}   HASH   <handle hex> → sessionkit:{<tag>}
+//! ```
+//!
+//! The session itself carries its owner, handle and device label in
+//! reserved entries (fields `\x01owner`, `\x01handle`, `\x01device`, the
+//! values JSON as every entry), so they move with it on `change_id` and
+//! end with it. An index entry is believed only when the session it names
+//! is live and still carries that owner and handle; any other entry is
+//! stale (the session was destroyed, expired, evicted, or given another
+//! owner) and is dropped whenever that owner's index is used. The index
+//! key has no expiry of its own: sessions without an absolute deadline
+//! can live for ever through their touches, and an index that all its
+//! sessions left is emptied by its next use, and Redis deletes an empty
+//! hash.
+//!
+//! On one server every operation is one script over the index and the
+//! sessions it names: atomic, one round trip (the scripts touch the data
+//! keys the index names, which they cannot declare beforehand; one server
+//! allows that, a cluster does not). In a cluster the index lives in its
+//! own slot, so each step runs on one slot and the steps are not atomic
+//! together; see the [crate docs](crate#owners) for what holds there and
+//! what is repaired on read.
+
+use redis::Value;
+use sessionkit_core::codec::{decode_value, encode_value};
+use sessionkit_core::owner::{
+    OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull,
+};
+use sessionkit_core::{Result, SessionId};
+
+use super::{RedisStore, unexpected};
+use crate::reply;
+
+/// `owned(key, now, owner, handle)`: the session an index entry names, if
+/// it is live and still carries that owner and handle (their JSON, as
+/// stored): its creation time (hex, as the metadata holds it), expiry,
+/// last use (the expiry less its idle lifetime: the last write, lock or
+/// due touch) and device label (`''` for none); nil marks the entry stale.
+/// Needs [`lua_live`] first.
+macro_rules! lua_owned {
+    () => {
+        r"
+local function owned(key, now, owner, handle)
+  local live, c, e, l = meta(key, now)
+  if live ~= 'live' then return nil end
+  local f = redis.call('HMGET', key, '\1owner', '\1handle', '\1device')
+  if f[1] ~= owner or f[2] ~= handle then return nil end
+  return c, e, e - ttl_ms(l), f[3] or ''
+end
+
+-- An index entry's handle as the session stores it: its JSON string.
+local function quoted(h) return '\34' .. h .. '\34' end
+"
+    };
+}
+
+/// `set_owner` on one server: KEYS data, index; ARGV owner, handle (both
+/// as stored), handle hex, device as stored (`''`: none), cap (`''`:
+/// none), `refuse` or `end`.
+///
+/// The owner's other entries are checked (stale ones dropped); over the
+/// cap, `refuse` answers `{full}` and writes nothing, `end` deletes the
+/// least recently used others (data and lock) and their entries. Then the
+/// owner entries go into the session and the session into the index.
+///
+/// Reply: `{gone}`, `{full}`, or `{set, <ended handles>...}`.
+static SET_OWNER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_live!(),
+        lua_owned!(),
+        r"
+if meta(KEYS[1], now) ~= 'live' then return { 'gone' } end
+local others = {}
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 1, #entries, 2 do
+  local h, k = entries[i], entries[i + 1]
+  if k == KEYS[1] then
+    -- This session under another handle: replaced below.
+    if h ~= ARGV[3] then redis.call('HDEL', KEYS[2], h) end
+  elseif h ~= ARGV[3] then
+    local c, e, seen = owned(k, now, ARGV[1], quoted(h))
+    if c then others[#others + 1] = { seen, h, k } else redis.call('HDEL', KEYS[2], h) end
+  end
+end
+local reply = { 'set' }
+if ARGV[5] ~= '' then
+  local over = #others + 1 - tonumber(ARGV[5])
+  if over > 0 then
+    if ARGV[6] == 'refuse' then return { 'full' } end
+    table.sort(others, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    for i = 1, over do
+      local k = others[i][3]
+      redis.call('DEL', k, k .. ':lock')
+      redis.call('HDEL', KEYS[2], others[i][2])
+      reply[#reply + 1] = others[i][2]
+    end
+  end
+end
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[1], '\1device')
+  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2], '\1device', ARGV[4])
+end
+redis.call('HSET', KEYS[2], ARGV[3], KEYS[1])
+return reply
+"
+    ))
+});
+
+/// `sessions_of` on one server: KEYS index; ARGV owner as stored.
+///
+/// Reply: five elements per live session — handle hex, created (hex),
+/// last seen, expires, device as stored (`''`: none); stale entries are
+/// dropped.
+static LIST: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_live!(),
+        lua_owned!(),
+        r"
+local out = {}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local h = entries[i]
+  local c, e, seen, device = owned(entries[i + 1], now, ARGV[1], quoted(h))
+  if c then
+    out[#out + 1] = h
+    out[#out + 1] = c
+    out[#out + 1] = seen
+    out[#out + 1] = e
+    out[#out + 1] = device
+  else
+    redis.call('HDEL', KEYS[1], h)
+  end
+end
+return out
+"
+    ))
+});
+
+/// `revoke` and `revoke_all` on one server: KEYS index; ARGV owner as
+/// stored, `one` and the handle hex, or `all` and the handle hex to spare
+/// (`''`: none). Ends every named session that is live and still the
+/// owner's under that handle (data and lock); drops the entries.
+///
+/// Reply: how many sessions it ended.
+static REVOKE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_live!(),
+        lua_owned!(),
+        r"
+local function revoke(h, k)
+  redis.call('HDEL', KEYS[1], h)
+  if not owned(k, now, ARGV[1], quoted(h)) then return 0 end
+  redis.call('DEL', k, k .. ':lock')
+  return 1
+end
+if ARGV[2] == 'one' then
+  local k = redis.call('HGET', KEYS[1], ARGV[3])
+  if not k then return 0 end
+  return revoke(ARGV[3], k)
+end
+local n = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  if entries[i] ~= ARGV[3] then n = n + revoke(entries[i], entries[i + 1]) end
+end
+return n
+"
+    ))
+});
+
+/// An owner's stored form (what the session's owner entry holds, and what
+/// names the index) and a handle's.
+fn stored(owner: &Owner) -> Result<Vec<u8>> {
+    encode_value(&owner.as_str())
+}
+
+fn stored_handle(handle: &SessionHandle) -> Result<Vec<u8>> {
+    encode_value(&handle.to_string())
+}
+
+/// A bulk string of a reply as text.
+fn text(value: Option<&Value>) -> Option<&str> {
+    match value? {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// One listed session from its five reply elements: handle hex, created
+/// (hex), last seen, expires, device as stored (`''`: none).
+fn listed(five: &[Value]) -> Option<OwnedSession> {
+    let handle = SessionHandle::parse(text(five.first())?).ok()?;
+    let created = u64::from_str_radix(text(five.get(1))?, 16).ok()?;
+    let last_seen = reply::number(five.get(2))?;
+    let expires = reply::number(five.get(3))?;
+    let device = match five.get(4)? {
+        Value::BulkString(bytes) if !bytes.is_empty() => decode_value(bytes).ok(),
+        _ => None,
+    };
+    Some(OwnedSession::new(
+        handle, created, last_seen, expires, device,
+    ))
+}
+
+/// Least recently used first, as [`OwnerIndex::sessions_of`] promises.
+fn by_last_use(sessions: &mut [OwnedSession]) {
+    sessions.sort_by_key(|s| (s.last_seen, s.handle));
+}
+
+impl RedisStore {
+    /// What `change_id` does with an owned session's index entry: on one
+    /// server the script moves it (`index` and the prefix), in a cluster it
+    /// answers the owner and handle (`reply`) and [`Self::entry_moved`]
+    /// moves it.
+    pub(super) fn index_mode(&self) -> [&str; 2] {
+        if self.inner.conn.is_cluster() {
+            ["reply", ""]
+        } else {
+            ["index", self.inner.keys.prefix()]
+        }
+    }
+}
+
+impl OwnerIndex for RedisStore {
+    async fn set_owner(
+        &self,
+        id: &SessionId,
+        owner: &Owner,
+        handle: &SessionHandle,
+        device: Option<&str>,
+        cap: Option<OwnerCap>,
+    ) -> Result<OwnerSet> {
+        const OP: &str = "set_owner";
+        let owner_text = stored(owner)?;
+        let device = device.map(encode_value).transpose()?.unwrap_or_default();
+        if self.inner.conn.is_cluster() {
+            #[cfg(feature = "cluster")]
+            return self
+                .cluster_set_owner(id, owner_text, handle, device, cap)
+                .await;
+        }
+        let data = self.inner.keys.data_key(id);
+        let (max, when_full) = match cap {
+            Some(cap) => (
+                cap.max.to_string(),
+                match cap.when_full {
+                    WhenFull::Refuse => "refuse",
+                    _ => "end",
+                },
+            ),
+            None => (String::new(), "end"),
+        };
+        let mut script = SET_OWNER.prepare_invoke();
+        script
+            .key(&data)
+            .key(self.inner.keys.owner_key(&owner_text))
+            .arg(&owner_text)
+            .arg(stored_handle(handle)?)
+            .arg(handle.to_string())
+            .arg(device)
+            .arg(max)
+            .arg(when_full);
+        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
+        match text(items.first()) {
+            Some("gone") => Ok(OwnerSet::Gone),
+            Some("full") => Ok(OwnerSet::Full),
+            Some("set") => Ok(OwnerSet::Set {
+                ended: items[1..]
+                    .iter()
+                    .map(|v| text(Some(v)).and_then(|h| SessionHandle::parse(h).ok()))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| unexpected(OP))?,
+            }),
+            _ => Err(unexpected(OP)),
+        }
+    }
+
+    async fn sessions_of(&self, owner: &Owner) -> Result<Vec<OwnedSession>> {
+        const OP: &str = "sessions_of";
+        let owner_text = stored(owner)?;
+        if self.inner.conn.is_cluster() {
+            #[cfg(feature = "cluster")]
+            return Ok(self
+                .cluster_sessions_of(&owner_text)
+                .await?
+                .into_iter()
+                .map(|(session, _)| session)
+                .collect());
+        }
+        let mut script = LIST.prepare_invoke();
+        script
+            .key(self.inner.keys.owner_key(&owner_text))
+            .arg(&owner_text);
+        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
+        if items.len() % 5 != 0 {
+            return Err(unexpected(OP));
+        }
+        let mut sessions = items
+            .chunks_exact(5)
+            .map(listed)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| unexpected(OP))?;
+        by_last_use(&mut sessions);
+        Ok(sessions)
+    }
+
+    async fn revoke(&self, owner: &Owner, handle: &SessionHandle) -> Result<bool> {
+        let owner_text = stored(owner)?;
+        if self.inner.conn.is_cluster() {
+            #[cfg(feature = "cluster")]
+            return Ok(self
+                .cluster_revoke(&owner_text, Target::One(handle))
+                .await?
+                > 0);
+        }
+        Ok(self
+            .revoke_script(&owner_text, "one", &handle.to_string())
+            .await?
+            > 0)
+    }
+
+    async fn revoke_all(&self, owner: &Owner, except: Option<&SessionHandle>) -> Result<u64> {
+        let owner_text = stored(owner)?;
+        if self.inner.conn.is_cluster() {
+            #[cfg(feature = "cluster")]
+            return self
+                .cluster_revoke(&owner_text, Target::AllBut(except))
+                .await;
+        }
+        let except = except.map(SessionHandle::to_string).unwrap_or_default();
+        self.revoke_script(&owner_text, "all", &except).await
+    }
+}
+
+impl RedisStore {
+    async fn revoke_script(&self, owner_text: &[u8], mode: &str, handle: &str) -> Result<u64> {
+        const OP: &str = "revoke";
+        let mut script = REVOKE.prepare_invoke();
+        script
+            .key(self.inner.keys.owner_key(owner_text))
+            .arg(owner_text)
+            .arg(mode)
+            .arg(handle);
+        reply::number(Some(&self.run(OP, &script).await?)).ok_or_else(|| unexpected(OP))
+    }
+}
+
+/// Which sessions a revocation ends.
+#[cfg(feature = "cluster")]
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    One(&'a SessionHandle),
+    AllBut(Option<&'a SessionHandle>),
+}
+
+#[cfg(feature = "cluster")]
+use std::time::Duration;
+
+/// How long a cluster's index keeps the mark of a revoked entry (see
+/// `TOMBSTONE`): far longer than a `change_id` takes between its two
+/// steps.
+#[cfg(feature = "cluster")]
+const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
+
+/// Whether an index value is a session's data key rather than the mark a
+/// revocation leaves in a cluster (`revoked <ms>`): every data key holds a
+/// `{`, and neither a prefix nor a mark can.
+#[cfg(feature = "cluster")]
+macro_rules! lua_is_key {
+    () => {
+        r"
+local function is_key(v) return v and string.find(v, '{', 1, true) ~= nil end
+"
+    };
+}
+
+/// Cluster, index slot: claims the owner's index entry for a session and
+/// enforces the cap over the entries. KEYS index; ARGV handle hex, data
+/// key, cap (`''`: none), `refuse` or `end`, then the handles of the
+/// owner's other sessions the caller found live, least recently used
+/// first.
+///
+/// Over the cap, `refuse` answers `{full}` and writes nothing; `end` marks
+/// the least recently used others revoked (those the caller found live, in
+/// its order, then any added since) and answers them for the caller to end.
+///
+/// Reply: `{full}`, or `{set, <other entries>, <handle hex, data key of
+/// each session to end>...}`.
+#[cfg(feature = "cluster")]
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_now!(),
+        lua_is_key!(),
+        r"
+local entries = redis.call('HGETALL', KEYS[1])
+local others, count = {}, 0
+for i = 1, #entries, 2 do
+  if entries[i] ~= ARGV[1] and is_key(entries[i + 1]) then
+    others[entries[i]] = entries[i + 1]
+    count = count + 1
+  end
+end
+local reply = { 'set', count }
+if ARGV[3] ~= '' then
+  local over = count + 1 - tonumber(ARGV[3])
+  if over > 0 then
+    if ARGV[4] == 'refuse' then return { 'full' } end
+    local order, ranked = {}, {}
+    for i = 5, #ARGV do
+      if others[ARGV[i]] then order[#order + 1] = ARGV[i]; ranked[ARGV[i]] = true end
+    end
+    local rest = {}
+    for h in pairs(others) do if not ranked[h] then rest[#rest + 1] = h end end
+    table.sort(rest)
+    for _, h in ipairs(rest) do order[#order + 1] = h end
+    for i = 1, over do
+      redis.call('HSET', KEYS[1], order[i], 'revoked ' .. now)
+      reply[#reply + 1] = order[i]
+      reply[#reply + 1] = others[order[i]]
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return reply
+"
+    ))
+});
+
+/// Cluster, session slot: writes the owner entries into a live session.
+/// KEYS data; ARGV owner, handle, device (as stored; `''`: none).
+/// Reply: `set` or `gone`.
+#[cfg(feature = "cluster")]
+static SET_FIELDS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_now!(),
+        lua_meta!(),
+        r"
+if meta(KEYS[1], now) ~= 'live' then return 'gone' end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], '\1device')
+  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2], '\1device', ARGV[3])
+end
+return 'set'
+"
+    ))
+});
+
+/// Cluster, session slot: one index entry's session, or that it is
+/// stale. KEYS data; ARGV owner, handle (as stored).
+/// Reply: `{created (hex), last seen, expires, device}` or `{}`.
+#[cfg(feature = "cluster")]
+static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_live!(),
+        lua_owned!(),
+        r"
+local c, e, seen, device = owned(KEYS[1], now, ARGV[1], ARGV[2])
+if not c then return {} end
+return { c, seen, e, device }
+"
+    ))
+});
+
+/// Cluster, session slot: ends a session if it is live and still the
+/// owner's under that handle. KEYS data, lock; ARGV owner, handle (as
+/// stored). Reply: 1 if it ended it, else 0.
+#[cfg(feature = "cluster")]
+static END: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_live!(),
+        lua_owned!(),
+        r"
+if not owned(KEYS[1], now, ARGV[1], ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"
+    ))
+});
+
+/// Cluster, index slot: drops entries that still hold what the caller saw.
+/// KEYS index; ARGV handle hex and value, pairwise. Reply: how many.
+#[cfg(feature = "cluster")]
+static DROP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+",
+    )
+});
+
+/// Cluster, index slot: marks entries revoked before their sessions are
+/// ended, so that a `change_id` in between finds the mark instead of
+/// putting the entry back (see [`MOVE`]). KEYS index; ARGV `one` and a
+/// handle hex, or `all` and the handle hex to spare (`''`: none).
+/// Reply: handle hex and data key of each entry marked, pairwise.
+#[cfg(feature = "cluster")]
+static TOMBSTONE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_now!(),
+        lua_is_key!(),
+        r"
+local out = {}
+local function mark(h, v)
+  if not is_key(v) then return end
+  redis.call('HSET', KEYS[1], h, 'revoked ' .. now)
+  out[#out + 1] = h
+  out[#out + 1] = v
+end
+if ARGV[1] == 'one' then
+  mark(ARGV[2], redis.call('HGET', KEYS[1], ARGV[2]))
+else
+  local entries = redis.call('HGETALL', KEYS[1])
+  for i = 1, #entries, 2 do
+    if entries[i] ~= ARGV[2] then mark(entries[i], entries[i + 1]) end
+  end
+end
+return out
+"
+    ))
+});
+
+/// Cluster, index slot: the second step of an owned session's
+/// `change_id`. KEYS index; ARGV handle hex, old data key, new data key.
+/// Points the entry at the new key (also when a repair dropped it in
+/// between) unless a revocation marked it. Reply: `moved` or `revoked`.
+#[cfg(feature = "cluster")]
+static MOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_is_key!(),
+        r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and not is_key(v) then return 'revoked' end
+if not v or v == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 'moved'
+"
+    ))
+});
+
+/// `(handle hex, data key)` pairs from a flat reply.
+#[cfg(feature = "cluster")]
+fn entry_pairs(items: &[Value]) -> Option<Vec<(String, String)>> {
+    items
+        .chunks(2)
+        .map(|pair| match pair {
+            [h, v] => Some((text(Some(h))?.to_owned(), text(Some(v))?.to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// When a cluster login without a cap checks the owner's index: when it
+/// holds more entries than this (a login with a cap always does).
+#[cfg(feature = "cluster")]
+const REPAIR_OVER: u64 = 16;
+
+#[cfg(feature = "cluster")]
+impl RedisStore {
+    fn fail(operation: &'static str) -> impl Fn(redis::RedisError) -> sessionkit_core::Error {
+        move |err| sessionkit_core::Error::store_unavailable(super::NAME, operation, err)
+    }
+
+    /// The owner's live sessions with their data keys, least recently used
+    /// first. Reads the index, then each session on its own node (at once);
+    /// drops stale entries and revocation marks older than
+    /// [`TOMBSTONE_LIFE`].
+    async fn cluster_sessions_of(&self, owner_text: &[u8]) -> Result<Vec<(OwnedSession, String)>> {
+        const OP: &str = "sessions_of";
+        let index = self.inner.keys.owner_key(owner_text);
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(&index);
+        let reply = self
+            .inner
+            .conn
+            .query(&hgetall)
+            .await
+            .map_err(Self::fail(OP))?;
+        let mut entries = Vec::new();
+        for (h, v) in reply.into_map_iter().map_err(|_| unexpected(OP))? {
+            match (text(Some(&h)), text(Some(&v))) {
+                (Some(h), Some(v)) => entries.push((h.to_owned(), v.to_owned())),
+                _ => return Err(unexpected(OP)),
+            }
+        }
+        let now = self
+            .inner
+            .clock
+            .now()
+            .unwrap_or_else(sessionkit_core::record::now_ms);
+        let mut stale = Vec::new();
+        let mut reads = Vec::new();
+        for (h, v) in entries {
+            if v.contains('{') {
+                reads.push(async move {
+                    let found = self.read_entry(owner_text, &h, &v).await;
+                    (h, v, found)
+                });
+            } else {
+                let marked = v
+                    .strip_prefix("revoked ")
+                    .and_then(|ms| ms.parse::<u64>().ok());
+                let life = TOMBSTONE_LIFE.as_millis() as u64;
+                if marked.is_none_or(|at| at.saturating_add(life) < now) {
+                    stale.push((h, v));
+                }
+            }
+        }
+        let mut live = Vec::new();
+        for (h, v, found) in futures_util::future::join_all(reads).await {
+            match found? {
+                Some(session) => live.push((session, v)),
+                None => stale.push((h, v)),
+            }
+        }
+        if !stale.is_empty() {
+            let mut script = DROP.prepare_invoke();
+            script.key(&index);
+            for (h, v) in &stale {
+                script.arg(h).arg(v);
+            }
+            self.run(OP, &script).await?;
+        }
+        live.sort_by_key(|(s, _)| (s.last_seen, s.handle));
+        Ok(live)
+    }
+
+    /// The session of one index entry (`READ`), `None` if the entry is stale.
+    async fn read_entry(
+        &self,
+        owner_text: &[u8],
+        handle: &str,
+        data: &str,
+    ) -> Result<Option<OwnedSession>> {
+        const OP: &str = "sessions_of";
+        let mut script = READ.prepare_invoke();
+        script
+            .key(data)
+            .arg(owner_text)
+            .arg(format!("\"{handle}\""));
+        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let mut five = vec![Value::BulkString(handle.as_bytes().to_vec())];
+        five.extend(items);
+        listed(&five).map(Some).ok_or_else(|| unexpected(OP))
+    }
+
+    /// Ends the sessions of `(handle hex, data key)` entries, each on its
+    /// node (at once), if they are still the owner's; how many it ended.
+    async fn end_entries(&self, owner_text: &[u8], entries: &[(String, String)]) -> Result<u64> {
+        const OP: &str = "revoke";
+        let ends = entries.iter().map(|(h, data)| async move {
+            let mut script = END.prepare_invoke();
+            script
+                .key(data)
+                .key(format!("{data}:lock"))
+                .arg(owner_text)
+                .arg(format!("\"{h}\""));
+            reply::number(Some(&self.run(OP, &script).await?)).ok_or_else(|| unexpected(OP))
+        });
+        let mut ended = 0;
+        for result in futures_util::future::join_all(ends).await {
+            ended += result?;
+        }
+        Ok(ended)
+    }
+
+    /// `set_owner` in a cluster: claim the index entry under the cap (index
+    /// slot; with a cap, after checking the owner's sessions), then write the
+    /// owner entries into the session (its slot), then end the sessions the
+    /// cap evicted (their slots).
+    async fn cluster_set_owner(
+        &self,
+        id: &SessionId,
+        owner_text: Vec<u8>,
+        handle: &SessionHandle,
+        device: Vec<u8>,
+        cap: Option<OwnerCap>,
+    ) -> Result<OwnerSet> {
+        const OP: &str = "set_owner";
+        let index = self.inner.keys.owner_key(&owner_text);
+        let data = self.inner.keys.data_key(id);
+        let hex = handle.to_string();
+        let mut claim = CLAIM.prepare_invoke();
+        claim.key(&index).arg(&hex).arg(&data);
+        match cap {
+            Some(cap) => {
+                claim.arg(cap.max.to_string()).arg(match cap.when_full {
+                    WhenFull::Refuse => "refuse",
+                    _ => "end",
+                });
+                for (session, key) in self.cluster_sessions_of(&owner_text).await? {
+                    if key != data {
+                        claim.arg(session.handle.to_string());
+                    }
+                }
+            }
+            None => {
+                claim.arg("").arg("end");
+            }
+        }
+        let items = reply::array(self.run(OP, &claim).await?).ok_or_else(|| unexpected(OP))?;
+        let others = match text(items.first()) {
+            Some("full") => return Ok(OwnerSet::Full),
+            Some("set") => reply::number(items.get(1)).ok_or_else(|| unexpected(OP))?,
+            _ => return Err(unexpected(OP)),
+        };
+        let evicted = entry_pairs(&items[2..]).ok_or_else(|| unexpected(OP))?;
+        let mut fields = SET_FIELDS.prepare_invoke();
+        fields
+            .key(&data)
+            .arg(&owner_text)
+            .arg(stored_handle(handle)?)
+            .arg(device);
+        let set = text(Some(&self.run(OP, &fields).await?)) == Some("set");
+        // The sessions the cap chose are marked revoked in the index: they
+        // are ended even when this login's own session turned out gone, so
+        // that no marked session lives on unlisted.
+        self.end_entries(&owner_text, &evicted).await?;
+        if !set {
+            let mut drop = DROP.prepare_invoke();
+            drop.key(&index).arg(&hex).arg(&data);
+            self.run(OP, &drop).await?;
+            return Ok(OwnerSet::Gone);
+        }
+        if cap.is_none() && others > REPAIR_OVER {
+            self.cluster_sessions_of(&owner_text).await?;
+        }
+        let ended = evicted
+            .iter()
+            .map(|(h, _)| SessionHandle::parse(h).map_err(|_| unexpected(OP)))
+            .collect::<Result<_>>()?;
+        Ok(OwnerSet::Set { ended })
+    }
+
+    /// `revoke` and `revoke_all` in a cluster: mark the entries revoked
+    /// (index slot), then end their sessions (their slots).
+    async fn cluster_revoke(&self, owner_text: &[u8], target: Target<'_>) -> Result<u64> {
+        const OP: &str = "revoke";
+        let mut mark = TOMBSTONE.prepare_invoke();
+        mark.key(self.inner.keys.owner_key(owner_text));
+        match target {
+            Target::One(handle) => mark.arg("one").arg(handle.to_string()),
+            Target::AllBut(except) => mark
+                .arg("all")
+                .arg(except.map(SessionHandle::to_string).unwrap_or_default()),
+        };
+        let items = reply::array(self.run(OP, &mark).await?).ok_or_else(|| unexpected(OP))?;
+        let marked = entry_pairs(&items).ok_or_else(|| unexpected(OP))?;
+        self.end_entries(owner_text, &marked).await
+    }
+
+    /// The second step of `change_id` for an owned session in a cluster:
+    /// its index entry follows it to `new`; `false` if a revocation marked
+    /// the entry meanwhile, and the session (now under `new`) was ended.
+    pub(super) async fn entry_moved(
+        &self,
+        owner_text: &[u8],
+        handle: &str,
+        old: &str,
+        new: &crate::keys::SessionKeys,
+    ) -> Result<bool> {
+        const OP: &str = "change_id";
+        let mut script = MOVE.prepare_invoke();
+        script
+            .key(self.inner.keys.owner_key(owner_text))
+            .arg(handle)
+            .arg(old)
+            .arg(&new.data);
+        if text(Some(&self.run(OP, &script).await?)) == Some("moved") {
+            return Ok(true);
+        }
+        let mut del = redis::cmd("DEL");
+        del.arg(&new.data).arg(&new.lock);
+        self.inner.conn.query(&del).await.map_err(Self::fail(OP))?;
+        Ok(false)
+    }
+}
