@@ -1147,6 +1147,11 @@ async fn a_user_sees_and_signs_out_their_sessions_on_other_devices_on_postgres()
     a_user_sees_and_signs_out_their_sessions_on_other_devices(Store::postgres()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sees_and_signs_out_their_sessions_on_other_devices_on_redis() {
+    a_user_sees_and_signs_out_their_sessions_on_other_devices(Store::redis()).await;
+}
+
 /// A store without an owner index yet (the file store here): logins work,
 /// the list of sessions answers 501 with a reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,23 @@ impl Store {
         }
     }
 
+    /// A prefix of its own on the `redis-server` shared by this binary.
+    pub(crate) fn redis() -> Store {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!("shop{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+        Store {
+            envs: vec![
+                ("SESSION_DRIVER", "redis".to_owned()),
+                (
+                    "SESSION_REDIS_URL",
+                    sessionkit_test_servers::redis::shared().url(),
+                ),
+                ("SESSION_PREFIX", prefix),
+            ],
+            _dir: None,
+        }
+    }
+
     /// A SQLite file of its own in a temporary directory.
     pub(crate) fn sqlite() -> Store {
         let dir = tempfile::tempdir().expect("a temp dir");
