@@ -22,11 +22,14 @@
 //! # Which stores
 //!
 //! A store keeps an owner index by implementing [`OwnerIndex`]; the session
-//! handle finds it through [`SessionStore::owner_index`]. So far the memory
-//! store and `sessionkit-sql`'s SQLite and PostgreSQL stores do; on a
-//! store without one, [`Session::set_owner`](crate::Session::set_owner)
-//! fails with [`ErrorKind::OwnersUnsupported`], and [`Owners::of`] does not
-//! compile.
+//! handle finds it through [`SessionStore::owner_index`]. The memory store,
+//! `sessionkit-sql`'s SQLite and PostgreSQL stores and `sessionkit-redis`
+//! (one server and Cluster; each crate's docs say what is atomic there)
+//! do. On a store without one,
+//! [`Session::set_owner`](crate::Session::set_owner) fails with
+//! [`ErrorKind::OwnersUnsupported`], and [`Owners::of`] does not compile:
+//! the no-op store, and memcached, where no index can be reliable (see
+//! `sessionkit-memcached`'s docs, "Owners").
 //!
 //! # Costs
 //!

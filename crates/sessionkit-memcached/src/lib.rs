@@ -244,6 +244,23 @@
 //!   [`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion);
 //!   memcached expires items natively.
 //!
+//! # Owners
+//!
+//! `MemcachedStore` keeps no owner index: it does not implement
+//! [`OwnerIndex`](sessionkit_core::owner::OwnerIndex), so
+//! `Session::set_owner` fails with
+//! [`OwnersUnsupported`](sessionkit_core::ErrorKind::OwnersUnsupported)
+//! and `Owners::of(store)` does not compile. Not an omission: memcached
+//! cannot enumerate keys, so the index would have to be an item of its
+//! own, and memcached evicts items on its own whenever memory runs short,
+//! one item at a time. An evicted index forgets every session of its owner
+//! while the sessions live on: "sign out everywhere" after a password
+//! change would report success and sign out nothing, and a cap would let
+//! any number of sessions in. An index that fails open in exactly the case
+//! it exists for (revoking) is worse than none, so the capability is
+//! absent, at compile time where the registry is used. Keep owned sessions
+//! in Redis, PostgreSQL, SQLite or memory.
+//!
 //! # `change_id` across failures
 //!
 //! Memcached has no write that spans two keys, so a session cannot change

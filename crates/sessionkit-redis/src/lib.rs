@@ -186,6 +186,7 @@
 //! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns `HGETALL`, with the refreshed metadata | 1 |
 //! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE`s the lock and refreshes the session's expiry as `apply` does | 1 |
 //! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
+//! | `set_owner`, `sessions_of`, `revoke`, `revoke_all` | data, the owner's index (and the keys it names) | see [Owners](#owners) | 1 (in a cluster: more, see there) |
 //!
 //! With the session layer's default touch rule (refresh when less than 75 %
 //! of the idle lifetime is left), a session's reads find a touch due at
@@ -390,6 +391,65 @@
 //! nothing and fails with `LockLost`. (`docs/coming-from-php.md` in the
 //! repository maps PHP session libraries' Redis lock options onto these.)
 //!
+//! # Owners
+//!
+//! [`RedisStore`] implements [`OwnerIndex`](sessionkit_core::owner::OwnerIndex):
+//! `Session::set_owner` and the `Owners` registry (list, count, revoke,
+//! revoke all, a cap per owner) work on it, on one server and in a
+//! cluster. Each owner has one more key, a hash from each session's
+//! handle to its data key:
+//!
+//! ```text
+//! sessionkit:{o.<SHA-1 of the owner as stored, 40 hex>}   HASH   <handle, 32 hex> → sessionkit:{<tag>}
+//! ```
+//!
+//! The owner "as stored" is its JSON text, what the session's reserved
+//! owner entry holds (the session carries its owner, handle and device
+//! label in the fields `\x01owner`, `\x01handle`, `\x01device`, so they
+//! move and end with it). The owner is hashed because it is free text
+//! (braces would move the hash tag); SHA-1, because the scripts compute
+//! the same name with `redis.sha1hex`, and it is no security boundary:
+//! every entry is believed only when the session it names is live *and*
+//! still carries that owner and handle, so owners whose names collided
+//! would share a hash, never sessions. The index holds data keys, which
+//! hold the SHA-256 of the id by default, never an id (the test that scans
+//! Redis for ids owns sessions too).
+//!
+//! An entry whose session ended (destroyed, expired, evicted, given another
+//! owner) is stale; it is dropped by the next operation on that owner's
+//! index, every one of which checks each entry. So the index never holds
+//! more than the owner's live sessions plus those that ended since its last
+//! use. It has no expiry of its own (a session without an absolute
+//! deadline lives on through its touches); an index all of whose sessions
+//! ended is emptied by its next use, and Redis deletes an empty hash.
+//!
+//! **On one server**, each operation is one script, atomic, one round
+//! trip: `set_owner` (checks the owner's entries, enforces the cap —
+//! refusing, or deleting the least recently used others' data and locks —
+//! writes the owner fields and the entry), `sessions_of`, `revoke`,
+//! `revoke_all`. `change_id` of an owned session moves the entry inside its
+//! own script (one `HMGET` more per `change_id`). These scripts touch the
+//! data keys the index names, which they cannot declare in advance; one
+//! server allows that, a cluster refuses it. Costs are in proportion to the
+//! owner's entries: the scripts read the index and one `HGET` + `HMGET`
+//! per entry.
+//!
+//! **In a cluster**, the index lives in the owner's own slot, so no script
+//! can touch it and a session together. Each step is atomic on its slot;
+//! the steps together are not:
+//!
+//! | operation | steps (round trips) | what holds |
+//! |---|---|---|
+//! | `set_owner` | with a cap: the owner's list (below); then a script on the index: count the entries, refuse or mark the least recently used others revoked, add this session's entry; then a script on the session's slot: the owner fields; then the ended sessions, each on its slot | the cap is atomic on the index: two simultaneous logins cannot both slip under it (the entries counted are those present, live or not yet checked, so a stale entry can make a cap refuse until the next list drops it — the list runs first for this reason) |
+//! | `sessions_of`, `count` | `HGETALL` of the index, then one script per entry on its slot, all at once; then one script dropping the stale entries, each only if unchanged since read | every session listed was live and the owner's when read |
+//! | `revoke`, `revoke_all` | a script marking the entries revoked (`revoked <ms>`, not a key), then one script per marked session on its slot, at once, deleting it if it is still the owner's | a session is ended unless a request's `change_id` moved it in between; then that `change_id`'s second step finds the mark and deletes the session under its new id, and the request ends as "session gone" |
+//! | `change_id` of an owned session | the script on the session's slot (as ever), then a script on the index pointing the entry at the new key — also when a list dropped it in between, never over a revocation mark | between the two steps a list may miss the session (its old key is gone); a crash between them leaves the entry pointing at nothing: dropped by the next list, and the session is unlisted until its owner is set again |
+//!
+//! Revocation marks are dropped by the first list after a minute. A login
+//! without a cap does not check the owner's entries unless the index holds
+//! more than 16, so logins stay two round trips; stale entries are then
+//! bounded by 16 or by what ended since the owner's last list.
+//!
 //! # Redis Cluster
 //!
 //! With feature `cluster`, the same store runs on a Redis Cluster through
@@ -506,8 +566,9 @@
 //!   read the whole hash; `apply` touches only the delta's keys (a `clear`
 //!   rewrites the hash). Sessions of thousands of keys work (they are
 //!   tested) but each load copies them all.
-//! - **Counting and listing** sessions are not offered: ids are hashed at
-//!   rest and a list of live bearer tokens is a liability.
+//! - **Counting and listing** all sessions are not offered: ids are hashed
+//!   at rest and a list of live bearer tokens is a liability. An owner's
+//!   sessions are listed by [handle](#owners), never by id.
 //! - Hashing at rest hides the ids from whoever reads the data, not the
 //!   data itself: use TLS and Redis ACLs for that. With
 //!   [`hash_ids(false)`](RedisStoreBuilder::hash_ids), every key name holds
