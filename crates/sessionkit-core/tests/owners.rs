@@ -24,3 +24,15 @@ async fn bad_owners_and_stores_without_an_index_get_clear_errors() {
     assert_eq!(err.kind(), ErrorKind::OwnersUnsupported);
     assert!(err.to_string().contains("noop"), "{err}");
 }
+
+/// What owners cost on the memory store (issue 15; rows for BENCHMARKS.md,
+/// not a timed test): `testkit::owners::costs`. Run side by side with the
+/// other stores, in release: `bench/owner-costs.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn owner_costs() {
+    let store = MemoryStore::builder().sweep_interval(None).build();
+    for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
+        println!("owner cost\tmemory\t{what}\t{us}");
+    }
+}

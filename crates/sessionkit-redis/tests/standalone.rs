@@ -1666,3 +1666,15 @@ async fn create_writes_sessions_of_every_size_alike() {
         store.destroy(&id).await.unwrap();
     }
 }
+
+/// What owners cost on one Redis server (issue 15; rows for BENCHMARKS.md,
+/// not a timed test): `testkit::owners::costs`, as PostgreSQL runs it. Run
+/// them side by side, in release: `bench/owner-costs.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn owner_costs() {
+    let store = store_with_prefix(&unique_prefix("costs")).await;
+    for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
+        println!("owner cost\tredis\t{what}\t{us}");
+    }
+}

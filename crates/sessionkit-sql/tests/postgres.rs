@@ -599,94 +599,14 @@ async fn migrate_upgrades_a_version_1_table_and_keeps_its_sessions() {
 // are unique per check, so they share the table).
 sessionkit_core::owner_index_tests!(owners, store_on("owners").await);
 
-/// What owners cost on PostgreSQL (issue 15; numbers for BENCHMARKS.md, not
-/// a timed test): a login without an owner, with one, with one under a cap;
-/// listing and revoking all sessions of an owner with 10 and with 1,000.
-/// Medians of wall time on the test server (`fsync` off), debug build.
-/// Run: `cargo test -p sessionkit-sql --all-features --test postgres
-/// owner_costs -- --ignored --nocapture`.
+/// What owners cost on PostgreSQL (issue 15; rows for BENCHMARKS.md, not
+/// a timed test): `testkit::owners::costs`, which the Redis store runs too.
+/// Run with the Redis one, in release: `bench/owner-costs.sh`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run on demand"]
 async fn owner_costs() {
-    use sessionkit_core::owner::{Owner, Owners, WhenFull};
-    use sessionkit_core::{Outcome, SessionConfig, SessionFactory};
-    use std::time::Instant;
-
     let store = store_on(&unique("costs")).await;
-    let plain = SessionFactory::new(store.clone(), SessionConfig::default());
-    let capped = SessionFactory::new(
-        store.clone(),
-        SessionConfig::builder()
-            .max_sessions_per_owner(1_000_000, WhenFull::EndLeastRecent)
-            .build()
-            .unwrap(),
-    );
-    let owners = Owners::of(store.clone());
-    fn median(mut v: Vec<u128>) -> u128 {
-        v.sort_unstable();
-        v[v.len() / 2]
-    }
-    async fn login(factory: &SessionFactory, owner: Option<&str>) -> u128 {
-        let started = Instant::now();
-        let s = factory.request(None);
-        s.insert("user", &"x").unwrap();
-        if let Some(owner) = owner {
-            s.set_owner(owner).await.unwrap();
-        }
-        assert!(s.finish(Outcome::Success).await.error.is_none());
-        started.elapsed().as_micros()
-    }
-    let mut rows = Vec::new();
-    let mut times = Vec::new();
-    for _ in 0..200 {
-        times.push(login(&plain, None).await);
-    }
-    rows.push(("login, no owner", median(std::mem::take(&mut times))));
-    let who = unique("solo");
-    for _ in 0..200 {
-        times.push(login(&plain, Some(&who)).await);
-    }
-    rows.push(("login with an owner", median(std::mem::take(&mut times))));
-    let who = unique("capped");
-    for _ in 0..200 {
-        times.push(login(&capped, Some(&who)).await);
-    }
-    rows.push((
-        "login with an owner under a cap",
-        median(std::mem::take(&mut times)),
-    ));
-    for n in [10, 1000] {
-        let who = unique("many");
-        for _ in 0..n {
-            login(&plain, Some(&who)).await;
-        }
-        let owner = Owner::new(who).unwrap();
-        for _ in 0..21 {
-            let started = Instant::now();
-            assert_eq!(owners.list(&owner).await.unwrap().len(), n);
-            times.push(started.elapsed().as_micros());
-        }
-        rows.push((
-            if n == 10 {
-                "list, 10 sessions"
-            } else {
-                "list, 1,000 sessions"
-            },
-            median(std::mem::take(&mut times)),
-        ));
-        let started = Instant::now();
-        assert_eq!(owners.revoke_all(&owner).await.unwrap(), n as u64);
-        rows.push((
-            if n == 10 {
-                "revoke_all, 10 sessions"
-            } else {
-                "revoke_all, 1,000 sessions"
-            },
-            started.elapsed().as_micros(),
-        ));
-    }
-    println!("| operation | µs (median) |\n|---|--:|");
-    for (what, us) in rows {
-        println!("| {what} | {us} |");
+    for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
+        println!("owner cost\tpostgres\t{what}\t{us}");
     }
 }

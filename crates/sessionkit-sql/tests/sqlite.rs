@@ -294,3 +294,15 @@ async fn migrate_upgrades_a_version_1_table_and_keeps_its_sessions() {
 // The owner index (issue 15): the checks every store with one runs.
 // On the conformance suite's shared file (owners are unique per check).
 sessionkit_core::owner_index_tests!(owners, store().await);
+
+/// What owners cost on SQLite (issue 15; rows for BENCHMARKS.md, not a
+/// timed test): `testkit::owners::costs`. Run side by side with the other
+/// stores, in release: `bench/owner-costs.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn owner_costs() {
+    let store = store().await;
+    for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
+        println!("owner cost\tsqlite\t{what}\t{us}");
+    }
+}

@@ -338,3 +338,87 @@ macro_rules! owner_index_tests {
         )*
     };
 }
+
+/// What owners cost on `store`, for a store's benchmark rows (not a test):
+/// median wall time in µs through the session handle and the registry of
+/// a login without an owner, with a new owner, with an owner who has 10 to
+/// 20 sessions, the same under a cap (that never ends one, so the count is
+/// all it adds), and of listing and revoking all sessions of an owner with
+/// 10 and with 1,000. `rounds` logins per login row (21 lists per list
+/// row). Every store runs the same sequence, so rows compare across
+/// stores measured in one run.
+pub async fn costs<S: OwnerStore>(store: &S, rounds: usize) -> Vec<(&'static str, u128)> {
+    use std::time::Instant;
+
+    fn median(mut v: Vec<u128>) -> u128 {
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+    async fn timed_login(factory: &SessionFactory, owner: Option<&str>) -> u128 {
+        let started = Instant::now();
+        let session = factory.request(None);
+        session.insert("user", &"x").unwrap();
+        if let Some(owner) = owner {
+            session.set_owner(owner).await.unwrap();
+        }
+        assert!(session.finish(Outcome::Success).await.error.is_none());
+        started.elapsed().as_micros()
+    }
+    let (plain, owners) = factory(store, SessionConfig::default());
+    let capped = SessionFactory::new(
+        store.clone(),
+        SessionConfig::builder()
+            .max_sessions_per_owner(1_000_000, WhenFull::EndLeastRecent)
+            .build()
+            .unwrap(),
+    );
+    let mut rows = Vec::new();
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        times.push(timed_login(&plain, None).await);
+    }
+    rows.push(("login, no owner", median(std::mem::take(&mut times))));
+    for _ in 0..rounds {
+        times.push(timed_login(&plain, Some(&unique("new"))).await);
+    }
+    rows.push((
+        "login with an owner (first session)",
+        median(std::mem::take(&mut times)),
+    ));
+    // Owners with 10 sessions each; the measured logins add up to 10 more.
+    for (factory, row) in [
+        (&plain, "login with an owner of 10-20 sessions"),
+        (&capped, "the same under a cap"),
+    ] {
+        let busy: Vec<String> = (0..rounds.div_ceil(10)).map(|_| unique("busy")).collect();
+        for who in &busy {
+            for _ in 0..10 {
+                timed_login(&plain, Some(who)).await;
+            }
+        }
+        for i in 0..rounds {
+            times.push(timed_login(factory, Some(&busy[i % busy.len()])).await);
+        }
+        rows.push((row, median(std::mem::take(&mut times))));
+    }
+    for (n, list_row, revoke_row) in [
+        (10, "list, 10 sessions", "revoke_all, 10 sessions"),
+        (1000, "list, 1,000 sessions", "revoke_all, 1,000 sessions"),
+    ] {
+        let who = unique("many");
+        for _ in 0..n {
+            timed_login(&plain, Some(&who)).await;
+        }
+        let many = owner(&who);
+        for _ in 0..21 {
+            let started = Instant::now();
+            assert_eq!(owners.list(&many).await.unwrap().len(), n);
+            times.push(started.elapsed().as_micros());
+        }
+        rows.push((list_row, median(std::mem::take(&mut times))));
+        let started = Instant::now();
+        assert_eq!(owners.revoke_all(&many).await.unwrap(), n as u64);
+        rows.push((revoke_row, started.elapsed().as_micros()));
+    }
+    rows
+}
