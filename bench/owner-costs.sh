@@ -19,7 +19,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 run() {
     cargo test --release "$@" owner_costs -- --ignored --nocapture --test-threads 1 \
-        | grep -a '^owner cost' >>"$out"
+        | grep -ao 'owner cost.*' >>"$out"
 }
 run -p sessionkit-core --features testkit --test owners
 run -p sessionkit-sql --all-features --test sqlite
