@@ -258,6 +258,7 @@ mod disk;
 mod fail;
 mod gc;
 mod name;
+mod owners;
 mod savepath;
 mod store;
 #[cfg(test)]
