@@ -13,9 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use sessionkit_core::codec::{decode_record, encode_record};
+use sessionkit_core::owner::Owner;
 use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{Applied, Created, IdChanged, Loaded, Locked};
-use sessionkit_core::owner::Owner;
 use sessionkit_core::{LockToken, SessionId};
 
 use crate::fail::{Context as _, Failure, path_place, session_place};
@@ -280,7 +280,11 @@ impl Disk {
 
     /// The stripe locks of two sessions, taken in index order so that two
     /// `change_id`s in opposite directions cannot deadlock.
-    pub(crate) fn stripes(&self, a: &Name, b: &Name) -> Result<(StripeGuard, Option<StripeGuard>), Failure> {
+    pub(crate) fn stripes(
+        &self,
+        a: &Name,
+        b: &Name,
+    ) -> Result<(StripeGuard, Option<StripeGuard>), Failure> {
         let (x, y) = (a.stripe(), b.stripe());
         if x == y {
             return Ok((self.stripe(x)?, None));

@@ -74,14 +74,14 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
+use sessionkit_core::SessionId;
 use sessionkit_core::codec::decode_value;
 use sessionkit_core::owner::{
     OwnedSession, Owner, OwnerCap, OwnerSet, SessionHandle, WhenFull, device_in, owner_delta,
 };
 use sessionkit_core::record::{Record, now_ms};
-use sessionkit_core::SessionId;
 
-use crate::disk::{Disk, LockKind, SESSION_SUFFIX, StripeGuard, Stored, create_new, open_read};
+use crate::disk::{Disk, LockKind, SESSION_SUFFIX, Stored, StripeGuard, create_new, open_read};
 use crate::fail::{Context as _, Failure, path_place};
 use crate::name::Name;
 
@@ -163,7 +163,9 @@ impl Checked {
     fn sessions(&self, skip: impl Fn(&Listed) -> bool) -> Vec<OwnedSession> {
         let mut by_handle: BTreeMap<SessionHandle, &OwnedSession> = BTreeMap::new();
         for listed in self.live.iter().filter(|l| !skip(l)) {
-            let best = by_handle.entry(listed.entry.handle).or_insert(&listed.session);
+            let best = by_handle
+                .entry(listed.entry.handle)
+                .or_insert(&listed.session);
             if listed.session.expires > best.expires {
                 *best = &listed.session;
             }
@@ -213,7 +215,9 @@ impl Disk {
             }
             Err(e) => return Err(e).context("open", || self.index_place(files)),
         };
-        let metadata = file.metadata().context("inspect", || self.index_place(files))?;
+        let metadata = file
+            .metadata()
+            .context("inspect", || self.index_place(files))?;
         if !metadata.is_file() || metadata.len() > MAX_INDEX {
             return Ok((Vec::new(), false));
         }
@@ -346,7 +350,12 @@ impl Disk {
     /// The session of an index entry as the list shows it, if it is live
     /// and still carries that owner and handle; `None` marks the entry
     /// stale. Takes no lock: session files are only replaced by `rename`.
-    fn listed(&self, owner: &Owner, entry: &Entry, now: u64) -> Result<Option<OwnedSession>, Failure> {
+    fn listed(
+        &self,
+        owner: &Owner,
+        entry: &Entry,
+        now: u64,
+    ) -> Result<Option<OwnedSession>, Failure> {
         let Stored::Found(current) = self.read_session(&entry.name)? else {
             return Ok(None);
         };
@@ -472,7 +481,11 @@ impl Disk {
         let mut ended = Vec::with_capacity(over);
         for victim in others.iter().take(over) {
             let mut any = false;
-            for listed in checked.live.iter().filter(|l| l.entry.handle == victim.handle) {
+            for listed in checked
+                .live
+                .iter()
+                .filter(|l| l.entry.handle == victim.handle)
+            {
                 any |= self.end_owned(owner, &listed.entry)?;
             }
             if any {
@@ -545,5 +558,114 @@ impl Disk {
             name: to.clone(),
         });
         self.write_index(&files, &entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use sessionkit_core::record::Entries;
+
+    use super::*;
+    use crate::name::Naming;
+
+    fn disk(dir: &std::path::Path, prefix: &str) -> Disk {
+        Disk::new(
+            dir.to_owned(),
+            File::open(dir).unwrap(),
+            Naming {
+                hashed: true,
+                prefix: prefix.to_owned(),
+            },
+            false,
+            true,
+        )
+    }
+
+    #[test]
+    fn the_reserved_keys_are_the_ones_the_core_writes() {
+        let owner = Owner::new("ada").unwrap();
+        let handle = SessionHandle::generate();
+        let mut entries = Entries::default();
+        entries.apply(&owner_delta(&owner, &handle, None).unwrap());
+        let record = Record {
+            entries,
+            meta: sessionkit_core::record::Meta::new(
+                now_ms(),
+                std::time::Duration::from_secs(60),
+                None,
+            ),
+        };
+        assert_eq!(carried(&record), Some((owner, handle)));
+    }
+
+    #[test]
+    fn index_files_are_named_by_the_owners_hash_and_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = disk(dir.path(), "").owner_files(&Owner::new("ada@example.org").unwrap());
+        let name = plain
+            .index
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(name.len(), 64 + INDEX_SUFFIX.len());
+        assert!(!name.contains("ada"));
+        assert!(name.starts_with(&plain.tag));
+        assert_eq!(plain.index.parent().unwrap(), dir.path().join(OWNERS_DIR));
+        let prefixed =
+            disk(dir.path(), "shop-").owner_files(&Owner::new("ada@example.org").unwrap());
+        let prefixed_name = prefixed.index.file_name().unwrap().to_str().unwrap();
+        assert_eq!(prefixed_name, format!("shop-{name}"));
+        assert_eq!(prefixed.lock, plain.lock, "one owner, one lock");
+    }
+
+    #[test]
+    fn index_files_round_trip_and_refuse_what_they_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk(dir.path(), "");
+        let files = disk.owner_files(&Owner::new("ada").unwrap());
+        let _lock = disk.owner_lock(&files).unwrap();
+        let entries: Vec<Entry> = (0..3)
+            .map(|_| Entry {
+                handle: SessionHandle::generate(),
+                name: disk.naming.of(&SessionId::generate()),
+            })
+            .collect();
+        disk.write_index(&files, &entries).unwrap();
+        assert_eq!(disk.read_index(&files).unwrap(), (entries.clone(), true));
+        assert!(!files.temp.exists());
+
+        let bytes = fs::read(&files.index).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        // Torn: the entries before the tear are kept.
+        assert_eq!(
+            disk.parse_index(&bytes[..bytes.len() - 3]),
+            (entries[..2].to_vec(), false)
+        );
+        // Lines that name no file this store could have written are dropped.
+        let handle = SessionHandle::generate();
+        for bad in [
+            format!("{handle} ../../etc/passwd\n"),
+            format!("{handle} {}\n", "A".repeat(64)),
+            format!("{handle} \n"),
+            format!("NOTAHANDLE {}\n", entries[0].name.stem),
+            "\n".to_owned(),
+        ] {
+            let (kept, whole) = disk.parse_index(format!("{text}{bad}").as_bytes());
+            assert_eq!(kept, entries, "{bad:?}");
+            assert!(!whole, "{bad:?}");
+        }
+        // Without the header, nothing.
+        assert_eq!(
+            disk.parse_index(&text.as_bytes()[HEADER.len()..]),
+            (Vec::new(), false)
+        );
+        // No entries: no file.
+        disk.write_index(&files, &[]).unwrap();
+        assert!(!files.index.exists());
+        assert_eq!(disk.read_index(&files).unwrap(), (Vec::new(), true));
     }
 }

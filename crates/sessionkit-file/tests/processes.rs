@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sessionkit_core::codec::{decode_record, decode_value, encode_value};
+use sessionkit_core::owner::{Owner, Owners, WhenFull};
 use sessionkit_core::record::{Delta, Entries, Meta, Record, now_ms};
 use sessionkit_core::store::{Applied, Fence, Locked, SessionStore};
-use sessionkit_core::owner::{Owner, Owners, WhenFull};
 use sessionkit_core::{LockToken, Outcome, SessionConfig, SessionFactory, SessionId};
 use sessionkit_file::FileStore;
 
@@ -579,6 +579,10 @@ async fn two_processes_logging_in_the_same_owners_never_pass_the_cap() {
         assert_eq!(owners.count(&Owner::new(owner).unwrap()).await.unwrap(), 1);
     }
     let end = format!("{base}-end");
-    assert_eq!(carrying(dir.path(), &end), 1, "one session left under the cap");
+    assert_eq!(
+        carrying(dir.path(), &end),
+        1,
+        "one session left under the cap"
+    );
     assert_eq!(owners.count(&Owner::new(end).unwrap()).await.unwrap(), 1);
 }
