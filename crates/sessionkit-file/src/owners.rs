@@ -203,8 +203,9 @@ impl Disk {
         format!("the owner index {} in {}", files.tag, self.dir.display())
     }
 
-    /// The entries of the index file; `None` when it is torn or corrupt
-    /// (then with the entries that still parse). A missing file is empty.
+    /// The entries of the index file that parse, and whether the whole
+    /// file did (`false`: torn or corrupt — a symbolic link, not a regular
+    /// file, too large, a bad line). A missing file is whole and empty.
     fn read_index(&self, files: &OwnerFiles) -> Result<(Vec<Entry>, bool), Failure> {
         let file = match open_read(&files.index) {
             Ok(file) => file,
@@ -612,7 +613,12 @@ mod tests {
             .unwrap()
             .to_owned();
         assert_eq!(name.len(), 64 + INDEX_SUFFIX.len());
-        assert!(!name.contains("ada"));
+        assert!(!name.contains("ada@example.org"));
+        assert!(
+            name[..64]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        );
         assert!(name.starts_with(&plain.tag));
         assert_eq!(plain.index.parent().unwrap(), dir.path().join(OWNERS_DIR));
         let prefixed =
