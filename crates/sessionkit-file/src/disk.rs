@@ -13,12 +13,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use sessionkit_core::codec::{decode_record, encode_record};
+use sessionkit_core::owner::Owner;
 use sessionkit_core::record::{Delta, Meta, Record, Touch, now_ms};
 use sessionkit_core::store::{Applied, Created, IdChanged, Loaded, Locked};
 use sessionkit_core::{LockToken, SessionId};
 
 use crate::fail::{Context as _, Failure, path_place, session_place};
 use crate::name::{Name, Naming};
+use crate::owners;
 
 /// Suffix of session files.
 pub(crate) const SESSION_SUFFIX: &str = ".session";
@@ -97,6 +99,19 @@ pub(crate) struct LockState {
 pub(crate) struct StripeGuard {
     _file: File,
 }
+
+/// The actions of one kind of lock file, for errors.
+pub(crate) struct LockKind {
+    pub(crate) open: &'static str,
+    pub(crate) lock: &'static str,
+    pub(crate) create: &'static str,
+}
+
+const STRIPE_LOCK: LockKind = LockKind {
+    open: "open the stripe lock",
+    lock: "lock the stripe lock",
+    create: "create the stripes directory",
+};
 
 /// Milliseconds of a duration, saturating.
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -219,6 +234,19 @@ impl Disk {
     /// as well as other processes.
     pub(crate) fn stripe(&self, index: usize) -> Result<StripeGuard, Failure> {
         let path = self.stripes_dir.join(format!("{index:02x}"));
+        self.flock(&path, &self.stripes_dir, &STRIPE_LOCK)
+    }
+
+    /// Takes an exclusive `flock` on the lock file at `path` in `dir`
+    /// (created empty if missing, and `dir` with it), through a file opened
+    /// for this one critical section, so that it excludes other threads of
+    /// this process as well as other processes.
+    pub(crate) fn flock(
+        &self,
+        path: &Path,
+        dir: &Path,
+        kind: &LockKind,
+    ) -> Result<StripeGuard, Failure> {
         let open = || {
             OpenOptions::new()
                 .read(true)
@@ -227,34 +255,36 @@ impl Disk {
                 .truncate(false)
                 .mode(0o600)
                 .custom_flags(nofollow())
-                .open(&path)
+                .open(path)
         };
         let file = match open() {
-            // The save path was removed and made again while the store ran:
-            // make the stripes directory again, so the store recovers by
-            // itself once its save path exists (it never recreates the save
-            // path itself, whose absence is an operator's error to see).
+            // The save path was removed and made again while the store ran
+            // (or, for owner locks, this is their first use): make the lock
+            // directory, so the store recovers by itself once its save path
+            // exists (it never recreates the save path itself, whose absence
+            // is an operator's error to see).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.is_dir() => {
                 std::fs::DirBuilder::new()
                     .mode(0o700)
                     .recursive(true)
-                    .create(&self.stripes_dir)
-                    .context("create the stripes directory", || {
-                        path_place(&self.stripes_dir)
-                    })?;
+                    .create(dir)
+                    .context(kind.create, || path_place(dir))?;
                 open()
             }
             other => other,
         }
-        .context("open the stripe lock", || path_place(&path))?;
-        file.lock()
-            .context("lock the stripe lock", || path_place(&path))?;
+        .context(kind.open, || path_place(path))?;
+        file.lock().context(kind.lock, || path_place(path))?;
         Ok(StripeGuard { _file: file })
     }
 
     /// The stripe locks of two sessions, taken in index order so that two
     /// `change_id`s in opposite directions cannot deadlock.
-    fn stripes(&self, a: &Name, b: &Name) -> Result<(StripeGuard, Option<StripeGuard>), Failure> {
+    pub(crate) fn stripes(
+        &self,
+        a: &Name,
+        b: &Name,
+    ) -> Result<(StripeGuard, Option<StripeGuard>), Failure> {
         let (x, y) = (a.stripe(), b.stripe());
         if x == y {
             return Ok((self.stripe(x)?, None));
@@ -342,7 +372,7 @@ impl Disk {
 
     /// The live session of `name`, removing it (and its lock) if it has
     /// expired. Call with the stripe lock held.
-    fn live(&self, name: &Name, now: u64) -> Result<Option<Current>, Failure> {
+    pub(crate) fn live(&self, name: &Name, now: u64) -> Result<Option<Current>, Failure> {
         match self.read_session(name)? {
             Stored::Found(current) if !current.record.meta.is_expired(now) => Ok(Some(current)),
             Stored::Found(_) => {
@@ -393,7 +423,7 @@ impl Disk {
 
     /// Removes the session file and the lock file of `name`; returns whether
     /// there was a session file.
-    fn remove_session(&self, name: &Name) -> Result<bool, Failure> {
+    pub(crate) fn remove_session(&self, name: &Name) -> Result<bool, Failure> {
         let removed = remove(&self.session_path(name)).context("remove", || self.place(name))?;
         remove(&self.lock_path(name)).context("remove the lock of", || self.place(name))?;
         self.forget(&name.stem, None);
@@ -648,26 +678,61 @@ impl Disk {
         new: &SessionId,
         fence: Option<LockToken>,
     ) -> Result<IdChanged, Failure> {
+        // An owned session's index entry must follow it, under its owner's
+        // lock, which is taken before any stripe: so the stripes are let go,
+        // the owner lock taken and the stripes taken again (see `owners`).
+        let mut owner_lock: Option<(Owner, StripeGuard)> = None;
+        loop {
+            let held = owner_lock.as_ref().map(|(owner, _)| owner);
+            match self.change_id_with(old, new, fence, held)? {
+                Moved::Done(changed) => return Ok(changed),
+                Moved::NeedsOwner(owner) => {
+                    // Never two owner locks at once.
+                    drop(owner_lock.take());
+                    let guard = self.owner_lock(&self.owner_files(&owner))?;
+                    owner_lock = Some((owner, guard));
+                }
+            }
+        }
+    }
+
+    /// One attempt at `change_id`, holding the lock of `held_owner` (if
+    /// any); asks for the owner lock of an owned session if it is not the
+    /// one held.
+    fn change_id_with(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        fence: Option<LockToken>,
+        held_owner: Option<&Owner>,
+    ) -> Result<Moved, Failure> {
         let from = self.naming.of(old);
         let to = self.naming.of(new);
         let _stripes = self.stripes(&from, &to)?;
         let now = now_ms();
         if old == new {
-            return Ok(match self.live(&from, now)? {
+            return Ok(Moved::Done(match self.live(&from, now)? {
                 Some(_) => IdChanged::IdTaken,
                 None => IdChanged::Gone,
-            });
+            }));
         }
         let Some(mut current) = self.live(&from, now)? else {
-            return Ok(IdChanged::Gone);
+            return Ok(Moved::Done(IdChanged::Gone));
         };
         if self.live(&to, now)?.is_some() {
-            return Ok(IdChanged::IdTaken);
+            return Ok(Moved::Done(IdChanged::IdTaken));
         }
         if let Some(token) = &fence
             && self.owned(&from, token, now)?.is_none()
         {
-            return Ok(IdChanged::LockLost);
+            return Ok(Moved::Done(IdChanged::LockLost));
+        }
+        if let Some((owner, handle)) = owners::carried(&current.record) {
+            if held_owner != Some(&owner) {
+                return Ok(Moved::NeedsOwner(owner));
+            }
+            // Listed under the new name before it moves there.
+            self.index_moved(&owner, &handle, &to)?;
         }
         current.record.meta.refresh(now);
         self.persist_expiry(&from, &current)?;
@@ -698,7 +763,7 @@ impl Disk {
             }
         }
         self.sync_dir()?;
-        Ok(IdChanged::Changed(current.record.meta))
+        Ok(Moved::Done(IdChanged::Changed(current.record.meta)))
     }
 
     /// `SessionStore::destroy`.
@@ -853,6 +918,13 @@ impl Disk {
         let _stripe = self.stripe(name.stripe())?;
         remove(&self.dir.join(file_name)).context("remove a temporary file of", || self.place(name))
     }
+}
+
+/// What one attempt at `change_id` did.
+enum Moved {
+    Done(IdChanged),
+    /// The session carries this owner, whose lock must be held.
+    NeedsOwner(Owner),
 }
 
 /// What [`Disk::collect`] found.

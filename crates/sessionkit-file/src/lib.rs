@@ -77,6 +77,10 @@
 //!   <prefix><name>.lock              a session lock: token, expiry, holder's pid;
 //!                                    the holder keeps it open with an flock on it
 //!   <prefix><name>.tmp-<16 hex>      a write in flight (or left by a crash, removed by gc)
+//!   .owners/                         created on first use; see Owners
+//!     .locks/00 … ff                 256 empty files; their flocks are the owner locks
+//!     <prefix><owner hash>.owner     one owner's index: handle → session file name
+//!     <prefix><owner hash>.tmp       its next version while it is written
 //! ```
 //!
 //! - `<name>` is the hex SHA-256 of the session id ([`SessionId::hashed`]),
@@ -172,6 +176,88 @@
 //! [`FileStore`] (which closes the handles). Held-lock handles of expired
 //! locks are closed by the next sweep or `lock` call.
 //!
+//! # Owners
+//!
+//! [`FileStore`] keeps an owner index ([`OwnerIndex`]): an application can
+//! give a session an owner at login, list the owner's sessions by
+//! [handle](sessionkit_core::owner::SessionHandle), revoke one or all of
+//! them, and cap how many an owner has
+//! ([`max_sessions_per_owner`](sessionkit_core::SessionConfigBuilder::max_sessions_per_owner)).
+//! Its guarantees hold across the processes sharing the save path, like
+//! everything else here.
+//!
+//! - **The session** carries its owner, handle and device label in the
+//!   core's reserved entries, so they move with it on `change_id` and end
+//!   with it.
+//! - **The index** of an owner is one small file,
+//!   `.owners/<prefix><owner hash>.owner`, where the owner hash is the hex
+//!   SHA-256 of the owner: the owner (often an e-mail address) is never in
+//!   a file name, nor in a log line. It lists `handle → session file
+//!   name`, one line each, and is written like a session file (a temporary
+//!   file, `fsync` when [`durable`](FileStoreBuilder::durable), `rename`,
+//!   `fsync` of the directory). An owner with no session left has no file.
+//! - **The owner lock** is an exclusive `flock` on
+//!   `.owners/.locks/<first byte of the owner hash>`, taken like a stripe
+//!   lock (a file opened for one critical section), so it excludes the
+//!   threads of this process and other processes alike. Owner locks are a
+//!   set apart from the session stripes.
+//!
+//! **Lock order: the owner lock first, then session stripes; never two
+//! owner locks at once.** `set_owner`, `sessions_of`, `revoke` and
+//! `revoke_all` hold the owner's lock throughout and take one session
+//! stripe at a time inside it. `change_id` takes its two stripes as
+//! before; when the session turns out to carry an owner, it lets them go,
+//! takes that owner's lock, takes the stripes again and checks everything
+//! again (if the owner changed meanwhile, it starts over with the new
+//! owner's lock). No operation waits for an owner lock while it holds a
+//! stripe, so nothing can deadlock, within a process or across processes.
+//! Reads, writes, session locks, destroys and the sweep take no owner lock
+//! and cost nothing more.
+//!
+//! What is atomic: sessions gain an owner only under that owner's lock, so
+//! within it the owner's sessions can only end, never arrive. `set_owner`
+//! counts the owner's live sessions, refuses
+//! ([`WhenFull::Refuse`](sessionkit_core::owner::WhenFull::Refuse): nothing
+//! written) or ends the least recently used others
+//! ([`WhenFull::EndLeastRecent`](sessionkit_core::owner::WhenFull::EndLeastRecent);
+//! least recently used = smallest `expires − idle lifetime`, ties broken by
+//! handle) and writes the owner into the session, all under the owner
+//! lock: two simultaneous logins, from two processes or one, cannot both
+//! slip under the cap. A revoked session is deleted with its lock file
+//! under its stripe, so a request that holds its lock fails its commit as
+//! "session gone".
+//!
+//! What the index promises: every live session that carries an owner and
+//! a handle is listed in that owner's index under its current file name.
+//! An entry is written *before* the session carries it (`set_owner`) or
+//! moves to it (`change_id`), so a crash at any point leaves at worst a
+//! stale entry, never an owned session missing from the index. Entries are
+//! checked against the session itself — live, and still carrying that
+//! owner and handle — whenever the owner's index is used, and the stale
+//! ones (destroyed, expired, swept, given another owner, moved) are
+//! dropped then: they never outnumber what ended since. Listing, counting,
+//! revoking and capping thus cost one read of the index and one read of
+//! each of that owner's session files, never anything in proportion to all
+//! sessions. Nothing read from an index reaches a file name unchecked:
+//! handles must be 32 hex digits and names ones this store could have
+//! written.
+//!
+//! A torn or corrupt index file (a machine crash with
+//! [`durable(false)`](FileStoreBuilder::durable), tampering) never makes
+//! the store panic or fail: it is logged at `warn` with the first 8 hex
+//! digits of its name (never the owner, never an id), the entries that
+//! still parse are kept, the save path is scanned once for live sessions
+//! carrying the owner (the one time an owner operation costs in proportion
+//! to all sessions), and the rebuilt index is written back.
+//!
+//! Limits: with [`hash_ids(false)`](FileStoreBuilder::hash_ids) index files
+//! hold session ids, as the session file names then do. The index file of
+//! an owner who never comes back stays until that owner's index is used
+//! again (the sweep does not visit `.owners`): one small file per such
+//! owner. A session kept under its old id for a grace period after a
+//! regenerate shares its handle with the new one: it is listed once (the
+//! one that lives longer), and revoking the handle ends both.
+//!
 //! # Touches (lazy write)
 //!
 //! A load that finds less than the configured share of the idle lifetime
@@ -246,6 +332,7 @@
 //! [`SessionId::hashed`]: sessionkit_core::SessionId::hashed
 //! [`ExpiredDeletion`]: sessionkit_core::store::ExpiredDeletion
 //! [`Countable::count`]: sessionkit_core::store::Countable::count
+//! [`OwnerIndex`]: sessionkit_core::owner::OwnerIndex
 #![deny(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -258,6 +345,7 @@ mod disk;
 mod fail;
 mod gc;
 mod name;
+mod owners;
 mod savepath;
 mod store;
 #[cfg(test)]

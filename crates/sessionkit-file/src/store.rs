@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use sessionkit_core::owner::{
+    DynOwnerIndex, OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle,
+};
 use sessionkit_core::record::{Delta, Record, Touch};
 use sessionkit_core::store::{
     Applied, Countable, Created, ExpiredDeletion, Fence, IdChanged, Loaded, Locked, SessionStore,
@@ -559,6 +562,10 @@ impl SessionStore for FileStore {
         STORE
     }
 
+    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn DynOwnerIndex>> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         let id = *id;
         self.blocking("load", move |disk| disk.load(&id, touch))
@@ -615,6 +622,50 @@ impl SessionStore for FileStore {
         let (id, token) = (*id, *token);
         self.blocking("unlock", move |disk| disk.unlock(&id, &token))
             .await
+    }
+}
+
+/// One small index file per owner under `.owners/`, guarded by an owner
+/// lock that works across processes; see the [crate docs](crate#owners).
+impl OwnerIndex for FileStore {
+    async fn set_owner(
+        &self,
+        id: &SessionId,
+        owner: &Owner,
+        handle: &SessionHandle,
+        device: Option<&str>,
+        cap: Option<OwnerCap>,
+    ) -> Result<OwnerSet> {
+        let (id, owner, handle) = (*id, owner.clone(), *handle);
+        let device = device.map(str::to_owned);
+        self.blocking("set_owner", move |disk| {
+            disk.set_owner(&id, &owner, &handle, device.as_deref(), cap)
+        })
+        .await
+    }
+
+    async fn sessions_of(&self, owner: &Owner) -> Result<Vec<OwnedSession>> {
+        let owner = owner.clone();
+        self.blocking("sessions_of", move |disk| disk.sessions_of(&owner))
+            .await
+    }
+
+    async fn revoke(&self, owner: &Owner, handle: &SessionHandle) -> Result<bool> {
+        let (owner, handle) = (owner.clone(), *handle);
+        let ended = self
+            .blocking("revoke", move |disk| {
+                disk.revoke_where(&owner, |h| *h == handle)
+            })
+            .await?;
+        Ok(ended > 0)
+    }
+
+    async fn revoke_all(&self, owner: &Owner, except: Option<&SessionHandle>) -> Result<u64> {
+        let (owner, except) = (owner.clone(), except.copied());
+        self.blocking("revoke_all", move |disk| {
+            disk.revoke_where(&owner, |h| Some(*h) != except)
+        })
+        .await
     }
 }
 

@@ -1,4 +1,4 @@
-//! Several processes on one save path: locked increments, kills in the middle of writes, locks of dead processes.
+//! Several processes on one save path: locked increments, kills in the middle of writes, locks of dead processes, logins of one owner under a cap.
 //!
 //! The test binary plays the other processes itself: it re-runs its own
 //! executable with `--exact child_process_entry` and an environment variable
@@ -13,9 +13,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sessionkit_core::codec::{decode_record, decode_value, encode_value};
+use sessionkit_core::owner::{Owner, Owners, WhenFull};
 use sessionkit_core::record::{Delta, Entries, Meta, Record, now_ms};
 use sessionkit_core::store::{Applied, Fence, Locked, SessionStore};
-use sessionkit_core::{LockToken, SessionId};
+use sessionkit_core::{LockToken, Outcome, SessionConfig, SessionFactory, SessionId};
 use sessionkit_file::FileStore;
 
 const ROLE: &str = "SESSIONKIT_FILE_TEST_ROLE";
@@ -85,6 +86,15 @@ fn child_process_entry() {
                 let _ = std::io::stdin().read_line(&mut line);
             }
             "write-loop" => write_loop(&store).await,
+            "owner-logins" => {
+                let base = std::env::var(ID).unwrap();
+                say("ready");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).unwrap();
+                assert_eq!(line.trim(), "go");
+                let won = owner_logins(&store, &base).await;
+                say(&format!("won {won:?}"));
+            }
             other => panic!("unknown child role {other:?}"),
         }
     });
@@ -457,4 +467,122 @@ fn counter_record_like(record: &Record) -> Record {
         entries: counter_record().entries,
         meta: record.meta,
     }
+}
+
+/// Owners per round of [`owner_logins`], and contenders per process.
+const OWNERS: usize = 15;
+const CONTENDERS: usize = 2;
+
+/// One login of `owner` with `config`: whether `set_owner` let it in.
+async fn owner_login(factory: &SessionFactory, owner: &str) -> bool {
+    let session = factory.request(None);
+    session.insert("user", &owner).unwrap();
+    let set = session.set_owner(owner).await;
+    match set {
+        Ok(()) => {
+            assert!(session.finish(Outcome::Success).await.error.is_none());
+            true
+        }
+        Err(err) => {
+            assert_eq!(err.kind(), sessionkit_core::ErrorKind::OwnerFull, "{err}");
+            false
+        }
+    }
+}
+
+/// [`CONTENDERS`] tasks each try to log in every owner `<base>-<i>` under a
+/// refusing cap of one, in the same order, then `<base>-end` ten times
+/// under a cap of one that ends the least recent; returns the `i`s this
+/// process won.
+async fn owner_logins(store: &FileStore, base: &str) -> Vec<usize> {
+    let tasks: Vec<_> = (0..CONTENDERS)
+        .map(|_| {
+            let store = store.clone();
+            let base = base.to_owned();
+            tokio::spawn(async move {
+                let refuse = SessionConfig::builder()
+                    .max_sessions_per_owner(1, WhenFull::Refuse)
+                    .build()
+                    .unwrap();
+                let factory = SessionFactory::new(store.clone(), refuse);
+                let mut won = Vec::new();
+                for i in 0..OWNERS {
+                    if owner_login(&factory, &format!("{base}-{i}")).await {
+                        won.push(i);
+                    }
+                }
+                let end = SessionConfig::builder()
+                    .max_sessions_per_owner(1, WhenFull::EndLeastRecent)
+                    .build()
+                    .unwrap();
+                let factory = SessionFactory::new(store, end);
+                for _ in 0..10 {
+                    assert!(owner_login(&factory, &format!("{base}-end")).await);
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for task in tasks {
+        won.extend(task.await.unwrap());
+    }
+    won.sort_unstable();
+    won
+}
+
+/// The live sessions in `dir` that carry `owner` and a handle, read from
+/// the session files themselves (not from the index). (A refused login
+/// leaves a session that the core created with the owner entry but no
+/// handle: it is not the owner's.)
+fn carrying(dir: &Path, owner: &str) -> usize {
+    let owner_value = encode_value(&owner).unwrap();
+    session_files(dir)
+        .iter()
+        .filter_map(|path| std::fs::read(path).ok())
+        .filter_map(|bytes| decode_record(&bytes).ok())
+        .filter(|record| !record.meta.is_expired(now_ms()))
+        .filter(|record| record.entries.get("\u{1}owner") == Some(owner_value.as_slice()))
+        .filter(|record| record.entries.get("\u{1}handle").is_some())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_logging_in_the_same_owners_never_pass_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let base = format!("ada-{}", SessionId::generate().short_hash());
+    let mut kid = Kid::spawn("owner-logins", dir.path(), &[(ID, base.clone())]);
+    kid.expect("ready");
+    kid.send("go");
+    let mine = owner_logins(&store, &base).await;
+    let theirs = kid.expect("won ");
+    kid.wait_success();
+    let theirs: Vec<usize> = theirs
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // Each owner was won exactly once, by one task of one process.
+    let mut all = [mine.clone(), theirs.clone()].concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..OWNERS).collect::<Vec<_>>(),
+        "this process won {mine:?}, the other {theirs:?}"
+    );
+    let owners = Owners::of(store.clone());
+    for i in 0..OWNERS {
+        let owner = format!("{base}-{i}");
+        assert_eq!(carrying(dir.path(), &owner), 1, "{owner}");
+        assert_eq!(owners.count(&Owner::new(owner).unwrap()).await.unwrap(), 1);
+    }
+    let end = format!("{base}-end");
+    assert_eq!(
+        carrying(dir.path(), &end),
+        1,
+        "one session left under the cap"
+    );
+    assert_eq!(owners.count(&Owner::new(end).unwrap()).await.unwrap(), 1);
 }
