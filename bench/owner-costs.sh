@@ -5,7 +5,8 @@
 # every store), built in release, one store after the other, against the
 # servers the test harness starts on free loopback ports (PostgreSQL with
 # fsync off, Redis without persistence: the store's own cost, not the
-# disk's). Prints one markdown table of medians in µs (see BENCHMARKS.md).
+# disk's; the file store's writes are durable, as by default). Prints one
+# markdown table of medians in µs (see BENCHMARKS.md).
 #
 # Usage: bench/owner-costs.sh
 set -euo pipefail
@@ -22,6 +23,7 @@ run() {
         | grep -ao 'owner cost.*' >>"$out"
 }
 run -p sessionkit-core --features testkit --test owners
+run -p sessionkit-file --test owners
 run -p sessionkit-sql --all-features --test sqlite
 run -p sessionkit-sql --all-features --test postgres
 run -p sessionkit-redis --test standalone

@@ -23,9 +23,10 @@
 //!
 //! A store keeps an owner index by implementing [`OwnerIndex`]; the session
 //! handle finds it through [`SessionStore::owner_index`]. The memory store,
-//! `sessionkit-sql`'s SQLite and PostgreSQL stores and `sessionkit-redis`
-//! (one server and Cluster; each crate's docs say what is atomic there)
-//! do. On a store without one,
+//! `sessionkit-sql`'s SQLite and PostgreSQL stores, `sessionkit-file`'s
+//! `FileStore` (across the processes sharing a save path) and
+//! `sessionkit-redis` (one server and Cluster) do; each crate's docs say
+//! what is atomic there. On a store without one,
 //! [`Session::set_owner`](crate::Session::set_owner) fails with
 //! [`ErrorKind::OwnersUnsupported`], and [`Owners::of`] does not compile:
 //! the no-op store, and memcached, where no index can be reliable (see

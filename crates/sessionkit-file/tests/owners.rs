@@ -341,95 +341,16 @@ async fn stale_entries_are_dropped_when_the_index_is_next_used() {
     );
 }
 
-/// What owners cost on the file store: medians of wall time through the
-/// session handle and the registry, durable writes on the test machine's
-/// disk, debug build. Run: `cargo test -p sessionkit-file --test owners
-/// owner_costs -- --ignored --nocapture`.
+/// What owners cost on the file store (issue 15; rows for BENCHMARKS.md,
+/// not a timed test): `testkit::owners::costs`, as every store with an
+/// index runs it, on durable writes. Run side by side with the others, in
+/// release: `bench/owner-costs.sh`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run on demand"]
 async fn owner_costs() {
-    use std::time::Instant;
-
     let dir = tempfile::tempdir().unwrap();
     let store = store_on(dir.path());
-    let plain = SessionFactory::new(store.clone(), SessionConfig::default());
-    let capped = SessionFactory::new(store.clone(), capped(1_000_000));
-    let owners = Owners::of(store.clone());
-    fn median(mut v: Vec<u128>) -> u128 {
-        v.sort_unstable();
-        v[v.len() / 2]
-    }
-    async fn timed_login(factory: &SessionFactory, owner: Option<&str>) -> u128 {
-        let started = Instant::now();
-        let s = factory.request(None);
-        s.insert("user", &"x").unwrap();
-        if let Some(owner) = owner {
-            s.set_owner(owner).await.unwrap();
-        }
-        assert!(s.finish(Outcome::Success).await.error.is_none());
-        started.elapsed().as_micros()
-    }
-    let mut rows = Vec::new();
-    let mut times = Vec::new();
-    for _ in 0..200 {
-        times.push(timed_login(&plain, None).await);
-    }
-    rows.push(("login, no owner", median(std::mem::take(&mut times))));
-    for _ in 0..200 {
-        times.push(timed_login(&plain, Some(&unique("new"))).await);
-    }
-    rows.push((
-        "login with an owner (a new owner each time)",
-        median(std::mem::take(&mut times)),
-    ));
-    let who = unique("solo");
-    for _ in 0..200 {
-        times.push(timed_login(&plain, Some(&who)).await);
-    }
-    rows.push((
-        "login with an owner (0 to 199 sessions already)",
-        median(std::mem::take(&mut times)),
-    ));
-    let who = unique("capped");
-    for _ in 0..200 {
-        times.push(timed_login(&capped, Some(&who)).await);
-    }
-    rows.push((
-        "login with an owner under a cap (0 to 199 sessions already)",
-        median(std::mem::take(&mut times)),
-    ));
-    for n in [10, 1000] {
-        let who = unique("many");
-        for _ in 0..n {
-            timed_login(&plain, Some(&who)).await;
-        }
-        let owner = Owner::new(who).unwrap();
-        for _ in 0..21 {
-            let started = Instant::now();
-            assert_eq!(owners.list(&owner).await.unwrap().len(), n);
-            times.push(started.elapsed().as_micros());
-        }
-        rows.push((
-            if n == 10 {
-                "list, 10 sessions"
-            } else {
-                "list, 1,000 sessions"
-            },
-            median(std::mem::take(&mut times)),
-        ));
-        let started = Instant::now();
-        assert_eq!(owners.revoke_all(&owner).await.unwrap(), n as u64);
-        rows.push((
-            if n == 10 {
-                "revoke_all, 10 sessions"
-            } else {
-                "revoke_all, 1,000 sessions"
-            },
-            started.elapsed().as_micros(),
-        ));
-    }
-    println!("| operation | µs (median) |\n|---|--:|");
-    for (what, us) in rows {
-        println!("| {what} | {us} |");
+    for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
+        println!("owner cost\tfile\t{what}\t{us}");
     }
 }

@@ -151,6 +151,19 @@ impl Store {
         }
     }
 
+    /// A save path of its own in a temporary directory.
+    pub(crate) fn files() -> Store {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().to_str().expect("a UTF-8 temp dir").to_owned();
+        Store {
+            envs: vec![
+                ("SESSION_DRIVER", "file".to_owned()),
+                ("SESSION_FILE_PATH", path),
+            ],
+            _dir: Some(dir),
+        }
+    }
+
     /// A SQLite file of its own in a temporary directory.
     pub(crate) fn sqlite() -> Store {
         let dir = tempfile::tempdir().expect("a temp dir");
