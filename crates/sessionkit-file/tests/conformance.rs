@@ -1,14 +1,13 @@
 //! The store conformance suite against `FileStore`, each run in its own temporary save path.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sessionkit_core::record::{Delta, Record, Touch};
-use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
 use sessionkit_core::testkit::{self, Guarded, SuiteConfig};
-use sessionkit_core::{LockToken, Result, SessionId};
 use sessionkit_file::{FileStore, FileStoreBuilder};
 use tempfile::TempDir;
+
+mod support;
+use support::Alternating;
 
 /// A `FileStore` that owns its temporary save path: the directory lives as
 /// long as the last clone.
@@ -54,73 +53,16 @@ async fn rewriting_touches_with_a_busy_sweep_pass_the_whole_suite() {
 /// write crosses instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_save_path_pass_the_whole_suite() {
-    let one = scratch(|b| b.sweep_interval(None).hash_ids(false).prefix("app:"));
-    let two = FileStore::builder()
-        .path(one.store().path())
-        .sweep_interval(None)
-        .hash_ids(false)
-        .prefix("app:")
-        .build()
-        .unwrap();
-    let store = Alternating {
-        stores: Arc::new([one.store().clone(), two]),
-        next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        _dir: one,
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let instance = || {
+        FileStore::builder()
+            .path(dir.path())
+            .sweep_interval(None)
+            .hash_ids(false)
+            .prefix("app:")
+            .build()
+            .expect("a file store on a fresh temporary directory")
     };
+    let store = Alternating::new(instance(), instance()).keeping(dir);
     testkit::run_all(&store, &timing()).await;
-}
-
-/// Sends each call to the next of several stores in turn.
-#[derive(Debug, Clone)]
-struct Alternating {
-    stores: Arc<[FileStore; 2]>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
-    _dir: Scratch,
-}
-
-impl Alternating {
-    fn pick(&self) -> &FileStore {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &self.stores[n % 2]
-    }
-}
-
-impl SessionStore for Alternating {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        self.pick().load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        self.pick().create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        self.pick().apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        self.pick().change_id(old, new, fence).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.pick().destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        self.pick().lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        self.pick().renew_lock(id, token, ttl).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        self.pick().unlock(id, token).await
-    }
 }

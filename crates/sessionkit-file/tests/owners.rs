@@ -1,18 +1,15 @@
 //! The owner index of `FileStore`: the core's checks, two store instances (as two processes would have) on one save path, and torn or corrupt index files.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use sessionkit_core::owner::{
-    DynOwnerIndex, OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, Owners, SessionHandle,
-    WhenFull,
-};
-use sessionkit_core::record::{Delta, Record, Touch};
-use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Loaded, Locked, SessionStore};
-use sessionkit_core::{LockToken, Outcome, Result, SessionConfig, SessionFactory, SessionId};
+use sessionkit_core::owner::{Owner, Owners, WhenFull};
+use sessionkit_core::{Outcome, SessionConfig, SessionFactory, SessionId};
 use sessionkit_file::FileStore;
+
+mod support;
+use support::Alternating;
 
 /// One save path shared by the core's checks (their owners are unique per
 /// check), kept for the life of the test binary.
@@ -34,92 +31,10 @@ sessionkit_core::owner_index_tests!(owners, store_on(shared_dir()));
 
 // The same checks with every call sent to one of two instances on one save
 // path in turn, as two processes would share it.
-sessionkit_core::owner_index_tests!(owners_across_instances, Alternating::new(shared_dir()));
-
-/// Sends each call to the next of two stores on one save path in turn.
-#[derive(Debug, Clone)]
-struct Alternating {
-    stores: Arc<[FileStore; 2]>,
-    next: Arc<AtomicUsize>,
-}
-
-impl Alternating {
-    fn new(dir: &Path) -> Alternating {
-        Alternating {
-            stores: Arc::new([store_on(dir), store_on(dir)]),
-            next: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    fn pick(&self) -> &FileStore {
-        &self.stores[self.next.fetch_add(1, Ordering::Relaxed) % 2]
-    }
-}
-
-impl SessionStore for Alternating {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-    fn owner_index(self: Arc<Self>) -> Option<Arc<dyn DynOwnerIndex>> {
-        Some(self)
-    }
-    async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
-        self.pick().load(id, touch).await
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
-        self.pick().create(id, record).await
-    }
-    async fn apply(
-        &self,
-        id: &SessionId,
-        delta: &Delta,
-        fence: Option<Fence<'_>>,
-    ) -> Result<Applied> {
-        self.pick().apply(id, delta, fence).await
-    }
-    async fn change_id(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        fence: Option<&LockToken>,
-    ) -> Result<IdChanged> {
-        self.pick().change_id(old, new, fence).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.pick().destroy(id).await
-    }
-    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Locked> {
-        self.pick().lock(id, ttl).await
-    }
-    async fn renew_lock(&self, id: &SessionId, token: &LockToken, ttl: Duration) -> Result<bool> {
-        self.pick().renew_lock(id, token, ttl).await
-    }
-    async fn unlock(&self, id: &SessionId, token: &LockToken) -> Result<()> {
-        self.pick().unlock(id, token).await
-    }
-}
-
-impl OwnerIndex for Alternating {
-    async fn set_owner(
-        &self,
-        id: &SessionId,
-        owner: &Owner,
-        handle: &SessionHandle,
-        device: Option<&str>,
-        cap: Option<OwnerCap>,
-    ) -> Result<OwnerSet> {
-        OwnerIndex::set_owner(self.pick(), id, owner, handle, device, cap).await
-    }
-    async fn sessions_of(&self, owner: &Owner) -> Result<Vec<OwnedSession>> {
-        OwnerIndex::sessions_of(self.pick(), owner).await
-    }
-    async fn revoke(&self, owner: &Owner, handle: &SessionHandle) -> Result<bool> {
-        OwnerIndex::revoke(self.pick(), owner, handle).await
-    }
-    async fn revoke_all(&self, owner: &Owner, except: Option<&SessionHandle>) -> Result<u64> {
-        OwnerIndex::revoke_all(self.pick(), owner, except).await
-    }
-}
+sessionkit_core::owner_index_tests!(
+    owners_across_instances,
+    Alternating::new(store_on(shared_dir()), store_on(shared_dir()))
+);
 
 fn unique(name: &str) -> String {
     format!("{name}-{}", SessionId::generate().short_hash())

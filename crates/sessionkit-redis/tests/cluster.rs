@@ -6,7 +6,7 @@ use sessionkit_test_servers::redis as support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sessionkit_core::owner::{Owner, OwnerIndex, OwnerSet, SessionHandle};
+use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull};
 use sessionkit_core::record::{Record, Touch};
 use sessionkit_core::store::{Applied, Created, Fence, IdChanged, Locked, SessionStore};
 use sessionkit_core::testkit::SuiteConfig;
@@ -86,8 +86,8 @@ fn evalsha(n: u64) -> BTreeMap<String, u64> {
 /// Round trips on the cluster, counted by every node's `MONITOR`: each
 /// operation is one command, except a load whose touch is due (`HGETALL`,
 /// then the touch script); `change_id` too, onto an id from `new_id_for`
-/// (one script on the old id's slot). A cluster of its own, so no other
-/// test adds to the counts.
+/// (one script on the old id's slot); owner operations, one command per
+/// step. A cluster of its own, so no other test adds to the counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_on_a_cluster() {
     let cluster = support::RedisCluster::start();
@@ -186,6 +186,50 @@ async fn round_trips_on_a_cluster() {
         let ((), c) = counted!(monitor, store.destroy(&newer));
         row("destroy", c, commands(&[("del", 1)]));
         store.destroy(&other).await.unwrap();
+
+        // Owners: each step one command on its slot (see the crate docs).
+        let ada = Owner::new(format!("ada-{}", SessionId::generate().short_hash())).unwrap();
+        let first = SessionId::generate();
+        let _ = store.create(&first, &record()).await.unwrap();
+        let (set, c) = counted!(
+            monitor,
+            store.set_owner(&first, &ada, &SessionHandle::generate(), None, None)
+        );
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
+        row(
+            "set_owner (no cap)",
+            c,
+            commands(&[("evalsha", 2), ("hget", 1)]),
+        );
+        let (listed, c) = counted!(monitor, store.sessions_of(&ada));
+        assert_eq!(listed.len(), 1);
+        row(
+            "sessions_of (1 session)",
+            c,
+            commands(&[("hgetall", 1), ("evalsha", 1)]),
+        );
+        let second = SessionId::generate();
+        let _ = store.create(&second, &record()).await.unwrap();
+        let cap = OwnerCap {
+            max: std::num::NonZeroU32::MIN,
+            when_full: WhenFull::EndLeastRecent,
+        };
+        let (set, c) = counted!(
+            monitor,
+            store.set_owner(&second, &ada, &SessionHandle::generate(), None, Some(cap))
+        );
+        assert!(
+            matches!(&set, OwnerSet::Set { ended } if ended.len() == 1),
+            "{set:?}"
+        );
+        row(
+            "set_owner (cap of 1, ends 1)",
+            c,
+            commands(&[("hgetall", 1), ("evalsha", 4), ("hget", 1)]),
+        );
+        let (revoked, c) = counted!(monitor, store.revoke_all(&ada, None));
+        assert_eq!(revoked, 1);
+        row("revoke_all (1 session)", c, evalsha(2));
     }
 
     let mut report = String::from("\nround trips per store operation (cluster):\n");

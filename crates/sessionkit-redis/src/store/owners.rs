@@ -405,9 +405,16 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 local entries = redis.call('HGETALL', KEYS[1])
 local others, count = {}, 0
 for i = 1, #entries, 2 do
-  if entries[i] ~= ARGV[1] and is_key(entries[i + 1]) then
-    others[entries[i]] = entries[i + 1]
-    count = count + 1
+  local h, v = entries[i], entries[i + 1]
+  if h ~= ARGV[1] and is_key(v) then
+    if v == ARGV[2] then
+      -- This session under another handle (a login that never finished):
+      -- replaced below.
+      redis.call('HDEL', KEYS[1], h)
+    else
+      others[h] = v
+      count = count + 1
+    end
   end
 end
 local reply = { 'set', count }
@@ -459,7 +466,10 @@ return 'set'
 
 /// Cluster, session slot: one index entry's session, or that it is
 /// stale. KEYS data; ARGV owner, handle (as stored).
-/// Reply: `{created (hex), last seen, expires, device}` or `{}`.
+/// Reply: `{created (hex), last seen, expires, device}`; `pending` when the
+/// session is live and carries no handle and no other owner (a login
+/// between its claim and its owner fields: the entry is kept, the session
+/// not yet listed); `{}` when the entry is stale.
 #[cfg(feature = "cluster")]
 static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
@@ -467,8 +477,12 @@ static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
         lua_owned!(),
         r"
 local c, e, seen, device = owned(KEYS[1], now, ARGV[1], ARGV[2])
-if not c then return {} end
-return { c, seen, e, device }
+if c then return { c, seen, e, device } end
+if meta(KEYS[1], now) == 'live' then
+  local f = redis.call('HMGET', KEYS[1], '\1owner', '\1handle')
+  if not f[2] and (not f[1] or f[1] == ARGV[1]) then return 'pending' end
+end
+return {}
 "
     ))
 });
@@ -566,6 +580,34 @@ fn entry_pairs(items: &[Value]) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
+/// What a cluster index entry names, as `READ` finds it.
+#[cfg(feature = "cluster")]
+enum Entry {
+    /// A live session of the owner under the entry's handle: listed.
+    Live(OwnedSession),
+    /// A live session a login has claimed the entry for and not yet given
+    /// the owner: kept, not listed.
+    Pending,
+    /// Anything else: dropped.
+    Stale,
+}
+
+/// A cluster login's claim on its owner's index entry, between the two
+/// steps of `set_owner`.
+#[cfg(feature = "cluster")]
+struct Claim {
+    /// The owner's index key.
+    index: String,
+    /// The session's data key, the entry's value.
+    data: String,
+    /// The handle, hex: the entry's field.
+    hex: String,
+    /// Whether the login is to check the owner's entries afterwards.
+    repair: bool,
+    /// `(handle hex, data key)` of the sessions the cap chose to end.
+    evicted: Vec<(String, String)>,
+}
+
 /// When a cluster login without a cap checks the owner's index: when it
 /// holds more entries than this (a login with a cap always does).
 #[cfg(feature = "cluster")]
@@ -625,8 +667,9 @@ impl RedisStore {
         let mut live = Vec::new();
         for (h, v, found) in futures_util::future::join_all(reads).await {
             match found? {
-                Some(session) => live.push((session, v)),
-                None => stale.push((h, v)),
+                Entry::Live(session) => live.push((session, v)),
+                Entry::Pending => {}
+                Entry::Stale => stale.push((h, v)),
             }
         }
         if !stale.is_empty() {
@@ -641,26 +684,25 @@ impl RedisStore {
         Ok(live)
     }
 
-    /// The session of one index entry (`READ`), `None` if the entry is stale.
-    async fn read_entry(
-        &self,
-        owner_text: &[u8],
-        handle: &str,
-        data: &str,
-    ) -> Result<Option<OwnedSession>> {
+    /// What one index entry names (`READ`).
+    async fn read_entry(&self, owner_text: &[u8], handle: &str, data: &str) -> Result<Entry> {
         const OP: &str = "sessions_of";
         let mut script = READ.prepare_invoke();
         script
             .key(data)
             .arg(owner_text)
             .arg(format!("\"{handle}\""));
-        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
+        let found = self.run(OP, &script).await?;
+        if text(Some(&found)) == Some("pending") {
+            return Ok(Entry::Pending);
+        }
+        let items = reply::array(found).ok_or_else(|| unexpected(OP))?;
         if items.is_empty() {
-            return Ok(None);
+            return Ok(Entry::Stale);
         }
         let mut five = vec![Value::BulkString(handle.as_bytes().to_vec())];
         five.extend(items);
-        listed(&five).map(Some).ok_or_else(|| unexpected(OP))
+        listed(&five).map(Entry::Live).ok_or_else(|| unexpected(OP))
     }
 
     /// Ends the sessions of `(handle hex, data key)` entries, each on its
@@ -683,10 +725,8 @@ impl RedisStore {
         Ok(ended)
     }
 
-    /// `set_owner` in a cluster: claim the index entry under the cap (index
-    /// slot; with a cap, after checking the owner's sessions), then write the
-    /// owner entries into the session (its slot), then end the sessions the
-    /// cap evicted (their slots).
+    /// `set_owner` in a cluster: [claim](Self::claim_entry) the index
+    /// entry under the cap, then [settle](Self::settle_claim) it.
     async fn cluster_set_owner(
         &self,
         id: &SessionId,
@@ -695,8 +735,24 @@ impl RedisStore {
         device: Vec<u8>,
         cap: Option<OwnerCap>,
     ) -> Result<OwnerSet> {
+        match self.claim_entry(id, &owner_text, handle, cap).await? {
+            Some(claim) => self.settle_claim(&owner_text, handle, device, claim).await,
+            None => Ok(OwnerSet::Full),
+        }
+    }
+
+    /// The first step of a cluster `set_owner`: claims the owner's index
+    /// entry for the session under the cap (index slot; with a cap, after
+    /// checking the owner's sessions). `None` when a refusing cap is full.
+    async fn claim_entry(
+        &self,
+        id: &SessionId,
+        owner_text: &[u8],
+        handle: &SessionHandle,
+        cap: Option<OwnerCap>,
+    ) -> Result<Option<Claim>> {
         const OP: &str = "set_owner";
-        let index = self.inner.keys.owner_key(&owner_text);
+        let index = self.inner.keys.owner_key(owner_text);
         let data = self.inner.keys.data_key(id);
         let hex = handle.to_string();
         let mut claim = CLAIM.prepare_invoke();
@@ -707,7 +763,7 @@ impl RedisStore {
                     WhenFull::Refuse => "refuse",
                     _ => "end",
                 });
-                for (session, key) in self.cluster_sessions_of(&owner_text).await? {
+                for (session, key) in self.cluster_sessions_of(owner_text).await? {
                     if key != data {
                         claim.arg(session.handle.to_string());
                     }
@@ -719,32 +775,79 @@ impl RedisStore {
         }
         let items = reply::array(self.run(OP, &claim).await?).ok_or_else(|| unexpected(OP))?;
         let others = match text(items.first()) {
-            Some("full") => return Ok(OwnerSet::Full),
+            Some("full") => return Ok(None),
             Some("set") => reply::number(items.get(1)).ok_or_else(|| unexpected(OP))?,
             _ => return Err(unexpected(OP)),
         };
         let evicted = entry_pairs(&items[2..]).ok_or_else(|| unexpected(OP))?;
+        Ok(Some(Claim {
+            index,
+            data,
+            hex,
+            repair: cap.is_none() && others > REPAIR_OVER,
+            evicted,
+        }))
+    }
+
+    /// The rest of a cluster `set_owner`: writes the owner entries into the
+    /// session (its slot), ends the sessions the cap evicted (their slots),
+    /// then reads its own index entry back (index slot) to learn whether
+    /// anything ended or dropped it meanwhile.
+    async fn settle_claim(
+        &self,
+        owner_text: &[u8],
+        handle: &SessionHandle,
+        device: Vec<u8>,
+        claim: Claim,
+    ) -> Result<OwnerSet> {
+        const OP: &str = "set_owner";
         let mut fields = SET_FIELDS.prepare_invoke();
         fields
-            .key(&data)
-            .arg(&owner_text)
+            .key(&claim.data)
+            .arg(owner_text)
             .arg(stored_handle(handle)?)
             .arg(device);
         let set = text(Some(&self.run(OP, &fields).await?)) == Some("set");
         // The sessions the cap chose are marked revoked in the index: they
         // are ended even when this login's own session turned out gone, so
         // that no marked session lives on unlisted.
-        self.end_entries(&owner_text, &evicted).await?;
+        self.end_entries(owner_text, &claim.evicted).await?;
         if !set {
             let mut drop = DROP.prepare_invoke();
-            drop.key(&index).arg(&hex).arg(&data);
+            drop.key(&claim.index).arg(&claim.hex).arg(&claim.data);
             self.run(OP, &drop).await?;
             return Ok(OwnerSet::Gone);
         }
-        if cap.is_none() && others > REPAIR_OVER {
-            self.cluster_sessions_of(&owner_text).await?;
+        // Between the claim and the owner fields, another login's cap or a
+        // revocation may have marked the entry, and its end of this
+        // session found it not yet the owner's; a list may have dropped
+        // the entry of a session that had another owner. The entry tells:
+        // unless it still names a session, this one is ended, so that no
+        // session of an owner lives on unlisted.
+        let mut entry = redis::cmd("HGET");
+        entry.arg(&claim.index).arg(&claim.hex);
+        let entry: Value = self
+            .inner
+            .conn
+            .query(&entry)
+            .await
+            .map_err(Self::fail(OP))?;
+        match text(Some(&entry)) {
+            Some(key) if key.contains('{') => {}
+            marked => {
+                self.end_entries(owner_text, &[(claim.hex.clone(), claim.data.clone())])
+                    .await?;
+                if marked.is_none() {
+                    return Ok(OwnerSet::Gone);
+                }
+                // Marked: this login was set, then ended by what marked it.
+            }
         }
-        let ended = evicted
+        if claim.repair {
+            self.cluster_sessions_of(owner_text).await?;
+        }
+        let ended = claim
+            .evicted
             .iter()
             .map(|(h, _)| SessionHandle::parse(h).map_err(|_| unexpected(OP)))
             .collect::<Result<_>>()?;
@@ -792,5 +895,122 @@ impl RedisStore {
         del.arg(&new.data).arg(&new.lock);
         self.inner.conn.query(&del).await.map_err(Self::fail(OP))?;
         Ok(false)
+    }
+}
+
+/// A cluster `set_owner` is two steps on two slots: these tests run
+/// another login, a revocation and a list between them, in each order a
+/// real race can take, on the shared test cluster.
+#[cfg(all(test, feature = "cluster"))]
+mod cluster_interleavings {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use sessionkit_core::SessionId;
+    use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull};
+    use sessionkit_core::store::{Created, SessionStore};
+    use sessionkit_core::testkit::fixtures;
+
+    use super::stored;
+    use crate::RedisStore;
+
+    async fn store() -> RedisStore {
+        RedisStore::builder()
+            .connect_cluster(sessionkit_test_servers::redis::shared_cluster().urls())
+            .await
+            .expect("connect to the shared cluster")
+    }
+
+    /// A new owner for each test: the cluster is shared.
+    fn ada() -> Owner {
+        Owner::new(format!("ada-{}", SessionId::generate().short_hash())).unwrap()
+    }
+
+    const CAP_OF_ONE: Option<OwnerCap> = Some(OwnerCap {
+        max: NonZeroU32::MIN,
+        when_full: WhenFull::EndLeastRecent,
+    });
+
+    /// A live session nobody owns yet, as a login finds its own.
+    async fn session(store: &RedisStore) -> SessionId {
+        let id = SessionId::generate();
+        let record = fixtures::record(Duration::from_secs(60), fixtures::entries(&[("k", b"v")]));
+        assert_eq!(store.create(&id, &record).await.unwrap(), Created::Created);
+        id
+    }
+
+    async fn alive(store: &RedisStore, id: &SessionId) -> bool {
+        store.load(id, None).await.unwrap().is_some()
+    }
+
+    /// Another login's cap chooses this login's session between its claim
+    /// and its owner fields: exactly one session is left, and listed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_that_a_later_capped_login_ends_between_its_steps_does_not_live_on() {
+        let store = store().await;
+        let ada = ada();
+        let (first, second) = (session(&store).await, session(&store).await);
+        let (one, two) = (SessionHandle::generate(), SessionHandle::generate());
+        let claim = store
+            .claim_entry(&first, &stored(&ada).unwrap(), &one, CAP_OF_ONE)
+            .await
+            .unwrap()
+            .expect("no refusing cap");
+        let later = store.set_owner(&second, &ada, &two, None, CAP_OF_ONE).await;
+        assert!(matches!(later, Ok(OwnerSet::Set { .. })), "{later:?}");
+        let settled = store
+            .settle_claim(&stored(&ada).unwrap(), &one, Vec::new(), claim)
+            .await;
+        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        assert!(!alive(&store, &first).await, "the earlier login was ended");
+        assert!(alive(&store, &second).await, "the later login lives");
+        let listed = store.sessions_of(&ada).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].handle, two);
+    }
+
+    /// `revoke_all` between a login's claim and its owner fields ends that
+    /// session too: no session of the owner lives on unlisted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_revoked_between_its_steps_does_not_live_on() {
+        let store = store().await;
+        let ada = ada();
+        let id = session(&store).await;
+        let handle = SessionHandle::generate();
+        let claim = store
+            .claim_entry(&id, &stored(&ada).unwrap(), &handle, None)
+            .await
+            .unwrap()
+            .expect("no cap");
+        store.revoke_all(&ada, None).await.unwrap();
+        let settled = store
+            .settle_claim(&stored(&ada).unwrap(), &handle, Vec::new(), claim)
+            .await;
+        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        assert!(!alive(&store, &id).await, "the revoked login was ended");
+        assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+    }
+
+    /// A list between a login's claim and its owner fields neither shows
+    /// the session nor drops its entry: the login ends listed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_between_a_logins_steps_keeps_its_entry() {
+        let store = store().await;
+        let ada = ada();
+        let id = session(&store).await;
+        let handle = SessionHandle::generate();
+        let claim = store
+            .claim_entry(&id, &stored(&ada).unwrap(), &handle, None)
+            .await
+            .unwrap()
+            .expect("no cap");
+        assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+        let settled = store
+            .settle_claim(&stored(&ada).unwrap(), &handle, Vec::new(), claim)
+            .await;
+        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        let listed = store.sessions_of(&ada).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].handle, handle);
     }
 }
