@@ -18,11 +18,12 @@ from the source; "before" is the script as it was before issue 18. Only
 overwrite a live session, never adopt an expired record or a stale lock);
 the others are there to show what the contract costs.
 """
-import base64, os, re, socket, subprocess, sys, time
+import os, sys, time
+
+from redis_bench import cli, pipe, resp, script_from_source, start, stats, stop, tag
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BEFORE = r"""
 -- The latest time the metadata holds (11 hex digits, in the year 2527);
@@ -116,42 +117,6 @@ return 'occupied'
 FCALL_LIB = "#!lua name=skbench\nredis.register_function('skcreate', function(KEYS, ARGV)" + FAST_ONLY + " end)"
 
 
-def now_script():
-    """The CREATE script as scripts.rs builds it (concat! of raw strings and macros)."""
-    src = open(os.path.join(ROOT, "crates/sessionkit-redis/src/scripts.rs")).read()
-    macros = {m.group(1): m.group(2) for m in re.finditer(
-        r'macro_rules! (lua_\w+) \{\s*\(\) => \{\s*r"(.*?)"\s*\};\s*\}', src, re.S)}
-    body = re.search(r'pub\(crate\) static CREATE.*?concat!\((.*?)\)\)\s*\}\);', src, re.S).group(1)
-    return "".join(macros[p.group(1)] if p.group(1) else p.group(2)
-                   for p in re.finditer(r'(lua_\w+)!\(\)|r"(.*?)"', body, re.S))
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a.encode("latin-1") if isinstance(a, str) else a
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-PORT = free_port()
-
-
-def cli(*args):
-    return subprocess.run(["redis-cli", "-p", str(PORT)] + list(args),
-                          capture_output=True).stdout.decode("latin-1")
-
-
-def tag():
-    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-
-
 def commands(kind, sha):
     now = int(time.time() * 1000)
     meta = "%011x%011x%x:%x" % (now, now + 7200000, 7200000, 0)
@@ -188,26 +153,10 @@ SENT = {"before": ["evalsha"], "now": ["evalsha"], "fast-only": ["evalsha"], "fc
         "no-guard": ["hset", "pexpireat"], "tower-sessions-set": ["set"]}
 
 
-def stats():
-    usec = {}
-    for line in cli("INFO", "commandstats").splitlines():
-        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
-        if m:
-            usec[m.group(1)] = int(m.group(3))
-    cpu = cli("INFO", "cpu")
-    used = sum(float(re.search(k + r":([\d.]+)", cpu).group(1)) for k in ("used_cpu_user", "used_cpu_sys"))
-    return usec, used
-
-
 def main():
-    server = subprocess.Popen(["redis-server", "--port", str(PORT), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    server = start()
     try:
-        for _ in range(100):
-            if cli("PING").strip() == "PONG":
-                break
-            time.sleep(0.05)
-        scripts = {"before": BEFORE, "now": now_script(), "fast-only": FAST_ONLY}
+        scripts = {"before": BEFORE, "now": script_from_source("CREATE"), "fast-only": FAST_ONLY}
         print(f"{N} creates per option and round; µs per create")
         print(f"{'round':>5} {'option':<20} {'Redis CPU':>10} {'commandstats':>13}")
         for r in range(1, ROUNDS + 1):
@@ -219,14 +168,13 @@ def main():
                 data = commands(kind, sha)
                 cli("CONFIG", "RESETSTAT")
                 _, cpu0 = stats()
-                subprocess.run(["redis-cli", "-p", str(PORT), "--pipe"], input=data, capture_output=True)
+                pipe(data)
                 usec, cpu1 = stats()
                 assert int(cli("DBSIZE").strip()) == N, f"{kind}: every create must have written a key"
                 sent = sum(usec.get(c, 0) for c in SENT[kind]) / N
                 print(f"{r:>5} {kind:<20} {(cpu1 - cpu0) * 1e6 / N:>10.2f} {sent:>13.2f}")
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
 
 
 main()

@@ -28,11 +28,12 @@ crates/sessionkit-redis/src/scripts.rs, read from the source; the string
 scripts keep the same contract (a live check on the metadata, the fence,
 the expiry refreshed and capped).
 """
-import base64, os, re, socket, subprocess, sys, time
+import os, sys, time
+
+from redis_bench import cli, pipe, resp, script_from_source, start, stats, stop, tag
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIFETIME = 7200000
 
 # A string-layout write: the same steps as the hash APPLY (clock, live
@@ -60,59 +61,6 @@ return { 'applied', f }
 
 # The string value of a session, built by Redis's own cmsgpack.
 PACK = "return ARGV[1] .. '|' .. cmsgpack.pack({ user = ARGV[2], count = ARGV[3] })"
-
-
-def script_from_source(name):
-    """A script as scripts.rs builds it (concat! of raw strings and macros)."""
-    src = open(os.path.join(ROOT, "crates/sessionkit-redis/src/scripts.rs")).read()
-    macros = {m.group(1): m.group(2) for m in re.finditer(
-        r'macro_rules! (lua_\w+) \{\s*\(\) => \{\s*r"(.*?)"\s*\};\s*\}', src, re.S)}
-    composite = {m.group(1): m.group(2) for m in re.finditer(
-        r'macro_rules! (lua_\w+) \{\s*\(\) => \{\s*concat!\((.*?)\)\s*\};\s*\}', src, re.S)}
-
-    def expand(body):
-        out = []
-        for p in re.finditer(r'(lua_\w+)!\(\)|r"(.*?)"', body, re.S):
-            if p.group(1) in composite:
-                out.append(expand(composite[p.group(1)]))
-            elif p.group(1):
-                out.append(macros[p.group(1)])
-            else:
-                out.append(p.group(2))
-        return "".join(out)
-
-    body = re.search(r'pub\(crate\) static ' + name + r'\b.*?concat!\((.*?)\)\)\s*\}\);', src, re.S).group(1)
-    return expand(body)
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a.encode("latin-1") if isinstance(a, str) else a
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-PORT = free_port()
-
-
-def cli(*args):
-    return subprocess.run(["redis-cli", "-p", str(PORT)] + list(args),
-                          capture_output=True).stdout.decode("latin-1")
-
-
-def pipe(data):
-    subprocess.run(["redis-cli", "-p", str(PORT), "--pipe"], input=data, capture_output=True)
-
-
-def tag():
-    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
 
 
 def meta(now):
@@ -181,25 +129,9 @@ def commands(option, keys, shas, now):
     return b"".join(buf)
 
 
-def stats():
-    usec = {}
-    for line in cli("INFO", "commandstats").splitlines():
-        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
-        if m:
-            usec[m.group(1)] = int(m.group(3))
-    cpu = cli("INFO", "cpu")
-    used = sum(float(re.search(k + r":([\d.]+)", cpu).group(1)) for k in ("used_cpu_user", "used_cpu_sys"))
-    return usec, used
-
-
 def main():
-    server = subprocess.Popen(["redis-server", "--port", str(PORT), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    server = start()
     try:
-        for _ in range(100):
-            if cli("PING").strip() == "PONG":
-                break
-            time.sleep(0.05)
         sources = {"APPLY": script_from_source("APPLY"), "CREATE": script_from_source("CREATE"),
                    "STRING_APPLY": STRING_APPLY}
         print(f"{N} operations per option and round; µs per operation")
@@ -228,8 +160,7 @@ def main():
                 sent = sum(usec.get(c, 0) for c in sent_commands) / N
                 print(f"{r:>5} {option:<36} {(cpu1 - cpu0) * 1e6 / N:>10.2f} {sent:>13.2f}")
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
 
 
 main()

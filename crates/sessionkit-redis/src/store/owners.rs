@@ -943,6 +943,29 @@ mod cluster_interleavings {
         store.load(id, None).await.unwrap().is_some()
     }
 
+    /// A login of `id` as `owner` in its two steps, with `between` run
+    /// after the claim and before the owner fields; what the login reports.
+    async fn login_around(
+        store: &RedisStore,
+        id: &SessionId,
+        owner: &Owner,
+        handle: &SessionHandle,
+        cap: Option<OwnerCap>,
+        between: impl Future<Output = ()>,
+    ) -> OwnerSet {
+        let owner_text = stored(owner).unwrap();
+        let claim = store
+            .claim_entry(id, &owner_text, handle, cap)
+            .await
+            .unwrap()
+            .expect("no refusing cap");
+        between.await;
+        store
+            .settle_claim(&owner_text, handle, Vec::new(), claim)
+            .await
+            .unwrap()
+    }
+
     /// Another login's cap chooses this login's session between its claim
     /// and its owner fields: exactly one session is left, and listed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -951,17 +974,12 @@ mod cluster_interleavings {
         let ada = ada();
         let (first, second) = (session(&store).await, session(&store).await);
         let (one, two) = (SessionHandle::generate(), SessionHandle::generate());
-        let claim = store
-            .claim_entry(&first, &stored(&ada).unwrap(), &one, CAP_OF_ONE)
-            .await
-            .unwrap()
-            .expect("no refusing cap");
-        let later = store.set_owner(&second, &ada, &two, None, CAP_OF_ONE).await;
-        assert!(matches!(later, Ok(OwnerSet::Set { .. })), "{later:?}");
-        let settled = store
-            .settle_claim(&stored(&ada).unwrap(), &one, Vec::new(), claim)
-            .await;
-        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        let later = async {
+            let set = store.set_owner(&second, &ada, &two, None, CAP_OF_ONE).await;
+            assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+        };
+        let set = login_around(&store, &first, &ada, &one, CAP_OF_ONE, later).await;
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
         assert!(!alive(&store, &first).await, "the earlier login was ended");
         assert!(alive(&store, &second).await, "the later login lives");
         let listed = store.sessions_of(&ada).await.unwrap();
@@ -976,17 +994,11 @@ mod cluster_interleavings {
         let store = store().await;
         let ada = ada();
         let id = session(&store).await;
-        let handle = SessionHandle::generate();
-        let claim = store
-            .claim_entry(&id, &stored(&ada).unwrap(), &handle, None)
-            .await
-            .unwrap()
-            .expect("no cap");
-        store.revoke_all(&ada, None).await.unwrap();
-        let settled = store
-            .settle_claim(&stored(&ada).unwrap(), &handle, Vec::new(), claim)
-            .await;
-        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        let revoke = async {
+            store.revoke_all(&ada, None).await.unwrap();
+        };
+        let set = login_around(&store, &id, &ada, &SessionHandle::generate(), None, revoke).await;
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
         assert!(!alive(&store, &id).await, "the revoked login was ended");
         assert!(store.sessions_of(&ada).await.unwrap().is_empty());
     }
@@ -999,16 +1011,11 @@ mod cluster_interleavings {
         let ada = ada();
         let id = session(&store).await;
         let handle = SessionHandle::generate();
-        let claim = store
-            .claim_entry(&id, &stored(&ada).unwrap(), &handle, None)
-            .await
-            .unwrap()
-            .expect("no cap");
-        assert!(store.sessions_of(&ada).await.unwrap().is_empty());
-        let settled = store
-            .settle_claim(&stored(&ada).unwrap(), &handle, Vec::new(), claim)
-            .await;
-        assert!(matches!(settled, Ok(OwnerSet::Set { .. })), "{settled:?}");
+        let list = async {
+            assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+        };
+        let set = login_around(&store, &id, &ada, &handle, None, list).await;
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
         let listed = store.sessions_of(&ada).await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].handle, handle);
