@@ -196,11 +196,7 @@ async fn round_trips_on_a_cluster() {
             store.set_owner(&first, &ada, &SessionHandle::generate(), None, None)
         );
         assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
-        row(
-            "set_owner (no cap)",
-            c,
-            commands(&[("evalsha", 2), ("hget", 1)]),
-        );
+        row("set_owner (no cap)", c, evalsha(3));
         let (listed, c) = counted!(monitor, store.sessions_of(&ada));
         assert_eq!(listed.len(), 1);
         row(
@@ -225,7 +221,7 @@ async fn round_trips_on_a_cluster() {
         row(
             "set_owner (cap of 1, ends 1)",
             c,
-            commands(&[("hgetall", 1), ("evalsha", 4), ("hget", 1)]),
+            commands(&[("hgetall", 1), ("evalsha", 5)]),
         );
         let (revoked, c) = counted!(monitor, store.revoke_all(&ada, None));
         assert_eq!(revoked, 1);

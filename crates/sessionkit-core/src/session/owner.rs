@@ -100,8 +100,20 @@ impl Session {
                 .with_detail("the session could not be stored"));
         };
         let cap = self.config().owner_cap();
-        let set = index.set_owner(&id, &owner, &handle, device, cap).await;
-        match set.map_err(|e| e.with_operation("set_owner").with_store(store))? {
+        let set = index
+            .set_owner(&id, &owner, &handle, device, cap)
+            .await
+            .map_err(|e| e.with_operation("set_owner").with_store(store));
+        if !stored && matches!(set, Ok(OwnerSet::Full) | Err(_)) {
+            // The session was created above with the owner entry; a login
+            // that did not take must not leave it saying whose it is. Written
+            // now: the error answer's rollback would drop a buffered removal.
+            self.discard_entry(OWNER_KEY)?;
+            if let Err(err) = self.flush_pending().await {
+                tracing::warn!(error = %err, "a refused login's owner entry could not be removed");
+            }
+        }
+        match set? {
             OwnerSet::Set { ended } => {
                 let mut state = self.state();
                 if let Stored::Live { entries, .. } = &mut state.stored {

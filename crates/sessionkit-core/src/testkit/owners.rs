@@ -235,6 +235,21 @@ pub async fn a_refusing_cap_fails_the_new_login_and_keeps_the_others<S: OwnerSto
     assert_eq!(err.kind(), ErrorKind::OwnerFull);
     assert_eq!(err.status_code(), 403);
     assert_eq!(owners.count(&owner(&ada_name)).await.unwrap(), 2);
+    // The refused session is nobody's: not in this request, and not in the
+    // next, although this one answers 403 and so keeps none of its writes.
+    assert_eq!(third.owner().await.unwrap(), None);
+    let refused = third.id().expect("the refused login's session was stored");
+    third.finish(Outcome::ClientError).await;
+    let next = factory.request(Some(refused));
+    assert_eq!(
+        next.owner().await.unwrap(),
+        None,
+        "a refused login left its owner behind"
+    );
+    assert_eq!(
+        next.get::<String>("user").await.unwrap(),
+        Some(ada_name.clone())
+    );
     // Setting the owner again on one of the two is no new session: allowed,
     // and it keeps its handle.
     let again = factory.request(first);

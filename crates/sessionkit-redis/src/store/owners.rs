@@ -22,8 +22,11 @@
 //! keys the index names, which they cannot declare beforehand; one server
 //! allows that, a cluster does not). In a cluster the index lives in its
 //! own slot, so each step runs on one slot and the steps are not atomic
-//! together; see the [crate docs](crate#owners) for what holds there and
-//! what is repaired on read.
+//! together: a login's entry carries a claim flag (`<handle hex>:claim` →
+//! the time) between its claim and its last step, and a revocation leaves
+//! a mark (`revoked <ms>`) in place of the data key for a minute; see the
+//! [crate docs](crate#owners) for what holds there and what is repaired on
+//! read.
 
 use redis::Value;
 use sessionkit_core::codec::{decode_value, encode_value};
@@ -372,6 +375,14 @@ use std::time::Duration;
 #[cfg(feature = "cluster")]
 const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
 
+/// How long a list keeps a login's claimed entry without asking its
+/// session (see `CLAIM`): far longer than a login takes between its
+/// claim and its owner fields. After it, the entry is checked like any
+/// other: kept if the session carries the owner (a login that stopped
+/// after writing it), dropped if not (one that stopped before).
+#[cfg(feature = "cluster")]
+const CLAIM_LIFE: Duration = Duration::from_secs(60);
+
 /// Whether an index value is a session's data key rather than the mark a
 /// revocation leaves in a cluster (`revoked <ms>`): every data key holds a
 /// `{`, and neither a prefix nor a mark can.
@@ -390,18 +401,28 @@ local function is_key(v) return v and string.find(v, '{', 1, true) ~= nil end
 /// owner's other sessions the caller found live, least recently used
 /// first.
 ///
+/// The entry is written with its claim flag (`<handle hex>:claim` → the
+/// time): until [`FINISH`] removes the flag, a list keeps the entry without
+/// asking the session, which does not carry the owner yet (see
+/// [`CLAIM_LIFE`]). An unfinished claim of the same session under another
+/// handle is dropped. A revocation mark on the handle itself is left in
+/// place: that session is being revoked, and the claim answers
+/// `{revoked}`.
+///
 /// Over the cap, `refuse` answers `{full}` and writes nothing; `end` marks
 /// the least recently used others revoked (those the caller found live, in
 /// its order, then any added since) and answers them for the caller to end.
 ///
-/// Reply: `{full}`, or `{set, <other entries>, <handle hex, data key of
-/// each session to end>...}`.
+/// Reply: `{full}`, `{revoked}`, or `{set, <other entries>, <handle hex,
+/// data key of each session to end>...}`.
 #[cfg(feature = "cluster")]
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
         lua_now!(),
         lua_is_key!(),
         r"
+local own = redis.call('HGET', KEYS[1], ARGV[1])
+if own and not is_key(own) then return { 'revoked' } end
 local entries = redis.call('HGETALL', KEYS[1])
 local others, count = {}, 0
 for i = 1, #entries, 2 do
@@ -410,7 +431,7 @@ for i = 1, #entries, 2 do
     if v == ARGV[2] then
       -- This session under another handle (a login that never finished):
       -- replaced below.
-      redis.call('HDEL', KEYS[1], h)
+      redis.call('HDEL', KEYS[1], h, h .. ':claim')
     else
       others[h] = v
       count = count + 1
@@ -432,13 +453,33 @@ if ARGV[3] ~= '' then
     for _, h in ipairs(rest) do order[#order + 1] = h end
     for i = 1, over do
       redis.call('HSET', KEYS[1], order[i], 'revoked ' .. now)
+      redis.call('HDEL', KEYS[1], order[i] .. ':claim')
       reply[#reply + 1] = order[i]
       reply[#reply + 1] = others[order[i]]
     end
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':claim', now)
 return reply
+"
+    ))
+});
+
+/// Cluster, index slot: the last step of a login, after the owner fields:
+/// removes the claim flag and says what became of the entry meanwhile.
+/// KEYS index; ARGV handle hex. Reply: `set` (it names a session: this
+/// one, or this one under a new id), `revoked` (a cap or a revocation
+/// marked it) or `gone` (it was dropped).
+#[cfg(feature = "cluster")]
+static FINISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        lua_is_key!(),
+        r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1] .. ':claim')
+if not v then return 'gone' end
+if not is_key(v) then return 'revoked' end
+return 'set'
 "
     ))
 });
@@ -466,10 +507,7 @@ return 'set'
 
 /// Cluster, session slot: one index entry's session, or that it is
 /// stale. KEYS data; ARGV owner, handle (as stored).
-/// Reply: `{created (hex), last seen, expires, device}`; `pending` when the
-/// session is live and carries no handle and no other owner (a login
-/// between its claim and its owner fields: the entry is kept, the session
-/// not yet listed); `{}` when the entry is stale.
+/// Reply: `{created (hex), last seen, expires, device}` or `{}`.
 #[cfg(feature = "cluster")]
 static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
@@ -477,12 +515,8 @@ static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
         lua_owned!(),
         r"
 local c, e, seen, device = owned(KEYS[1], now, ARGV[1], ARGV[2])
-if c then return { c, seen, e, device } end
-if meta(KEYS[1], now) == 'live' then
-  local f = redis.call('HMGET', KEYS[1], '\1owner', '\1handle')
-  if not f[2] and (not f[1] or f[1] == ARGV[1]) then return 'pending' end
-end
-return {}
+if not c then return {} end
+return { c, seen, e, device }
 "
     ))
 });
@@ -503,8 +537,9 @@ return 1
     ))
 });
 
-/// Cluster, index slot: drops entries that still hold what the caller saw.
-/// KEYS index; ARGV handle hex and value, pairwise. Reply: how many.
+/// Cluster, index slot: drops entries that still hold what the caller saw,
+/// with their claim flags. KEYS index; ARGV field and value, pairwise.
+/// Reply: how many.
 #[cfg(feature = "cluster")]
 static DROP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -513,6 +548,7 @@ local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[1], ARGV[i] .. ':claim')
   end
 end
 return n
@@ -535,6 +571,7 @@ local out = {}
 local function mark(h, v)
   if not is_key(v) then return end
   redis.call('HSET', KEYS[1], h, 'revoked ' .. now)
+  redis.call('HDEL', KEYS[1], h .. ':claim')
   out[#out + 1] = h
   out[#out + 1] = v
 end
@@ -580,16 +617,15 @@ fn entry_pairs(items: &[Value]) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-/// What a cluster index entry names, as `READ` finds it.
+/// What the first step of a cluster login got.
 #[cfg(feature = "cluster")]
-enum Entry {
-    /// A live session of the owner under the entry's handle: listed.
-    Live(OwnedSession),
-    /// A live session a login has claimed the entry for and not yet given
-    /// the owner: kept, not listed.
-    Pending,
-    /// Anything else: dropped.
-    Stale,
+enum Claimed {
+    /// The entry, to settle.
+    Entry(Claim),
+    /// A refusing cap is full; nothing was written.
+    Full,
+    /// The session's own entry carries a revocation mark.
+    Revoked,
 }
 
 /// A cluster login's claim on its owner's index entry, between the two
@@ -646,10 +682,33 @@ impl RedisStore {
             .clock
             .now()
             .unwrap_or_else(sessionkit_core::record::now_ms);
+        // Claim flags: `<handle hex>:claim` → when a login claimed the entry.
+        let life = CLAIM_LIFE.as_millis() as u64;
+        let claimed: std::collections::HashMap<&str, u64> = entries
+            .iter()
+            .filter_map(|(h, v)| Some((h.strip_suffix(":claim")?, v.parse().ok()?)))
+            .collect();
+        let young = |h: &str| {
+            claimed
+                .get(h)
+                .is_some_and(|at| at.saturating_add(life) >= now)
+        };
         let mut stale = Vec::new();
         let mut reads = Vec::new();
-        for (h, v) in entries {
-            if v.contains('{') {
+        for (h, v) in entries.iter().cloned() {
+            if let Some(handle) = h.strip_suffix(":claim") {
+                // A flag whose entry is gone, or that outlived its life, goes;
+                // the entry itself is checked below.
+                let orphan = !entries.iter().any(|(e, _)| e == handle);
+                if orphan && !young(handle) {
+                    stale.push((h, v));
+                }
+            } else if v.contains('{') {
+                if young(&h) {
+                    // A login between its claim and its owner fields: kept,
+                    // not yet listed.
+                    continue;
+                }
                 reads.push(async move {
                     let found = self.read_entry(owner_text, &h, &v).await;
                     (h, v, found)
@@ -667,9 +726,15 @@ impl RedisStore {
         let mut live = Vec::new();
         for (h, v, found) in futures_util::future::join_all(reads).await {
             match found? {
-                Entry::Live(session) => live.push((session, v)),
-                Entry::Pending => {}
-                Entry::Stale => stale.push((h, v)),
+                Some(session) => {
+                    // The flag of a login that stopped after writing the
+                    // owner fields: the entry stands, the flag goes.
+                    if let Some(at) = claimed.get(h.as_str()) {
+                        stale.push((format!("{h}:claim"), at.to_string()));
+                    }
+                    live.push((session, v));
+                }
+                None => stale.push((h, v)),
             }
         }
         if !stale.is_empty() {
@@ -684,25 +749,26 @@ impl RedisStore {
         Ok(live)
     }
 
-    /// What one index entry names (`READ`).
-    async fn read_entry(&self, owner_text: &[u8], handle: &str, data: &str) -> Result<Entry> {
+    /// The session of one index entry (`READ`), `None` if the entry is stale.
+    async fn read_entry(
+        &self,
+        owner_text: &[u8],
+        handle: &str,
+        data: &str,
+    ) -> Result<Option<OwnedSession>> {
         const OP: &str = "sessions_of";
         let mut script = READ.prepare_invoke();
         script
             .key(data)
             .arg(owner_text)
             .arg(format!("\"{handle}\""));
-        let found = self.run(OP, &script).await?;
-        if text(Some(&found)) == Some("pending") {
-            return Ok(Entry::Pending);
-        }
-        let items = reply::array(found).ok_or_else(|| unexpected(OP))?;
+        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
         if items.is_empty() {
-            return Ok(Entry::Stale);
+            return Ok(None);
         }
         let mut five = vec![Value::BulkString(handle.as_bytes().to_vec())];
         five.extend(items);
-        listed(&five).map(Entry::Live).ok_or_else(|| unexpected(OP))
+        listed(&five).map(Some).ok_or_else(|| unexpected(OP))
     }
 
     /// Ends the sessions of `(handle hex, data key)` entries, each on its
@@ -736,21 +802,29 @@ impl RedisStore {
         cap: Option<OwnerCap>,
     ) -> Result<OwnerSet> {
         match self.claim_entry(id, &owner_text, handle, cap).await? {
-            Some(claim) => self.settle_claim(&owner_text, handle, device, claim).await,
-            None => Ok(OwnerSet::Full),
+            Claimed::Entry(claim) => self.settle_claim(&owner_text, handle, device, claim).await,
+            Claimed::Full => Ok(OwnerSet::Full),
+            Claimed::Revoked => {
+                // The session's own entry is marked: a revocation of this
+                // session is under way, and it ends here if it has not yet.
+                let data = self.inner.keys.data_key(id);
+                self.end_entries(&owner_text, &[(handle.to_string(), data)])
+                    .await?;
+                Ok(OwnerSet::Gone)
+            }
         }
     }
 
     /// The first step of a cluster `set_owner`: claims the owner's index
     /// entry for the session under the cap (index slot; with a cap, after
-    /// checking the owner's sessions). `None` when a refusing cap is full.
+    /// checking the owner's sessions).
     async fn claim_entry(
         &self,
         id: &SessionId,
         owner_text: &[u8],
         handle: &SessionHandle,
         cap: Option<OwnerCap>,
-    ) -> Result<Option<Claim>> {
+    ) -> Result<Claimed> {
         const OP: &str = "set_owner";
         let index = self.inner.keys.owner_key(owner_text);
         let data = self.inner.keys.data_key(id);
@@ -775,12 +849,13 @@ impl RedisStore {
         }
         let items = reply::array(self.run(OP, &claim).await?).ok_or_else(|| unexpected(OP))?;
         let others = match text(items.first()) {
-            Some("full") => return Ok(None),
+            Some("full") => return Ok(Claimed::Full),
+            Some("revoked") => return Ok(Claimed::Revoked),
             Some("set") => reply::number(items.get(1)).ok_or_else(|| unexpected(OP))?,
             _ => return Err(unexpected(OP)),
         };
         let evicted = entry_pairs(&items[2..]).ok_or_else(|| unexpected(OP))?;
-        Ok(Some(Claim {
+        Ok(Claimed::Entry(Claim {
             index,
             data,
             hex,
@@ -819,29 +894,23 @@ impl RedisStore {
             return Ok(OwnerSet::Gone);
         }
         // Between the claim and the owner fields, another login's cap or a
-        // revocation may have marked the entry, and its end of this
-        // session found it not yet the owner's; a list may have dropped
-        // the entry of a session that had another owner. The entry tells:
-        // unless it still names a session, this one is ended, so that no
-        // session of an owner lives on unlisted.
-        let mut entry = redis::cmd("HGET");
-        entry.arg(&claim.index).arg(&claim.hex);
-        let entry: Value = self
-            .inner
-            .conn
-            .query(&entry)
-            .await
-            .map_err(Self::fail(OP))?;
-        match text(Some(&entry)) {
-            Some(key) if key.contains('{') => {}
-            marked => {
+        // revocation may have marked the entry, when its end of this
+        // session found it not yet the owner's. The entry tells: unless it
+        // still names a session, this one is ended here, so that no session
+        // of an owner lives on unlisted.
+        let mut finish = FINISH.prepare_invoke();
+        finish.key(&claim.index).arg(&claim.hex);
+        match text(Some(&self.run(OP, &finish).await?)) {
+            Some("set") => {}
+            Some(outcome @ ("revoked" | "gone")) => {
                 self.end_entries(owner_text, &[(claim.hex.clone(), claim.data.clone())])
                     .await?;
-                if marked.is_none() {
+                if outcome == "gone" {
                     return Ok(OwnerSet::Gone);
                 }
-                // Marked: this login was set, then ended by what marked it.
+                // Revoked: this login was set, then ended by what marked it.
             }
+            _ => return Err(unexpected(OP)),
         }
         if claim.repair {
             self.cluster_sessions_of(owner_text).await?;
@@ -954,11 +1023,13 @@ mod cluster_interleavings {
         between: impl Future<Output = ()>,
     ) -> OwnerSet {
         let owner_text = stored(owner).unwrap();
-        let claim = store
+        let super::Claimed::Entry(claim) = store
             .claim_entry(id, &owner_text, handle, cap)
             .await
             .unwrap()
-            .expect("no refusing cap");
+        else {
+            panic!("the claim was refused");
+        };
         between.await;
         store
             .settle_claim(&owner_text, handle, Vec::new(), claim)
@@ -1019,5 +1090,67 @@ mod cluster_interleavings {
         let listed = store.sessions_of(&ada).await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].handle, handle);
+    }
+
+    /// A session whose owner entries a clear removed (a logout by
+    /// `clear_all`) holds no place under a refusing cap: its entry is
+    /// stale, not a login in flight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cleared_session_holds_no_place_under_a_refusing_cap() {
+        let store = store().await;
+        let ada = ada();
+        let (first, second) = (session(&store).await, session(&store).await);
+        let handle = SessionHandle::generate();
+        let set = store.set_owner(&first, &ada, &handle, None, None).await;
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        let mut clear = sessionkit_core::record::Delta::default();
+        clear.clear();
+        clear.set("k", b"v".to_vec());
+        let applied = store.apply(&first, &clear, None).await.unwrap();
+        assert!(matches!(
+            applied,
+            sessionkit_core::store::Applied::Applied(_)
+        ));
+        let refuse_over_one = Some(OwnerCap {
+            max: NonZeroU32::MIN,
+            when_full: WhenFull::Refuse,
+        });
+        let set = store
+            .set_owner(
+                &second,
+                &ada,
+                &SessionHandle::generate(),
+                None,
+                refuse_over_one,
+            )
+            .await;
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+        assert!(
+            alive(&store, &first).await,
+            "the cleared session is not the owner's to end"
+        );
+    }
+
+    /// A session that changes owner keeps its handle; a list of the new
+    /// owner between the login's steps keeps the claimed entry, and the
+    /// login ends listed, not ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_between_the_steps_of_a_change_of_owner_keeps_the_entry() {
+        let store = store().await;
+        let (ada, bob) = (ada(), ada());
+        let id = session(&store).await;
+        let handle = SessionHandle::generate();
+        let set = store.set_owner(&id, &ada, &handle, None, None).await;
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        let list = async {
+            assert!(store.sessions_of(&bob).await.unwrap().is_empty());
+        };
+        let set = login_around(&store, &id, &bob, &handle, None, list).await;
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
+        assert!(alive(&store, &id).await);
+        let listed = store.sessions_of(&bob).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].handle, handle);
+        assert!(store.sessions_of(&ada).await.unwrap().is_empty());
     }
 }
