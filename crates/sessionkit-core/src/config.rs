@@ -447,7 +447,9 @@ impl SessionConfigBuilder {
     ///
     /// The copy is a separate session: writes made through the old id
     /// during `grace` are not merged into the new one, and are gone with the
-    /// copy. It costs two store round trips per regenerate (read, create);
+    /// copy. It carries no owner (see
+    /// [`Session::set_owner`](crate::Session::set_owner)): it is in no
+    /// owner's list, so a revocation could not end it. It costs two store round trips per regenerate (read, create);
     /// a failure to make it is logged and does not fail the regenerate. The
     /// copy ends at `grace` at the latest, whatever its lifetime: `grace` is
     /// both its idle and its absolute lifetime.

@@ -973,3 +973,27 @@ async fn regenerate_can_keep_the_old_id_for_a_grace_period_and_no_longer() {
         "by default the old id dies"
     );
 }
+
+/// The copy under the old id is no owner's session: it is in no owner's
+/// list, so no revocation could end it, and it must not say whose it is.
+#[tokio::test]
+async fn the_old_id_kept_after_a_login_carries_no_owner() {
+    let config = SessionConfig::builder()
+        .keep_old_id_for(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let (factory, _store) = factory_with(config);
+    let old = stored(&factory).await;
+    let s = factory.session(old);
+    s.set_owner("ada").await.unwrap();
+    s.regenerate().await.unwrap();
+    assert_eq!(s.owner().await.unwrap().as_deref(), Some("ada"));
+    let copy = factory.session(old);
+    assert_eq!(
+        copy.get::<u32>("n").await.unwrap(),
+        Some(0),
+        "the copy holds the data"
+    );
+    assert_eq!(copy.owner().await.unwrap(), None);
+    assert_eq!(copy.handle().await.unwrap(), None);
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::SessionEvent;
 use crate::id::SessionId;
+use crate::owner::{DEVICE_KEY, HANDLE_KEY, OWNER_KEY};
 use crate::record::{Delta, Entries, Meta, Record, now_ms};
 use crate::session::lock::HeldLock;
 use crate::session::state::{Hold, Lock, Stored};
@@ -305,8 +306,15 @@ impl Session {
                 return;
             }
         };
+        // The copy is in no owner's index, so no revocation could end it:
+        // it must not carry the owner (nor the handle, which is the new
+        // id's).
+        let mut entries = loaded.entries;
+        for reserved in [OWNER_KEY, HANDLE_KEY, DEVICE_KEY] {
+            entries.remove(reserved);
+        }
         let copy = Record {
-            entries: loaded.entries,
+            entries,
             meta: Meta::new(now_ms(), grace, Some(grace)),
         };
         match self.store().create(&old, &copy).await {
