@@ -24,7 +24,8 @@
 //! own slot, so each step runs on one slot and the steps are not atomic
 //! together: a login's entry carries a claim flag (`<handle hex>:claim` →
 //! the time) between its claim and its last step, and a revocation leaves
-//! a mark (`revoked <ms>`) in place of the data key for a minute; see the
+//! a mark (`}revoked <ms> <data key>`) in place of the data key for a
+//! minute; see the
 //! [crate docs](crate#owners) for what holds there and what is repaired on
 //! read.
 
@@ -384,15 +385,36 @@ const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
 const CLAIM_LIFE: Duration = Duration::from_secs(60);
 
 /// Whether an index value is a session's data key rather than the mark a
-/// revocation leaves in a cluster (`revoked <ms>`): every data key holds a
-/// `{`, and neither a prefix nor a mark can.
+/// revocation leaves in a cluster (`}revoked <ms> <data key>`, see
+/// [`mark_key`]) or a claim flag's time: every data key holds a `{` and
+/// none starts with `}` (a prefix holds no brace).
 #[cfg(feature = "cluster")]
 macro_rules! lua_is_key {
     () => {
         r"
-local function is_key(v) return v and string.find(v, '{', 1, true) ~= nil end
+local function is_key(v)
+  return v and string.byte(v) ~= 125 and string.find(v, '{', 1, true) ~= nil
+end
+-- The data key a revocation mark names, or nil.
+local function marked_key(v) return v and string.match(v, '^}revoked %d+ (.+)$') end
 "
     };
+}
+
+/// The revocation mark of an entry, as the scripts write it
+/// (`}revoked <ms> <data key>`): when, and which session to end again if
+/// ending it failed the first time.
+#[cfg(feature = "cluster")]
+fn mark_key(value: &str) -> Option<(u64, &str)> {
+    let rest = value.strip_prefix("}revoked ")?;
+    let (ms, key) = rest.split_once(' ')?;
+    Some((ms.parse().ok()?, key))
+}
+
+/// Whether an index value names a session (see `lua_is_key`).
+#[cfg(feature = "cluster")]
+fn is_key(value: &str) -> bool {
+    !value.starts_with('}') && value.contains('{')
 }
 
 /// Cluster, index slot: claims the owner's index entry for a session and
@@ -452,7 +474,7 @@ if ARGV[3] ~= '' then
     table.sort(rest)
     for _, h in ipairs(rest) do order[#order + 1] = h end
     for i = 1, over do
-      redis.call('HSET', KEYS[1], order[i], 'revoked ' .. now)
+      redis.call('HSET', KEYS[1], order[i], '}revoked ' .. now .. ' ' .. others[order[i]])
       redis.call('HDEL', KEYS[1], order[i] .. ':claim')
       reply[#reply + 1] = order[i]
       reply[#reply + 1] = others[order[i]]
@@ -560,7 +582,9 @@ return n
 /// ended, so that a `change_id` in between finds the mark instead of
 /// putting the entry back (see [`MOVE`]). KEYS index; ARGV `one` and a
 /// handle hex, or `all` and the handle hex to spare (`''`: none).
-/// Reply: handle hex and data key of each entry marked, pairwise.
+/// Reply: handle hex and data key of each entry marked, pairwise; an entry
+/// marked before is answered again, so that a retry ends a session whose
+/// end failed the first time.
 #[cfg(feature = "cluster")]
 static TOMBSTONE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
@@ -569,11 +593,17 @@ static TOMBSTONE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
         r"
 local out = {}
 local function mark(h, v)
-  if not is_key(v) then return end
-  redis.call('HSET', KEYS[1], h, 'revoked ' .. now)
-  redis.call('HDEL', KEYS[1], h .. ':claim')
+  local key = v
+  if is_key(v) then
+    redis.call('HSET', KEYS[1], h, '}revoked ' .. now .. ' ' .. v)
+    redis.call('HDEL', KEYS[1], h .. ':claim')
+  else
+    -- Marked before: its session is ended again, in case ending it failed.
+    key = marked_key(v)
+    if not key then return end
+  end
   out[#out + 1] = h
-  out[#out + 1] = v
+  out[#out + 1] = key
 end
 if ARGV[1] == 'one' then
   mark(ARGV[2], redis.call('HGET', KEYS[1], ARGV[2]))
@@ -694,6 +724,7 @@ impl RedisStore {
                 .is_some_and(|at| at.saturating_add(life) >= now)
         };
         let mut stale = Vec::new();
+        let mut ended = Vec::new();
         let mut reads = Vec::new();
         for (h, v) in entries.iter().cloned() {
             if let Some(handle) = h.strip_suffix(":claim") {
@@ -703,7 +734,7 @@ impl RedisStore {
                 if orphan && !young(handle) {
                     stale.push((h, v));
                 }
-            } else if v.contains('{') {
+            } else if is_key(&v) {
                 if young(&h) {
                     // A login between its claim and its owner fields: kept,
                     // not yet listed.
@@ -714,14 +745,22 @@ impl RedisStore {
                     (h, v, found)
                 });
             } else {
-                let marked = v
-                    .strip_prefix("revoked ")
-                    .and_then(|ms| ms.parse::<u64>().ok());
                 let life = TOMBSTONE_LIFE.as_millis() as u64;
-                if marked.is_none_or(|at| at.saturating_add(life) < now) {
-                    stale.push((h, v));
+                match mark_key(&v) {
+                    Some((at, _)) if at.saturating_add(life) >= now => {}
+                    Some((_, key)) => {
+                        // An old mark: its session is ended (again: if the
+                        // revocation's own end failed, this is the retry)
+                        // before the mark goes.
+                        ended.push((h.clone(), key.to_owned()));
+                        stale.push((h, v));
+                    }
+                    None => stale.push((h, v)),
                 }
             }
+        }
+        if !ended.is_empty() {
+            self.end_entries(owner_text, &ended).await?;
         }
         let mut live = Vec::new();
         for (h, v, found) in futures_util::future::join_all(reads).await {
@@ -977,6 +1016,7 @@ mod cluster_interleavings {
 
     use sessionkit_core::SessionId;
     use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull};
+    use sessionkit_core::record::now_ms;
     use sessionkit_core::store::{Created, SessionStore};
     use sessionkit_core::testkit::fixtures;
 
@@ -1152,5 +1192,38 @@ mod cluster_interleavings {
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].handle, handle);
         assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+    }
+
+    /// What a revocation leaves when ending a session failed after the
+    /// mark (a node failing over): the mark, and the session. A retry ends
+    /// it, and so does a list once the mark is a minute old.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_whose_end_failed_is_finished_by_a_retry_or_a_list() {
+        let store = store().await;
+        let ada = ada();
+        let (one, two) = (session(&store).await, session(&store).await);
+        let (first, second) = (SessionHandle::generate(), SessionHandle::generate());
+        for (id, handle) in [(&one, &first), (&two, &second)] {
+            let set = store.set_owner(id, &ada, handle, None, None).await;
+            assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        }
+        let index = store.inner.keys.owner_key(&stored(&ada).unwrap());
+        for (id, handle, at) in [(&one, &first, now_ms()), (&two, &second, 0)] {
+            let mark = format!("}}revoked {at} {}", store.inner.keys.data_key(id));
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&index).arg(handle.to_string()).arg(mark);
+            store.inner.conn.query(&hset).await.unwrap();
+        }
+        assert!(alive(&store, &one).await && alive(&store, &two).await);
+        assert!(
+            store.revoke(&ada, &first).await.unwrap(),
+            "the retry ends it"
+        );
+        assert!(!alive(&store, &one).await);
+        assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+        assert!(
+            !alive(&store, &two).await,
+            "the list ended the old mark's session"
+        );
     }
 }
