@@ -443,19 +443,16 @@
 //! | `set_owner` | with a cap: the owner's list (below); then a script on the index: count the entries, refuse or mark the least recently used others revoked, add this session's entry with a claim flag (`<handle>:claim` → the time; an unfinished claim of the same session under another handle is dropped); then a script on the session's slot: the owner fields; then the ended sessions, each on its slot; then a script on the index that removes the flag and reads the entry back | the cap is atomic on the index: two simultaneous logins cannot both slip under it (the entries counted are those present, live or not yet checked, so a stale entry can make a cap refuse until the next list drops it — the list runs first for this reason). A later login's cap or a revocation may mark this login's entry before its session carries the owner, when ending the session finds it not yet the owner's; the last step sees the mark and the login ends its own session (it reports success: it was set, then ended, as on one server). An entry found gone there (a login that stalled for over a minute between its steps) ends the session too, and the login fails as "session gone": an owned session never lives on unlisted. A claim on a handle that a revocation has marked is refused, and that session ended |
 //! | `sessions_of`, `count` | `HGETALL` of the index, then one script per entry on its slot, all at once; then one script dropping the stale entries, each only if unchanged since read | every session listed was live and the owner's when read; an entry with a claim flag younger than a minute is a login between its steps: kept without asking its session, not listed (after a minute it is checked like any other: a login that stopped after writing the owner fields is listed, one that stopped before is dropped) |
 //! | `revoke`, `revoke_all` | a script marking the entries revoked (`}revoked <ms> <data key>`: not a key, and naming the session), then one script per marked session on its slot, at once, deleting it if it is still the owner's | a session is ended unless a request's `change_id` moved it in between; then that `change_id`'s second step finds the mark and deletes the session under its new id, and the request ends as "session gone". If ending a session fails (a node failing over), the mark stays: a retry of the revocation ends it again (every revocation ends the sessions of marks under a minute old again: one script each, nothing to do when they ended), and so does the first list after the mark's minute, before it drops the mark |
-//! | `change_id` of an owned session | the script on the session's slot (as ever), then a script on the index pointing the entry at the new key — also when a list dropped it in between, never over a revocation mark | between the two steps a list may miss the session (its old key is gone); a crash between them leaves the entry pointing at nothing: dropped by the next list, and the session is unlisted until its owner is set again |
+//! | `change_id` of an owned session | the script on the session's slot (as ever), which also leaves a marker there for a minute (`<old data key>:moved` → the new key); then a script on the index pointing the entry at the new key — also when a list dropped it in between, never over a revocation mark | between the two steps a list does not show the session (its old key is gone) but keeps the entry, which the marker vouches for, so a capped login counts it and a revocation marks it (the second step then ends the session under its new id); a crash between them leaves the entry pointing at nothing: dropped by the first list after the marker's minute, and the session is unlisted until its owner is set again |
 //!
 //! Revocation marks are dropped by the first list after a minute. A login
 //! without a cap does not check the owner's entries unless the index holds
 //! more than 16, so logins stay three round trips; stale entries are then
 //! bounded by 16 or by what ended since the owner's last list.
 //!
-//! Known limits in a cluster, each needing two operations to meet within
-//! one round trip (none can happen on one server): a list that runs between
-//! the two steps of an owned session's `change_id` drops its entry, and the
-//! second step puts it back, so a capped login or a `revoke_all` in that
-//! gap does not see the session; two simultaneous first logins of one
-//! session (two handles) can end it.
+//! A known limit in a cluster (it cannot happen on one server): two
+//! simultaneous first logins of one session (two requests of one browser,
+//! each drawing a handle) can end that session; the user logs in again.
 //!
 //! # Redis Cluster
 //!

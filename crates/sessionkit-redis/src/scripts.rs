@@ -440,11 +440,13 @@ return { 'applied', f }
 });
 
 /// `change_id` on one server (all four keys in one script): KEYS old data,
-/// old lock, new data, new lock; ARGV fence token (`''`: none), then what
-/// to do with an owned session's entry in its owner's index: `index` and
-/// the key prefix (move it here: one server, where a script may touch the
-/// index's key too), or `reply` (answer the owner and handle: in a
-/// cluster the index lives in another slot, and the caller moves it).
+/// old lock, new data, new lock, the old data key's moved marker; ARGV
+/// fence token (`''`: none), then what to do with an owned session's entry
+/// in its owner's index: `index` and the key prefix (move it here: one
+/// server, where a script may touch the index's key too), or `reply` and
+/// `''` (answer the owner and handle: in a cluster the index lives in
+/// another slot, and the caller moves it; until then the marker, alive for
+/// ARGV[4] ms, tells a list that the session moved).
 ///
 /// Reply: `{absent}`, `{id_taken}`, `{lock_lost}`, `{changed, meta}`, or
 /// `{changed, meta, owner, handle}` (the stored owner and the handle's hex
@@ -474,7 +476,12 @@ local f = refresh(KEYS[3], now, c, e, l, d) or v
 local o = redis.call('HMGET', KEYS[3], '\1owner', '\1handle')
 if not (o[1] and o[2]) then return { 'changed', f } end
 local h = string.sub(o[2], 2, -2)
-if ARGV[2] == 'reply' then return { 'changed', f, o[1], h } end
+if ARGV[2] == 'reply' then
+  -- Until the caller's second step moves the entry, a list that finds no
+  -- session under the old key learns from this marker that it moved.
+  redis.call('SET', KEYS[5], KEYS[3], 'PX', ARGV[4])
+  return { 'changed', f, o[1], h }
+end
 local idx = ARGV[3] .. '{o.' .. redis.sha1hex(o[1]) .. '}'
 if redis.call('HGET', idx, h) == KEYS[1] then redis.call('HSET', idx, h, KEYS[3]) end
 return { 'changed', f }

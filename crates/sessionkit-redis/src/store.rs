@@ -577,9 +577,11 @@ impl SessionStore for RedisStore {
             .key(&from.lock)
             .key(&to.data)
             .key(&to.lock)
+            .key(owners::moved_key(&from.data))
             .arg(fence.map(LockToken::to_hex).unwrap_or_default())
             .arg(mode)
-            .arg(prefix);
+            .arg(prefix)
+            .arg(owners::MOVED_LIFE_MS);
         let (status, items) = self.run_array(OP, &script).await?;
         match status {
             Status::Absent => Ok(IdChanged::Gone),

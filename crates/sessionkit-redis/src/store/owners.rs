@@ -376,6 +376,19 @@ use std::time::Duration;
 #[cfg(feature = "cluster")]
 const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
 
+/// The key that says, in the old key's slot, that an owned session's
+/// `change_id` moved it and its index entry is about to follow (see
+/// `READ`): `<old data key>:moved` → the new data key, for
+/// [`MOVED_LIFE_MS`].
+pub(super) fn moved_key(data: &str) -> String {
+    format!("{data}:moved")
+}
+
+/// How long the marker of [`moved_key`] lives: far longer than a
+/// `change_id` takes between its two steps. Written by `change_id` in a
+/// cluster only.
+pub(super) const MOVED_LIFE_MS: u64 = 60_000;
+
 /// How long a list keeps a login's claimed entry without asking its
 /// session (see `CLAIM`): far longer than a login takes between its
 /// claim and its owner fields. After it, the entry is checked like any
@@ -528,8 +541,10 @@ return 'set'
 });
 
 /// Cluster, session slot: one index entry's session, or that it is
-/// stale. KEYS data; ARGV owner, handle (as stored).
-/// Reply: `{created (hex), last seen, expires, device}` or `{}`.
+/// stale. KEYS data, its [`moved_key`]; ARGV owner, handle (as stored).
+/// Reply: `{created (hex), last seen, expires, device}`, `moved` (no
+/// session under the key, which a `change_id` is moving: the entry is
+/// kept, the session listed once the entry follows), or `{}`.
 #[cfg(feature = "cluster")]
 static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
@@ -537,8 +552,9 @@ static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
         lua_owned!(),
         r"
 local c, e, seen, device = owned(KEYS[1], now, ARGV[1], ARGV[2])
-if not c then return {} end
-return { c, seen, e, device }
+if c then return { c, seen, e, device } end
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then return 'moved' end
+return {}
 "
     ))
 });
@@ -645,6 +661,17 @@ fn entry_pairs(items: &[Value]) -> Option<Vec<(String, String)>> {
             _ => None,
         })
         .collect()
+}
+
+/// What a cluster index entry names, as `READ` finds it.
+#[cfg(feature = "cluster")]
+enum Entry {
+    /// A live session of the owner under the entry's handle: listed.
+    Live(OwnedSession),
+    /// A session a `change_id` is moving: kept until the entry follows.
+    Moving,
+    /// Anything else: dropped.
+    Stale,
 }
 
 /// What the first step of a cluster login got.
@@ -765,7 +792,8 @@ impl RedisStore {
         let mut live = Vec::new();
         for (h, v, found) in futures_util::future::join_all(reads).await {
             match found? {
-                Some(session) => {
+                Entry::Moving => {}
+                Entry::Live(session) => {
                     // The flag of a login that stopped after writing the
                     // owner fields: the entry stands, the flag goes.
                     if let Some(at) = claimed.get(h.as_str()) {
@@ -773,7 +801,7 @@ impl RedisStore {
                     }
                     live.push((session, v));
                 }
-                None => stale.push((h, v)),
+                Entry::Stale => stale.push((h, v)),
             }
         }
         if !stale.is_empty() {
@@ -788,26 +816,26 @@ impl RedisStore {
         Ok(live)
     }
 
-    /// The session of one index entry (`READ`), `None` if the entry is stale.
-    async fn read_entry(
-        &self,
-        owner_text: &[u8],
-        handle: &str,
-        data: &str,
-    ) -> Result<Option<OwnedSession>> {
+    /// What one index entry names (`READ`).
+    async fn read_entry(&self, owner_text: &[u8], handle: &str, data: &str) -> Result<Entry> {
         const OP: &str = "sessions_of";
         let mut script = READ.prepare_invoke();
         script
             .key(data)
+            .key(moved_key(data))
             .arg(owner_text)
             .arg(format!("\"{handle}\""));
-        let items = reply::array(self.run(OP, &script).await?).ok_or_else(|| unexpected(OP))?;
+        let found = self.run(OP, &script).await?;
+        if text(Some(&found)) == Some("moved") {
+            return Ok(Entry::Moving);
+        }
+        let items = reply::array(found).ok_or_else(|| unexpected(OP))?;
         if items.is_empty() {
-            return Ok(None);
+            return Ok(Entry::Stale);
         }
         let mut five = vec![Value::BulkString(handle.as_bytes().to_vec())];
         five.extend(items);
-        listed(&five).map(Some).ok_or_else(|| unexpected(OP))
+        listed(&five).map(Entry::Live).ok_or_else(|| unexpected(OP))
     }
 
     /// Ends the sessions of `(handle hex, data key)` entries, each on its
@@ -1017,7 +1045,7 @@ mod cluster_interleavings {
     use sessionkit_core::SessionId;
     use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull};
     use sessionkit_core::record::now_ms;
-    use sessionkit_core::store::{Created, SessionStore};
+    use sessionkit_core::store::{Created, IdChanged, SessionStore};
     use sessionkit_core::testkit::fixtures;
 
     use super::stored;
@@ -1224,6 +1252,47 @@ mod cluster_interleavings {
         assert!(
             !alive(&store, &two).await,
             "the list ended the old mark's session"
+        );
+    }
+
+    /// A list between the two steps of an owned session's `change_id`
+    /// keeps its entry (the marker in the old key's slot says it moved),
+    /// so a `revoke_all` right after still ends the session: the second
+    /// step finds the mark. The state between the steps is set up by hand.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_between_the_steps_of_a_change_id_keeps_the_entry_for_a_revocation() {
+        let store = store().await;
+        let ada = ada();
+        let owner_text = stored(&ada).unwrap();
+        let old = session(&store).await;
+        let handle = SessionHandle::generate();
+        let set = store.set_owner(&old, &ada, &handle, None, None).await;
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        let new = store.new_id_for(&old);
+        let changed = store.change_id(&old, &new, None).await.unwrap();
+        assert!(matches!(changed, IdChanged::Changed(_)), "{changed:?}");
+        // Back to between the steps: the session under the new key, its
+        // entry still naming the old one.
+        let (from, to) = (store.keys(&old), store.keys(&new));
+        let mut hset = redis::cmd("HSET");
+        hset.arg(store.inner.keys.owner_key(&owner_text))
+            .arg(handle.to_string())
+            .arg(&from.data);
+        store.inner.conn.query(&hset).await.unwrap();
+
+        assert!(
+            store.sessions_of(&ada).await.unwrap().is_empty(),
+            "not listed while it moves"
+        );
+        store.revoke_all(&ada, None).await.unwrap();
+        let moved = store
+            .entry_moved(&owner_text, &handle.to_string(), &from.data, &to)
+            .await
+            .unwrap();
+        assert!(!moved, "the second step finds the revocation's mark");
+        assert!(
+            !alive(&store, &new).await,
+            "the revoked session ended under its new id"
         );
     }
 }
