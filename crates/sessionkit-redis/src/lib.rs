@@ -450,9 +450,11 @@
 //! more than 16, so logins stay three round trips; stale entries are then
 //! bounded by 16 or by what ended since the owner's last list.
 //!
-//! A known limit in a cluster (it cannot happen on one server): two
-//! simultaneous first logins of one session (two requests of one browser,
-//! each drawing a handle) can end that session; the user logs in again.
+//! Two logins of one session at once (a login form sent twice), each with
+//! a handle it drew: the first to write the owner fields keeps its handle,
+//! the other's claim is dropped and it reports success (its request saw
+//! its own handle; the next one sees the stored one). On one server the
+//! second login's script replaces the first's handle instead.
 //!
 //! # Redis Cluster
 //!

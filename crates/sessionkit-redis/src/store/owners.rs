@@ -432,15 +432,17 @@ fn is_key(value: &str) -> bool {
 
 /// Cluster, index slot: claims the owner's index entry for a session and
 /// enforces the cap over the entries. KEYS index; ARGV handle hex, data
-/// key, cap (`''`: none), `refuse` or `end`, then the handles of the
-/// owner's other sessions the caller found live, least recently used
-/// first.
+/// key, cap (`''`: none), `refuse` or `end`, [`CLAIM_LIFE`] in ms, then
+/// the handles of the owner's other sessions the caller found live, least
+/// recently used first.
 ///
 /// The entry is written with its claim flag (`<handle hex>:claim` → the
 /// time): until [`FINISH`] removes the flag, a list keeps the entry without
 /// asking the session, which does not carry the owner yet (see
-/// [`CLAIM_LIFE`]). An unfinished claim of the same session under another
-/// handle is dropped. A revocation mark on the handle itself is left in
+/// [`CLAIM_LIFE`]). Another entry of the same session under another handle
+/// is not counted; it is dropped unless it is a claim in flight (a second
+/// login of the same session at the same time: `SET_FIELDS` lets one of
+/// the two handles win). A revocation mark on the handle itself is left in
 /// place: that session is being revoked, and the claim answers
 /// `{revoked}`.
 ///
@@ -459,14 +461,21 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 local own = redis.call('HGET', KEYS[1], ARGV[1])
 if own and not is_key(own) then return { 'revoked' } end
 local entries = redis.call('HGETALL', KEYS[1])
+local flags = {}
+for i = 1, #entries, 2 do
+  local h = string.match(entries[i], '^(.*):claim$')
+  if h then flags[h] = tonumber(entries[i + 1]) end
+end
 local others, count = {}, 0
 for i = 1, #entries, 2 do
   local h, v = entries[i], entries[i + 1]
   if h ~= ARGV[1] and is_key(v) then
     if v == ARGV[2] then
-      -- This session under another handle (a login that never finished):
-      -- replaced below.
-      redis.call('HDEL', KEYS[1], h, h .. ':claim')
+      -- This session under another handle: a login of it in flight keeps
+      -- its claim; one that never finished is replaced below.
+      if not (flags[h] and flags[h] + tonumber(ARGV[5]) >= now) then
+        redis.call('HDEL', KEYS[1], h, h .. ':claim')
+      end
     else
       others[h] = v
       count = count + 1
@@ -479,7 +488,7 @@ if ARGV[3] ~= '' then
   if over > 0 then
     if ARGV[4] == 'refuse' then return { 'full' } end
     local order, ranked = {}, {}
-    for i = 5, #ARGV do
+    for i = 6, #ARGV do
       if others[ARGV[i]] then order[#order + 1] = ARGV[i]; ranked[ARGV[i]] = true end
     end
     local rest = {}
@@ -521,7 +530,8 @@ return 'set'
 
 /// Cluster, session slot: writes the owner entries into a live session.
 /// KEYS data; ARGV owner, handle, device (as stored; `''`: none).
-/// Reply: `set` or `gone`.
+/// Reply: `set`, `gone`, or `taken` when the session already carries this
+/// owner under another handle (another login of it won; nothing written).
 #[cfg(feature = "cluster")]
 static SET_FIELDS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
@@ -529,6 +539,8 @@ static SET_FIELDS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
         lua_meta!(),
         r"
 if meta(KEYS[1], now) ~= 'live' then return 'gone' end
+local f = redis.call('HMGET', KEYS[1], '\1owner', '\1handle')
+if f[1] == ARGV[1] and f[2] and f[2] ~= ARGV[2] then return 'taken' end
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], '\1device')
   redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2])
@@ -898,12 +910,14 @@ impl RedisStore {
         let hex = handle.to_string();
         let mut claim = CLAIM.prepare_invoke();
         claim.key(&index).arg(&hex).arg(&data);
+        let life = CLAIM_LIFE.as_millis() as u64;
         match cap {
             Some(cap) => {
-                claim.arg(cap.max.to_string()).arg(match cap.when_full {
+                let when_full = match cap.when_full {
                     WhenFull::Refuse => "refuse",
                     _ => "end",
-                });
+                };
+                claim.arg(cap.max.to_string()).arg(when_full).arg(life);
                 for (session, key) in self.cluster_sessions_of(owner_text).await? {
                     if key != data {
                         claim.arg(session.handle.to_string());
@@ -911,7 +925,7 @@ impl RedisStore {
                 }
             }
             None => {
-                claim.arg("").arg("end");
+                claim.arg("").arg("end").arg(life);
             }
         }
         let items = reply::array(self.run(OP, &claim).await?).ok_or_else(|| unexpected(OP))?;
@@ -949,11 +963,32 @@ impl RedisStore {
             .arg(owner_text)
             .arg(stored_handle(handle)?)
             .arg(device);
-        let set = text(Some(&self.run(OP, &fields).await?)) == Some("set");
+        let fields = self.run(OP, &fields).await?;
         // The sessions the cap chose are marked revoked in the index: they
         // are ended even when this login's own session turned out gone, so
         // that no marked session lives on unlisted.
         self.end_entries(owner_text, &claim.evicted).await?;
+        let ended = || {
+            claim
+                .evicted
+                .iter()
+                .map(|(h, _)| SessionHandle::parse(h).map_err(|_| unexpected(OP)))
+                .collect::<Result<_>>()
+        };
+        let set = match text(Some(&fields)) {
+            Some("set") => true,
+            Some("gone") => false,
+            // Another login of this session set this owner under its own
+            // handle first: the session is the owner's, under that handle,
+            // and this login's claim goes.
+            Some("taken") => {
+                let mut drop = DROP.prepare_invoke();
+                drop.key(&claim.index).arg(&claim.hex).arg(&claim.data);
+                self.run(OP, &drop).await?;
+                return Ok(OwnerSet::Set { ended: ended()? });
+            }
+            _ => return Err(unexpected(OP)),
+        };
         if !set {
             let mut drop = DROP.prepare_invoke();
             drop.key(&claim.index).arg(&claim.hex).arg(&claim.data);
@@ -982,12 +1017,7 @@ impl RedisStore {
         if claim.repair {
             self.cluster_sessions_of(owner_text).await?;
         }
-        let ended = claim
-            .evicted
-            .iter()
-            .map(|(h, _)| SessionHandle::parse(h).map_err(|_| unexpected(OP)))
-            .collect::<Result<_>>()?;
-        Ok(OwnerSet::Set { ended })
+        Ok(OwnerSet::Set { ended: ended()? })
     }
 
     /// `revoke` and `revoke_all` in a cluster: mark the entries revoked
@@ -1293,6 +1323,30 @@ mod cluster_interleavings {
         assert!(
             !alive(&store, &new).await,
             "the revoked session ended under its new id"
+        );
+    }
+
+    /// Two logins of one session at once (a login form sent twice), each
+    /// with its own handle: the session stays, the owner's, under one of
+    /// the two handles, listed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_logins_of_one_session_at_once_leave_it_listed_once() {
+        let store = store().await;
+        let ada = ada();
+        let id = session(&store).await;
+        let (one, two) = (SessionHandle::generate(), SessionHandle::generate());
+        let other = async {
+            let set = store.set_owner(&id, &ada, &two, None, None).await;
+            assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+        };
+        let set = login_around(&store, &id, &ada, &one, None, other).await;
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
+        assert!(alive(&store, &id).await, "the session was ended");
+        let listed = store.sessions_of(&ada).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            listed[0].handle, two,
+            "the login that wrote first keeps its handle"
         );
     }
 }
