@@ -1110,6 +1110,12 @@ mod cluster_interleavings {
         store.load(id, None).await.unwrap().is_some()
     }
 
+    /// Gives the session `id` to `owner` under `handle`, in one go.
+    async fn own(store: &RedisStore, id: &SessionId, owner: &Owner, handle: &SessionHandle) {
+        let set = store.set_owner(id, owner, handle, None, None).await;
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+    }
+
     /// A login of `id` as `owner` in its two steps, with `between` run
     /// after the claim and before the owner fields; what the login reports.
     async fn login_around(
@@ -1199,8 +1205,7 @@ mod cluster_interleavings {
         let ada = ada();
         let (first, second) = (session(&store).await, session(&store).await);
         let handle = SessionHandle::generate();
-        let set = store.set_owner(&first, &ada, &handle, None, None).await;
-        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        own(&store, &first, &ada, &handle).await;
         let mut clear = sessionkit_core::record::Delta::default();
         clear.clear();
         clear.set("k", b"v".to_vec());
@@ -1238,8 +1243,7 @@ mod cluster_interleavings {
         let (ada, bob) = (ada(), ada());
         let id = session(&store).await;
         let handle = SessionHandle::generate();
-        let set = store.set_owner(&id, &ada, &handle, None, None).await;
-        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        own(&store, &id, &ada, &handle).await;
         let list = async {
             assert!(store.sessions_of(&bob).await.unwrap().is_empty());
         };
@@ -1261,10 +1265,8 @@ mod cluster_interleavings {
         let ada = ada();
         let (one, two) = (session(&store).await, session(&store).await);
         let (first, second) = (SessionHandle::generate(), SessionHandle::generate());
-        for (id, handle) in [(&one, &first), (&two, &second)] {
-            let set = store.set_owner(id, &ada, handle, None, None).await;
-            assert!(matches!(set, Ok(OwnerSet::Set { .. })));
-        }
+        own(&store, &one, &ada, &first).await;
+        own(&store, &two, &ada, &second).await;
         let index = store.inner.keys.owner_key(&stored(&ada).unwrap());
         for (id, handle, at) in [(&one, &first, now_ms()), (&two, &second, 0)] {
             let mark = format!("}}revoked {at} {}", store.inner.keys.data_key(id));
@@ -1296,8 +1298,7 @@ mod cluster_interleavings {
         let owner_text = stored(&ada).unwrap();
         let old = session(&store).await;
         let handle = SessionHandle::generate();
-        let set = store.set_owner(&old, &ada, &handle, None, None).await;
-        assert!(matches!(set, Ok(OwnerSet::Set { .. })));
+        own(&store, &old, &ada, &handle).await;
         let new = store.new_id_for(&old);
         let changed = store.change_id(&old, &new, None).await.unwrap();
         assert!(matches!(changed, IdChanged::Changed(_)), "{changed:?}");
@@ -1335,10 +1336,7 @@ mod cluster_interleavings {
         let ada = ada();
         let id = session(&store).await;
         let (one, two) = (SessionHandle::generate(), SessionHandle::generate());
-        let other = async {
-            let set = store.set_owner(&id, &ada, &two, None, None).await;
-            assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
-        };
+        let other = own(&store, &id, &ada, &two);
         let set = login_around(&store, &id, &ada, &one, None, other).await;
         assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
         assert!(alive(&store, &id).await, "the session was ended");
