@@ -411,8 +411,8 @@ impl<S: OwnerIndex> DynOwnerIndex for S {
 /// // Two logins of ada, on two devices.
 /// for device in ["laptop", "phone"] {
 ///     let session = factory.session(None);
-///     session.insert("user", &"ada")?;
 ///     session.set_owner_on("ada", device).await?;
+///     session.insert("user", &"ada")?;
 /// }
 /// let ada = Owner::new("ada")?;
 /// let sessions = owners.list(&ada).await?;

@@ -254,9 +254,13 @@
 //! hold session ids, as the session file names then do. The index file of
 //! an owner who never comes back stays until that owner's index is used
 //! again (the sweep does not visit `.owners`): one small file per such
-//! owner. A session kept under its old id for a grace period after a
-//! regenerate shares its handle with the new one: it is listed once (the
-//! one that lives longer), and revoking the handle ends both.
+//! owner. A copy kept under the old id for a grace period after a
+//! regenerate carries no owner (the core strips it), so it is in no list
+//! and no revocation ends it; keep the grace to seconds. The guarantee that
+//! a crash leaves at worst a stale entry needs
+//! [`durable(true)`](FileStoreBuilder::durable) (the default), and a
+//! `.owners` directory that stays in step with the session files (do not
+//! restore or copy one without the other).
 //!
 //! # Touches (lazy write)
 //!

@@ -156,10 +156,9 @@ impl Checked {
         self.live.iter().map(|l| l.entry.clone()).collect()
     }
 
-    /// The owner's sessions as the list shows them: one per handle (a
-    /// handle on several files — an old id kept for a grace period after a
-    /// regenerate — shows the one that lives longest), least recently used
-    /// first, ties broken by handle.
+    /// The owner's sessions as the list shows them: one per handle (should
+    /// a handle stand on several files, the one that lives longest), least
+    /// recently used first, ties broken by handle.
     fn sessions(&self, skip: impl Fn(&Listed) -> bool) -> Vec<OwnedSession> {
         let mut by_handle: BTreeMap<SessionHandle, &OwnedSession> = BTreeMap::new();
         for listed in self.live.iter().filter(|l| !skip(l)) {

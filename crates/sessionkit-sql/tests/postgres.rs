@@ -610,3 +610,32 @@ async fn owner_costs() {
         println!("owner cost\tpostgres\t{what}\t{us}");
     }
 }
+
+/// A database whose default isolation is REPEATABLE READ: the capped
+/// login still counts the logins that committed while it waited for the
+/// owner's lock (its transaction is READ COMMITTED whatever the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_holds_when_the_database_defaults_to_repeatable_read() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET default_transaction_isolation = 'repeatable read'")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect(&support::shared().url())
+        .await
+        .expect("a pool on the shared server");
+    let store = PgStore::builder()
+        .table("owners_repeatable_read")
+        .sweep_interval(None)
+        .build(pool)
+        .expect("a store on the pool");
+    store.migrate().await.expect("migrate");
+    sessionkit_core::testkit::owners::two_simultaneous_logins_under_a_cap_of_one_leave_exactly_one(
+        &store,
+    )
+    .await;
+}

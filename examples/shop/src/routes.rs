@@ -304,6 +304,16 @@ pub async fn login(
     // A new id, and with it a new CSRF token, at every privilege change: an
     // id or a token planted or seen before the login is worthless after it.
     session.regenerate().await?;
+    // The user owns the session: it shows in their list of sessions, and
+    // can be signed out from another device. First, so that a login a cap
+    // refuses writes nothing of the login. A store without an owner index
+    // (memcached) serves the shop without that list.
+    match session.set_owner_on(&user, &device(user_agent)).await {
+        Err(e) if e.kind() == sessionkit::ErrorKind::OwnersUnsupported => {
+            tracing::debug!("the store keeps no owner index: no list of sessions");
+        }
+        other => other?,
+    }
     session.insert("user", &user)?;
     if form.remember.is_some() {
         // Kept server-side for 30 days of inactivity, with a persistent
@@ -311,15 +321,6 @@ pub async fn login(
         // page shows it from the recorded fact, not from the lifetime.
         session.set_lifetime(REMEMBER_FOR)?;
         session.insert(REMEMBERED, &true)?;
-    }
-    // The user owns the session: it shows in their list of sessions, and
-    // can be signed out from another device. A store without an owner
-    // index (memcached) serves the shop without that list.
-    match session.set_owner_on(&user, &device(user_agent)).await {
-        Err(e) if e.kind() == sessionkit::ErrorKind::OwnersUnsupported => {
-            tracing::debug!("the store keeps no owner index: no list of sessions");
-        }
-        other => other?,
     }
     session.flash("notice", &format!("Welcome, {user}."))?;
     back_to_page(&session, from_browser).await

@@ -16,17 +16,24 @@ impl Session {
     /// One store operation, which also enforces the configured cap on
     /// sessions per owner
     /// ([`max_sessions_per_owner`](crate::SessionConfigBuilder::max_sessions_per_owner));
-    /// a session not stored yet is created first, with its writes so far.
-    /// The session gets a [`SessionHandle`] (kept if it had one), which
-    /// survives later regenerates.
+    /// the request's buffered writes are written first (a session not
+    /// stored yet is created with them). The session gets a
+    /// [`SessionHandle`] (kept if it had one), which survives later
+    /// regenerates.
+    ///
+    /// Set the owner **before** writing the login's own state (the user
+    /// id, roles): a login the cap refuses keeps what the request wrote
+    /// before it, like any request that answers 4xx. It takes effect at
+    /// once, also under [`Session::lock`]: a later rollback does not undo
+    /// it, nor the sessions the cap ended.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> sessionkit_core::Result<()> {
     #[doc = concat!("# ", doc_session!())]
     /// session.regenerate().await?;
-    /// session.insert("user", &"ada")?;
     /// session.set_owner("user-42").await?;
+    /// session.insert("user", &"ada")?;
     /// assert_eq!(session.owner().await?.as_deref(), Some("user-42"));
     /// assert!(session.handle().await?.is_some());
     /// assert!(session.keys().await?.contains(&"user".to_owned())); // not a plain key
@@ -76,6 +83,10 @@ impl Session {
         let _turn = self.turn().await;
         self.state().begin_change()?;
         self.settle_csrf_in_turn().await?;
+        // What is stored decides below: whether there is a session at all
+        // (a cookie of an ended one starts afresh) and its handle, kept
+        // when it has one.
+        self.load_in_turn().await?;
         let stored = {
             let state = self.state();
             state.id.is_some() && !matches!(state.stored, Stored::Fresh)
@@ -84,8 +95,10 @@ impl Session {
             // Created with the request's writes so far and the owner, as a
             // flush would; the store operation below then adds the handle.
             self.insert_entry(OWNER_KEY, owner.as_str())?;
-            self.flush_pending().await?;
         }
+        // The request's writes so far go first: a buffered `clear_all`
+        // flushed after the owner was set would wipe it.
+        self.flush_pending().await?;
         let (id, handle) = {
             let state = self.state();
             let handle = state

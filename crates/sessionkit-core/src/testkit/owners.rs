@@ -219,6 +219,35 @@ pub async fn two_simultaneous_logins_under_a_cap_of_one_leave_exactly_one<S: Own
     }
 }
 
+/// A login that clears the session first (`clear_all`, buffered) keeps the
+/// owner it sets; a login on a cookie the request has not read keeps the
+/// session's handle.
+pub async fn a_login_after_a_buffered_clear_or_on_an_unread_cookie_stays_owned<S: OwnerStore>(
+    store: &S,
+) {
+    let ada_name = unique("ada");
+    let (factory, owners) = factory(store, SessionConfig::default());
+    let id = login(&factory, &ada_name, "a").await;
+    let handle = factory.request(Some(id)).handle().await.unwrap();
+    // Again, without reading the session first: the same handle.
+    let again = factory.request(Some(id));
+    again.set_owner(&ada_name).await.unwrap();
+    assert!(again.finish(Outcome::Success).await.error.is_none());
+    assert_eq!(factory.request(Some(id)).handle().await.unwrap(), handle);
+    // Cleared (buffered), then the owner set: the clear does not undo it.
+    let cleared = factory.request(Some(id));
+    cleared.clear_all().unwrap();
+    cleared.insert("user", &ada_name).unwrap();
+    cleared.set_owner(&ada_name).await.unwrap();
+    assert!(cleared.finish(Outcome::Success).await.error.is_none());
+    let next = factory.request(Some(id));
+    assert_eq!(
+        next.owner().await.unwrap().as_deref(),
+        Some(ada_name.as_str())
+    );
+    assert_eq!(owners.count(&owner(&ada_name)).await.unwrap(), 1);
+}
+
 /// A refusing cap fails the login beyond it with `OwnerFull` (403) and keeps the others; setting the owner again on a session that has it is no new session.
 pub async fn a_refusing_cap_fails_the_new_login_and_keeps_the_others<S: OwnerStore>(store: &S) {
     let ada_name = unique("ada");
@@ -236,7 +265,8 @@ pub async fn a_refusing_cap_fails_the_new_login_and_keeps_the_others<S: OwnerSto
     assert_eq!(err.status_code(), 403);
     assert_eq!(owners.count(&owner(&ada_name)).await.unwrap(), 2);
     // The refused session is nobody's: not in this request, and not in the
-    // next, although this one answers 403 and so keeps none of its writes.
+    // next (the session the login created stays, with what the request
+    // wrote before the login: set the owner first, see `set_owner`).
     assert_eq!(third.owner().await.unwrap(), None);
     let refused = third.id().expect("the refused login's session was stored");
     third.finish(Outcome::ClientError).await;
@@ -338,6 +368,7 @@ macro_rules! owner_index_tests {
                 revoke_all_and_revoke_all_except_the_current_one,
                 two_simultaneous_logins_under_a_cap_of_one_leave_exactly_one,
                 a_refusing_cap_fails_the_new_login_and_keeps_the_others,
+                a_login_after_a_buffered_clear_or_on_an_unread_cookie_stays_owned,
                 revoking_a_locked_session_fails_its_commit_and_writes_nothing,
                 an_owner_with_ten_live_and_a_thousand_expired_sessions_lists_ten,
             );

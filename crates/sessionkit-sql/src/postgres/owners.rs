@@ -73,7 +73,16 @@ impl OwnerIndex for PgStore {
                 None => OwnerSet::Gone,
             });
         };
-        let mut tx = self.inner.pool.begin().await.map_err(fail)?;
+        // READ COMMITTED whatever the database's default: each statement
+        // below must see the logins that committed while this one waited
+        // for the lock (a snapshot taken at the lock, as REPEATABLE READ
+        // would, counts without them).
+        let mut tx = self
+            .inner
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(fail)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(self.owner_lock(owner))
             .execute(&mut *tx)
