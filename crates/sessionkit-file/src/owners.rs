@@ -146,14 +146,47 @@ struct Listed {
 /// The owner's index, checked against the sessions.
 struct Checked {
     live: Vec<Listed>,
+    /// Entries whose session looked expired when the caller could not
+    /// confirm it under the session's stripe: kept, neither listed nor
+    /// counted.
+    kept: Vec<Entry>,
     /// Whether the file on disk differs from `live` (stale entries dropped,
     /// a corrupt file rebuilt), so that it is worth writing back.
     changed: bool,
 }
 
+/// What an index entry names, read without the session's stripe.
+enum Read {
+    /// A live session of the owner under the entry's handle.
+    Live(OwnedSession),
+    /// The owner's session under that handle, past its expiry by this read.
+    LooksExpired,
+    /// Anything else: no session, or another owner's or handle's.
+    Stale,
+}
+
+/// What `record`, the session an index entry names, says of the entry.
+fn read_of(owner: &Owner, entry: &Entry, record: &Record, now: u64) -> Read {
+    if carried(record).as_ref() != Some(&(owner.clone(), entry.handle)) {
+        return Read::Stale;
+    }
+    let meta = &record.meta;
+    if meta.is_expired(now) {
+        return Read::LooksExpired;
+    }
+    Read::Live(OwnedSession::new(
+        entry.handle,
+        meta.created(),
+        meta.expires().saturating_sub(meta.ttl_ms()),
+        meta.expires(),
+        device_in(&record.entries),
+    ))
+}
+
 impl Checked {
     fn entries(&self) -> Vec<Entry> {
-        self.live.iter().map(|l| l.entry.clone()).collect()
+        let live = self.live.iter().map(|l| l.entry.clone());
+        live.chain(self.kept.iter().cloned()).collect()
     }
 
     /// The owner's sessions as the list shows them: one per handle (should
@@ -350,34 +383,22 @@ impl Disk {
     /// The session of an index entry as the list shows it, if it is live
     /// and still carries that owner and handle; `None` marks the entry
     /// stale. Takes no lock: session files are only replaced by `rename`.
-    fn listed(
-        &self,
-        owner: &Owner,
-        entry: &Entry,
-        now: u64,
-    ) -> Result<Option<OwnedSession>, Failure> {
+    fn listed(&self, owner: &Owner, entry: &Entry, now: u64) -> Result<Read, Failure> {
         let Stored::Found(current) = self.read_session(&entry.name)? else {
-            return Ok(None);
+            return Ok(Read::Stale);
         };
-        let record = &current.record;
-        if record.meta.is_expired(now)
-            || carried(record).as_ref() != Some(&(owner.clone(), entry.handle))
-        {
-            return Ok(None);
-        }
-        let meta = &record.meta;
-        Ok(Some(OwnedSession::new(
-            entry.handle,
-            meta.created(),
-            meta.expires().saturating_sub(meta.ttl_ms()),
-            meta.expires(),
-            device_in(&record.entries),
-        )))
+        Ok(read_of(owner, entry, &current.record, now))
     }
 
     /// The owner's index checked against the sessions (the owner lock is
     /// held); a corrupt file is logged and rebuilt.
-    fn checked(&self, owner: &Owner, files: &OwnerFiles, now: u64) -> Result<Checked, Failure> {
+    fn checked(
+        &self,
+        owner: &Owner,
+        files: &OwnerFiles,
+        now: u64,
+        stripes_held: bool,
+    ) -> Result<Checked, Failure> {
         let (mut entries, whole) = self.read_index(files)?;
         if !whole {
             tracing::warn!(
@@ -394,12 +415,28 @@ impl Disk {
         }
         let mut checked = Checked {
             live: Vec::with_capacity(entries.len()),
+            kept: Vec::new(),
             changed: !whole,
         };
         for entry in entries {
-            match self.listed(owner, &entry, now)? {
-                Some(session) => checked.live.push(Listed { entry, session }),
-                None => checked.changed = true,
+            let read = match self.listed(owner, &entry, now)? {
+                // A write that found the session live just before its expiry
+                // may be renewing it this moment, under its stripe: only
+                // there is "expired" final (and `live` then removes the
+                // file, so that it cannot come back unlisted).
+                Read::LooksExpired if !stripes_held => {
+                    let _stripe = self.stripe(entry.name.stripe())?;
+                    match self.live(&entry.name, now)? {
+                        Some(current) => read_of(owner, &entry, &current.record, now),
+                        None => Read::Stale,
+                    }
+                }
+                read => read,
+            };
+            match read {
+                Read::Live(session) => checked.live.push(Listed { entry, session }),
+                Read::LooksExpired => checked.kept.push(entry),
+                Read::Stale => checked.changed = true,
             }
         }
         Ok(checked)
@@ -434,7 +471,7 @@ impl Disk {
         let _owner = self.owner_lock(&files)?;
         let this = self.naming.of(id);
         let now = now_ms();
-        let checked = self.checked(owner, &files, now)?;
+        let checked = self.checked(owner, &files, now, false)?;
         // The owner's other sessions (another file and another handle),
         // least recently used first.
         let others = checked.sessions(|l| l.entry.name == this || l.entry.handle == *handle);
@@ -504,7 +541,7 @@ impl Disk {
     pub(crate) fn sessions_of(&self, owner: &Owner) -> Result<Vec<OwnedSession>, Failure> {
         let files = self.owner_files(owner);
         let _owner = self.owner_lock(&files)?;
-        let checked = self.checked(owner, &files, now_ms())?;
+        let checked = self.checked(owner, &files, now_ms(), false)?;
         if checked.changed {
             self.write_index(&files, &checked.entries())?;
         }
@@ -520,7 +557,7 @@ impl Disk {
     ) -> Result<u64, Failure> {
         let files = self.owner_files(owner);
         let _owner = self.owner_lock(&files)?;
-        let checked = self.checked(owner, &files, now_ms())?;
+        let checked = self.checked(owner, &files, now_ms(), false)?;
         let mut ended: Vec<SessionHandle> = Vec::new();
         let mut kept = Vec::with_capacity(checked.live.len());
         for listed in &checked.live {
@@ -551,7 +588,7 @@ impl Disk {
         to: &Name,
     ) -> Result<(), Failure> {
         let files = self.owner_files(owner);
-        let checked = self.checked(owner, &files, now_ms())?;
+        let checked = self.checked(owner, &files, now_ms(), true)?;
         let mut entries = checked.entries();
         entries.push(Entry {
             handle: *handle,
@@ -581,6 +618,61 @@ mod tests {
             false,
             true,
         )
+    }
+
+    /// A write that found an owned session live just before its expiry
+    /// renews it under its stripe while the expiry passes: a list of the
+    /// owner in that moment waits for the stripe instead of dropping the
+    /// entry, and the session stays in its owner's index.
+    #[test]
+    fn an_owned_session_renewed_at_its_expiry_stays_listed() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use sessionkit_core::record::Meta;
+
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(disk(dir.path(), ""));
+        let id = SessionId::generate();
+        let name = disk.naming.of(&id);
+        let (ada, handle) = (Owner::new("ada").unwrap(), SessionHandle::generate());
+        let mut entries = Entries::default();
+        entries.insert("k", b"v".to_vec());
+        let short = Meta::new(now_ms(), Duration::from_millis(200), None);
+        disk.write_session(
+            &name,
+            &Record {
+                entries,
+                meta: short,
+            },
+        )
+        .unwrap();
+        let set = disk.set_owner(&id, &ada, &handle, None, None).unwrap();
+        assert!(matches!(set, OwnerSet::Set { .. }), "{set:?}");
+
+        let stripe = disk.stripe(name.stripe()).unwrap();
+        let found = disk
+            .live(&name, now_ms())
+            .unwrap()
+            .expect("live before its expiry");
+        std::thread::sleep(Duration::from_millis(300));
+        let lister = {
+            let (disk, ada) = (Arc::clone(&disk), ada.clone());
+            std::thread::spawn(move || disk.sessions_of(&ada).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let renewed = Record {
+            entries: found.record.entries,
+            meta: Meta::new(now_ms(), Duration::from_secs(60), None),
+        };
+        disk.write_session(&name, &renewed).unwrap();
+        drop(stripe);
+        assert_eq!(lister.join().unwrap().len(), 1, "listed once renewed");
+        assert_eq!(
+            disk.sessions_of(&ada).unwrap().len(),
+            1,
+            "still in the index"
+        );
     }
 
     #[test]
