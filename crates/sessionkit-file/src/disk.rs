@@ -149,6 +149,17 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_read`], without waiting: a FIFO planted in the save path opens at
+/// once (and is then refused as no regular file) instead of waiting for a
+/// writer. For files read with a lock held that others wait on (an owner's
+/// index); reads of regular files ignore the flag.
+pub(crate) fn open_read_now(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow() | rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+}
+
 /// Creates a new file with mode 0600; fails if anything exists at `path`.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -248,7 +248,11 @@
 //! digits of its name (never the owner, never an id), the entries that
 //! still parse are kept, the save path is scanned once for live sessions
 //! carrying the owner (the one time an owner operation costs in proportion
-//! to all sessions), and the rebuilt index is written back.
+//! to all sessions), and the rebuilt index is written back. A FIFO planted
+//! at an index path is opened without waiting and rebuilt over like a
+//! corrupt file; a directory planted there makes that owner's operations
+//! fail with an error naming the file, until it is removed. An index of
+//! more than 16 MiB (some 100,000 sessions of one owner) counts as corrupt.
 //!
 //! Limits: with [`hash_ids(false)`](FileStoreBuilder::hash_ids) index files
 //! hold session ids, as the session file names then do. The index file of

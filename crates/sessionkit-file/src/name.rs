@@ -14,7 +14,7 @@ pub(crate) struct Naming {
 }
 
 /// The file-name stem of one session, with its tag for logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Name {
     /// `prefix` followed by the hex SHA-256 of the id (or the id itself).
     pub(crate) stem: String,

@@ -67,7 +67,7 @@
 //! never the owner) and rebuilt: its entries that still parse are kept, and
 //! the save path is scanned once for live sessions that carry the owner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::path::PathBuf;
@@ -81,7 +81,7 @@ use sessionkit_core::owner::{
 };
 use sessionkit_core::record::{Record, now_ms};
 
-use crate::disk::{Disk, LockKind, SESSION_SUFFIX, Stored, StripeGuard, create_new, open_read};
+use crate::disk::{Disk, LockKind, SESSION_SUFFIX, Stored, StripeGuard, create_new, open_read_now};
 use crate::fail::{Context as _, Failure, path_place};
 use crate::name::Name;
 
@@ -131,7 +131,7 @@ pub(crate) struct OwnerFiles {
 }
 
 /// An index entry: a session file of the owner, by handle.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Entry {
     handle: SessionHandle,
     name: Name,
@@ -239,7 +239,7 @@ impl Disk {
     /// file did (`false`: torn or corrupt — a symbolic link, not a regular
     /// file, too large, a bad line). A missing file is whole and empty.
     fn read_index(&self, files: &OwnerFiles) -> Result<(Vec<Entry>, bool), Failure> {
-        let file = match open_read(&files.index) {
+        let file = match open_read_now(&files.index) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), true)),
             // A symbolic link (ELOOP) or anything else that is no index file.
@@ -272,6 +272,7 @@ impl Disk {
         };
         let mut whole = true;
         let mut entries = Vec::new();
+        let mut seen = HashSet::new();
         let mut lines = body.split('\n').peekable();
         while let Some(line) = lines.next() {
             if lines.peek().is_none() {
@@ -286,8 +287,13 @@ impl Disk {
                 })
             });
             match entry {
-                Some(entry) if !entries.contains(&entry) => entries.push(entry),
-                Some(_) => {}
+                Some(entry) => {
+                    // A set: an index of many entries costs in proportion
+                    // to them, not to their square.
+                    if seen.insert(entry.clone()) {
+                        entries.push(entry);
+                    }
+                }
                 None => whole = false,
             }
         }
@@ -407,8 +413,9 @@ impl Disk {
                 dir = %self.dir.display(),
                 "owner index file is torn or corrupt; rebuilding it from the sessions in the save path"
             );
+            let mut seen: HashSet<Entry> = entries.iter().cloned().collect();
             for entry in self.scan_for(owner, now)? {
-                if !entries.contains(&entry) {
+                if seen.insert(entry.clone()) {
                     entries.push(entry);
                 }
             }
@@ -673,6 +680,33 @@ mod tests {
             1,
             "still in the index"
         );
+    }
+
+    /// A FIFO planted where an owner's index belongs is refused as no index
+    /// (the index is rebuilt over it), never waited on with the owner's
+    /// lock held.
+    #[test]
+    fn a_fifo_at_an_index_path_is_replaced_not_waited_on() {
+        use std::os::unix::fs::FileTypeExt as _;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(disk(dir.path(), ""));
+        let ada = Owner::new("ada").unwrap();
+        let index = disk.owner_files(&ada).index;
+        fs::create_dir_all(index.parent().unwrap()).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&index).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (disk, ada) = (Arc::clone(&disk), ada.clone());
+            std::thread::spawn(move || tx.send(disk.sessions_of(&ada).map(|l| l.len())));
+        }
+        let listed = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(listed.expect("the list waited on the FIFO").unwrap(), 0);
+        let left = fs::symlink_metadata(&index).map(|m| m.file_type().is_fifo());
+        assert!(!left.unwrap_or(false), "the FIFO is still there");
     }
 
     #[test]
