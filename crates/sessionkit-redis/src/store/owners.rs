@@ -751,16 +751,21 @@ impl RedisStore {
             .clock
             .now()
             .unwrap_or_else(sessionkit_core::record::now_ms);
-        // Claim flags: `<handle hex>:claim` → when a login claimed the entry.
-        let life = CLAIM_LIFE.as_millis() as u64;
-        let claimed: std::collections::HashMap<&str, u64> = entries
+        // Claim flags: `<handle hex>:claim` → when a login claimed the entry
+        // (the value as stored, to drop the flag by).
+        let claim_life = CLAIM_LIFE.as_millis() as u64;
+        let mark_life = TOMBSTONE_LIFE.as_millis() as u64;
+        let claimed: std::collections::HashMap<&str, &str> = entries
             .iter()
-            .filter_map(|(h, v)| Some((h.strip_suffix(":claim")?, v.parse().ok()?)))
+            .filter_map(|(h, v)| Some((h.strip_suffix(":claim")?, v.as_str())))
             .collect();
+        let fields: std::collections::HashSet<&str> =
+            entries.iter().map(|(h, _)| h.as_str()).collect();
         let young = |h: &str| {
             claimed
                 .get(h)
-                .is_some_and(|at| at.saturating_add(life) >= now)
+                .and_then(|at| at.parse::<u64>().ok())
+                .is_some_and(|at| at.saturating_add(claim_life) >= now)
         };
         let mut stale = Vec::new();
         let mut ended = Vec::new();
@@ -769,8 +774,7 @@ impl RedisStore {
             if let Some(handle) = h.strip_suffix(":claim") {
                 // A flag whose entry is gone, or that outlived its life, goes;
                 // the entry itself is checked below.
-                let orphan = !entries.iter().any(|(e, _)| e == handle);
-                if orphan && !young(handle) {
+                if !fields.contains(handle) && !young(handle) {
                     stale.push((h, v));
                 }
             } else if is_key(&v) {
@@ -784,9 +788,8 @@ impl RedisStore {
                     (h, v, found)
                 });
             } else {
-                let life = TOMBSTONE_LIFE.as_millis() as u64;
                 match mark_key(&v) {
-                    Some((at, _)) if at.saturating_add(life) >= now => {}
+                    Some((at, _)) if at.saturating_add(mark_life) >= now => {}
                     Some((_, key)) => {
                         // An old mark: its session is ended (again: if the
                         // revocation's own end failed, this is the retry)
@@ -809,7 +812,7 @@ impl RedisStore {
                     // The flag of a login that stopped after writing the
                     // owner fields: the entry stands, the flag goes.
                     if let Some(at) = claimed.get(h.as_str()) {
-                        stale.push((format!("{h}:claim"), at.to_string()));
+                        stale.push((format!("{h}:claim"), (*at).to_owned()));
                     }
                     live.push((session, v));
                 }
@@ -975,25 +978,22 @@ impl RedisStore {
                 .map(|(h, _)| SessionHandle::parse(h).map_err(|_| unexpected(OP)))
                 .collect::<Result<_>>()
         };
-        let set = match text(Some(&fields)) {
-            Some("set") => true,
-            Some("gone") => false,
-            // Another login of this session set this owner under its own
-            // handle first: the session is the owner's, under that handle,
-            // and this login's claim goes.
-            Some("taken") => {
+        match text(Some(&fields)) {
+            Some("set") => {}
+            // The session ended meanwhile (`gone`), or another login of it
+            // set this owner under its own handle first (`taken`: the
+            // session is the owner's under that handle): this login's claim
+            // goes.
+            Some(outcome @ ("gone" | "taken")) => {
                 let mut drop = DROP.prepare_invoke();
                 drop.key(&claim.index).arg(&claim.hex).arg(&claim.data);
                 self.run(OP, &drop).await?;
-                return Ok(OwnerSet::Set { ended: ended()? });
+                return Ok(match outcome {
+                    "gone" => OwnerSet::Gone,
+                    _ => OwnerSet::Set { ended: ended()? },
+                });
             }
             _ => return Err(unexpected(OP)),
-        };
-        if !set {
-            let mut drop = DROP.prepare_invoke();
-            drop.key(&claim.index).arg(&claim.hex).arg(&claim.data);
-            self.run(OP, &drop).await?;
-            return Ok(OwnerSet::Gone);
         }
         // Between the claim and the owner fields, another login's cap or a
         // revocation may have marked the entry, when its end of this
