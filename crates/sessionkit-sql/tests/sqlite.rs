@@ -28,6 +28,18 @@ fn shared_file() -> &'static PathBuf {
 }
 
 async fn store() -> SqliteStore {
+    // The first store creates the file and switches it to WAL, alone: pools
+    // that open a brand-new file at the same moment can find it locked
+    // while its journal mode changes (SQLITE_BUSY when connecting, which
+    // the busy timeout does not cover); once it is in WAL, they cannot.
+    static CREATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CREATED
+        .get_or_init(|| async { drop(store_on_shared_file().await) })
+        .await;
+    store_on_shared_file().await
+}
+
+async fn store_on_shared_file() -> SqliteStore {
     let url = format!("sqlite://{}", shared_file().display());
     let store = SqliteStore::builder()
         .sweep_interval(None)
