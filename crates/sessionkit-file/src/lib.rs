@@ -221,9 +221,11 @@
 //! written) or ends the least recently used others
 //! ([`WhenFull::EndLeastRecent`](sessionkit_core::owner::WhenFull::EndLeastRecent);
 //! least recently used = smallest `expires − idle lifetime`, ties broken by
-//! handle) and writes the owner into the session, all under the owner
-//! lock: two simultaneous logins, from two processes or one, cannot both
-//! slip under the cap. A revoked session is deleted with its lock file
+//! handle) and only then writes the owner into the session, all under the
+//! owner lock: two simultaneous logins, from two processes or one, cannot
+//! both slip under the cap, and a crash or I/O error part-way leaves the
+//! login undone (and perhaps a session ended for it), never more sessions
+//! than the cap. A revoked session is deleted with its lock file
 //! under its stripe, so a request that holds its lock fails its commit as
 //! "session gone".
 //!

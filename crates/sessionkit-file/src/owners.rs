@@ -60,7 +60,10 @@
 //! Within one owner lock, the sessions carrying that owner can only go
 //! away (end or get another owner), never arrive: so the cap's count, the
 //! sessions ended for it and the write of the new owner are one atomic step
-//! for every process sharing the save path.
+//! for every process sharing the save path. The victims are ended (and the
+//! directory synced) before the new session carries the owner, so a crash
+//! or an I/O error in between leaves the login undone, never the owner
+//! over the cap.
 //!
 //! A torn or corrupt index file (a machine crash without durable writes,
 //! tampering) is logged at `warn` (with the first 8 hex digits of its name,
@@ -507,20 +510,6 @@ impl Disk {
         } else if checked.changed {
             self.write_index(&files, &entries)?;
         }
-        // Then the session.
-        {
-            let _stripe = self.stripe(this.stripe())?;
-            let Some(current) = self.live(&this, now_ms())? else {
-                // Ended meanwhile; its entry is stale and goes next time.
-                return Ok(OwnerSet::Gone);
-            };
-            let mut record = current.record;
-            let delta = owner_delta(owner, handle, device)
-                .map_err(io::Error::other)
-                .context("encode the owner of", || self.place(&this))?;
-            record.entries.apply(&delta);
-            self.write_session(&this, &record)?;
-        }
         // Then the least recently used others make room.
         let mut ended = Vec::with_capacity(over);
         for victim in others.iter().take(over) {
@@ -540,6 +529,22 @@ impl Disk {
             self.sync_dir()?;
             entries.retain(|e| !ended.contains(&e.handle));
             self.write_index(&files, &entries)?;
+        }
+        // Then the session, once the cap holds without it: a crash or an
+        // I/O error before this point leaves the login undone (and maybe
+        // fewer sessions), never more sessions than the cap.
+        {
+            let _stripe = self.stripe(this.stripe())?;
+            let Some(current) = self.live(&this, now_ms())? else {
+                // Ended meanwhile; its entry is stale and goes next time.
+                return Ok(OwnerSet::Gone);
+            };
+            let mut record = current.record;
+            let delta = owner_delta(owner, handle, device)
+                .map_err(io::Error::other)
+                .context("encode the owner of", || self.place(&this))?;
+            record.entries.apply(&delta);
+            self.write_session(&this, &record)?;
         }
         Ok(OwnerSet::Set { ended })
     }
@@ -679,6 +684,59 @@ mod tests {
             disk.sessions_of(&ada).unwrap().len(),
             1,
             "still in the index"
+        );
+    }
+
+    /// A capped login whose victim cannot be ended (here its stripe lock
+    /// cannot be opened: a directory stands where the lock file belongs)
+    /// fails without leaving the new session owned: the owner never has
+    /// more sessions than the cap, whatever step fails.
+    #[test]
+    fn a_login_whose_victim_cannot_be_ended_leaves_the_cap_held() {
+        use std::num::NonZeroU32;
+        use std::time::Duration;
+
+        use sessionkit_core::record::Meta;
+
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk(dir.path(), "");
+        let ada = Owner::new("ada").unwrap();
+        let cap = OwnerCap {
+            max: NonZeroU32::new(1).unwrap(),
+            when_full: WhenFull::EndLeastRecent,
+        };
+        let live = || Record {
+            entries: Entries::default(),
+            meta: Meta::new(now_ms(), Duration::from_secs(60), None),
+        };
+        let first = SessionId::generate();
+        let first_name = disk.naming.of(&first);
+        let second = std::iter::repeat_with(SessionId::generate)
+            .find(|id| disk.naming.of(id).stripe() != first_name.stripe())
+            .unwrap();
+        for id in [&first, &second] {
+            disk.write_session(&disk.naming.of(id), &live()).unwrap();
+        }
+        let set = disk.set_owner(&first, &ada, &SessionHandle::generate(), None, Some(cap));
+        assert!(matches!(set, Ok(OwnerSet::Set { .. })), "{set:?}");
+
+        let stripe = dir
+            .path()
+            .join(crate::disk::STRIPES_DIR)
+            .join(format!("{:02x}", first_name.stripe()));
+        fs::remove_file(&stripe).unwrap();
+        fs::create_dir(&stripe).unwrap();
+        let set = disk.set_owner(&second, &ada, &SessionHandle::generate(), None, Some(cap));
+        assert!(set.is_err(), "the victim could not be ended: {set:?}");
+        fs::remove_dir(&stripe).unwrap();
+
+        let listed = disk.sessions_of(&ada).unwrap();
+        assert_eq!(listed.len(), 1, "over the cap after a failed login");
+        let second_record = disk.live(&disk.naming.of(&second), now_ms()).unwrap();
+        assert_eq!(
+            carried(&second_record.unwrap().record),
+            None,
+            "the failed login left its session owned"
         );
     }
 
