@@ -168,10 +168,14 @@
 //! lock. `lock` is an `UPDATE` that takes a free or expired lock, refreshes
 //! the idle expiry and returns the record; `renew_lock` and `unlock` are
 //! compare-and-set / compare-and-delete on the token. `destroy` deletes the
-//! row, lock included. `change_id` moves the row (`FOR UPDATE` on the old
-//! row, `INSERT` of the new one only if no live session has that id, then
-//! `DELETE` of the old one only if the insert happened); a fenced move keeps
-//! the lock (same token, same expiry), an unfenced one drops it.
+//! row, lock included. `change_id` moves the row: on PostgreSQL `FOR
+//! UPDATE` on the old row, then, only if no live session has the new id,
+//! an expired row under it is deleted and the old row's id is changed in
+//! place — so a statement that waited on the old row (a `revoke_all` of
+//! its owner, a cap ending it) follows it to its new id instead of
+//! skipping it as deleted; on SQLite, where writers take turns, `INSERT`
+//! of the new row and `DELETE` of the old. A fenced move keeps the lock
+//! (same token, same expiry), an unfenced one drops it.
 //!
 //! Waiting for a lock is the session handle's bounded retry with backoff
 //! and jitter (`LockConfig`). Requests of one process wait in line for a

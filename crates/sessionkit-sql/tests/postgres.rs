@@ -639,3 +639,226 @@ async fn the_cap_holds_when_the_database_defaults_to_repeatable_read() {
     )
     .await;
 }
+
+/// A `change_id` of `old` to `new` held in flight on `table`: a
+/// transaction of the test holds an uncommitted row under `new`, so the
+/// store's statement has taken the old row and waits on the new id until
+/// the returned transaction ends. Returns once the statement waits.
+async fn change_id_in_flight(
+    store: &PgStore,
+    table: &str,
+    old: SessionId,
+    new: SessionId,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<IdChanged>,
+) {
+    let mut blocker = store.pool().begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         VALUES ($1, '{{}}', 0, 1000, false, 1)"
+    ))
+    .bind(new.hashed().to_vec())
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let changing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.change_id(&old, &new, None).await.unwrap() })
+    };
+    wait_for_lock_waiters(store, table, 1).await;
+    (blocker, changing)
+}
+
+/// Waits until `n` statements on `table` wait for a lock.
+async fn wait_for_lock_waiters(store: &PgStore, table: &str, n: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(format!("\"{table}\""))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} statements on {table} never waited for a lock");
+}
+
+/// A session whose id changes while its owner's sessions are all revoked
+/// (the revocation waits on its row) is revoked under its new id: the
+/// rotation does not let it survive "sign out everywhere".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_rotated_during_revoke_all_is_revoked() {
+    use sessionkit_core::owner::{Owner, OwnerIndex as _, SessionHandle};
+
+    let table = unique("rotated_revoked");
+    let store = store_on(&table).await;
+    let ada = Owner::new("ada").unwrap();
+    let (old, new) = (SessionId::generate(), SessionId::generate());
+    let created = store
+        .create(&old, &session(Duration::from_secs(60), &[("k", b"v")]))
+        .await;
+    assert_eq!(created.unwrap(), Created::Created);
+    store
+        .set_owner(&old, &ada, &SessionHandle::generate(), None, None)
+        .await
+        .unwrap();
+
+    let (blocker, changing) = change_id_in_flight(&store, &table, old, new).await;
+    let revoking = {
+        let (store, ada) = (store.clone(), ada.clone());
+        tokio::spawn(async move { store.revoke_all(&ada, None).await.unwrap() })
+    };
+    wait_for_lock_waiters(&store, &table, 2).await;
+    blocker.rollback().await.unwrap();
+
+    assert!(matches!(changing.await.unwrap(), IdChanged::Changed(_)));
+    assert_eq!(revoking.await.unwrap(), 1, "the revocation ended it");
+    assert!(
+        store.load(&new, None).await.unwrap().is_none(),
+        "alive under its new id"
+    );
+    assert!(store.sessions_of(&ada).await.unwrap().is_empty());
+}
+
+/// A capped login whose victim's id changes while the login ends it ends
+/// the victim under its new id: the owner stays within the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_victim_rotated_during_a_capped_login_is_ended() {
+    use std::num::NonZeroU32;
+
+    use sessionkit_core::owner::{
+        Owner, OwnerCap, OwnerIndex as _, OwnerSet, SessionHandle, WhenFull,
+    };
+
+    let table = unique("rotated_victim");
+    let store = store_on(&table).await;
+    let ada = Owner::new("ada").unwrap();
+    let cap = OwnerCap {
+        max: NonZeroU32::new(1).unwrap(),
+        when_full: WhenFull::EndLeastRecent,
+    };
+    let (victim, rotated, login) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    for id in [&victim, &login] {
+        let created = store
+            .create(id, &session(Duration::from_secs(60), &[("k", b"v")]))
+            .await;
+        assert_eq!(created.unwrap(), Created::Created);
+    }
+    store
+        .set_owner(&victim, &ada, &SessionHandle::generate(), None, Some(cap))
+        .await
+        .unwrap();
+
+    let (blocker, changing) = change_id_in_flight(&store, &table, victim, rotated).await;
+    let logging_in = {
+        let (store, ada) = (store.clone(), ada.clone());
+        tokio::spawn(async move {
+            store
+                .set_owner(&login, &ada, &SessionHandle::generate(), None, Some(cap))
+                .await
+                .unwrap()
+        })
+    };
+    wait_for_lock_waiters(&store, &table, 2).await;
+    blocker.rollback().await.unwrap();
+
+    assert!(matches!(changing.await.unwrap(), IdChanged::Changed(_)));
+    let set = logging_in.await.unwrap();
+    assert!(
+        matches!(&set, OwnerSet::Set { ended } if ended.len() == 1),
+        "{set:?}"
+    );
+    assert!(
+        store.load(&rotated, None).await.unwrap().is_none(),
+        "the victim lives on"
+    );
+    assert_eq!(
+        store.sessions_of(&ada).await.unwrap().len(),
+        1,
+        "over the cap"
+    );
+}
+
+/// `change_id` onto the id of an expired row takes it over; onto an id a
+/// session is created under while the statement runs, it answers
+/// `IdTaken` and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_id_takes_over_an_expired_row_and_yields_to_a_racing_create() {
+    let table = unique("change_target");
+    let store = store_on(&table).await;
+    let live = || session(Duration::from_secs(60), &[("k", b"v")]);
+    let (old, expired) = (SessionId::generate(), SessionId::generate());
+    assert_eq!(store.create(&old, &live()).await.unwrap(), Created::Created);
+    sqlx::query(&format!(
+        "INSERT INTO \"{table}\" (id, data, created, ttl, remembered, expires)
+         VALUES ($1, '{{\"stale\": \"1\"}}', 0, 1000, false, 1)"
+    ))
+    .bind(expired.hashed().to_vec())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let changed = store.change_id(&old, &expired, None).await.unwrap();
+    assert!(matches!(changed, IdChanged::Changed(_)), "{changed:?}");
+    let moved = store.load(&expired, None).await.unwrap().expect("moved");
+    assert_eq!(moved.record.entries.get("k"), Some(&b"v"[..]));
+    assert_eq!(moved.record.entries.get("stale"), None);
+
+    let raced = SessionId::generate();
+    let (blocker, changing) = change_id_in_flight(&store, &table, expired, raced).await;
+    blocker.commit().await.unwrap();
+    assert_eq!(changing.await.unwrap(), IdChanged::IdTaken);
+    assert!(
+        store.load(&expired, None).await.unwrap().is_some(),
+        "the session stays"
+    );
+}
+
+/// Two processes that name the same table differently (`sessions`,
+/// `public.sessions`) share the owner's lock: their simultaneous logins
+/// under a cap of one leave exactly one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_holds_across_spellings_of_the_table_name() {
+    use std::num::NonZeroU32;
+
+    use sessionkit_core::owner::{Owner, OwnerCap, OwnerIndex as _, SessionHandle, WhenFull};
+
+    let table = unique("spelled");
+    let plain = store_on(&table).await;
+    let qualified = store_on(&format!("public.{table}")).await;
+    let cap = OwnerCap {
+        max: NonZeroU32::new(1).unwrap(),
+        when_full: WhenFull::EndLeastRecent,
+    };
+    for round in 0..20 {
+        let ada = Owner::new(format!("ada-{round}")).unwrap();
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        for id in [&a, &b] {
+            let created = plain
+                .create(id, &session(Duration::from_secs(60), &[("k", b"v")]))
+                .await;
+            assert_eq!(created.unwrap(), Created::Created);
+        }
+        let (ha, hb) = (SessionHandle::generate(), SessionHandle::generate());
+        let (x, y) = tokio::join!(
+            plain.set_owner(&a, &ada, &ha, None, Some(cap)),
+            qualified.set_owner(&b, &ada, &hb, None, Some(cap)),
+        );
+        x.unwrap();
+        y.unwrap();
+        assert_eq!(
+            plain.sessions_of(&ada).await.unwrap().len(),
+            1,
+            "round {round}"
+        );
+    }
+}

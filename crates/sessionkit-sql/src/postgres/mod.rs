@@ -334,39 +334,38 @@ impl Statements {
             ),
             // $1 old, $2 new, $3 fence token. The old row is locked (FOR
             // UPDATE: concurrent writes to it wait, and it is read as they
-            // left it); the new row is inserted (or takes over an expired
-            // one) only when the fence holds and no live session has the
-            // new id, and the old row is deleted only if the insert
-            // happened.
+            // left it) and, when the fence holds and no live session has
+            // the new id, its id is changed in place (an expired row under
+            // the new id is deleted first). In place, not a new row and a
+            // delete: a statement that waited on the old row (a `revoke_all`
+            // of its owner, a cap's victim delete) follows the row to its
+            // new id at READ COMMITTED, where a deleted row would be
+            // skipped and a new one unseen by its snapshot, and the
+            // rotated session would survive "sign out everywhere".
             change_id: format!(
                 "WITH c AS (SELECT {NOW} AS now),
                  o AS (
                     SELECT s.* FROM {t} s, c WHERE s.id = $1 AND s.expires > c.now FOR UPDATE OF s
                  ),
                  ok AS (
-                    SELECT o.* FROM o, c
+                    SELECT o.id FROM o, c
                     WHERE ($3::bytea IS NULL OR (o.lock_token = $3 AND o.lock_expires > c.now))
                       AND NOT EXISTS (SELECT 1 FROM {t} n WHERE n.id = $2 AND n.expires > c.now)
                  ),
-                 ins AS (
-                    INSERT INTO {t} AS n (id, data, created, ttl, remembered, deadline, expires,
-                                          lock_token, lock_expires, owner, handle)
-                    SELECT $2, ok.data, ok.created, ok.ttl, ok.remembered, ok.deadline,
-                           LEAST(c.now + ok.ttl, ok.deadline),
-                           CASE WHEN $3::bytea IS NULL THEN NULL ELSE ok.lock_token END,
-                           CASE WHEN $3::bytea IS NULL THEN NULL ELSE ok.lock_expires END,
-                           ok.owner, ok.handle
-                    FROM ok, c
-                    ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, created = EXCLUDED.created,
-                        ttl = EXCLUDED.ttl, remembered = EXCLUDED.remembered,
-                        deadline = EXCLUDED.deadline, expires = EXCLUDED.expires,
-                        lock_token = EXCLUDED.lock_token, lock_expires = EXCLUDED.lock_expires,
-                        owner = EXCLUDED.owner, handle = EXCLUDED.handle
-                    WHERE n.expires <= {NOW}
-                    RETURNING n.created, n.ttl, n.remembered, n.deadline, n.expires
+                 stale AS (
+                    DELETE FROM {t} n USING c
+                    WHERE n.id = $2 AND n.expires <= c.now AND EXISTS (SELECT 1 FROM ok)
+                    RETURNING 1
                  ),
-                 del AS (DELETE FROM {t} s WHERE s.id = $1 AND EXISTS (SELECT 1 FROM ins))
-                 SELECT 'changed' AS outcome, * FROM ins
+                 moved AS (
+                    UPDATE {t} s SET id = $2, expires = LEAST(c.now + s.ttl, s.deadline),
+                        lock_token = CASE WHEN $3::bytea IS NULL THEN NULL ELSE s.lock_token END,
+                        lock_expires = CASE WHEN $3::bytea IS NULL THEN NULL ELSE s.lock_expires END
+                    FROM ok, c
+                    WHERE s.id = ok.id AND (SELECT count(*) FROM stale) >= 0
+                    RETURNING s.created, s.ttl, s.remembered, s.deadline, s.expires
+                 )
+                 SELECT 'changed' AS outcome, * FROM moved
                  UNION ALL
                  SELECT CASE
                           WHEN NOT EXISTS (SELECT 1 FROM o) THEN 'gone'
@@ -375,7 +374,7 @@ impl Statements {
                           THEN 'lock_lost'
                           ELSE 'id_taken' END,
                         NULL, NULL, NULL, NULL, NULL
-                 WHERE NOT EXISTS (SELECT 1 FROM ins)"
+                 WHERE NOT EXISTS (SELECT 1 FROM moved)"
             ),
             destroy: format!("DELETE FROM {t} WHERE id = $1"),
             // $1 id, $2 token, $3 ttl. Taking the lock refreshes the idle
@@ -731,8 +730,15 @@ impl SessionStore for PgStore {
             .bind(self.key(new))
             .bind(fence.map(|t| t.as_bytes().to_vec()))
             .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| failed(STORE, "change_id", e))?;
+            .await;
+        let row = match row {
+            // A session created under the new id while this statement ran
+            // (it saw the id free): nothing was changed.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(IdChanged::IdTaken);
+            }
+            other => other.map_err(|e| failed(STORE, "change_id", e))?,
+        };
         Ok(match outcome(&row, "change_id")?.as_str() {
             "changed" => match meta_columns(&row)
                 .map_err(|e| failed(STORE, "change_id", e))?

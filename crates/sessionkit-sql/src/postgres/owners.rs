@@ -6,8 +6,8 @@
 //! login of the same owner, and one statement cannot see a login that
 //! commits while it waits (a statement reads one snapshot, taken when it
 //! starts). So a capped `set_owner` is a transaction that first takes a
-//! transaction-scoped advisory lock on the owner (a key derived from the
-//! table and the owner), then counts, ends the least recently used, and
+//! transaction-scoped advisory lock on the owner (keyed by the table's
+//! oid and a hash of the owner), then counts, ends the least recently used, and
 //! writes: four more round trips than without a cap, only at login, and
 //! only where a cap is configured. Rows of ended sessions go with their
 //! sessions; expired ones are never counted nor listed.
@@ -16,23 +16,12 @@ use sessionkit_core::owner::{
     OwnedSession, Owner, OwnerCap, OwnerIndex, OwnerSet, SessionHandle, WhenFull, owner_delta,
 };
 use sessionkit_core::{Result, SessionId};
-use sha2::{Digest, Sha256};
 use sqlx::Row as _;
 
 use super::{NOW, PgStore, STORE};
 use crate::common::{self, failed};
 
 impl PgStore {
-    /// The advisory lock key of `owner` in this table.
-    fn owner_lock(&self, owner: &Owner) -> i64 {
-        let mut hash = Sha256::new();
-        hash.update(self.inner.table.name.as_bytes());
-        hash.update([0]);
-        hash.update(owner.as_str().as_bytes());
-        let digest = hash.finalize();
-        i64::from_le_bytes(digest[..8].try_into().expect("eight bytes"))
-    }
-
     /// The statement that writes the owner into the live session `$1`.
     fn set_owner_sql(&self) -> String {
         let t = &self.inner.table.quoted;
@@ -83,15 +72,24 @@ impl OwnerIndex for PgStore {
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(fail)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.owner_lock(owner))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        // The owner's lock in this table, one `bigint` key: the table's oid
+        // (so that every spelling of its name, `sessions` or
+        // `public.sessions`, takes the same lock) and a 32-bit hash of the
+        // owner (two owners that share it only wait for each other). The
+        // waiters' locks (`wake`) are in the other, two-`int4`, key space.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(
+                ($1::regclass::oid::int8 << 32) | (hashtext($2)::int8 & 4294967295))",
+        )
+        .bind(&self.inner.table.quoted)
+        .bind(owner.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
         // A snapshot taken after the lock: it sees every login of this
         // owner that committed before.
         let others = sqlx::query(&format!(
-            "SELECT id, handle FROM {t} WHERE owner = $1 AND expires > {NOW} AND id <> $2
+            "SELECT handle FROM {t} WHERE owner = $1 AND expires > {NOW} AND id <> $2
              ORDER BY expires - ttl, handle"
         ))
         .bind(owner.as_str())
@@ -115,21 +113,30 @@ impl OwnerIndex for PgStore {
         if written.is_none() {
             return Ok(OwnerSet::Gone);
         }
+        // The victims are deleted by owner and handle, not by id: a victim
+        // whose id changes meanwhile (`change_id` updates the row in
+        // place) is followed to its new id by the delete.
         let mut ended = Vec::with_capacity(over);
         let mut victims = Vec::with_capacity(over);
         for other in others.iter().take(over) {
-            victims.push(other.try_get::<Vec<u8>, _>("id").map_err(fail)?);
             let h: Option<String> = other.try_get("handle").map_err(fail)?;
-            if let Some(h) = h.and_then(|h| SessionHandle::parse(&h).ok()) {
-                ended.push(h);
+            if let Some(h) = h {
+                if let Ok(parsed) = SessionHandle::parse(&h) {
+                    ended.push(parsed);
+                }
+                victims.push(h);
             }
         }
         if !victims.is_empty() {
-            sqlx::query(&format!("DELETE FROM {t} WHERE id = ANY($1)"))
-                .bind(&victims)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            sqlx::query(&format!(
+                "DELETE FROM {t} WHERE owner = $1 AND handle = ANY($2) AND id <> $3"
+            ))
+            .bind(owner.as_str())
+            .bind(&victims)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
         Ok(OwnerSet::Set { ended })

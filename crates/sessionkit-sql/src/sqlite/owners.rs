@@ -143,7 +143,7 @@ impl OwnerIndex for SqliteStore {
     async fn revoke_all(&self, owner: &Owner, except: Option<&SessionHandle>) -> Result<u64> {
         let t = &self.inner.table.quoted;
         let deleted = sqlx::query(&format!(
-            "DELETE FROM {t} WHERE owner = ?1 AND expires > ?2 AND (?3 IS NULL OR handle <> ?3)"
+            "DELETE FROM {t} WHERE owner = ?1 AND expires > ?2 AND (?3 IS NULL OR handle IS NOT ?3)"
         ))
         .bind(owner.as_str())
         .bind(now())
