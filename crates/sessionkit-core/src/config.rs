@@ -476,6 +476,13 @@ impl SessionConfigBuilder {
     /// owner's least recently used other sessions end or the new one is
     /// refused. Default: no cap.
     ///
+    /// The cap is checked at `set_owner` only: lowering it ends no session
+    /// by itself. An owner over a lowered cap loses sessions at the next
+    /// login ([`WhenFull::EndLeastRecent`](crate::owner::WhenFull::EndLeastRecent)),
+    /// or has every `set_owner` refused until enough sessions end
+    /// ([`WhenFull::Refuse`](crate::owner::WhenFull::Refuse)), also one on a
+    /// session that already carries that owner (which keeps it).
+    ///
     /// ```
     /// use sessionkit_core::SessionConfig;
     /// use sessionkit_core::owner::WhenFull;

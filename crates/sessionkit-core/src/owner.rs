@@ -34,9 +34,15 @@
 //!
 //! # Costs
 //!
-//! Setting the owner is one store operation (one round trip where the store
-//! is remote; a new session is created first, as a flush would). Ordinary
-//! reads and writes cost nothing more. Listing, counting and revoking cost
+//! Setting the owner is one atomic store operation, and ordinary reads and
+//! writes cost nothing more. Its round trips (a new session is created
+//! first, as a flush would): one script on one Redis server; three scripts
+//! on Redis Cluster, where the index has a slot of its own (two more, and
+//! a read, when the cap ends a session); one `UPDATE` on PostgreSQL
+//! without a cap, a transaction of six statements with one (`BEGIN`, the
+//! owner's advisory lock, the count, the write, the delete of the ended
+//! sessions, `COMMIT`); on SQLite a write transaction; on the file store
+//! file operations under the owner's lock. Each crate's docs count its own. Listing, counting and revoking cost
 //! in proportion to that owner's sessions; index entries of sessions that
 //! ended are dropped whenever that owner's index is used, so they never
 //! accumulate beyond what ended since.
@@ -254,10 +260,29 @@ pub enum OwnerSet {
     Gone,
 }
 
+/// The longest device label kept, in bytes: a longer one (a user agent
+/// is whatever the client sends) is cut at a character boundary.
+pub const DEVICE_MAX_LEN: usize = 256;
+
+/// A device label as it is kept: control characters dropped (it ends up
+/// in pages and logs), cut to [`DEVICE_MAX_LEN`] bytes.
+fn device_label(device: &str) -> String {
+    let mut label = String::with_capacity(device.len().min(DEVICE_MAX_LEN));
+    for c in device.chars().filter(|c| !c.is_control()) {
+        if label.len() + c.len_utf8() > DEVICE_MAX_LEN {
+            break;
+        }
+        label.push(c);
+    }
+    label
+}
+
 /// The change a store makes to a session's entries when it sets its owner
 /// (for [`OwnerIndex`] implementations): the owner, the handle and the
-/// device label in their reserved entries (no device: its entry removed).
-/// Apply it to the stored entries in the same atomic step as the index.
+/// device label in their reserved entries (no device: its entry removed;
+/// the label without control characters and cut to [`DEVICE_MAX_LEN`]
+/// bytes). Apply it to the stored entries in the same atomic step as the
+/// index.
 ///
 /// ```
 /// use sessionkit_core::owner::{Owner, SessionHandle, device_in, owner_delta};
@@ -278,7 +303,7 @@ pub fn owner_delta(
     delta.set(OWNER_KEY, encode_value(&owner.as_str())?);
     delta.set(HANDLE_KEY, encode_value(&handle.to_string())?);
     match device {
-        Some(device) => delta.set(DEVICE_KEY, encode_value(&device)?),
+        Some(device) => delta.set(DEVICE_KEY, encode_value(&device_label(device))?),
         None => delta.remove(DEVICE_KEY),
     }
     Ok(delta)
@@ -531,6 +556,26 @@ mod tests {
         assert!(Owner::new("ünïcödé@example.org").is_ok());
         let secret = Owner::new("ada@example.org").unwrap();
         assert!(!format!("{secret:?}").contains("ada"));
+    }
+
+    #[test]
+    fn device_labels_are_cut_to_their_bound_without_control_characters() {
+        let label_of = |device: &str| {
+            let mut entries = crate::record::Entries::default();
+            let delta = owner_delta(
+                &Owner::new("ada").unwrap(),
+                &SessionHandle::generate(),
+                Some(device),
+            );
+            entries.apply(&delta.unwrap());
+            device_in(&entries).unwrap()
+        };
+        assert_eq!(label_of("Firefox on Linux"), "Firefox on Linux");
+        assert_eq!(label_of("forged\r\nline\u{7}"), "forgedline");
+        let long = label_of(&"é".repeat(1000));
+        assert_eq!(long, "é".repeat(DEVICE_MAX_LEN / 2));
+        let odd = label_of(&format!("x{}", "é".repeat(1000)));
+        assert_eq!(odd.len(), DEVICE_MAX_LEN - 1, "cut at a character boundary");
     }
 
     #[test]

@@ -141,19 +141,11 @@ fn is_symlink_error(err: &io::Error) -> bool {
     err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
-/// Opens a file for reading, refusing symbolic links.
+/// Opens a file for reading, refusing symbolic links, without waiting: a
+/// FIFO planted in the save path opens at once (and is then refused as no
+/// regular file, or reads empty) instead of waiting for a writer with a
+/// lock held that others wait on. Reads of regular files ignore the flag.
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nofollow())
-        .open(path)
-}
-
-/// [`open_read`], without waiting: a FIFO planted in the save path opens at
-/// once (and is then refused as no regular file) instead of waiting for a
-/// writer. For files read with a lock held that others wait on (an owner's
-/// index); reads of regular files ignore the flag.
-pub(crate) fn open_read_now(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(nofollow() | rustix::fs::OFlags::NONBLOCK.bits() as i32)

@@ -96,7 +96,8 @@
 //!   for why this lets a touch skip the rewrite, and
 //!   [The sweep](#the-sweep) for why it lets the sweep skip reading.
 //! - Files whose names do not follow this pattern are ignored; a file that
-//!   does but does not decode (torn, foreign, a symbolic link, larger than
+//!   does but does not decode (torn, foreign, a symbolic link, a FIFO or
+//!   other non-regular file — opened without waiting —, larger than
 //!   64 MiB) is *treated as absent* and logged at `warn` with the session's
 //!   [short hash](sessionkit_core::SessionId::short_hash) — never the id — and never makes
 //!   the store panic or fail.

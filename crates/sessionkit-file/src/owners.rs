@@ -84,7 +84,7 @@ use sessionkit_core::owner::{
 };
 use sessionkit_core::record::{Record, now_ms};
 
-use crate::disk::{Disk, LockKind, SESSION_SUFFIX, Stored, StripeGuard, create_new, open_read_now};
+use crate::disk::{Disk, LockKind, SESSION_SUFFIX, Stored, StripeGuard, create_new, open_read};
 use crate::fail::{Context as _, Failure, path_place};
 use crate::name::Name;
 
@@ -242,7 +242,7 @@ impl Disk {
     /// file did (`false`: torn or corrupt — a symbolic link, not a regular
     /// file, too large, a bad line). A missing file is whole and empty.
     fn read_index(&self, files: &OwnerFiles) -> Result<(Vec<Entry>, bool), Failure> {
-        let file = match open_read_now(&files.index) {
+        let file = match open_read(&files.index) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), true)),
             // A symbolic link (ELOOP) or anything else that is no index file.

@@ -533,10 +533,11 @@ fn bad_prefixes_are_refused() {
         .unwrap();
 }
 
-/// A file operation that hangs (here: the session's file is a FIFO with no
-/// writer, so opening it blocks, as a read on a hung disk would) fails the
-/// request with StoreUnavailable after the operation timeout instead of
-/// holding it; other sessions are served meanwhile.
+/// A file operation that hangs (here: another process holds the session's
+/// stripe lock and never lets go, so taking it blocks, as an operation on
+/// a hung disk would) fails the request with StoreUnavailable after the
+/// operation timeout instead of holding it; other sessions are served
+/// meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_file_operation_fails_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,32 +546,20 @@ async fn a_hung_file_operation_fails_after_the_timeout() {
         .build()
         .unwrap();
     let id = SessionId::generate();
-    let fifo = store.disk().session_path(&store.disk().naming.of(&id));
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo runs");
-    assert!(made.success());
-    // Whatever happens below, let the hung open finish (a writer appears),
-    // or the runtime would wait for its blocking thread forever.
-    struct Unblock(std::path::PathBuf);
-    impl Drop for Unblock {
-        fn drop(&mut self) {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-            let _ = fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(nonblocking)
-                .open(&self.0);
-        }
-    }
-    let _unblock = Unblock(fifo.clone());
+    let stripe = store.disk().naming.of(&id).stripe();
+    // Held by this test through a file of its own, as another process
+    // would; dropped at the end, which lets the hung operation finish (or
+    // the runtime would wait for its blocking thread forever).
+    let _held = store.disk().stripe(stripe).unwrap();
 
     let start = std::time::Instant::now();
-    let err = store.load(&id, None).await.unwrap_err();
+    let err = store
+        .create(&id, &record(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
     let waited = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
-    assert_eq!(err.operation(), Some("load"));
+    assert_eq!(err.operation(), Some("create"));
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert!(
         source
@@ -584,7 +573,9 @@ async fn a_hung_file_operation_fails_after_the_timeout() {
     );
 
     // Another session is served while the first operation still hangs.
-    let other = SessionId::generate();
+    let other = std::iter::repeat_with(SessionId::generate)
+        .find(|other| store.disk().naming.of(other).stripe() != stripe)
+        .unwrap();
     assert_eq!(
         store
             .create(&other, &record(Duration::from_secs(60)))
@@ -593,6 +584,25 @@ async fn a_hung_file_operation_fails_after_the_timeout() {
         Created::Created
     );
     assert!(store.load(&other, None).await.unwrap().is_some());
+}
+
+/// A FIFO planted where a session file belongs is no session: reading it
+/// answers at once (absent) instead of waiting for a writer.
+#[test]
+fn a_fifo_at_a_session_path_reads_as_absent_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = builder(dir.path()).build().unwrap();
+    let id = SessionId::generate();
+    let fifo = store.disk().session_path(&store.disk().naming.of(&id));
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.expect("mkfifo runs").success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let disk = Arc::clone(store.disk());
+        std::thread::spawn(move || tx.send(disk.load(&id, None).map(|l| l.is_some())));
+    }
+    let loaded = rx.recv_timeout(Duration::from_secs(10));
+    assert!(!loaded.expect("the read waited on the FIFO").unwrap());
 }
 
 #[test]

@@ -52,7 +52,10 @@ impl Session {
     }
 
     /// [`Session::set_owner`], with a label for the device the session was
-    /// started on (its user agent, say), which the owner's list shows.
+    /// started on (its user agent, say), which the owner's list shows. The
+    /// label is kept without control characters and cut to
+    /// [`DEVICE_MAX_LEN`](crate::owner::DEVICE_MAX_LEN) bytes: a user
+    /// agent is whatever the client sends.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
