@@ -16,7 +16,10 @@ Usage: bench/redis-create-options.py [N] [ROUNDS]   (default 30000 3)
 from the source; "before" is the script as it was before issue 18. Only
 "before", "now", "fast-only" and "fcall" keep the store's contract (never
 overwrite a live session, never adopt an expired record or a stale lock);
-the others are there to show what the contract costs.
+the others are there to show what the contract costs, or what another
+layout would: "multi-packed" / "pipe-packed" write the entries packed into
+the metadata field with `HSETNX` as the guard and `PEXPIREAT … NX` (Redis
+7), "string-set-nx" a session as one string (`SET … NX PXAT`).
 """
 import os, sys, time
 
@@ -141,6 +144,16 @@ def commands(kind, sha):
         elif kind == "multi-hsetnx":
             buf += [resp("MULTI"), resp("HSETNX", d, "\xff", meta), resp("HSET", d, "n", v),
                     resp("PEXPIREAT", d, at), resp("EXEC")]
+        elif kind == "multi-packed":
+            # The session's entries packed into its metadata field: one
+            # HSETNX is the whole guard, and PEXPIREAT NX leaves a live
+            # session's expiry alone when the guard fails.
+            buf += [resp("MULTI"), resp("HSETNX", d, "\xff", meta + "|" + "n" + v),
+                    resp("PEXPIREAT", d, at, "NX"), resp("EXEC")]
+        elif kind == "pipe-packed":
+            buf += [resp("HSETNX", d, "\xff", meta + "|" + "n" + v), resp("PEXPIREAT", d, at, "NX")]
+        elif kind == "string-set-nx":
+            buf.append(resp("SET", d, meta + "|" + "n" + v, "NX", "PXAT", at))
         elif kind == "no-guard":
             buf += [resp("HSET", d, "\xff", meta, "n", v), resp("PEXPIREAT", d, at)]
         elif kind == "tower-sessions-set":
@@ -150,7 +163,8 @@ def commands(kind, sha):
 
 SENT = {"before": ["evalsha"], "now": ["evalsha"], "fast-only": ["evalsha"], "fcall": ["fcall"],
         "multi-renamenx": ["multi", "exec"], "multi-hsetnx": ["multi", "exec"],
-        "no-guard": ["hset", "pexpireat"], "tower-sessions-set": ["set"]}
+        "multi-packed": ["multi", "exec"], "pipe-packed": ["hsetnx", "pexpireat"],
+        "string-set-nx": ["set"], "no-guard": ["hset", "pexpireat"], "tower-sessions-set": ["set"]}
 
 
 def main():
