@@ -1,22 +1,23 @@
-//! Decoding replies and session hashes into sessionkit's types, and the `\xff` metadata field.
+//! The stored form of a session — `<metadata>|<entries>` — and decoding replies into sessionkit's types.
 
 use redis::Value;
 use sessionkit_core::record::{Entries, Meta, Record};
 
-/// The name of the metadata field: the single byte 0xFF, which never occurs
-/// in UTF-8, so no session key (a Rust `&str`) can collide with it.
-pub(crate) const META_FIELD: &[u8] = b"\xff";
+/// What separates the metadata from the entries in a stored session: a
+/// byte the metadata's grammar never holds.
+pub(crate) const SEPARATOR: u8 = b'|';
 
-/// Why a stored hash is not a session this crate can read.
+/// Why a stored value is not a session this crate can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Corrupt {
-    /// Not a session of this layout: another type, no metadata field, or
-    /// one that does not parse. The scripts see it the same way, so every
-    /// operation agrees that the session is absent.
+    /// Not a session of this layout: another type, no metadata, or
+    /// metadata that does not parse. The scripts see it the same way, so
+    /// every operation agrees that the session is absent.
     Foreign(&'static str),
-    /// Valid metadata, but an entry this process cannot read (a field name
-    /// that is not UTF-8; this crate never writes one). The scripts do not
-    /// read entries, so they would take it for a live session.
+    /// Valid metadata, but entries this process cannot read (not a
+    /// MessagePack map of strings, or a key that is not UTF-8; this crate
+    /// never writes one). The scripts that only refresh the metadata do not
+    /// read the entries, so they would take it for a live session.
     Entry(&'static str),
 }
 
@@ -39,9 +40,7 @@ pub(crate) const MAX_TIME: u64 = 0xfff_ffff_ffff;
 /// ttl prefixed with `r` when the session is
 /// [remembered](Meta::remembered) (see [`format_ttl`]).
 /// For example `19a7afd1e0019a7b6afb006ddd00:0`: 30 bytes for a two-hour
-/// lifetime and no deadline, where decimals with separators took 39, and
-/// which keeps a small session's hash within a 48-byte allocation (see the
-/// crate docs, "Data layout").
+/// lifetime and no deadline, where decimals with separators took 39.
 ///
 /// An expiry past [`MAX_TIME`] is written as `MAX_TIME`, as the scripts
 /// cap the expiries they compute (a session meant to live for centuries
@@ -150,7 +149,28 @@ pub(crate) fn meta(value: Option<&Value>) -> Option<Meta> {
     }
 }
 
-/// The raw parts of a stored session hash, as `HGETALL` returns it.
+/// A session as stored: its metadata ([`format_meta`]), [`SEPARATOR`],
+/// then its entries as a MessagePack map from key to value, both as
+/// MessagePack strings (the value's bytes as they are) — what the `cmsgpack`
+/// library bundled with Redis reads and writes, so that a script can merge
+/// a write into the entries. `None` if an entry is 4 GiB or more, which
+/// MessagePack cannot hold (and Redis, at 512 MB a value, would refuse).
+pub(crate) fn encode_session(meta: &str, entries: &Entries) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(meta.len() + 8 + entries.len() * 16);
+    out.extend_from_slice(meta.as_bytes());
+    out.push(SEPARATOR);
+    // Writing to a Vec cannot fail: only the lengths can be refused.
+    rmp::encode::write_map_len(&mut out, u32::try_from(entries.len()).ok()?).ok()?;
+    for (key, value) in entries.iter() {
+        for bytes in [key.as_bytes(), value] {
+            rmp::encode::write_str_len(&mut out, u32::try_from(bytes.len()).ok()?).ok()?;
+            out.extend_from_slice(bytes);
+        }
+    }
+    Some(out)
+}
+
+/// A session as it is stored, split into its parts.
 #[derive(Debug)]
 pub(crate) struct RawSession {
     pub(crate) meta: Meta,
@@ -159,46 +179,36 @@ pub(crate) struct RawSession {
 }
 
 impl RawSession {
-    /// Splits an `HGETALL` reply into metadata and entries: a flat array of
-    /// names and values (RESP2, or from inside a script) or a map (RESP3).
-    /// `Ok(None)` for an empty hash, which is how Redis answers for a key
-    /// that does not exist.
-    pub(crate) fn decode(reply: Value) -> Result<Option<Self>, Corrupt> {
-        let pairs = reply
-            .into_map_iter()
-            .map_err(|_| Corrupt::Foreign("not a hash reply"))?;
-        let mut meta = None;
-        let mut entries = Vec::with_capacity(pairs.size_hint().0.saturating_sub(1));
-        let mut empty = true;
-        for (name, value) in pairs {
-            empty = false;
-            let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
-                // Redis only sends strings here; this is not a hash reply.
-                return Err(Corrupt::Foreign("hash element is not a string"));
-            };
-            if name == META_FIELD {
-                meta = Some(
-                    parse_meta(&value).ok_or(Corrupt::Foreign("metadata field does not parse"))?,
-                );
-            } else if name.first() == Some(&0xff) {
-                // Other names starting with 0xFF (no UTF-8 session key
-                // can) are reserved for later metadata: ignored, so that
-                // additions need no new layout.
-                continue;
-            } else {
-                let key = String::from_utf8(name)
-                    .map_err(|_| Corrupt::Entry("session key is not UTF-8"))?;
-                entries.push((key, value));
-            }
+    /// The session a `GET` (or a script) answered: `Ok(None)` for no key.
+    pub(crate) fn from_reply(reply: Value) -> Result<Option<Self>, Corrupt> {
+        match reply {
+            Value::Nil => Ok(None),
+            Value::BulkString(stored) => Self::decode(&stored).map(Some),
+            _ => Err(Corrupt::Foreign("not a string")),
         }
-        if empty {
-            return Ok(None);
-        }
-        let meta = meta.ok_or(Corrupt::Foreign("no metadata field"))?;
+    }
+
+    /// Splits a stored value into metadata and entries (see
+    /// [`encode_session`]).
+    pub(crate) fn decode(stored: &[u8]) -> Result<Self, Corrupt> {
+        let bar = stored
+            .iter()
+            .position(|&b| b == SEPARATOR)
+            .ok_or(Corrupt::Foreign("no metadata"))?;
+        let meta = parse_meta(&stored[..bar]).ok_or(Corrupt::Foreign("metadata does not parse"))?;
+        let mut entries = decode_entries(&stored[bar + 1..])
+            .ok_or(Corrupt::Entry("entries are not a map of strings"))?
+            .into_iter()
+            .map(|(key, value)| {
+                String::from_utf8(key)
+                    .map(|key| (key, value))
+                    .map_err(|_| Corrupt::Entry("session key is not UTF-8"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Sorted first, so that building `Entries` appends instead of
         // shifting.
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(Some(RawSession { meta, entries }))
+        Ok(RawSession { meta, entries })
     }
 
     pub(crate) fn into_record(self) -> Record {
@@ -210,6 +220,42 @@ impl RawSession {
     }
 }
 
+/// The pairs of a MessagePack map of strings (as `cmsgpack` writes them:
+/// `str` formats; `bin` accepted too), with nothing after it; an empty
+/// array counts as the empty map, which is how `cmsgpack` writes an empty
+/// Lua table. `None` for anything else.
+fn decode_entries(mut bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    use rmp::Marker;
+    use rmp::decode::{RmpRead as _, read_marker};
+
+    let rd = &mut bytes;
+    let len = match read_marker(rd).ok()? {
+        Marker::FixArray(0) => 0,
+        marker => rmp::decode::marker_to_len(rd, marker).ok()?,
+    };
+    // Each pair takes at least two bytes: a length cannot claim more pairs
+    // than there are bytes (no allocation from a forged length).
+    let mut pairs = Vec::with_capacity((len as usize).min(rd.len() / 2));
+    let string = |rd: &mut &[u8]| -> Option<Vec<u8>> {
+        let n = match read_marker(rd).ok()? {
+            Marker::FixStr(n) => u32::from(n),
+            Marker::Str8 | Marker::Bin8 => u32::from(rd.read_data_u8().ok()?),
+            Marker::Str16 | Marker::Bin16 => u32::from(rd.read_data_u16().ok()?),
+            Marker::Str32 | Marker::Bin32 => rd.read_data_u32().ok()?,
+            _ => return None,
+        };
+        let (taken, rest) = rd.split_at_checked(n as usize)?;
+        *rd = rest;
+        Some(taken.to_vec())
+    };
+    for _ in 0..len {
+        let key = string(rd)?;
+        let value = string(rd)?;
+        pairs.push((key, value));
+    }
+    rd.is_empty().then_some(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,16 +264,12 @@ mod tests {
         Value::BulkString(b.to_vec())
     }
 
-    fn hash(pairs: &[(&[u8], &[u8])]) -> Value {
-        Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
-    }
-
     // GARBAGE_META and VALID_META, shared with tests/standalone.rs, which
     // checks that the scripts judge them alike.
     include!("../tests/support/meta_cases.rs");
 
     /// created 0x10, expires 0x30, ttl 0x20, no deadline.
-    const META: (&[u8], &[u8]) = (b"\xff", b"000000000100000000003020:0");
+    const META: &[u8] = b"000000000100000000003020:0";
 
     #[test]
     fn meta_field_round_trips() {
@@ -254,7 +296,7 @@ mod tests {
             format_meta(&Meta::from_parts(16, 32, Some(64), 48)).unwrap(),
             "000000000100000000003020:40"
         );
-        assert_eq!(parse_meta(META.1), Some(Meta::from_parts(16, 32, None, 48)));
+        assert_eq!(parse_meta(META), Some(Meta::from_parts(16, 32, None, 48)));
     }
 
     #[test]
@@ -292,64 +334,107 @@ mod tests {
         }
     }
 
+    /// The stored form of `pairs` under [`META`].
+    fn stored(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let entries: Entries = pairs.iter().map(|(k, v)| (*k, v.to_vec())).collect();
+        encode_session(std::str::from_utf8(META).unwrap(), &entries).unwrap()
+    }
+
     #[test]
-    fn decodes_meta_and_sorted_entries() {
-        let raw = RawSession::decode(hash(&[(b"zeta", b"1"), META, (b"alpha", b"2")]))
-            .unwrap()
-            .unwrap();
+    fn sessions_round_trip_with_sorted_entries() {
+        let raw = RawSession::decode(&stored(&[("zeta", b"1"), ("alpha", b"\xff\x00|")])).unwrap();
+        assert_eq!(raw.meta, Meta::from_parts(16, 32, None, 48));
         let record = raw.into_record();
-        assert_eq!(record.meta, Meta::from_parts(16, 32, None, 48));
         assert_eq!(record.entries.keys().collect::<Vec<_>>(), ["alpha", "zeta"]);
+        assert_eq!(record.entries.get("alpha"), Some(&b"\xff\x00|"[..]));
+        // An empty session, and the empty map as cmsgpack writes it (an
+        // empty array).
+        assert!(RawSession::decode(&stored(&[])).unwrap().entries.is_empty());
+        let mut lua_empty = META.to_vec();
+        lua_empty.extend_from_slice(b"|\x90");
+        assert!(RawSession::decode(&lua_empty).unwrap().entries.is_empty());
     }
 
     #[test]
-    fn decodes_resp3_maps_and_ignores_reserved_names() {
-        let map = Value::Map(vec![
-            (bulk(b"\xff"), bulk(b"00000000001000000000024:3")),
-            (bulk(b"\xffnext"), bulk(b"reserved")),
-            (bulk(b"k"), bulk(b"v")),
-        ]);
-        let record = RawSession::decode(map).unwrap().unwrap().into_record();
-        assert_eq!(record.meta, Meta::from_parts(1, 4, Some(3), 2));
-        assert_eq!(record.entries.keys().collect::<Vec<_>>(), ["k"]);
+    fn every_string_length_format_round_trips() {
+        for len in [0, 31, 32, 255, 256, 65_535, 65_536, 200_000] {
+            let value = vec![b'v'; len];
+            let key = "k".repeat(len.min(70_000));
+            let raw = RawSession::decode(&stored(&[(&key, &value)])).unwrap();
+            assert_eq!(raw.entries, vec![(key, value)], "{len}");
+        }
+        let many: Vec<(String, Vec<u8>)> = (0..70_000).map(|i| (format!("k{i:05}"), vec![1])).collect();
+        let pairs: Vec<(&str, &[u8])> = many.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        assert_eq!(RawSession::decode(&stored(&pairs)).unwrap().entries.len(), 70_000);
     }
 
     #[test]
-    fn an_empty_hash_is_absent() {
-        assert!(RawSession::decode(Value::Array(vec![])).unwrap().is_none());
-        assert!(RawSession::decode(Value::Map(vec![])).unwrap().is_none());
+    fn reads_what_lua_cmsgpack_writes() {
+        // cmsgpack.pack({a = string.rep('x', 40), b = '\255\0'}), as Redis
+        // 7.0 answers it: a fixmap of str8 and fixstr.
+        let mut value = META.to_vec();
+        value.push(b'|');
+        value.extend_from_slice(b"\x82\xa1a\xd9\x28");
+        value.extend_from_slice(&[b'x'; 40]);
+        value.extend_from_slice(b"\xa1b\xa2\xff\x00");
+        let raw = RawSession::decode(&value).unwrap();
+        assert_eq!(
+            raw.entries,
+            vec![("a".to_owned(), vec![b'x'; 40]), ("b".to_owned(), b"\xff\x00".to_vec())]
+        );
     }
 
     #[test]
-    fn rejects_foreign_or_broken_hashes() {
-        let foreign: Vec<Vec<(&[u8], &[u8])>> = vec![
-            vec![(b"a", b"1")],
-            // Layout 1.
-            vec![
-                (b"\xffversion", b"1"),
-                (b"\xffcreated", b"1"),
-                (b"\xffttl", b"1"),
-                (b"\xffdeadline", b"0"),
-                (b"\xffexpires", b"1"),
-            ],
-            vec![(b"\xff", b"00000000001fffffffffff2:soon")],
+    fn no_key_is_absent() {
+        assert!(RawSession::from_reply(Value::Nil).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_foreign_or_broken_sessions() {
+        let with_meta = |tail: &[u8]| {
+            let mut v = META.to_vec();
+            v.push(b'|');
+            v.extend_from_slice(tail);
+            v
+        };
+        for foreign in [
+            b"no separator".to_vec(),
+            b"00000000001fffffffffff2:soon|\x80".to_vec(),
             // The decimals of earlier development versions.
-            vec![(b"\xff", b"2 1 2 0 3")],
-        ];
-        for pairs in foreign {
+            b"2 1 2 0 3|\x80".to_vec(),
+            b"|\x80".to_vec(),
+        ] {
             assert!(
-                matches!(RawSession::decode(hash(&pairs)), Err(Corrupt::Foreign(_))),
-                "{pairs:?}"
+                matches!(RawSession::decode(&foreign), Err(Corrupt::Foreign(_))),
+                "{:?}",
+                foreign.escape_ascii().to_string()
             );
         }
-        let broken_entry = hash(&[META, (b"\xc3\x28", b"not utf-8 key")]);
-        assert!(matches!(
-            RawSession::decode(broken_entry),
-            Err(Corrupt::Entry(_))
-        ));
-        assert!(RawSession::decode(Value::Array(vec![bulk(b"odd")])).is_err());
-        assert!(RawSession::decode(Value::Array(vec![Value::Int(1), Value::Int(2)])).is_err());
-        assert!(RawSession::decode(Value::Int(1)).is_err());
+        for broken in [
+            with_meta(b""),
+            // Truncated: a map of two, one pair.
+            with_meta(b"\x82\xa1k\xa1v"),
+            // A length past the end.
+            with_meta(b"\x81\xa1k\xdb\xff\xff\xff\xff"),
+            // Not strings.
+            with_meta(b"\x81\x01\x02"),
+            // Trailing bytes.
+            with_meta(b"\x80\x80"),
+            // A non-empty array.
+            with_meta(b"\x91\xa1k"),
+            // A map32 claiming four billion pairs, with none.
+            with_meta(b"\xdf\xff\xff\xff\xff"),
+        ] {
+            assert!(
+                matches!(RawSession::decode(&broken), Err(Corrupt::Entry(_))),
+                "{:?}",
+                broken.escape_ascii().to_string()
+            );
+        }
+        let not_utf8 = with_meta(b"\x81\xa2\xc3\x28\xa1v");
+        assert!(matches!(RawSession::decode(&not_utf8), Err(Corrupt::Entry(_))));
+        assert!(RawSession::from_reply(Value::Int(1)).is_err());
+        assert!(RawSession::from_reply(Value::Array(vec![])).is_err());
     }
 
     #[test]

@@ -149,67 +149,82 @@ impl AfterWrite {
     }
 }
 
-/// `meta(key, now)`: the live session at `key`, from its metadata field
-/// alone, as a status and the field's parts.
+/// `meta(key, now)`: the live session at `key`, from its metadata alone,
+/// as a status and the metadata's parts.
 macro_rules! lua_meta {
     () => {
         r"
--- The metadata of the session at `key`, from the field `\255`:
+-- The session at `key`: a string, <metadata>|<entries>, the metadata
 -- <created><expires><ttl>:<deadline> in lowercase hex, created and expires
 -- exactly 11 digits each, ttl and deadline 1 to 16 (what a u64 holds, as
 -- reply::parse_meta reads them); ttl is prefixed with `r` when the session
--- is remembered (its lifetime is its own: Meta::remembered).
+-- is remembered (its lifetime is its own: Meta::remembered). The entries
+-- (a MessagePack map) are not decoded here: most scripts only move them.
 -- Returns 'live', created, expires (a number), ttl, deadline (the other
--- three as their hex digits) and the whole field; or just why not:
--- 'expired', 'foreign' (not a hash: an error reply; a field of another
--- grammar), 'missing' (no field: no key, or a hash that is not ours).
+-- three as their hex digits), the whole metadata and the entries; or just
+-- why not: 'expired', 'foreign' (not a string: an error reply; no
+-- metadata, or one of another grammar), 'missing' (no key).
 -- Several values rather than a table: a table per call costs Redis
 -- measurably more.
 local function meta(key, now)
-  local v = redis.pcall('HGET', key, '\255')
+  local v = redis.pcall('GET', key)
   if v == false then return 'missing' end
   if type(v) ~= 'string' then return 'foreign' end
-  local c, e, l, d = string.match(v, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+)$')
+  local bar = string.find(v, '|', 1, true)
+  if not bar then return 'foreign' end
+  local m = string.sub(v, 1, bar - 1)
+  local c, e, l, d = string.match(m, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+)$')
   if not c or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return 'foreign' end
   e = tonumber(e, 16)
-  -- Native expiry has removed such a key already (see expire_at); this
+  -- Native expiry has removed such a key already (see `write`); this
   -- covers a key whose TTL someone removed.
   if now >= e then return 'expired' end
-  return 'live', c, e, l, d, v
+  return 'live', c, e, l, d, m, string.sub(v, bar + 1)
 end
 "
     };
 }
 
-/// `absent(key, why)`: tells a missing key from a foreign hash, where that
-/// matters (a log line), after `meta` found no session.
+/// `absent(why)`: what a reply says of a key `meta` found no session at.
 macro_rules! lua_absent {
     () => {
         r"
 -- Why a key has no live session, as a reply says it: 'absent' (none, or
 -- expired) or 'foreign'.
-local function absent(key, why)
+local function absent(why)
   if why == 'foreign' then return 'foreign' end
-  if why == 'missing' and redis.call('EXISTS', key) == 1 then return 'foreign' end
   return 'absent'
 end
 "
     };
 }
 
-/// `expire_at(key, at)`: sets the native expiry to agree with `expires`.
-macro_rules! lua_expire_at {
+/// `write(key, meta, entries, at)`: stores a session with its native
+/// expiry; `fields(entries)` and `pack(t)` decode and encode the entries.
+macro_rules! lua_write {
     () => {
         r"
 -- The latest time the metadata holds (11 hex digits, in the year 2527);
 -- computed expiries stop there.
 local MAX_EXPIRY = 17592186044415
 
--- Redis deletes a key once its clock is past the expiry time; the contract
--- says expired once the clock reaches `expires`: hence one millisecond
--- less.
-local function expire_at(key, at)
-  redis.call('PEXPIREAT', key, string.format('%.0f', at - 1))
+-- Stores the session and returns it. Redis deletes a key once its clock is
+-- past the expiry time; the contract says expired once the clock reaches
+-- `expires`: hence one millisecond less (an expiry already past deletes
+-- the key at once, as a session born expired must go).
+local function write(key, m, entries, at)
+  local v = m .. '|' .. entries
+  redis.call('SET', key, v, 'PXAT', string.format('%.0f', math.max(at - 1, 1)))
+  return v
+end
+
+-- The entries as a Lua table (key -> value, both strings); nil if they do
+-- not decode (not written by this crate), which the callers treat as
+-- foreign data.
+local function fields(entries)
+  local ok, t = pcall(cmsgpack.unpack, entries)
+  if ok and type(t) == 'table' then return t end
+  return nil
 end
 "
     };
@@ -217,13 +232,12 @@ end
 
 /// `ttl_ms(ttl)`, `refreshed(now, ttl, deadline)` and `field(created, ttl,
 /// deadline, at)`: the idle lifetime, the refreshed expiry and the metadata
-/// field that holds it. `ttl` and `deadline` are the field's parts. Needs [`lua_expire_at`]
-/// first.
+/// that holds it. `ttl` and `deadline` are the metadata's parts.
 macro_rules! lua_refresh {
     () => {
         r"
--- The idle lifetime in ms of the field's ttl part (`r` marks a remembered
--- session and is kept wherever the part is written back).
+-- The idle lifetime in ms of the metadata's ttl part (`r` marks a
+-- remembered session and is kept wherever the part is written back).
 local function ttl_ms(ttl)
   if string.byte(ttl) == 114 then ttl = string.sub(ttl, 2) end
   return tonumber(ttl, 16)
@@ -242,59 +256,23 @@ end
 local function field(created, ttl, deadline, at)
   return string.format('%s%011x%s:%s', created, at, ttl, deadline)
 end
-"
-    };
-}
 
-/// `refresh(key, now, created, expires, ttl, deadline)`: moves the live
-/// session at `key`, whose metadata `meta` returned, to `now + ttl` (capped
-/// by its deadline), in the metadata field and the native expiry, as
-/// `apply` does; returns the new field, or nil if the expiry did not move
-/// (then nothing is written). Needs [`lua_expire_at`] and [`lua_refresh`]
-/// first.
-macro_rules! lua_refresh_meta {
-    () => {
-        r"
-local function refresh(key, now, c, e, l, d)
-  local at = refreshed(now, l, d)
-  if at == e then return nil end
-  local f = field(c, l, d, at)
-  redis.call('HSET', key, '\255', f)
-  expire_at(key, at)
-  return f
-end
-"
-    };
-}
-
-/// `hset(key, meta_field, first, last)`: writes the metadata field and the
-/// field/value pairs `ARGV[first..last]`.
-macro_rules! lua_hset {
-    () => {
-        r"
--- One HSET for the metadata and the first pairs (all of them in a small
--- session); then slices, because unpack() is bounded by Lua's C stack.
--- Slices are even, so field/value pairs stay together.
-local function hset(key, meta_field, first, last)
-  local stop = math.min(first + 199, last)
-  redis.call('HSET', key, '\255', meta_field, unpack(ARGV, first, stop))
-  first = stop + 1
-  while first <= last do
-    stop = math.min(first + 199, last)
-    redis.call('HSET', key, unpack(ARGV, first, stop))
-    first = stop + 1
-  end
+-- A lock never outlives its session: a new session under the same id is a
+-- plain `SET … NX` of the data key, which tests no lock. So a lock expires
+-- at the latest when its session does (`at`, as `write` sets it).
+local function lock_until(now, ttl, at)
+  return string.format('%.0f', math.max(math.min(now + ttl, at - 1), 1))
 end
 "
     };
 }
 
 /// What every script on a live session starts with: the clock (`now`),
-/// its metadata (`meta`) and refreshing its expiry (`expire_at`, `ttl_ms`,
-/// `refreshed`, `field`).
+/// its metadata (`meta`), writing it (`write`, `fields`) and refreshing
+/// its expiry (`ttl_ms`, `refreshed`, `field`, `lock_until`).
 macro_rules! lua_live {
     () => {
-        concat!(lua_now!(), lua_meta!(), lua_expire_at!(), lua_refresh!())
+        concat!(lua_now!(), lua_meta!(), lua_write!(), lua_refresh!())
     };
 }
 
@@ -302,90 +280,54 @@ macro_rules! lua_live {
 /// KEYS data; ARGV touch permille.
 ///
 /// Reply: `{absent|foreign, now}`, or `{live|touched, now, meta}` with the
-/// metadata field as it is now (`touched`: the expiry moved).
+/// metadata as it is now (`touched`: the expiry moved).
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
         lua_absent!(),
-        lua_refresh_meta!(),
         r"
-local live, c, e, l, d, v = meta(KEYS[1], now)
-if live ~= 'live' then return { absent(KEYS[1], live), now } end
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
+if live ~= 'live' then return { absent(live), now } end
 -- Touch::is_due by Redis's clock: the caller's guess used an estimate.
 local permille = tonumber(ARGV[1])
 if permille < 1000 and (e - now) * 1000 >= ttl_ms(l) * permille then
-  return { 'live', now, v }
+  return { 'live', now, m }
 end
-local f = refresh(KEYS[1], now, c, e, l, d)
-if not f then return { 'live', now, v } end
+local at = refreshed(now, l, d)
+if at == e then return { 'live', now, m } end
+local f = field(c, l, d, at)
+write(KEYS[1], f, entries, at)
 return { 'touched', now, f }
 "
     ))
 });
 
-/// `create`: KEYS data, lock; ARGV metadata field, the native expiry
-/// (`expires - 1`, as `expire_at` computes it, formatted by the caller),
-/// then field/value pairs.
+/// `create` when the id is not free: KEYS data, lock; ARGV the session as
+/// stored ([`crate::reply::encode_session`]), its native expiry (`expires
+/// - 1`, as `write` computes it, formatted by the caller).
 ///
-/// The usual case — nothing at all under a fresh random id, and a session
-/// of at most 100 entries (`#ARGV <= 202`: its one `HSET` takes them all
-/// through `unpack`, which the general path's slices keep bounded) — is
-/// the script's first statement: `EXISTS` of both keys, one `HSET`,
-/// `PEXPIREAT`, and nothing else. No Lua function is defined before it
-/// (Redis runs a script's text from the top on every call, so a helper
-/// defined above the fast path costs every new session a closure), no
-/// number is parsed or formatted, no clock is read: an expiry already past
-/// makes `PEXPIREAT` delete the key at once, which is what a session born
-/// expired must come to. What Redis spends on a new session drops by about
-/// a sixth; the script call itself is most of what is left (see the crate
-/// docs, "Cost", for the options measured).
-///
-/// Only when something is under the id — a live session (`id_taken`), the
-/// leftovers of an expired one, foreign data, a lock — or the session is
-/// larger does the script go on, define its helpers, read the clock and
-/// the metadata, and decide as before: a live session is never touched, and
-/// whatever else is there is deleted before the new session is written, so
-/// none of it is adopted.
+/// A new session is first a plain `SET … NX PXAT` of the data key (see
+/// `RedisStore::create`): one command, and nothing else under a fresh
+/// random id. Only when that finds the key taken does this script run: a
+/// live session is never touched (`id_taken`), and whatever else is there
+/// (an expired record whose key lost its TTL, foreign data) is deleted,
+/// with any lock under the id, before the new session is written, so none
+/// of it is adopted.
 ///
 /// Reply: `id_taken`, `created`, or `replaced` (created over foreign data).
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        r"
-local free = redis.call('EXISTS', KEYS[1], KEYS[2]) == 0
-if free and #ARGV <= 202 then
-  redis.call('HSET', KEYS[1], '\255', ARGV[1], unpack(ARGV, 3))
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-  return 'created'
-end
-",
-        lua_expire_at!(),
-        lua_hset!(),
-        r"
-local at = tonumber(ARGV[2]) + 1
-if free then
-  if at > 1 then
-    hset(KEYS[1], ARGV[1], 3, #ARGV)
-    expire_at(KEYS[1], at)
-  end
-  return 'created'
-end
-",
         lua_now!(),
         lua_meta!(),
         r"
 local live = meta(KEYS[1], now)
 if live == 'live' then return 'id_taken' end
--- What is left under a free id (an expired or corrupt record, the lock of
--- an expired session) must not leak into the new session. The data key
--- alone first: whether it existed tells a foreign hash from no key.
-local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
 -- Born expired: accepted and gone at once, as the memory store does.
-if at > now then
-  hset(KEYS[1], ARGV[1], 3, #ARGV)
-  expire_at(KEYS[1], at)
+if tonumber(ARGV[2]) >= now then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 end
-if live == 'foreign' or (live == 'missing' and existed == 1) then return 'replaced' end
+if live == 'foreign' then return 'replaced' end
 return 'created'
 "
     ))
@@ -394,28 +336,33 @@ return 'created'
 /// `apply` and `apply_and_read`: KEYS data, lock; ARGV fence token (`''`:
 /// none), what to do with the lock ([`AfterWrite::arg`]: `release`, `keep`,
 /// or `read`: keep it and read the session back), `clear` or `merge`, new
-/// ttl part as the field holds it (`r<hex>`, see `reply::format_ttl`;
+/// ttl part as the metadata holds it (`r<hex>`, see `reply::format_ttl`;
 /// `''`: keep), a deadline to cap the session's at (hex; `''`: none),
-/// number of pairs, the field/value pairs to set, then the fields to
-/// delete.
+/// number of pairs, the key/value pairs to set, then the keys to delete.
+///
+/// The entries are decoded (`cmsgpack`), merged and encoded again, in the
+/// script: concurrent writes of different keys never lose each other.
 ///
 /// Reply: `{absent|foreign}`, `{lock_lost}`, `{applied, meta}`, or
-/// `{applied, meta, HGETALL}` after `read`.
+/// `{applied, meta, session as stored}` after `read` (nil in its place if
+/// the refresh expired the session at once).
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
         lua_absent!(),
-        lua_hset!(),
         r"
-local live, c, e, l, d = meta(KEYS[1], now)
-if live ~= 'live' then return { absent(KEYS[1], live) } end
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
+if live ~= 'live' then return { absent(live) } end
+local t = {}
+if ARGV[3] ~= 'clear' then
+  t = fields(entries)
+  if not t then return { 'foreign' } end
+end
 if ARGV[1] ~= '' then
   -- pcall: a foreign value under the lock key is no owner, not an error.
   if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 'lock_lost' } end
   if ARGV[2] == 'release' then redis.call('DEL', KEYS[2]) end
 end
--- A clear drops the hash; the metadata is written again below.
-if ARGV[3] == 'clear' then redis.call('DEL', KEYS[1]) end
 if ARGV[4] ~= '' then l = ARGV[4] end
 -- Meta::cap_deadline: only ever earlier (a deadline of 0 is none).
 if ARGV[5] ~= '' then
@@ -425,15 +372,23 @@ end
 local at = refreshed(now, l, d)
 local f = field(c, l, d, at)
 local sets_end = 6 + 2 * tonumber(ARGV[6])
-hset(KEYS[1], f, 7, sets_end)
-local first = sets_end + 1
-while first <= #ARGV do
-  local stop = math.min(first + 199, #ARGV)
-  redis.call('HDEL', KEYS[1], unpack(ARGV, first, stop))
-  first = stop + 1
+for i = 7, sets_end, 2 do t[ARGV[i]] = ARGV[i + 1] end
+for i = sets_end + 1, #ARGV do t[ARGV[i]] = nil end
+local v = write(KEYS[1], f, cmsgpack.pack(t), at)
+-- An expiry brought forward (a shorter lifetime, a deadline) takes the
+-- lock's with it: a lock never outlives its session.
+if at < e then
+  local left = redis.call('PTTL', KEYS[2])
+  if left > 0 and now + left > at - 1 then
+    redis.call('PEXPIREAT', KEYS[2], lock_until(now, left, at))
+  end
 end
-expire_at(KEYS[1], at)
-if ARGV[2] == 'read' then return { 'applied', f, redis.call('HGETALL', KEYS[1]) } end
+if ARGV[2] == 'read' then
+  -- A refresh that expired the session at once (an idle lifetime of a
+  -- millisecond) left nothing to read back.
+  if at - 1 <= now then return { 'applied', f, false } end
+  return { 'applied', f, v }
+end
 return { 'applied', f }
 "
     ))
@@ -454,35 +409,37 @@ return { 'applied', f }
 pub(crate) static CHANGE_ID: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
-        lua_refresh_meta!(),
         r"
-local live, c, e, l, d, v = meta(KEYS[1], now)
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
 if live ~= 'live' then return { 'absent' } end
 if meta(KEYS[3], now) == 'live' then return { 'id_taken' } end
 if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 'lock_lost' } end
 redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('RENAME', KEYS[1], KEYS[3])
+local at = refreshed(now, l, d)
+local f = field(c, l, d, at)
+write(KEYS[3], f, entries, at)
+redis.call('DEL', KEYS[1])
 if ARGV[1] ~= '' then
-  -- RENAME keeps the TTL: the lock moves with its token and its expiry.
+  -- RENAME keeps the TTL: the lock moves with its token and its expiry
+  -- (which the refresh only moved later).
   redis.call('RENAME', KEYS[2], KEYS[4])
 else
   redis.call('DEL', KEYS[2])
 end
--- RENAME kept the native expiry, so an expiry that does not move needs no
--- write.
-local f = refresh(KEYS[3], now, c, e, l, d) or v
 -- An owned session's entry in its owner's index follows it (see
 -- store/owners.rs for the index).
-local o = redis.call('HMGET', KEYS[3], '\1owner', '\1handle')
-if not (o[1] and o[2]) then return { 'changed', f } end
-local h = string.sub(o[2], 2, -2)
+local t = fields(entries)
+local o = t and t['\1owner']
+local h = t and t['\1handle']
+if not (o and h) then return { 'changed', f } end
+h = string.sub(h, 2, -2)
 if ARGV[2] == 'reply' then
   -- Until the caller's second step moves the entry, a list that finds no
   -- session under the old key learns from this marker that it moved.
   redis.call('SET', KEYS[5], KEYS[3], 'PX', ARGV[4])
-  return { 'changed', f, o[1], h }
+  return { 'changed', f, o, h }
 end
-local idx = ARGV[3] .. '{o.' .. redis.sha1hex(o[1]) .. '}'
+local idx = ARGV[3] .. '{o.' .. redis.sha1hex(o) .. '}'
 if redis.call('HGET', idx, h) == KEYS[1] then redis.call('HSET', idx, h, KEYS[3]) end
 return { 'changed', f }
 "
@@ -492,38 +449,44 @@ return { 'changed', f }
 /// `lock`: KEYS data, lock; ARGV token, ttl ms.
 ///
 /// Taking the lock refreshes the idle expiry (a session is not idle while a
-/// request holds its lock), before the `HGETALL`, so the record returned
-/// carries the refreshed metadata.
+/// request holds its lock), and the session returned carries the
+/// refreshed metadata. The lock expires at the latest with the session.
 ///
-/// Reply: `{absent|foreign}`, `{held}`, or `{acquired, HGETALL}`.
+/// Reply: `{absent|foreign}`, `{held}`, or `{acquired, session as stored}`
+/// (nil in its place if the refresh expired the session at once).
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
         lua_absent!(),
-        lua_refresh_meta!(),
         r"
-local live, c, e, l, d = meta(KEYS[1], now)
-if live ~= 'live' then return { absent(KEYS[1], live) } end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return { 'held' } end
-refresh(KEYS[1], now, c, e, l, d)
-return { 'acquired', redis.call('HGETALL', KEYS[1]) }
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
+if live ~= 'live' then return { absent(live) } end
+local at = refreshed(now, l, d)
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PXAT', lock_until(now, tonumber(ARGV[2]), at)) then
+  return { 'held' }
+end
+if at == e then return { 'acquired', m .. '|' .. entries } end
+local v = write(KEYS[1], field(c, l, d, at), entries, at)
+-- Expired at once by the refresh (see APPLY): nothing to hand over.
+if at - 1 <= now then return { 'acquired', false } end
+return { 'acquired', v }
 "
     ))
 });
 
 /// `renew_lock`: KEYS data, lock; ARGV token, ttl ms. Renewing refreshes
-/// the idle expiry too. Reply: `renewed`, or `not_owner` (also when the
-/// session is gone).
+/// the idle expiry too; the lock expires at the latest with the session.
+/// Reply: `renewed`, or `not_owner` (also when the session is gone).
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         lua_live!(),
-        lua_refresh_meta!(),
         r"
-local live, c, e, l, d = meta(KEYS[1], now)
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
 if live ~= 'live' then return 'not_owner' end
 if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 'not_owner' end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-refresh(KEYS[1], now, c, e, l, d)
+local at = refreshed(now, l, d)
+redis.call('PEXPIREAT', KEYS[2], lock_until(now, tonumber(ARGV[2]), at))
+if at ~= e then write(KEYS[1], field(c, l, d, at), entries, at) end
 return 'renewed'
 "
     ))

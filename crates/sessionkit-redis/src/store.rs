@@ -275,7 +275,7 @@ impl RedisStore {
             self.inner.clock.observe(now, sent, Instant::now());
         }
         match status {
-            // Expired or destroyed since the HGETALL: absent, as a load a
+            // Expired or destroyed since the GET: absent, as a load a
             // moment later would find it.
             Status::Absent => Ok(None),
             Status::Foreign => {
@@ -293,19 +293,20 @@ impl RedisStore {
         }
     }
 
-    /// The session a script returned (`HGETALL`) after writing or locking
+    /// The session a script returned (as stored) after writing or locking
     /// it; `None` if it is gone after all: its refresh expired it at once
     /// (an idle lifetime of a millisecond: Redis deletes a key whose expiry
-    /// time is not in the future), or it cannot be read — the script
-    /// accepted its metadata, so an entry is unreadable, and it is
-    /// discarded, which drops the lock the script kept or took.
+    /// time is not in the future; the script then answers nil), or it
+    /// cannot be read — the script accepted its metadata, so its entries
+    /// are unreadable, and it is discarded, which drops the lock the script
+    /// kept or took.
     async fn read_back(
         &self,
         id: &SessionId,
         operation: &'static str,
-        hash: Value,
+        stored: Value,
     ) -> Result<Option<Record>> {
-        match RawSession::decode(hash) {
+        match RawSession::from_reply(stored) {
             Ok(Some(session)) => Ok(Some(session.into_record())),
             Ok(None) => Ok(None),
             Err(why) => {
@@ -380,11 +381,19 @@ fn past_2527(operation: &'static str) -> Error {
     .with_operation(operation)
 }
 
+/// A session with an entry of 4 GiB or more, which its stored form cannot
+/// hold (and Redis, at 512 MB a value, would refuse anyway).
+fn too_large(operation: &'static str) -> Error {
+    Error::codec("a session entry of 4 GiB or more cannot be stored", None)
+        .with_store(NAME)
+        .with_operation(operation)
+}
+
 /// Logs the foreign data a script found where a session should be (its
 /// answer `foreign`); the caller treats the session as absent.
 fn note_foreign(id: &SessionId, operation: &'static str, status: Status) {
     if status == Status::Foreign {
-        corrupt(id, operation, "not a session hash of this layout");
+        corrupt(id, operation, "not a session of this layout");
     }
 }
 
@@ -415,21 +424,21 @@ impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId, touch: Option<Touch>) -> Result<Option<Loaded>> {
         const OP: &str = "load";
         let data = self.inner.keys.data_key(id);
-        // A plain HGETALL, not a script: Redis's native expiry, set to agree
+        // A plain GET, not a script: Redis's native expiry, set to agree
         // with the metadata, has already removed an expired session, so
         // reading is all there is to do, and it costs Redis a fraction of
         // a script.
-        let mut hgetall = redis::cmd("HGETALL");
-        hgetall.arg(&data);
-        let reply = match self.inner.conn.query(&hgetall).await {
+        let mut get = redis::cmd("GET");
+        get.arg(&data);
+        let reply = match self.inner.conn.query(&get).await {
             Ok(reply) => reply,
             Err(err) if err.code() == Some("WRONGTYPE") => {
-                corrupt(id, OP, "not a hash");
+                corrupt(id, OP, "not a string");
                 return Ok(None);
             }
             Err(err) => return Err(Error::store_unavailable(NAME, OP, err)),
         };
-        let record = match RawSession::decode(reply) {
+        let record = match RawSession::from_reply(reply) {
             Ok(Some(session)) => session.into_record(),
             Ok(None) => return Ok(None),
             Err(Corrupt::Foreign(why)) => {
@@ -458,7 +467,7 @@ impl SessionStore for RedisStore {
             }));
         }
         // The rare branches are boxed so that every read's future (boxed
-        // itself by the session handle) is the size of the HGETALL alone.
+        // itself by the session handle) is the size of the GET alone.
         Box::pin(self.touch(id, &data, record, touch)).await
     }
 
@@ -467,19 +476,37 @@ impl SessionStore for RedisStore {
         let keys = self.keys(id);
         let meta = &record.meta;
         let field = reply::format_meta(meta).ok_or_else(|| past_2527(OP))?;
-        let expires = meta.expires().min(reply::MAX_TIME);
+        let stored = reply::encode_session(&field, &record.entries).ok_or_else(|| too_large(OP))?;
+        // The native expiry one millisecond early, as the scripts' `write`
+        // sets it. An expiry already past: Redis deletes the key at once,
+        // which is what a session born expired must come to.
+        let at = meta.expires().min(reply::MAX_TIME).saturating_sub(1).max(1);
+        // A fresh random id has nothing under it: one `SET … NX`, no
+        // script. A lock never outlives its session (the scripts cap it
+        // there), so a free data key means a free id.
+        let mut set = redis::cmd("SET");
+        set.arg(&keys.data)
+            .arg(&stored)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(at);
+        let reply = self
+            .inner
+            .conn
+            .query(&set)
+            .await
+            .map_err(|err| Error::store_unavailable(NAME, OP, err))?;
+        if reply != Value::Nil {
+            return Ok(Created::Created);
+        }
+        // Something is under the id: a live session, or what an expired or
+        // foreign one left. The script decides, atomically.
         let mut script = scripts::CREATE.prepare_invoke();
-        // The native expiry one millisecond early, as the scripts'
-        // `expire_at` sets it (see there), so that the fast path formats no
-        // number in Lua.
         script
             .key(&keys.data)
             .key(&keys.lock)
-            .arg(field)
-            .arg(expires.saturating_sub(1));
-        for (k, v) in record.entries.iter() {
-            script.arg(k.as_bytes()).arg(v);
-        }
+            .arg(stored)
+            .arg(at);
         match self.run_status(OP, &script).await? {
             Status::IdTaken => Ok(Created::IdTaken),
             Status::Created => Ok(Created::Created),
@@ -518,8 +545,8 @@ impl SessionStore for RedisStore {
         }
     }
 
-    /// One script: the fenced write, keeping the lock, and an `HGETALL` of
-    /// the result.
+    /// One script: the fenced write, keeping the lock, and the session as
+    /// it is then.
     async fn apply_and_read(
         &self,
         id: &SessionId,
@@ -541,8 +568,8 @@ impl SessionStore for RedisStore {
             }
             Status::LockLost => Ok(AppliedAndRead::LockLost),
             Status::Applied if items.len() == 3 => {
-                let hash = items.pop().expect("three items");
-                Ok(match self.read_back(id, OP, hash).await? {
+                let stored = items.pop().expect("three items");
+                Ok(match self.read_back(id, OP, stored).await? {
                     Some(record) => AppliedAndRead::Applied(record),
                     None => AppliedAndRead::Gone,
                 })
@@ -645,8 +672,8 @@ impl SessionStore for RedisStore {
             }
             Status::Held => Ok(Locked::Held),
             Status::Acquired => {
-                let hash = items.pop().ok_or_else(|| unexpected(OP))?;
-                Ok(match self.read_back(id, OP, hash).await? {
+                let stored = items.pop().ok_or_else(|| unexpected(OP))?;
+                Ok(match self.read_back(id, OP, stored).await? {
                     Some(record) => Locked::Acquired { token, record },
                     None => Locked::Absent,
                 })

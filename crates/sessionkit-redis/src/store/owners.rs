@@ -49,11 +49,11 @@ macro_rules! lua_owned {
     () => {
         r"
 local function owned(key, now, owner, handle)
-  local live, c, e, l = meta(key, now)
+  local live, c, e, l, _, _, entries = meta(key, now)
   if live ~= 'live' then return nil end
-  local f = redis.call('HMGET', key, '\1owner', '\1handle', '\1device')
-  if f[1] ~= owner or f[2] ~= handle then return nil end
-  return c, e, e - ttl_ms(l), f[3] or ''
+  local t = fields(entries)
+  if not t or t['\1owner'] ~= owner or t['\1handle'] ~= handle then return nil end
+  return c, e, e - ttl_ms(l), t['\1device'] or ''
 end
 
 -- An index entry's handle as the session stores it: its JSON string.
@@ -77,7 +77,10 @@ static SET_OWNER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
         lua_live!(),
         lua_owned!(),
         r"
-if meta(KEYS[1], now) ~= 'live' then return { 'gone' } end
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
+if live ~= 'live' then return { 'gone' } end
+local t = fields(entries)
+if not t then return { 'gone' } end
 local others = {}
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
@@ -107,12 +110,11 @@ if ARGV[5] ~= '' then
     end
   end
 end
-if ARGV[4] == '' then
-  redis.call('HDEL', KEYS[1], '\1device')
-  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2], '\1device', ARGV[4])
-end
+t['\1owner'] = ARGV[1]
+t['\1handle'] = ARGV[2]
+if ARGV[4] == '' then t['\1device'] = nil else t['\1device'] = ARGV[4] end
+-- The owner does not refresh the expiry: written back with the same.
+write(KEYS[1], m, cmsgpack.pack(t), e)
 redis.call('HSET', KEYS[2], ARGV[3], KEYS[1])
 return reply
 "
@@ -537,16 +539,17 @@ static SET_FIELDS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
     redis::Script::new(concat!(
         lua_now!(),
         lua_meta!(),
+        lua_write!(),
         r"
-if meta(KEYS[1], now) ~= 'live' then return 'gone' end
-local f = redis.call('HMGET', KEYS[1], '\1owner', '\1handle')
-if f[1] == ARGV[1] and f[2] and f[2] ~= ARGV[2] then return 'taken' end
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], '\1device')
-  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], '\1owner', ARGV[1], '\1handle', ARGV[2], '\1device', ARGV[3])
-end
+local live, c, e, l, d, m, entries = meta(KEYS[1], now)
+if live ~= 'live' then return 'gone' end
+local t = fields(entries)
+if not t then return 'gone' end
+if t['\1owner'] == ARGV[1] and t['\1handle'] and t['\1handle'] ~= ARGV[2] then return 'taken' end
+t['\1owner'] = ARGV[1]
+t['\1handle'] = ARGV[2]
+if ARGV[3] == '' then t['\1device'] = nil else t['\1device'] = ARGV[3] end
+write(KEYS[1], m, cmsgpack.pack(t), e)
 return 'set'
 "
     ))
