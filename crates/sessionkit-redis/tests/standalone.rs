@@ -81,7 +81,7 @@ fn one(command: &str) -> BTreeMap<String, u64> {
 
 /// Every store operation is exactly one command at the server, as the
 /// server's `MONITOR` shows (commands run inside scripts excluded), except
-/// a load whose touch is due: two (`HGETALL`, then the touch script). Runs
+/// a load whose touch is due: two (`GET`, then the touch script). Runs
 /// on a server of its own, so that no other client adds to the counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_is_one_round_trip_but_a_due_touch() {
@@ -252,9 +252,10 @@ async fn every_operation_is_one_round_trip_but_a_due_touch() {
     for (name, commands) in table {
         let expected = match name {
             "destroy" => one("del"),
-            "load" | "load + touch (not due)" | "load (absent)" => one("hgetall"),
+            "create" => one("set"),
+            "load" | "load + touch (not due)" | "load (absent)" => one("get"),
             "load + touch (due)" => {
-                BTreeMap::from([("hgetall".to_owned(), 1), ("evalsha".to_owned(), 1)])
+                BTreeMap::from([("get".to_owned(), 1), ("evalsha".to_owned(), 1)])
             }
             _ => one("evalsha"),
         };
@@ -266,10 +267,10 @@ async fn every_operation_is_one_round_trip_but_a_due_touch() {
 }
 
 /// A read whose touch is not due makes Redis run exactly one command, a
-/// plain `HGETALL`, as `INFO commandstats` counts (which, unlike `MONITOR`,
+/// plain `GET`, as `INFO commandstats` counts (which, unlike `MONITOR`,
 /// also counts what scripts run). On a server of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_without_a_due_touch_is_one_hgetall() {
+async fn a_read_without_a_due_touch_is_one_get() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let mut conn = raw(&server.url()).await;
@@ -317,7 +318,7 @@ async fn a_read_without_a_due_touch_is_one_hgetall() {
         .collect();
     assert_eq!(
         calls,
-        BTreeMap::from([("hgetall".to_owned(), ids.len() as u64 + 1)]),
+        BTreeMap::from([("get".to_owned(), ids.len() as u64 + 1)]),
         "{info}"
     );
 }
@@ -377,14 +378,8 @@ async fn a_due_touch_moves_the_expiry_and_says_so() {
     assert!(after > before + 30_000, "PTTL grew: {before} -> {after}");
     // The field and the native expiry agree: the key expires one
     // millisecond before `expires` (Redis deletes once past its time).
-    let field: Vec<u8> = redis::cmd("HGET")
-        .arg(&data)
-        .arg(b"\xff")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     assert_eq!(
-        String::from_utf8(field).unwrap(),
+        stored_meta(&mut conn, &data).await,
         format!("{now:011x}{:011x}ea60:0", meta.expires())
     );
     assert_eq!(
@@ -510,6 +505,38 @@ async fn lock_and_renewal_refresh_the_expiry_as_apply_does() {
     store.destroy(&capped).await.unwrap();
 }
 
+/// The metadata of the session stored at `key`: its value up to the `|`.
+async fn stored_meta(conn: &mut MultiplexedConnection, key: &str) -> String {
+    let value: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    let bar = value.iter().position(|&b| b == b'|').expect("a separator");
+    String::from_utf8(value[..bar].to_vec()).unwrap()
+}
+
+/// The entries of the session stored at `key`: its MessagePack map after
+/// the `|` (strings, as Lua's cmsgpack writes them too).
+async fn stored_entries(conn: &mut MultiplexedConnection, key: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let value: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    let bar = value.iter().position(|&b| b == b'|').expect("a separator");
+    let mut rd = &value[bar + 1..];
+    let n = match rmp::decode::read_marker(&mut rd).unwrap() {
+        rmp::Marker::FixArray(0) => 0,
+        marker => rmp::decode::marker_to_len(&mut rd, marker).unwrap(),
+    };
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let mut string = || {
+            let len = rmp::decode::read_str_len(&mut rd).unwrap() as usize;
+            let (taken, rest) = rd.split_at(len);
+            rd = rest;
+            taken.to_vec()
+        };
+        let key = string();
+        out.insert(key, string());
+    }
+    assert!(rd.is_empty(), "nothing after the map");
+    out
+}
+
 /// The key's native expiry, Unix ms (`PEXPIRETIME`, Redis 7.0).
 async fn pexpiretime(conn: &mut MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PEXPIRETIME")
@@ -521,7 +548,7 @@ async fn pexpiretime(conn: &mut MultiplexedConnection, key: &str) -> i64 {
 
 /// A store built on a connection handed to it has not read Redis's clock
 /// yet: its first load that needs it (one with a touch) sends `TIME` once;
-/// every later load is one `HGETALL` again.
+/// every later load is one `GET` again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_a_given_connection_reads_the_clock_once() {
     let server = RedisServer::start();
@@ -544,16 +571,16 @@ async fn a_store_on_a_given_connection_reads_the_clock_once() {
     assert!(!loaded.unwrap().touched);
     assert_eq!(
         c,
-        BTreeMap::from([("hgetall".to_owned(), 1), ("time".to_owned(), 1)])
+        BTreeMap::from([("get".to_owned(), 1), ("time".to_owned(), 1)])
     );
     let (loaded, c) = counted!(monitor, store.load(&id, Some(touch)));
     assert!(!loaded.unwrap().touched);
-    assert_eq!(c, one("hgetall"));
+    assert_eq!(c, one("get"));
 }
 
-/// The documented layout 2: a hash of the session's entries (key as is,
-/// value as given) plus one metadata field named `\xff`, native expiry one
-/// millisecond before `expires`; the lock a string holding the token's hex,
+/// The documented layout 3: a string, the metadata, `|`, then the
+/// session's entries as a MessagePack map (key as is, value as given),
+/// native expiry one millisecond before `expires`; the lock a string holding the token's hex,
 /// expiring with its TTL; both keys `{prefix}{<sha-256 base64url>}` and
 /// `…:lock`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,29 +615,24 @@ async fn data_layout_is_as_documented() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(kind, "hash");
-    let fields: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+    assert_eq!(kind, "string");
+    let value: Vec<u8> = redis::cmd("GET")
         .arg(&data)
         .query_async(&mut conn)
         .await
         .unwrap();
     // <created><expires><ttl>:<deadline>, in hex: 11, 11, then as short
-    // as it goes.
+    // as it goes; `|`; the entries as a MessagePack map of strings (a
+    // fixmap of two, fixstr keys and values, in key order as written).
     let meta = format!(
         "{created:011x}{:011x}ea60:{:x}",
         created + 60_000,
         created + 3_600_000
     );
     assert_eq!(meta.len(), 11 + 11 + 4 + 1 + 11);
-    let expected: BTreeMap<Vec<u8>, Vec<u8>> = [
-        (&b"user"[..], &b"\"ada\""[..]),
-        (b"n", b"1"),
-        (b"\xff", meta.as_bytes()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-    .collect();
-    assert_eq!(fields, expected);
+    let mut expected = meta.clone().into_bytes();
+    expected.extend_from_slice(b"|\x82\xa1n\xa11\xa4user\xa5\"ada\"");
+    assert_eq!(value.escape_ascii().to_string(), expected.escape_ascii().to_string());
     let pttl: i64 = redis::cmd("PTTL")
         .arg(&data)
         .query_async(&mut conn)
@@ -661,14 +683,8 @@ async fn data_layout_is_as_documented() {
     else {
         panic!("apply")
     };
-    let field: Vec<u8> = redis::cmd("HGET")
-        .arg(&data)
-        .arg(b"\xff")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     assert_eq!(
-        String::from_utf8(field).unwrap(),
+        stored_meta(&mut conn, &data).await,
         format!(
             "{created:011x}{:011x}ea60:{:x}",
             applied.expires(),
@@ -679,19 +695,13 @@ async fn data_layout_is_as_documented() {
         pexpiretime(&mut conn, &data).await,
         applied.expires() as i64 - 1
     );
-    let names: Vec<Vec<u8>> = redis::cmd("HKEYS")
-        .arg(&data)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut users: Vec<&[u8]> = names
-        .iter()
-        .map(Vec::as_slice)
-        .filter(|n| n.first() != Some(&0xff))
-        .collect();
-    users.sort();
-    assert_eq!(users, [&b"basket"[..], b"user"]);
-    assert_eq!(names.len(), 3, "one metadata field: {names:?}");
+    assert_eq!(
+        stored_entries(&mut conn, &data).await,
+        BTreeMap::from([
+            (b"basket".to_vec(), b"[]".to_vec()),
+            (b"user".to_vec(), b"\"ada\"".to_vec()),
+        ])
+    );
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&lock)
         .query_async(&mut conn)
@@ -831,11 +841,7 @@ async fn the_owner_index_layout_is_as_documented() {
         entries,
         BTreeMap::from([(handle.to_string(), store.keys_of(&id).0)])
     );
-    let fields: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
-        .arg(store.keys_of(&id).0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let fields = stored_entries(&mut conn, &store.keys_of(&id).0).await;
     let field = |name: &[u8]| fields.get(name).cloned().unwrap_or_default();
     assert_eq!(field(b"\x01owner"), b"\"ada@example.com\"");
     assert_eq!(field(b"\x01handle"), format!("\"{handle}\"").into_bytes());
@@ -1051,63 +1057,75 @@ async fn prefixes_isolate_stores() {
 /// A hash field and its value, as raw bytes.
 type Field<'a> = (&'a [u8], &'a [u8]);
 
+/// What a test plants under a session's key.
+enum Planted<'a> {
+    /// A string value.
+    Value(Vec<u8>),
+    /// A hash of these fields.
+    Hash(Vec<Field<'a>>),
+}
+
 /// Data under a session's key that this crate did not write (another type,
-/// a hash of another layout, broken metadata, a non-UTF-8 field) loads as
-/// absent without an error, `apply` answers `Gone`, `lock` answers `Absent`
-/// and leaves no lock behind, and `create` replaces it.
+/// the hash of the previous layout, broken metadata, entries that are not
+/// a MessagePack map of strings, a non-UTF-8 key) loads as absent without
+/// an error, `apply` answers `Gone`, `lock` answers `Absent` and leaves no
+/// lock behind, and `create` replaces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_foreign_data_is_absent() {
     let store = store_with_prefix(&unique_prefix("corrupt")).await;
     let mut conn = raw(&support::shared().url()).await;
     // Live until 2527 if it were valid.
-    let meta: Field = (b"\xff", b"00000000001fffffffffff927c0:0");
-    let mut cases: Vec<(String, Vec<Field>)> = vec![
-        ("a string".into(), vec![]),
+    let meta: &[u8] = b"00000000001fffffffffff927c0:0";
+    let with_meta = |tail: &[u8]| [meta, b"|", tail].concat();
+    let mut cases: Vec<(String, Planted)> = vec![
+        ("no separator".into(), Planted::Value(b"not a session".to_vec())),
         (
             "a foreign hash".into(),
-            vec![(b"session_data", b"php serialized")],
+            Planted::Hash(vec![(b"session_data", b"php serialized")]),
         ),
         (
-            "layout 1 (this crate's previous layout)".into(),
-            vec![
-                (b"\xffversion", b"1"),
-                (b"\xffcreated", b"1"),
-                (b"\xffttl", b"600000"),
-                (b"\xffdeadline", b"0"),
-                (b"\xffexpires", b"99999999999999"),
-            ],
+            "layout 2 (this crate's previous layout: a hash)".into(),
+            Planted::Hash(vec![(b"\xff", meta), (b"k", b"v")]),
         ),
+        (
+            "entries that are not a map".into(),
+            Planted::Value(with_meta(b"\x91\xa1k")),
+        ),
+        ("no entries at all".into(), Planted::Value(with_meta(b""))),
         (
             "a non-UTF-8 session key".into(),
-            vec![meta, (b"\xc3\x28", b"1")],
+            Planted::Value(with_meta(b"\x81\xa2\xc3\x28\xa11")),
         ),
     ];
-    // Metadata fields that do not parse: the scripts (Lua) and the load
-    // (Rust) parse them apart, and must agree (their unit tests parse the
-    // same values in Rust alone).
+    // Metadata that does not parse: the scripts (Lua) and the load (Rust)
+    // parse it apart, and must agree (their unit tests parse the same
+    // values in Rust alone).
     for (value, why) in GARBAGE_META {
         cases.push((
             format!("metadata {:?} ({why})", value.escape_ascii().to_string()),
-            vec![(b"\xff", value), (b"k", b"v")],
+            Planted::Value([*value, b"|\x81\xa1k\xa1v"].concat()),
         ));
     }
-    for (what, fields) in cases {
+    for (what, planted) in cases {
         let id = SessionId::generate();
         let (data, lock) = store.keys_of(&id);
-        if fields.is_empty() {
-            let _: () = redis::cmd("SET")
-                .arg(&data)
-                .arg("not a hash")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        } else {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&data);
-            for (k, v) in &fields {
-                hset.arg(*k).arg(*v);
+        match planted {
+            Planted::Value(value) => {
+                let _: () = redis::cmd("SET")
+                    .arg(&data)
+                    .arg(value)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
             }
-            let _: i64 = hset.query_async(&mut conn).await.unwrap();
+            Planted::Hash(fields) => {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&data);
+                for (k, v) in &fields {
+                    hset.arg(*k).arg(*v);
+                }
+                let _: i64 = hset.query_async(&mut conn).await.unwrap();
+            }
         }
 
         for touch in [None, Some(Touch::always())] {
@@ -1161,8 +1179,8 @@ async fn corrupt_or_foreign_data_is_absent() {
 
 /// `create` of a session whose expiry has already passed is accepted and
 /// leaves nothing behind (as on the memory store), whether the id was free
-/// (the script's fast path, where `PEXPIREAT` of a past time deletes the
-/// key) or held an expired session's leftovers (its slow path).
+/// (`SET … NX PXAT` of a past time deletes the key) or held an expired
+/// session's leftovers (the script).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_born_expired_is_accepted_and_leaves_no_key() {
     let store = store_with_prefix(&unique_prefix("born-expired")).await;
@@ -1193,36 +1211,48 @@ async fn a_session_born_expired_is_accepted_and_leaves_no_key() {
     }
 }
 
-/// A lock left by an expired session (its key outlived the data) does not
-/// pass to a new session created under the same id: `create` deletes it, so
-/// the new session's first lock is taken at once.
+/// A lock never outlives its session, so that a new session under the
+/// same id (a plain `SET … NX` of the data key) finds no lock to adopt: a
+/// lock taken, renewed or kept by a write near the session's absolute
+/// deadline expires with the session, and a write that brings the expiry
+/// forward brings the lock's with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_clears_a_stale_lock_under_a_free_id() {
-    let store = store_with_prefix(&unique_prefix("stale-lock")).await;
+async fn a_lock_never_outlives_its_session() {
+    let store = store_with_prefix(&unique_prefix("lock-bound")).await;
     let mut conn = raw(&support::shared().url()).await;
+    let now = now_ms();
+    // An hour of idle lifetime, but a deadline 20 s away.
+    let capped = Record {
+        entries: [("k", b"v".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 3_600_000, Some(now + 20_000), now + 20_000),
+    };
     let id = SessionId::generate();
     let (data, lock) = store.keys_of(&id);
-    let _: () = redis::cmd("SET")
-        .arg(&lock)
-        .arg("a token of nobody's")
-        .arg("PX")
-        .arg(60_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let fresh = record(&[("k", b"v")], Duration::from_secs(60));
-    assert_eq!(store.create(&id, &fresh).await.unwrap(), Created::Created);
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(&lock)
-        .arg(&data)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(exists, 1, "the data key alone must remain");
-    assert!(matches!(
-        store.lock(&id, Duration::from_secs(5)).await.unwrap(),
-        Locked::Acquired { .. }
-    ));
+    assert_eq!(store.create(&id, &capped).await.unwrap(), Created::Created);
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    let session_ends = pexpiretime(&mut conn, &data).await;
+    assert_eq!(session_ends, (now + 20_000) as i64 - 1);
+    assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "lock");
+    assert!(store.renew_lock(&id, &token, Duration::from_secs(60)).await.unwrap());
+    assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "renewed");
+
+    // A shorter lifetime, kept lock: the lock follows the earlier expiry.
+    let mut shorter = Delta::default();
+    shorter.set_ttl(Duration::from_secs(5));
+    let fence = Fence {
+        token: &token,
+        release: false,
+    };
+    let Applied::Applied(meta) = store.apply(&id, &shorter, Some(fence)).await.unwrap() else {
+        panic!("apply")
+    };
+    assert!(meta.expires() < now + 20_000);
+    let session_ends = pexpiretime(&mut conn, &data).await;
+    assert_eq!(session_ends, meta.expires() as i64 - 1);
+    assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "brought forward");
     store.destroy(&id).await.unwrap();
 }
 
@@ -1242,12 +1272,9 @@ async fn valid_metadata_reads_alike_in_the_scripts_and_the_load() {
         let what = value.escape_ascii().to_string();
         let id = SessionId::generate();
         let (data, _) = store.keys_of(&id);
-        let _: i64 = redis::cmd("HSET")
+        let _: () = redis::cmd("SET")
             .arg(&data)
-            .arg(b"\xff")
-            .arg(*value)
-            .arg("k")
-            .arg("v")
+            .arg([*value, b"|\x81\xa1k\xa1v"].concat())
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -1266,13 +1293,11 @@ async fn valid_metadata_reads_alike_in_the_scripts_and_the_load() {
             Created::IdTaken,
             "{what}: the scripts read a live session"
         );
-        let stored: Vec<u8> = redis::cmd("HGET")
-            .arg(&data)
-            .arg(b"\xff")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(&stored[..], *value, "{what}: untouched");
+        assert_eq!(
+            stored_meta(&mut conn, &data).await.as_bytes(),
+            *value,
+            "{what}: untouched"
+        );
         store.destroy(&id).await.unwrap();
     }
 }
@@ -1441,15 +1466,14 @@ async fn commands_run(conn: &mut MultiplexedConnection) -> BTreeMap<String, u64>
 }
 
 /// A new session under a free id — nearly every `create` — makes Redis run
-/// `EXISTS`, `HSET` and `PEXPIREAT` and nothing else (no clock, no read of
-/// metadata); only an occupied id takes the script further. Runs on a
-/// server of its own, so that no other client adds to the counts.
+/// one `SET … NX PXAT` and nothing else (no script, no clock, no read of
+/// metadata); only an occupied id goes on to the script. Runs on a server
+/// of its own, so that no other client adds to the counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_of_a_free_id_runs_three_commands() {
+async fn create_of_a_free_id_is_one_set() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let mut conn = raw(&server.url()).await;
-    // Loads the script (NOSCRIPT, then EVAL) outside the counts.
     let warm = SessionId::generate();
     let lifetime = Duration::from_secs(60);
     assert_eq!(
@@ -1472,13 +1496,8 @@ async fn create_of_a_free_id_runs_three_commands() {
     }
     assert_eq!(
         commands_run(&mut conn).await,
-        BTreeMap::from([
-            ("exists".to_owned(), 10),
-            ("hset".to_owned(), 10),
-            ("pexpireat".to_owned(), 10),
-            ("hgetall".to_owned(), 10),
-        ]),
-        "a free id: EXISTS, HSET, PEXPIREAT (and the test's HGETALL)"
+        BTreeMap::from([("set".to_owned(), 10), ("get".to_owned(), 10)]),
+        "a free id: one SET (and the test's GET)"
     );
 
     // An occupied id goes on to read the clock and the metadata.
@@ -1495,20 +1514,18 @@ async fn create_of_a_free_id_runs_three_commands() {
         Created::IdTaken
     );
     let run = commands_run(&mut conn).await;
-    assert_eq!(
-        run.get("exists"),
-        Some(&1),
-        "the keys are tested once: {run:?}"
-    );
+    assert_eq!(run.get("set"), Some(&1), "the SET … NX alone: {run:?}");
     assert_eq!(run.get("time"), Some(&1), "{run:?}");
+    assert_eq!(run.get("get"), Some(&1), "the metadata, read once: {run:?}");
+    assert_eq!(run.get("del"), None, "a refused create writes nothing: {run:?}");
     assert_eq!(
-        run.get("hset"),
-        None,
-        "a refused create writes nothing: {run:?}"
+        store.load(&warm, None).await.unwrap().unwrap().record.entries.get("n"),
+        Some(&b"1"[..]),
+        "the live session is untouched"
     );
 }
 
-/// A hash of this layout whose metadata says it expired, left without a
+/// A session of this layout whose metadata says it expired, left without a
 /// native expiry (by hand, or by a server that lost the TTL), and a lock
 /// left by it: `create` under its id takes none of it over. The new
 /// session holds exactly its own entries, expires natively, and is not
@@ -1530,11 +1547,7 @@ async fn create_over_an_expired_record_adopts_none_of_it() {
 
         let fresh = record(&[("k", b"fresh")], Duration::from_secs(60));
         assert_eq!(store.create(&id, &fresh).await.unwrap(), Created::Created);
-        let fields: BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
-            .arg(&data)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let fields = stored_entries(&mut conn, &data).await;
         assert!(
             !fields.contains_key(b"old".as_slice()),
             "lock {with_lock}: the expired record's entries must not be adopted: {fields:?}"
@@ -1565,12 +1578,9 @@ async fn write_expired_record(
 ) {
     let now = now_ms();
     let meta = format!("{:011x}{:011x}{:x}:0", now - 65_000, now - 5_000, 60_000);
-    let _: i64 = redis::cmd("HSET")
+    let _: () = redis::cmd("SET")
         .arg(data)
-        .arg(b"\xff")
-        .arg(meta)
-        .arg("old")
-        .arg("stale")
+        .arg([meta.as_bytes(), b"|\x81\xa3old\xa5stale"].concat())
         .query_async(conn)
         .await
         .unwrap();
@@ -1630,14 +1640,14 @@ async fn racing_creates_over_an_expired_record_have_one_winner() {
     }
 }
 
-/// Sessions at and past the size of `create`'s fast path (100 entries),
-/// and without entries, are written alike: the same entries, metadata and
-/// native expiry.
+/// Sessions of every size, and without entries, are written alike: the
+/// same entries, metadata and native expiry (and the map's every length
+/// format: fixmap up to 15 entries, map16 beyond).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_writes_sessions_of_every_size_alike() {
     let store = store().await;
     let mut conn = raw(&support::shared().url()).await;
-    for n in [0, 1, 99, 100, 101, 250] {
+    for n in [0, 1, 15, 16, 99, 100, 101, 250] {
         let id = SessionId::generate();
         let entries: Entries = (0..n)
             .map(|i| (format!("key-{i:03}"), i.to_string().into_bytes()))
