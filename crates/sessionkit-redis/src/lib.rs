@@ -1,4 +1,4 @@
-//! Redis and Redis Cluster store for sessionkit: reads are one plain `HGETALL`, every write one atomic Lua script, each one round trip.
+//! Redis and Redis Cluster store for sessionkit: a read is one plain `GET`, a new session one `SET … NX`, every other write one atomic Lua script, each one round trip.
 //!
 //! Part of [sessionkit](https://docs.rs/sessionkit).
 //!
@@ -33,9 +33,10 @@
 //!   reconnected by itself. `connect` speaks RESP3 unless the URL's query
 //!   says otherwise (`?protocol=resp2`), because over RESP3 the manager hears
 //!   the server close the connection and reconnects at once, even when idle;
-//!   over RESP2 the first operation after a server restart fails. RESP3 needs
-//!   Redis 6.0 or newer; the scripts need 5.0 (they write after reading
-//!   `TIME`, which relies on effect replication). Tested on Redis 7.0.
+//!   over RESP2 the first operation after a server restart fails. The store
+//!   needs Redis 6.2 or newer (`SET … PXAT`; RESP3 needs 6.0, the scripts
+//!   5.0: they write after reading `TIME`, which relies on effect
+//!   replication). Tested on Redis 7.0.
 //! - [`RedisStoreBuilder::connect_client`] takes a redis-rs
 //!   [`Client`](redis::Client) (for settings a URL cannot carry),
 //!   [`RedisStoreBuilder::build_with_connection_manager`] an existing
@@ -61,12 +62,12 @@
 //!
 //! # Data layout
 //!
-//! Layout 2. One Redis hash per session, and one string per held lock,
+//! Layout 3. One Redis string per session, and one string per held lock,
 //! next to it:
 //!
 //! ```text
-//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}        HASH    the session
-//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}:lock   STRING  the lock's token, PX = lock TTL
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}        STRING  the session, PXAT = its expiry
+//! sessionkit:{Oj36Z8OSiNl9mpA7-tkvyTpN08hAZQZtKMhnnTaAV-4}:lock   STRING  the lock's token, PXAT = its expiry
 //! ```
 //!
 //! The part in braces is the SHA-256 of the session id (of its 43-character
@@ -81,12 +82,11 @@
 //! is never stripped; it must not contain braces. [`RedisStore::keys_of`]
 //! gives the two keys of an id.
 //!
-//! The fields of the hash:
+//! The session's value is its metadata, a `|`, then its entries:
 //!
-//! | field | value |
-//! |---|---|
-//! | each session key, as the application named it | the value as the [codec](sessionkit_core::codec) encoded it (JSON), byte for byte |
-//! | `\xff` (the single byte 0xFF) | the metadata: `<created><expires><ttl>:<deadline>` |
+//! ```text
+//! 19a7afd1e0019a7b6afb006ddd00:0|\x82\xa1n\xa11\xa4user\xa5"ada"
+//! ```
 //!
 //! The metadata is four numbers of milliseconds in lowercase hex: the
 //! creation time (Unix ms) and the expiry (Unix ms by Redis's clock,
@@ -96,112 +96,111 @@
 //! to 16). For example `19a7afd1e0019a7b6afb006ddd00:0`: created at
 //! 1,763,000,000,000 (`19a7afd1e00`, 2025-11-13 02:13:20 UTC), expiring two
 //! hours later (`19a7b6afb00`), an idle lifetime of two hours (7,200,000,
-//! `6ddd00`), no deadline; 30 bytes, where the decimal numbers with
-//! separators of earlier development versions took 39.
+//! `6ddd00`), no deadline; 30 bytes. The form is chosen for size, because
+//! Redis keeps it in memory for every session: hex rather than decimal,
+//! fixed widths rather than separators for the two times every session
+//! has. Eleven hex digits hold every millisecond until the year 2527
+//! (2^44 − 1 ms after the epoch): a later expiry is capped there, by
+//! `create` and by the scripts alike (a session given a lifetime of
+//! centuries lives until 2527), and `create` refuses a session whose
+//! *creation* time is later — only a clock set that far ahead makes one —
+//! with an [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error
+//! naming the store and the operation. The metadata never holds a `|`.
 //!
-//! The form is chosen for size, because Redis keeps it in memory for every
-//! session: hex rather than decimal, and fixed widths rather than
-//! separators for the two times every session has. One field rather than
-//! one per number, because every field costs its own overhead; and `load`
-//! has to read only one field to know the session. Eleven hex digits hold
-//! every millisecond until the year 2527 (2^44 − 1 ms after the epoch):
-//! a later expiry is capped there, by `create` and by the scripts alike (a
-//! session given a lifetime of centuries lives until 2527), and `create`
-//! refuses a session whose *creation* time is later — only a clock set that
-//! far ahead makes one — with an
-//! [`ErrorKind::Codec`](sessionkit_core::ErrorKind::Codec) error naming the
-//! store and the operation. The value
-//! carries no version: the field name says what it is, and a later form of
-//! the metadata would take another field name.
+//! The entries are a [MessagePack](https://msgpack.org) map from each
+//! session key, as the application named it, to its value as the
+//! [codec](sessionkit_core::codec) encoded it (JSON), byte for byte; keys
+//! and values are MessagePack strings (`fixstr`, `str8/16/32`). That is the
+//! format of the `cmsgpack` library bundled with Redis, so a script can
+//! decode the entries, merge a write into them and encode them again,
+//! atomically: concurrent requests that change different keys both
+//! persist, as with a field per key. Above, `n` = `1` and `user` =
+//! `"ada"`.
 //!
-//! The byte 0xFF never occurs in UTF-8, so no session key (a Rust `&str`)
-//! can collide with the metadata, and session keys need no prefix of their
-//! own: `HGETALL` shows them as the application named them (`redis-cli`
-//! prints the metadata field as `"\xff"`). Other field names that start with
-//! 0xFF are reserved and ignored when read. One field per key is what lets a
-//! delta change only its keys (`HSET`/`HDEL`), so concurrent requests that
-//! change different keys both persist.
+//! Why one string rather than a hash with a field per key (layout 2, until
+//! issue 18): a new session is then one plain `SET … NX PXAT`, where a hash
+//! needed a script (no Redis command writes a hash with its expiry only if
+//! the key is absent), and a read one `GET`. Measured on one Redis 7.0
+//! (`tests/cost.rs`, below, both layouts in one sitting): a new session
+//! costs Redis 1.0–1.1 µs of CPU instead of 3.6–3.7, a read 0.41–0.49
+//! instead of 0.56–0.63; a write 8.4 instead of 7.1 (decoding and encoding
+//! the entries; a session of a few small keys). End to end, on two cores,
+//! requests that create a session went from 1.0 × tower-sessions' rate to
+//! 1.16 × (BENCHMARKS.md, issue 18). What a field per key did better: a
+//! write of one key to a very large session costs in proportion to the
+//! session now.
 //!
-//! Layout 2 is not compatible with layout 1 (earlier development versions
-//! of this crate: 64 hex digits in the key, five `\xff…` fields), nor with
-//! the first development versions of layout 2 (decimal metadata,
-//! `2 <created> <ttl> <deadline> <expires>`): sessions stored by them are
-//! not found under the new keys, or their hash is
-//! [corrupt](#corrupt-or-foreign-data). Users are signed out once.
+//! Layout 3 is not compatible with layout 2 (a hash) nor layout 1 (earlier
+//! development versions): their sessions are
+//! [foreign](#corrupt-or-foreign-data) to it. Users are signed out once.
 //!
 //! ## Memory per session
 //!
-//! A session holding one small integer takes about 214 bytes of Redis's
+//! A session holding one small integer takes about 213 bytes of Redis's
 //! `used_memory` (Redis 7.0, jemalloc, 100,000 sessions, default prefix, a
-//! two-hour idle lifetime; measured by `tests/cost.rs`; 230 with the
-//! decimal metadata). These are its allocations, each rounded up to
-//! jemalloc's size class:
+//! two-hour idle lifetime; measured by `tests/cost.rs`; the hash of layout
+//! 2 took 214). These are its allocations, each rounded up to jemalloc's
+//! size class:
 //!
 //! | what | bytes used | allocated |
 //! |---|---|---|
 //! | the key: 56 characters with the default prefix, a 3-byte header, a NUL | 60 | 64 |
 //! | its entry in the key space (key, value, next) | 24 | 32 |
-//! | the value's object header | 16 | 16 |
-//! | the hash, as a listpack: 7 bytes of header and end, then per element a 1–2 byte header, the content and a 1-byte length: `\xff` 3, the metadata 32, `n` 3, the integer 3 | 48 | 48 |
+//! | the value, one allocation while the string is at most 44 bytes: the object header 16, then the string's 3-byte header, 30 bytes of metadata, `|`, the map (1 byte, then `n` 2 and a 3-digit integer 4), a NUL | 58 | 64 |
 //! | its entry in the table of expiring keys | 24 | 32 |
 //! | the bucket arrays of both tables, 8 bytes per slot, slots the power of two above the number of keys (131,072 for 100,000) | 21 | 21 |
 //! | total | | 213 |
 //!
-//! The last byte of the measurement is not the sessions': the server's
-//! other allocations grow a little while it runs (loading the same keys
-//! without the store measures 213.2–213.7). The listpack of such a session
-//! is 47 or 48 bytes (an integer up to 127 takes 2, up to 4,095 3): a byte
-//! or two more (a longer key name, a larger integer, an idle lifetime past
-//! 0xffffff ms or 4.6 hours, any deadline) takes it to the next class, 64.
-//! What is left above the size of the data is mostly the key: with the
-//! default prefix it needs 64 bytes (so does a raw key, 60 characters),
-//! and would need at most 44 characters to fit 48. Each session key adds its name and value plus 2–3 bytes while
-//! the hash stays a listpack (up to 128 fields of at most 64 bytes, Redis's
-//! defaults).
+//! A value over 44 bytes (a few more entries) is a second allocation; each
+//! session key adds its name and value plus 2–6 bytes. What is left above
+//! the size of the data is mostly the key: with the default prefix it needs
+//! 64 bytes (so does a raw key, 60 characters), and would need at most 44
+//! characters to fit 48.
 //!
 //! # Round trips
 //!
-//! A read is **one plain `HGETALL`**: one round trip and one command for
+//! A read is **one plain `GET`**: one round trip and one command for
 //! Redis, no script. Redis's native expiry, set to agree with the metadata
 //! ([Expiry](#expiry)), has already removed an expired session, so reading
-//! is all there is to do. Every operation that must read and write
-//! atomically is one `EVALSHA` of a Lua script (redis-rs
+//! is all there is to do. A new session is **one plain `SET … NX PXAT`**.
+//! Every other operation that must read and write atomically is one
+//! `EVALSHA` of a Lua script (redis-rs
 //! [`Script`](redis::Script): it sends `SCRIPT LOAD` and retries when the
 //! server answers `NOSCRIPT`, which happens once per script after Redis
 //! starts, costing two extra round trips that one time). Redis runs a
 //! script atomically. Inside, time is Redis's own clock
 //! (`redis.call('TIME')`), so app servers with drifting clocks agree on
-//! expiry. The scripts read the metadata with one `HGET` of the `\xff`
-//! field.
+//! expiry. The scripts read the session with one `GET`, and write it back
+//! with its expiry in one `SET … PXAT`.
 //!
 //! | operation | keys | what it does | round trips |
 //! |---|---|---|---|
-//! | `load` | data | `HGETALL`; an empty reply is absent, a `WRONGTYPE` error or a hash without valid metadata is [corrupt](#corrupt-or-foreign-data) | 1 |
-//! | `load`, touch due | data | then, if the touch looks due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), by the [estimate of Redis's clock](#clocks)), the touch script: checks again that the session is live and the touch due by Redis's clock, moves `expires` to `min(now + ttl, deadline)` and `PEXPIREAT`s the key if that moves it; returns Redis's time and the metadata, and [`Loaded::touched`](sessionkit_core::store::Loaded) says whether it moved | 2 |
-//! | `create` | data, lock | when neither key exists (the usual case: a fresh random id) writes all fields with native expiry, without reading the clock (a `PEXPIREAT` in the past deletes a session born expired at once); otherwise answers `IdTaken` if the id is live, or deletes what is left under it (an expired or corrupt record, the lock of an expired session) and writes all fields | 1 |
-//! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; `clear` (drop the hash, rewrite the metadata), `HSET`/`HDEL` of the delta's keys, the new idle lifetime, expiry refreshed; returns the metadata | 1 |
-//! | `apply_and_read` | data, lock | `apply` fenced by the token, keeping the lock, then `HGETALL` in the same script: the session handle hands a contended lock to the next request of its process with it | 1 |
-//! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; `RENAME`s the hash, and the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock; refreshes the expiry | 1 (cluster too: the new id is in the old one's [slot](#redis-cluster)) |
+//! | `load` | data | `GET`; no value is absent, a `WRONGTYPE` error or a value without valid metadata is [corrupt](#corrupt-or-foreign-data) | 1 |
+//! | `load`, touch due | data | then, if the touch looks due ([`Touch::is_due`](sessionkit_core::record::Touch::is_due), by the [estimate of Redis's clock](#clocks)), the touch script: checks again that the session is live and the touch due by Redis's clock, moves `expires` to `min(now + ttl, deadline)` and writes the session back with its new expiry if that moves it; returns Redis's time and the metadata, and [`Loaded::touched`](sessionkit_core::store::Loaded) says whether it moved | 2 |
+//! | `create` | data, lock | `SET data <session> NX PXAT <expires − 1>`: done when the key is free (the usual case: a fresh random id; an expiry in the past deletes a session born expired at once); otherwise a script answers `IdTaken` if the id is live, or deletes what is left under it (an expired or corrupt record, any lock) and writes the session | 1 (2 when the id is taken) |
+//! | `apply` | data, lock | `Gone` unless live (never recreates); when fenced, `LockLost` unless the lock key holds the token, and deletes the lock if `release`; decodes the entries (or starts from none, on `clear`), sets and removes the delta's keys, the new idle lifetime, expiry refreshed, and writes the session back; an expiry brought forward brings a lock's with it; returns the metadata | 1 |
+//! | `apply_and_read` | data, lock | `apply` fenced by the token, keeping the lock, and returns the session as written: the session handle hands a contended lock to the next request of its process with it | 1 |
+//! | `change_id` | old data, old lock, new data, new lock | `Gone` unless the old id is live, `IdTaken` if the new one is, `LockLost` if fenced and the token does not own the lock; writes the session under the new key with its expiry refreshed and deletes the old, `RENAME`s the lock when fenced (`RENAME` keeps its TTL: same token, same expiry), otherwise deletes the old lock | 1 (cluster too: the new id is in the old one's [slot](#redis-cluster)) |
 //! | `destroy` | data, lock | plain `DEL` of both | 1 |
-//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PX ttl`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns `HGETALL`, with the refreshed metadata | 1 |
-//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIRE`s the lock and refreshes the session's expiry as `apply` does | 1 |
+//! | `lock` | data, lock | `Absent` (and no lock taken) unless live; `SET lock <fresh token> NX PXAT <now + ttl, at most the session's refreshed expiry>`, `Held` if that fails; once taken, refreshes the expiry as `apply` does (a session is not idle while a request holds its lock); returns the session, with the refreshed metadata | 1 |
+//! | `renew_lock` | data, lock | if the session is live and the lock holds the token: `PEXPIREAT`s the lock (as `lock` does) and refreshes the session's expiry as `apply` does | 1 |
 //! | `unlock` | lock | if the lock holds the token: `DEL` (compare-and-delete) | 1 |
 //! | `set_owner`, `sessions_of`, `revoke`, `revoke_all` | data, the owner's index (and the keys it names) | see [Owners](#owners) | 1 (in a cluster: more, see there) |
 //!
 //! With the session layer's default touch rule (refresh when less than 75 %
 //! of the idle lifetime is left), a session's reads find a touch due at
 //! most once per quarter of its idle lifetime, so nearly every read is one
-//! `HGETALL`; `MemcachedStore` has the same shape ("load 1, +1 when a touch
+//! `GET`; `MemcachedStore` has the same shape ("load 1, +1 when a touch
 //! is due"). The touch is a second round trip rather than part of the read
-//! because a script that reads costs Redis ten times a plain `HGETALL`
+//! because a script that reads costs Redis ten times a plain `GET`
 //! (see [Cost](#cost)), on every read, to save a round trip on few.
 //!
 //! The counts are measured, not assumed: the crate's tests watch the
 //! server's `MONITOR` (which marks the commands a script runs as `lua`, so
 //! only commands that came over the wire count) around each operation and
-//! assert exactly the commands of the table: one `HGETALL` per read, one
-//! more `EVALSHA` when its touch is due, one `EVALSHA` per other operation,
-//! one `DEL` for `destroy`. `INFO commandstats` counts the commands inside
+//! assert exactly the commands of the table: one `GET` per read, one
+//! more `EVALSHA` when its touch is due, one `SET` per `create` of a free
+//! id, one `EVALSHA` per other operation, one `DEL` for `destroy`. `INFO commandstats` counts the commands inside
 //! scripts too; the tests use it to show that a read without a due touch
 //! makes Redis run exactly one command.
 //!
@@ -219,72 +218,62 @@
 //! let monitor = server.monitor();
 //! let mark = monitor.mark();
 //! /* … requests … */
-//! let commands: Vec<String> = monitor.since(mark);      // e.g. ["hgetall", "evalsha"]
+//! let commands: Vec<String> = monitor.since(mark);      // e.g. ["get", "evalsha"]
 //! ```
 //!
 //! ## Cost
 //!
 //! Redis CPU time per call, from `INFO commandstats` (`tests/cost.rs`:
 //! Redis 7.0, 20,000 calls each on sessions holding one small integer, 16 in
-//! flight; the median of three runs on one machine; the numbers move by
-//! about 10 % between runs on a shared machine):
+//! flight; two runs on one machine, layout 2 measured right after on the
+//! same machine; the numbers move by about 10 % between runs):
 //!
-//! | operation | commands Redis runs | µs |
-//! |---|---|---|
-//! | `load` | `HGETALL` | 1.2 |
-//! | `load`, touch due | `HGETALL`; `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`) | 12.5 |
-//! | `create` | `EVALSHA` (`EXISTS`, `HSET`, `PEXPIREAT`; when something is under the id: `EXISTS`, `TIME`, `HGET`, `DEL` ×2, `HSET`, `PEXPIREAT`) | 4.2 (measured later than the other rows, on the same machine: 5.1 with the script's helpers defined before its fast path, as before) |
-//! | `apply` | `EVALSHA` (`TIME`, `HGET`, `HSET`, `PEXPIREAT`; `GET` when fenced: 12.4) | 10.9 |
-//! | `lock` | `EVALSHA` (`TIME`, `HGET`, `SET`, `HSET`, `PEXPIREAT`, `HGETALL`; held: `TIME`, `HGET`, `SET`, 7.7) | 16.0 |
-//! | `renew_lock` | `EVALSHA` (`TIME`, `HGET`, `GET`, `PEXPIRE`, `HSET`, `PEXPIREAT`) | 11.4 |
-//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 3.5 |
-//! | `change_id` | `EVALSHA` (`TIME`, `HGET` ×2, `DEL` ×2, `RENAME`, `HSET`, `PEXPIREAT`) | 14.8 |
-//! | `destroy` | `DEL` | 1.2 |
-//!
-//! Refreshing the expiry (`HSET` of the metadata and `PEXPIREAT`) is what
-//! makes `lock` and `renew_lock` cost about 4 µs more than they would
-//! without; it is skipped when the expiry would not move (at the absolute
-//! deadline, or twice in one millisecond).
+//! | operation | commands Redis runs | µs | layout 2 (a hash), µs |
+//! |---|---|--:|--:|
+//! | `load` | `GET` | 0.41–0.49 | 0.56–0.63 |
+//! | `load`, touch due | `GET`; `EVALSHA` (`TIME`, `GET`, `SET`) | 7.0–7.2 | 6.7–7.1 |
+//! | `create` | `SET … NX PXAT` (when the id is taken: then `EVALSHA` with `TIME`, `GET`, `DEL`, `SET`) | 1.0–1.1 | 3.6–3.7 (a script) |
+//! | `apply` | `EVALSHA` (`TIME`, `GET`, `SET`; `GET` of the lock when fenced: 10.8–10.9) | 8.4 | 7.0–7.1 (fenced 8.1–8.2) |
+//! | `lock` | `EVALSHA` (`TIME`, `GET`, `SET` ×2; held: `TIME`, `GET`, `SET`, 6.5–6.8) | 9.5–10.0 | 9.8–9.9 (held 5.2–5.6) |
+//! | `renew_lock` | `EVALSHA` (`TIME`, `GET` ×2, `PEXPIREAT`, `SET`) | 8.6–9.5 | 7.5–7.9 |
+//! | `unlock` | `EVALSHA` (`GET`, `DEL`) | 2.5–2.8 | 2.2–2.3 |
+//! | `change_id` | `EVALSHA` (`TIME`, `GET` ×2, `DEL` ×3, `SET`) | 10.1–10.9 | 10.4–10.9 |
+//! | `destroy` | `DEL` | 0.7–0.9 | 0.7–0.8 |
 //!
 //! Each command a script runs costs Redis about as much as the same command
-//! sent by a client, and running a script at all about 2 µs more (measured
-//! for `create`, below); so each script runs only the commands it needs and
-//! defines only the Lua helpers it uses.
+//! sent by a client, and running a script at all about 2 µs more; decoding
+//! and encoding the entries (`cmsgpack`, in C) adds about 1 µs to a write
+//! of a small session, and grows with the session. So each script runs only
+//! the commands it needs and defines only the Lua helpers it uses, and the
+//! refresh of the expiry is skipped when it would not move (at the absolute
+//! deadline, or twice in one millisecond).
 //!
-//! ### Why `create` is a script
+//! ### Why `create` is a `SET … NX`
 //!
 //! A new session must never overwrite a live one, and must not take over
 //! what an expired one left under its id (the record, if its key lost its
-//! TTL, or a lock that outlived it): a test of both keys and a write of the
-//! hash with its expiry, atomically. The options, measured on Redis 7.0 by
+//! TTL, or a lock). `SET … NX` tests the data key and writes it with its
+//! expiry in one command; it tests no other key, so the store keeps a lock
+//! from outliving its session (see [Expiry](#expiry)), and a free data key
+//! means a free id. Only when the `SET` finds the key taken does the
+//! `CREATE` script run (a second round trip, practically never under a
+//! fresh random id): it answers `IdTaken` for a live session and writes
+//! nothing, and otherwise deletes whatever is there, lock included, before
+//! writing. The options measured on Redis 7.0 by
 //! `bench/redis-create-options.py` (`redis-cli --pipe` of 30,000 creates of
-//! a one-entry session per option, three interleaved rounds on a shared
-//! two-core machine; Redis's CPU time per create, from `used_cpu_user +
-//! used_cpu_sys`, parsing included, and the time `INFO commandstats` gives
-//! the commands sent, a script's commands included; an earlier session on
-//! the same machine, busier, measured 5.4–6.5 µs of CPU before and 4.8–5.0
-//! now, in the same order):
+//! a one-entry session per option, three interleaved rounds; Redis's CPU
+//! time per create, from `used_cpu_user + used_cpu_sys`, parsing included,
+//! and the time `INFO commandstats` gives the commands sent):
 //!
 //! | option | Redis CPU µs per create | `commandstats` µs | keeps the contract |
 //! |---|--:|--:|---|
-//! | the script before (helpers defined, then `EXISTS`, `HSET`, `PEXPIREAT`) | 4.3–4.5 | 3.8–4.5 | yes |
-//! | **the script now**: fast path first, nothing defined before it | 3.7–3.8 | 3.1–4.1 | yes |
-//! | a fast-path-only script, a second script when the id is occupied | 3.7–3.9 | 3.1–4.5 | yes, in two round trips when occupied |
-//! | the same body as a Redis 7 function (`FCALL`) | 3.5–3.6 | 3.0–3.4 | yes, but needs Redis 7 and `FUNCTION LOAD` on every node |
-//! | `MULTI`: `HSET` a staging key, `PEXPIREAT` it, `RENAMENX` it onto the data key, `DEL` it | 3.2–3.4 | 2.2–2.4 | no: cannot test the lock key in the same step |
-//! | `MULTI`: `HSETNX` of the metadata as a guard, `HSET`, `PEXPIREAT` | 2.4–2.7 | 1.5–2.3 | no: the `HSET` and `PEXPIREAT` run even when the guard fails, into a live session |
-//! | no guard at all: `HSET`, `PEXPIREAT` | 1.6 | 0.9–1.1 | no |
-//! | tower-sessions' `SET key value NX EXAT` (a string, for comparison) | 1.0–1.1 | 0.6–0.7 | — |
-//!
-//! Calling a script at all costs Redis about 2 µs (the script's
-//! lookup, its `KEYS`/`ARGV` tables, each `redis.call` turned into a
-//! command and its reply back); the commands inside cost what they cost
-//! from a client. A transaction cannot make a write depend on a test, and
-//! no single Redis 7 command writes a hash with its expiry only if two keys
-//! are absent, so the script stays, with the fast path first. What would
-//! reach a plain `SET` is another layout for new sessions (one string key,
-//! `SET … NX PXAT`, turned into a hash on its first write), which every
-//! other script would then have to read in both shapes.
+//! | a script on a hash (layout 2: `EXISTS` of both keys, `HSET`, `PEXPIREAT`) | 3.9–4.1 | 3.0–3.1 | yes |
+//! | the same as a Redis 7 function (`FCALL`) | 3.7–3.8 | 2.9–3.2 | yes, but needs Redis 7 and `FUNCTION LOAD` on every node |
+//! | `MULTI`: the entries packed into the hash's metadata field with `HSETNX`, `PEXPIREAT … NX` | 2.0–4.1 | 1.2–2.0 | yes, with Redis 7, if a write unpacks the field first |
+//! | `MULTI`: `HSETNX` of the metadata as a guard, `HSET`, `PEXPIREAT` | 2.6–2.8 | 1.4–1.5 | no: the `HSET` and `PEXPIREAT` run even when the guard fails, into a live session |
+//! | no guard at all: `HSET`, `PEXPIREAT` | 1.8–1.9 | 1.0 | no |
+//! | **one string: `SET … NX PXAT`** (layout 3) | 1.3–1.4 | 0.7–0.8 | yes, with locks bounded by their session |
+//! | tower-sessions' `SET key value NX EXAT` (for comparison) | 1.1–1.2 | 0.6–0.7 | — |
 //!
 //! ## Clocks
 //!
@@ -312,8 +301,8 @@
 //!
 //! ## Expiry
 //!
-//! Redis's native expiry decides. Every script that sets an expiry sets the
-//! key's `PEXPIREAT` to `expires - 1`: Redis deletes a key once its clock is
+//! Redis's native expiry decides. Every write sets the key's expiry
+//! (`SET … PXAT`) to `expires - 1`: Redis deletes a key once its clock is
 //! *past* the expiry time, and the contract says a session is expired once
 //! the clock *reaches* `expires` (`now >= expires`), so the two agree to the
 //! millisecond, and a read needs no clock at all: a key that exists is a
@@ -327,10 +316,16 @@
 //!
 //! Expired sessions take no memory and need no sweep
 //! ([`ExpiredDeletion`](sessionkit_core::store::ExpiredDeletion) is not
-//! implemented: there is nothing to do). Locks expire by their own `PX`. A
-//! lock can outlive the session it locks; it then locks nothing (every
-//! operation checks the session first) and `create` deletes it when the id
-//! is used again. Lock TTLs and the idle lifetimes `apply` sets are capped
+//! implemented: there is nothing to do). Locks expire by their own expiry,
+//! and **never outlive their session**: taking or renewing a lock sets its
+//! expiry to `now + ttl` but never past the session's own, and a write that
+//! brings the session's expiry forward (a shorter lifetime, a deadline)
+//! brings a held lock's with it. So a new session, which `create` writes
+//! with a `SET … NX` of the data key alone, finds no lock under its id. (A
+//! lock left without its session some other way — keys evicted by a
+//! `maxmemory` policy, a key deleted by hand — is one under an id nobody
+//! holds a cookie for; it locks nothing, since every operation checks the
+//! session first, and it expires with its TTL.) Lock TTLs and the idle lifetimes `apply` sets are capped
 //! at 2^52 ms (about 142,000 years), below where Lua's numbers stop being
 //! exact; the expiries the scripts compute at 2^44 − 1 ms after the epoch,
 //! the latest time the metadata holds (in the year 2527; see
@@ -338,10 +333,9 @@
 //!
 //! ## Corrupt or foreign data
 //!
-//! A key under the prefix that is not a session of layout 2 (another type,
-//! another application's hash, a hash without the `\xff` field, metadata
-//! that does not parse — which includes this crate's layout 1 and the
-//! decimal metadata of its first layout-2 versions)
+//! A key under the prefix that is not a session of layout 3 (another type —
+//! which includes the hashes of this crate's layouts 1 and 2 —, a string
+//! without `|`, metadata that does not parse)
 //! is treated as absent by every operation, logged at `warn` with
 //! `tracing` (with [`SessionId::short_hash`](sessionkit_core::SessionId::short_hash),
 //! never the id), and replaced by a `create` under its id. The scripts (a
@@ -349,9 +343,11 @@
 //! grammar (exact widths, lowercase hex digits only, no sign, no `0x`, at
 //! most 16 digits so no overflow), tested with the same values, garbage and
 //! valid, so they agree on what is corrupt and on what the numbers are. A
-//! hash with valid metadata but a field name that is not UTF-8 (this crate
-//! never writes one) is only seen when read: `load` and `lock` then delete
-//! it (one more round trip, on such data only) and answer absent. Nothing
+//! session with valid metadata but entries that are not a MessagePack map
+//! of strings, or a key that is not UTF-8 (this crate never writes either),
+//! is seen by the scripts that decode the entries (`apply` answers `Gone`)
+//! and by the reads: `load`, `lock` and `apply_and_read` then delete it
+//! (one more round trip, on such data only) and answer absent. Nothing
 //! in Redis can make the store panic.
 //!
 //! # Locks
@@ -428,10 +424,10 @@
 //! refusing, or deleting the least recently used others' data and locks —
 //! writes the owner fields and the entry), `sessions_of`, `revoke`,
 //! `revoke_all`. `change_id` of an owned session moves the entry inside its
-//! own script (one `HMGET` more per `change_id`). These scripts touch the
+//! own script (it decodes the entries to find the owner). These scripts touch the
 //! data keys the index names, which they cannot declare in advance; one
 //! server allows that, a cluster refuses it. Costs are in proportion to the
-//! owner's entries: the scripts read the index and one `HGET` + `HMGET`
+//! owner's entries: the scripts read the index and one `GET` (decoded)
 //! per entry.
 //!
 //! **In a cluster**, the index lives in the owner's own slot, so no script
@@ -460,8 +456,8 @@
 //!
 //! With feature `cluster`, the same store runs on a Redis Cluster through
 //! redis-rs' `ClusterConnection`. A session's two keys share a hash tag, so
-//! every operation runs as on a single server (a read is one `HGETALL`, the
-//! rest one script), on one node, with the same guarantees: `change_id`
+//! every operation runs as on a single server (a read is one `GET`, a new
+//! session one `SET`, the rest one script), on one node, with the same guarantees: `change_id`
 //! too, because the store picks the new id.
 //!
 //! ## `change_id`: the new id is drawn in the old id's slot
@@ -568,10 +564,11 @@
 //!   it. Fencing protects against a lock that expired or was taken on the
 //!   same primary, not against a lost primary (no `WAIT`, no Redlock).
 //! - **Cost of large sessions**: a command or script blocks Redis while it
-//!   runs, for a time proportional to what it touches. `load` and `lock`
-//!   read the whole hash; `apply` touches only the delta's keys (a `clear`
-//!   rewrites the hash). Sessions of thousands of keys work (they are
-//!   tested) but each load copies them all.
+//!   runs, for a time proportional to what it touches. Every operation
+//!   reads the whole session, and every write decodes and encodes all its
+//!   entries (a write of one key to a session of thousands costs in
+//!   proportion to the thousands). Sessions of thousands of keys work (they
+//!   are tested) but each load and write copies them all.
 //! - **Counting and listing** all sessions are not offered: ids are hashed
 //!   at rest and a list of live bearer tokens is a liability. An owner's
 //!   sessions are listed by [handle](#owners), never by id.

@@ -363,9 +363,13 @@ mod tests {
             let raw = RawSession::decode(&stored(&[(&key, &value)])).unwrap();
             assert_eq!(raw.entries, vec![(key, value)], "{len}");
         }
-        let many: Vec<(String, Vec<u8>)> = (0..70_000).map(|i| (format!("k{i:05}"), vec![1])).collect();
+        let many: Vec<(String, Vec<u8>)> =
+            (0..70_000).map(|i| (format!("k{i:05}"), vec![1])).collect();
         let pairs: Vec<(&str, &[u8])> = many.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-        assert_eq!(RawSession::decode(&stored(&pairs)).unwrap().entries.len(), 70_000);
+        assert_eq!(
+            RawSession::decode(&stored(&pairs)).unwrap().entries.len(),
+            70_000
+        );
     }
 
     #[test]
@@ -380,7 +384,10 @@ mod tests {
         let raw = RawSession::decode(&value).unwrap();
         assert_eq!(
             raw.entries,
-            vec![("a".to_owned(), vec![b'x'; 40]), ("b".to_owned(), b"\xff\x00".to_vec())]
+            vec![
+                ("a".to_owned(), vec![b'x'; 40]),
+                ("b".to_owned(), b"\xff\x00".to_vec())
+            ]
         );
     }
 
@@ -432,7 +439,10 @@ mod tests {
             );
         }
         let not_utf8 = with_meta(b"\x81\xa2\xc3\x28\xa1v");
-        assert!(matches!(RawSession::decode(&not_utf8), Err(Corrupt::Entry(_))));
+        assert!(matches!(
+            RawSession::decode(&not_utf8),
+            Err(Corrupt::Entry(_))
+        ));
         assert!(RawSession::from_reply(Value::Int(1)).is_err());
         assert!(RawSession::from_reply(Value::Array(vec![])).is_err());
     }

@@ -502,11 +502,7 @@ impl SessionStore for RedisStore {
         // Something is under the id: a live session, or what an expired or
         // foreign one left. The script decides, atomically.
         let mut script = scripts::CREATE.prepare_invoke();
-        script
-            .key(&keys.data)
-            .key(&keys.lock)
-            .arg(stored)
-            .arg(at);
+        script.key(&keys.data).key(&keys.lock).arg(stored).arg(at);
         match self.run_status(OP, &script).await? {
             Status::IdTaken => Ok(Created::IdTaken),
             Status::Created => Ok(Created::Created),

@@ -632,7 +632,10 @@ async fn data_layout_is_as_documented() {
     assert_eq!(meta.len(), 11 + 11 + 4 + 1 + 11);
     let mut expected = meta.clone().into_bytes();
     expected.extend_from_slice(b"|\x82\xa1n\xa11\xa4user\xa5\"ada\"");
-    assert_eq!(value.escape_ascii().to_string(), expected.escape_ascii().to_string());
+    assert_eq!(
+        value.escape_ascii().to_string(),
+        expected.escape_ascii().to_string()
+    );
     let pttl: i64 = redis::cmd("PTTL")
         .arg(&data)
         .query_async(&mut conn)
@@ -1078,7 +1081,10 @@ async fn corrupt_or_foreign_data_is_absent() {
     let meta: &[u8] = b"00000000001fffffffffff927c0:0";
     let with_meta = |tail: &[u8]| [meta, b"|", tail].concat();
     let mut cases: Vec<(String, Planted)> = vec![
-        ("no separator".into(), Planted::Value(b"not a session".to_vec())),
+        (
+            "no separator".into(),
+            Planted::Value(b"not a session".to_vec()),
+        ),
         (
             "a foreign hash".into(),
             Planted::Hash(vec![(b"session_data", b"php serialized")]),
@@ -1236,7 +1242,12 @@ async fn a_lock_never_outlives_its_session() {
     let session_ends = pexpiretime(&mut conn, &data).await;
     assert_eq!(session_ends, (now + 20_000) as i64 - 1);
     assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "lock");
-    assert!(store.renew_lock(&id, &token, Duration::from_secs(60)).await.unwrap());
+    assert!(
+        store
+            .renew_lock(&id, &token, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
     assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "renewed");
 
     // A shorter lifetime, kept lock: the lock follows the earlier expiry.
@@ -1252,7 +1263,11 @@ async fn a_lock_never_outlives_its_session() {
     assert!(meta.expires() < now + 20_000);
     let session_ends = pexpiretime(&mut conn, &data).await;
     assert_eq!(session_ends, meta.expires() as i64 - 1);
-    assert_eq!(pexpiretime(&mut conn, &lock).await, session_ends, "brought forward");
+    assert_eq!(
+        pexpiretime(&mut conn, &lock).await,
+        session_ends,
+        "brought forward"
+    );
     store.destroy(&id).await.unwrap();
 }
 
@@ -1376,9 +1391,9 @@ async fn times_past_2527_are_refused_or_capped() {
     store.destroy(&id).await.unwrap();
 }
 
-/// Large sessions go through the scripts' sliced `HSET`/`HDEL` (Lua's
-/// `unpack` is bounded): thousands of keys in one create, one delta, one
-/// clear.
+/// Large sessions go through the scripts' merge whole (decoded, merged and
+/// encoded by `cmsgpack` in Lua; a map of thousands of keys is a `map16`):
+/// thousands of keys in one create, one delta, one clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_with_thousands_of_keys() {
     let store = store().await;
@@ -1517,9 +1532,20 @@ async fn create_of_a_free_id_is_one_set() {
     assert_eq!(run.get("set"), Some(&1), "the SET … NX alone: {run:?}");
     assert_eq!(run.get("time"), Some(&1), "{run:?}");
     assert_eq!(run.get("get"), Some(&1), "the metadata, read once: {run:?}");
-    assert_eq!(run.get("del"), None, "a refused create writes nothing: {run:?}");
     assert_eq!(
-        store.load(&warm, None).await.unwrap().unwrap().record.entries.get("n"),
+        run.get("del"),
+        None,
+        "a refused create writes nothing: {run:?}"
+    );
+    assert_eq!(
+        store
+            .load(&warm, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .entries
+            .get("n"),
         Some(&b"1"[..]),
         "the live session is untouched"
     );
