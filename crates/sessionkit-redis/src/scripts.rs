@@ -170,16 +170,14 @@ local function meta(key, now)
   local v = redis.pcall('GET', key)
   if v == false then return 'missing' end
   if type(v) ~= 'string' then return 'foreign' end
-  local bar = string.find(v, '|', 1, true)
-  if not bar then return 'foreign' end
-  local m = string.sub(v, 1, bar - 1)
-  local c, e, l, d = string.match(m, '^([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+)$')
-  if not c or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return 'foreign' end
+  -- One match splits the whole value (the metadata never holds a `|`).
+  local m, c, e, l, d, entries = string.match(v, '^(([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])([0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])(r?[0-9a-f]+):([0-9a-f]+))|(.*)$')
+  if not m or #l > 16 + (string.byte(l) == 114 and 1 or 0) or #d > 16 then return 'foreign' end
   e = tonumber(e, 16)
   -- Native expiry has removed such a key already (see `write`); this
   -- covers a key whose TTL someone removed.
   if now >= e then return 'expired' end
-  return 'live', c, e, l, d, m, string.sub(v, bar + 1)
+  return 'live', c, e, l, d, m, entries
 end
 "
     };
