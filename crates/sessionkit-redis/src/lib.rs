@@ -320,12 +320,21 @@
 //! and **never outlive their session**: taking or renewing a lock sets its
 //! expiry to `now + ttl` but never past the session's own, and a write that
 //! brings the session's expiry forward (a shorter lifetime, a deadline)
-//! brings a held lock's with it. So a new session, which `create` writes
-//! with a `SET … NX` of the data key alone, finds no lock under its id. (A
-//! lock left without its session some other way — keys evicted by a
-//! `maxmemory` policy, a key deleted by hand — is one under an id nobody
-//! holds a cookie for; it locks nothing, since every operation checks the
-//! session first, and it expires with its TTL.) Lock TTLs and the idle lifetimes `apply` sets are capped
+//! brings a held lock's with it; a touch, `lock`, `renew_lock` or `change_id`
+//! never brings the session's expiry forward (a clock that stepped back leaves it as it
+//! was). So a new session, which `create` writes with a `SET … NX` of the
+//! data key alone, finds no lock under its id. (A lock left without its
+//! session some other way — keys evicted by a `maxmemory` policy, a key
+//! deleted by hand — locks nothing, since every operation checks the
+//! session first, and expires with its TTL; `create` never reuses the id
+//! of a session that is gone.) One consequence: a lock lasts at most the
+//! session's idle lifetime from when it was taken or last renewed, even
+//! if other requests keep the session alive meanwhile; with an idle
+//! lifetime shorter than the lock's
+//! [`renew_every`](sessionkit_core::LockConfig::renew_every), a long
+//! locked request can lose its lock (its commit then fails with
+//! `LockLost`, writing nothing). Keep `renew_every` below the idle
+//! lifetime. Lock TTLs and the idle lifetimes `apply` sets are capped
 //! at 2^52 ms (about 142,000 years), below where Lua's numbers stop being
 //! exact; the expiries the scripts compute at 2^44 − 1 ms after the epoch,
 //! the latest time the metadata holds (in the year 2527; see
@@ -345,9 +354,10 @@
 //! valid, so they agree on what is corrupt and on what the numbers are. A
 //! session with valid metadata but entries that are not a MessagePack map
 //! of strings, or a key that is not UTF-8 (this crate never writes either),
-//! is seen by the scripts that decode the entries (`apply` answers `Gone`)
-//! and by the reads: `load`, `lock` and `apply_and_read` then delete it
-//! (one more round trip, on such data only) and answer absent. Nothing
+//! is found out by the reads: `load`, `lock` and `apply_and_read` then
+//! delete it (one more round trip, on such data only) and answer absent.
+//! The scripts that decode the entries answer `Gone` for what `cmsgpack`
+//! cannot decode, and Rust refuses the same formats (`bin`, for one). Nothing
 //! in Redis can make the store panic.
 //!
 //! # Locks

@@ -220,10 +220,11 @@ impl RawSession {
     }
 }
 
-/// The pairs of a MessagePack map of strings (as `cmsgpack` writes them:
-/// `str` formats; `bin` accepted too), with nothing after it; an empty
-/// array counts as the empty map, which is how `cmsgpack` writes an empty
-/// Lua table. `None` for anything else.
+/// The pairs of a MessagePack map of strings (`str` formats, as `cmsgpack`
+/// writes them; `bin`, which Redis's `cmsgpack` cannot decode, is refused
+/// as the scripts would), with nothing after it; an empty array counts as
+/// the empty map, which is how `cmsgpack` writes an empty Lua table.
+/// `None` for anything else.
 fn decode_entries(mut bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     use rmp::Marker;
     use rmp::decode::{RmpRead as _, read_marker};
@@ -233,15 +234,15 @@ fn decode_entries(mut bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         Marker::FixArray(0) => 0,
         marker => rmp::decode::marker_to_len(rd, marker).ok()?,
     };
-    // Each pair takes at least two bytes: a length cannot claim more pairs
-    // than there are bytes (no allocation from a forged length).
-    let mut pairs = Vec::with_capacity((len as usize).min(rd.len() / 2));
+    // A forged length reserves nothing much: the vector grows with the
+    // pairs actually read.
+    let mut pairs = Vec::with_capacity((len as usize).min(64));
     let string = |rd: &mut &[u8]| -> Option<Vec<u8>> {
         let n = match read_marker(rd).ok()? {
             Marker::FixStr(n) => u32::from(n),
-            Marker::Str8 | Marker::Bin8 => u32::from(rd.read_data_u8().ok()?),
-            Marker::Str16 | Marker::Bin16 => u32::from(rd.read_data_u16().ok()?),
-            Marker::Str32 | Marker::Bin32 => rd.read_data_u32().ok()?,
+            Marker::Str8 => u32::from(rd.read_data_u8().ok()?),
+            Marker::Str16 => u32::from(rd.read_data_u16().ok()?),
+            Marker::Str32 => rd.read_data_u32().ok()?,
             _ => return None,
         };
         let (taken, rest) = rd.split_at_checked(n as usize)?;
@@ -429,6 +430,8 @@ mod tests {
             with_meta(b"\x80\x80"),
             // A non-empty array.
             with_meta(b"\x91\xa1k"),
+            // bin8, which Redis's cmsgpack cannot decode.
+            with_meta(b"\x81\xa1k\xc4\x01v"),
             // A map32 claiming four billion pairs, with none.
             with_meta(b"\xdf\xff\xff\xff\xff"),
         ] {

@@ -292,7 +292,9 @@ if permille < 1000 and (e - now) * 1000 >= ttl_ms(l) * permille then
   return { 'live', now, m }
 end
 local at = refreshed(now, l, d)
-if at == e then return { 'live', now, m } end
+-- Never earlier (a clock that stepped back): a lock must not outlive the
+-- session.
+if at <= e then return { 'live', now, m } end
 local f = field(c, l, d, at)
 write(KEYS[1], f, entries, at)
 return { 'touched', now, f }
@@ -413,13 +415,15 @@ if live ~= 'live' then return { 'absent' } end
 if meta(KEYS[3], now) == 'live' then return { 'id_taken' } end
 if ARGV[1] ~= '' and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return { 'lock_lost' } end
 redis.call('DEL', KEYS[3], KEYS[4])
-local at = refreshed(now, l, d)
+-- Refreshed, never earlier (a clock that stepped back): the lock keeps its
+-- expiry, which must not outlive the session.
+local at = math.max(refreshed(now, l, d), e)
 local f = field(c, l, d, at)
 write(KEYS[3], f, entries, at)
 redis.call('DEL', KEYS[1])
 if ARGV[1] ~= '' then
   -- RENAME keeps the TTL: the lock moves with its token and its expiry
-  -- (which the refresh only moved later).
+  -- (the session's expiry only moved later).
   redis.call('RENAME', KEYS[2], KEYS[4])
 else
   redis.call('DEL', KEYS[2])
@@ -459,7 +463,8 @@ pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
         r"
 local live, c, e, l, d, m, entries = meta(KEYS[1], now)
 if live ~= 'live' then return { absent(live) } end
-local at = refreshed(now, l, d)
+-- Refreshed, never earlier (see CHANGE_ID).
+local at = math.max(refreshed(now, l, d), e)
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PXAT', lock_until(now, tonumber(ARGV[2]), at)) then
   return { 'held' }
 end
@@ -482,7 +487,8 @@ pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
 local live, c, e, l, d, m, entries = meta(KEYS[1], now)
 if live ~= 'live' then return 'not_owner' end
 if redis.pcall('GET', KEYS[2]) ~= ARGV[1] then return 'not_owner' end
-local at = refreshed(now, l, d)
+-- Refreshed, never earlier (see CHANGE_ID).
+local at = math.max(refreshed(now, l, d), e)
 redis.call('PEXPIREAT', KEYS[2], lock_until(now, tonumber(ARGV[2]), at))
 if at ~= e then write(KEYS[1], field(c, l, d, at), entries, at) end
 return 'renewed'

@@ -177,7 +177,7 @@ impl RedisStore {
         self.inner.conn.is_cluster()
     }
 
-    /// The Redis keys of a session: its data (a hash) and its lock (a
+    /// The Redis keys of a session: its data (a string) and its lock (a
     /// string), as `(data, lock)`.
     ///
     /// For operators and tests; the store computes them itself.
@@ -233,7 +233,8 @@ impl RedisStore {
     }
 
     /// Deletes a record whose metadata the scripts accept but whose entries
-    /// this process cannot read (a field name that is not UTF-8: this crate
+    /// this process cannot read (not a MessagePack map of strings, or a key
+    /// that is not UTF-8: this crate
     /// never writes one). Deleting it makes every later operation agree that
     /// the session is absent; it costs one more round trip, on such data
     /// only.

@@ -1271,6 +1271,52 @@ async fn a_lock_never_outlives_its_session() {
     store.destroy(&id).await.unwrap();
 }
 
+/// A session whose stored expiry is later than Redis's `now + ttl` (as
+/// after Redis's clock stepped back) keeps it through a touch and a fenced
+/// `change_id`: neither brings the session's expiry forward, which would
+/// leave its lock outliving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_or_change_id_never_brings_the_expiry_forward() {
+    let store = store_with_prefix(&unique_prefix("no-earlier")).await;
+    let mut conn = raw(&support::shared().url()).await;
+    let now = now_ms();
+    let ahead = Record {
+        entries: [("k", b"v".to_vec())].into_iter().collect(),
+        meta: Meta::from_parts(now, 60_000, None, now + 600_000),
+    };
+    let id = SessionId::generate();
+    let (data, lock) = store.keys_of(&id);
+    assert_eq!(store.create(&id, &ahead).await.unwrap(), Created::Created);
+    let Locked::Acquired { token, .. } = store.lock(&id, Duration::from_secs(300)).await.unwrap()
+    else {
+        panic!("lock")
+    };
+    let lock_ends = pexpiretime(&mut conn, &lock).await;
+    assert!(lock_ends > (now + 200_000) as i64, "a 300 s lock");
+
+    let loaded = store
+        .load(&id, Some(Touch::always()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        loaded.record.meta.expires(),
+        now + 600_000,
+        "the touch kept it"
+    );
+    assert!(pexpiretime(&mut conn, &data).await >= lock_ends);
+
+    let new = SessionId::generate();
+    let changed = store.change_id(&id, &new, Some(&token)).await.unwrap();
+    let IdChanged::Changed(meta) = changed else {
+        panic!("{changed:?}")
+    };
+    assert_eq!(meta.expires(), now + 600_000, "change_id kept it");
+    let (new_data, new_lock) = store.keys_of(&new);
+    assert!(pexpiretime(&mut conn, &new_data).await >= pexpiretime(&mut conn, &new_lock).await);
+    store.destroy(&new).await.unwrap();
+}
+
 // GARBAGE_META and VALID_META: metadata values both parsers must judge
 // alike, shared with the unit tests of src/reply.rs.
 include!("support/meta_cases.rs");
