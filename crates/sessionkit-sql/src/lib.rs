@@ -47,7 +47,9 @@
 //! naming the table and both versions), never a silent misuse.
 //! Concurrent migrations take turns (on PostgreSQL an advisory lock per
 //! schema, since the tables of a schema share its version table; on SQLite
-//! the write lock). For a DBA who creates the schema by hand, the SQL
+//! the write lock, and `migrate` tries again for up to 10 s while a file
+//! that several processes open at once for the first time is locked by
+//! the one creating it). For a DBA who creates the schema by hand, the SQL
 //! for the default table `sessions` (`schema_sql()` gives it for any table):
 //!
 //! PostgreSQL (12 or newer):

@@ -28,14 +28,8 @@ fn shared_file() -> &'static PathBuf {
 }
 
 async fn store() -> SqliteStore {
-    // The first store creates the file and switches it to WAL, alone: pools
-    // that open a brand-new file at the same moment can find it locked
-    // while its journal mode changes (SQLITE_BUSY when connecting, which
-    // the busy timeout does not cover); once it is in WAL, they cannot.
-    static CREATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    CREATED
-        .get_or_init(|| async { drop(store_on_shared_file().await) })
-        .await;
+    // Many tests open stores on the brand-new shared file at once: `migrate`
+    // waits out the moment the first one switches it to WAL.
     store_on_shared_file().await
 }
 
@@ -316,5 +310,48 @@ async fn owner_costs() {
     let store = store().await;
     for (what, us) in sessionkit_core::testkit::owners::costs(&store, 200).await {
         println!("owner cost\tsqlite\t{what}\t{us}");
+    }
+}
+
+/// Several processes starting at once on a database file that does not
+/// exist yet (each its own pool, as separate processes have) all open it
+/// and migrate: none fails with "database is locked" while the first one
+/// creates the file and switches it to WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_a_brand_new_file_at_once_all_migrate() {
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let open = || async {
+            let store = SqliteStore::builder()
+                .sweep_interval(None)
+                .connect(&url)
+                .unwrap();
+            store.migrate().await.map(|()| store)
+        };
+        // Concurrent in one task: each pool opens its connections on
+        // threads of its own, as separate processes would.
+        let (a, b, c, d, e, f, g, h) = tokio::join!(
+            open(),
+            open(),
+            open(),
+            open(),
+            open(),
+            open(),
+            open(),
+            open()
+        );
+        let starts = [a, b, c, d, e, f, g, h];
+        for started in starts {
+            let store = started.unwrap_or_else(|e| {
+                panic!("round {round}: {e}: {:?}", std::error::Error::source(&e))
+            });
+            let record = Record {
+                entries: [("k", b"v".to_vec())].into_iter().collect(),
+                meta: Meta::new(now_ms(), Duration::from_secs(60), None),
+            };
+            let created = store.create(&SessionId::generate(), &record).await;
+            assert!(created.is_ok(), "round {round}: {:?}", created.err());
+        }
     }
 }

@@ -227,9 +227,31 @@ impl SqliteStore {
     /// run at every start and from several processes at once (they take
     /// turns on the write lock). A table whose recorded version is newer
     /// than this code knows is an error; nothing is changed then.
+    ///
+    /// Processes that start together on a database file that does not
+    /// exist yet can find it locked while the first one creates it and
+    /// switches it to WAL: SQLite then answers "database is locked" at once,
+    /// without waiting out the busy timeout (it would otherwise risk a
+    /// deadlock). `migrate` tries again, with a growing pause, for up to
+    /// [`MIGRATE_RETRY_FOR`](Self::MIGRATE_RETRY_FOR); any other error is
+    /// returned at once.
     pub async fn migrate(&self) -> Result<()> {
-        self.inner.migrate().await
+        let give_up = std::time::Instant::now() + Self::MIGRATE_RETRY_FOR;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.inner.migrate().await {
+                Err(err) if is_locked(&err) && std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
     }
+
+    /// How long [`migrate`](Self::migrate) keeps trying while the database
+    /// is locked.
+    pub const MIGRATE_RETRY_FOR: Duration = Duration::from_secs(10);
 
     /// The statements [`migrate`](Self::migrate) runs, for a DBA who
     /// creates the schema by hand.
@@ -240,6 +262,19 @@ impl SqliteStore {
     fn key(&self, id: &SessionId) -> Vec<u8> {
         common::key_of(id, self.inner.hash_ids)
     }
+}
+
+/// Whether a store error comes from SQLite's "database is locked" or "table
+/// is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes).
+fn is_locked(err: &Error) -> bool {
+    let Some(sqlx::Error::Database(db)) =
+        std::error::Error::source(err).and_then(|s| s.downcast_ref::<sqlx::Error>())
+    else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 fn schema_sql(table: &Table) -> String {
