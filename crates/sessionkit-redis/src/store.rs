@@ -474,7 +474,8 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<Created> {
         const OP: &str = "create";
-        let keys = self.keys(id);
+        // The data key alone: the lock key only on the rare path below.
+        let data = self.inner.keys.data_key(id);
         let meta = &record.meta;
         let field = reply::format_meta(meta).ok_or_else(|| past_2527(OP))?;
         let stored = reply::encode_session(&field, &record.entries).ok_or_else(|| too_large(OP))?;
@@ -486,22 +487,22 @@ impl SessionStore for RedisStore {
         // script. A lock never outlives its session (the scripts cap it
         // there), so a free data key means a free id.
         let mut set = redis::cmd("SET");
-        set.arg(&keys.data)
-            .arg(&stored)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(at);
+        set.arg(&data).arg(&stored).arg("NX").arg("PXAT").arg(at);
         let reply = self
             .inner
             .conn
             .query(&set)
             .await
             .map_err(|err| Error::store_unavailable(NAME, OP, err))?;
-        if reply != Value::Nil {
-            return Ok(Created::Created);
+        match reply {
+            Value::Okay => return Ok(Created::Created),
+            Value::SimpleString(ref ok) if ok == "OK" => return Ok(Created::Created),
+            Value::Nil => {}
+            _ => return Err(unexpected(OP)),
         }
         // Something is under the id: a live session, or what an expired or
         // foreign one left. The script decides, atomically.
+        let keys = self.keys(id);
         let mut script = scripts::CREATE.prepare_invoke();
         script.key(&keys.data).key(&keys.lock).arg(stored).arg(at);
         match self.run_status(OP, &script).await? {
