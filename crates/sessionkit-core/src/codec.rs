@@ -241,7 +241,8 @@ fn len_u32(len: usize) -> u32 {
 /// Decodes a blob written by [`encode_record`].
 ///
 /// Any deviation (wrong magic, a length past the end, a non-UTF-8 key,
-/// duplicate or unsorted keys, trailing bytes) is a codec error.
+/// duplicate or unsorted keys, trailing bytes, an idle lifetime of 2^63
+/// ms or more) is a codec error.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
     let mut r = Reader { bytes, pos: 0 };
     let with_flags = match r.take(MAGIC.len())? {
@@ -253,6 +254,11 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
     let ttl = r.u64()?;
     let deadline = r.u64()?;
     let expires = r.u64()?;
+    // The top bit of a lifetime is `Meta`'s "remembered" mark, never part
+    // of a lifetime: such a record would not encode back to itself.
+    if ttl > i64::MAX as u64 {
+        return Err(Error::codec("record idle lifetime is out of range", None));
+    }
     let flags = if with_flags { r.take(1)?[0] } else { 0 };
     if flags & !FLAG_REMEMBERED != 0 {
         return Err(Error::codec("record has unknown flags", None));

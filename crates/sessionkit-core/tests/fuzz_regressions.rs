@@ -31,3 +31,17 @@ fn json_values_with_floats_round_trip_exactly() {
     let back: serde_json::Value = decode_value(&encode_value(&value).unwrap()).unwrap();
     assert_eq!(back, value);
 }
+
+/// Found by `fuzz/fuzz_targets/decode_record.rs`: a record whose idle
+/// lifetime has its top bit set (2^63 ms or more; the bit `Meta` keeps for
+/// "remembered") decoded with the lifetime cut to 2^63 − 1 and encoded
+/// back to other bytes. Such a lifetime is no record's: it is refused.
+#[test]
+fn a_record_with_an_idle_lifetime_past_2_pow_63_is_refused() {
+    let input: [u8; 40] = [
+        83, 75, 2, 0, 0, 0, 0, 0, 0, 39, 0, 0, 0, 0, 0, 0, 128, 128, 128, 128, 128, 128, 128, 128,
+        128, 128, 128, 72, 238, 64, 0, 0, 0, 0, 72, 0, 0, 0, 0, 0,
+    ];
+    let err = sessionkit_core::codec::decode_record(&input).unwrap_err();
+    assert_eq!(err.kind(), sessionkit_core::ErrorKind::Codec, "{err}");
+}
